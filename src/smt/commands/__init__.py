@@ -1,0 +1,1 @@
+"""Subcommands of the `smt` command line (see smt.cli)."""

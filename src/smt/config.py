@@ -1,0 +1,346 @@
+"""Configuration dataclasses: the model (`StrideHybridConfig`) and training (`TrainingConfig`).
+
+Every field is validated in one place (`validate()`, called from `__post_init__`), so an
+impossible configuration fails when it is built, with a message naming the field and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ARCHITECTURES = ("smt", "gpt", "swa", "mamba")
+SSM_TYPES = ("mamba", "simple")
+POSITION_TYPES = ("rope", "learned")
+ATTENTION_IMPLS = ("chunked", "dense")
+DEVICES = ("cpu", "cuda", "mps", "auto")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+class ConfigError(ValueError):
+    """An impossible or inconsistent configuration value."""
+
+
+def pad_vocab_size(vocab_size: int, multiple: int = 8) -> int:
+    """Round a tokenizer's vocabulary up to a multiple of `multiple` (as Mamba does)."""
+    return int(math.ceil(vocab_size / multiple) * multiple)
+
+
+def _load_mapping(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of field names to values, got {type(data).__name__}")
+    return data
+
+
+class _Serialisable:
+    """to/from dict, JSON and YAML for a dataclass config; unknown keys are an error."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown {cls.__name__} field(s) {unknown}; valid fields are {sorted(known)}"
+            )
+        return cls(**data)
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        text = json.dumps(self.to_dict(), indent=2, sort_keys=True)
+        if path is not None:
+            Path(path).write_text(text + "\n", encoding="utf-8")
+        return text
+
+    def to_yaml(self, path: str | Path | None = None) -> str:
+        text = yaml.safe_dump(self.to_dict(), sort_keys=True)
+        if path is not None:
+            Path(path).write_text(text, encoding="utf-8")
+        return text
+
+    @classmethod
+    def from_file(cls, path: str | Path):
+        """Load from a .json or .yaml/.yml file."""
+        return cls.from_dict(_load_mapping(path))
+
+    def replace(self, **changes: Any):
+        """A validated copy with some fields changed."""
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+
+@dataclass
+class StrideHybridConfig(_Serialisable):
+    """Shape and behaviour of a Stride Memory Transformer (see DESIGN.md §1-2).
+
+    The transformer reads a window of the `n_ssm_outputs` (N) newest memory slots and the
+    `m_input_tokens` (M) newest tokens; every `stride` (S) tokens the window is pooled into
+    one vector and written to the SSM memory.
+    """
+
+    # window and memory
+    n_ssm_outputs: int = 15
+    m_input_tokens: int = 50
+    stride: int = 16
+    # vocabulary and width
+    vocab_size: int = 50280
+    d_model: int = 768
+    # transformer (GPT-2 small shape)
+    n_layers: int = 12
+    n_heads: int = 12
+    d_ff: int | None = None  # default 4 * d_model
+    position: str = "rope"  # "rope" (unbounded streams) or "learned" (GPT-2 parity)
+    max_position_embeddings: int = 1024  # only used by position="learned"
+    rope_base: float = 10000.0
+    attention_impl: str = "chunked"  # "chunked" (linear cost) or "dense" (test oracle)
+    attention_block_size: int | None = None  # query block of the chunked path; default max(M, 64)
+    layer_norm_eps: float = 1e-5
+    # attention pooling
+    pooling_heads: int = 1
+    pool_over_memory: bool = True  # False: pooling reads tokens only, the SSM runs in sequence mode
+    # SSM memory (Mamba-130M shape)
+    ssm_type: str = "mamba"
+    ssm_layers: int = 24
+    ssm_d_state: int = 16
+    ssm_d_conv: int = 4
+    ssm_expand: int = 2
+    ssm_dt_rank: int | None = None  # default ceil(d_model / 16)
+    rms_norm_eps: float = 1e-5
+    use_cuda_kernels: bool = True  # mamba-ssm kernels, only when importable and on CUDA
+    # architecture: smt, or one of the baselines sharing the same blocks
+    arch: str = "smt"
+    # misc
+    tie_embeddings: bool = True
+    dropout: float = 0.0
+    initializer_range: float = 0.02
+    device: str = "cpu"
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def window_size(self) -> int:
+        return self.n_ssm_outputs + self.m_input_tokens
+
+    @property
+    def d_head(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def ffn_dim(self) -> int:
+        return self.d_ff if self.d_ff is not None else 4 * self.d_model
+
+    @property
+    def dt_rank(self) -> int:
+        return self.ssm_dt_rank if self.ssm_dt_rank is not None else math.ceil(self.d_model / 16)
+
+    @property
+    def d_inner(self) -> int:
+        return self.ssm_expand * self.d_model
+
+    @property
+    def block_size(self) -> int:
+        return self.attention_block_size or max(self.m_input_tokens, 64)
+
+    @property
+    def has_memory(self) -> bool:
+        return self.arch == "smt" and self.n_ssm_outputs > 0
+
+    # --------------------------------------------------------------- validation
+    def validate(self) -> None:
+        def fail(name: str, problem: str, fix: str) -> None:
+            raise ConfigError(f"{name}={getattr(self, name)!r}: {problem}; {fix}")
+
+        for name in ("n_ssm_outputs", "m_input_tokens", "stride", "vocab_size", "d_model",
+                     "n_layers", "n_heads", "pooling_heads", "ssm_layers", "ssm_d_state",
+                     "ssm_d_conv", "ssm_expand", "max_position_embeddings"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                fail(name, f"must be an integer, got {type(value).__name__}", "pass an int")
+        for name in ("d_ff", "ssm_dt_rank", "attention_block_size"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                fail(name, "must be a positive integer or None", "use None for the default")
+        if self.n_ssm_outputs < 0:
+            fail("n_ssm_outputs", "cannot be negative", "use 0 for a window without memory")
+        if self.m_input_tokens < 1:
+            fail("m_input_tokens", "the window must hold at least one token (the current one)",
+                 "use m_input_tokens >= 1")
+        if self.stride < 1:
+            fail("stride", "must be >= 1 (a write every `stride` tokens)", "use stride >= 1")
+        if self.vocab_size < 2:
+            fail("vocab_size", "a vocabulary needs at least 2 tokens", "set it from the tokenizer")
+        for name in ("d_model", "n_layers", "n_heads", "pooling_heads", "ssm_d_state",
+                     "ssm_d_conv", "ssm_expand", "max_position_embeddings"):
+            if getattr(self, name) < 1:
+                fail(name, "must be >= 1", "use a positive size")
+        if self.ssm_layers < 1 and self.arch in ("smt", "mamba") and self.n_ssm_outputs > 0:
+            fail("ssm_layers", "the memory needs at least one SSM layer", "use ssm_layers >= 1")
+        if self.ssm_layers < 0:
+            fail("ssm_layers", "cannot be negative", "use ssm_layers >= 0")
+        if self.d_model % self.n_heads:
+            fail("n_heads", f"d_model={self.d_model} is not divisible by n_heads",
+                 "choose n_heads dividing d_model")
+        if self.d_head % 2 and self.position == "rope":
+            fail("n_heads", f"RoPE needs an even head size, d_model/n_heads={self.d_head}",
+                 "choose n_heads so that d_model/n_heads is even")
+        if self.d_model % self.pooling_heads:
+            fail("pooling_heads", f"d_model={self.d_model} is not divisible by pooling_heads",
+                 "choose pooling_heads dividing d_model")
+        choices = {"arch": ARCHITECTURES, "ssm_type": SSM_TYPES, "position": POSITION_TYPES,
+                   "attention_impl": ATTENTION_IMPLS, "dtype": DTYPES}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                fail(name, "unknown value", f"use one of {list(allowed)}")
+        if not isinstance(self.device, str) or not (
+            self.device in DEVICES or re.fullmatch(r"cuda:\d+", self.device)
+        ):
+            fail("device", "unknown device", f"use one of {list(DEVICES)} or cuda:N")
+        if not 0.0 <= float(self.dropout) < 1.0:
+            fail("dropout", "must be in [0, 1)", "use e.g. 0.0 or 0.1")
+        if not float(self.initializer_range) > 0:
+            fail("initializer_range", "must be > 0", "use e.g. 0.02")
+        if not float(self.rope_base) > 1:
+            fail("rope_base", "must be > 1", "use e.g. 10000")
+
+    # ------------------------------------------------------------------ presets
+    @classmethod
+    def wikitext103(cls, **overrides: Any) -> StrideHybridConfig:
+        """The original setup: GPT-2-small transformer + Mamba-130M-shaped memory, N=15 M=50 S=16."""
+        return cls(**{**dict(n_ssm_outputs=15, m_input_tokens=50, stride=16), **overrides})
+
+    @classmethod
+    def pg19(cls, **overrides: Any) -> StrideHybridConfig:
+        """Long-context books: a wider window, N=20 M=80 S=25."""
+        return cls(**{**dict(n_ssm_outputs=20, m_input_tokens=80, stride=25), **overrides})
+
+    @classmethod
+    def small(cls, **overrides: Any) -> StrideHybridConfig:
+        """Fast experiments: N=10 M=30 S=10, 6 transformer layers, 12 SSM layers, d=512."""
+        base = dict(n_ssm_outputs=10, m_input_tokens=30, stride=10, d_model=512, n_layers=6,
+                    n_heads=8, ssm_layers=12)
+        return cls(**{**base, **overrides})
+
+    @classmethod
+    def tiny(cls, **overrides: Any) -> StrideHybridConfig:
+        """Tests and CPU demos: a few hundred thousand parameters."""
+        base = dict(n_ssm_outputs=4, m_input_tokens=8, stride=4, vocab_size=256, d_model=64,
+                    n_layers=2, n_heads=4, ssm_layers=2, ssm_d_state=8, pooling_heads=2)
+        return cls(**{**base, **overrides})
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> StrideHybridConfig:
+        """A named preset: wikitext103, pg19, small or tiny."""
+        makers = {"wikitext103": cls.wikitext103, "pg19": cls.pg19, "small": cls.small, "tiny": cls.tiny}
+        if name not in makers:
+            raise ConfigError(f"unknown preset {name!r}; use one of {sorted(makers)}")
+        return makers[name](**overrides)
+
+    # ------------------------------------------------------------------ summary
+    def summary(self, print_fn=print) -> str:
+        """A readable table of the configuration; printed and returned."""
+        rows = [
+            ("architecture", self.arch),
+            ("window", f"{self.n_ssm_outputs} memory slots + {self.m_input_tokens} tokens = "
+                       f"{self.window_size} vectors"),
+            ("memory write", f"every {self.stride} tokens (T tokens -> T // {self.stride} writes)"),
+            ("transformer", f"{self.n_layers} layers, d_model={self.d_model}, {self.n_heads} heads "
+                            f"(d_head={self.d_head}), d_ff={self.ffn_dim}"),
+            ("positions", self.position + (f" (table of {self.max_position_embeddings})"
+                                           if self.position == "learned" else " (unbounded streams)")),
+            ("attention pooling", f"{self.pooling_heads} head(s), over "
+                                  f"{'memory + tokens' if self.pool_over_memory else 'tokens only'}"),
+            ("SSM memory", f"{self.ssm_type}, {self.ssm_layers} layers, d_state={self.ssm_d_state}, "
+                           f"d_conv={self.ssm_d_conv}, expand={self.ssm_expand}, dt_rank={self.dt_rank}"),
+            ("vocabulary", f"{self.vocab_size} (lm_head {'tied to' if self.tie_embeddings else 'separate from'}"
+                           " the embedding)"),
+            ("device / dtype", f"{self.device} / {self.dtype}"),
+            ("presets", "wikitext103 (15+50, S=16), pg19 (20+80, S=25), small (10+30, S=10), tiny"),
+        ]
+        width = max(len(k) for k, _ in rows)
+        text = "\n".join(f"{k.ljust(width)} | {v}" for k, v in rows)
+        if print_fn is not None:
+            print_fn(text)
+        return text
+
+
+@dataclass
+class TrainingConfig(_Serialisable):
+    """Optimisation and run settings; see smt.training."""
+
+    batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    seq_len: int = 512
+    lr: float = 6e-4
+    min_lr_ratio: float = 0.1  # cosine decay floor = lr * min_lr_ratio
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    max_steps: int | None = 1000
+    epochs: float | None = None
+    eval_interval: int = 200
+    eval_batches: int = 20
+    log_interval: int = 10
+    checkpoint_interval: int = 500
+    keep_last_checkpoints: int = 3
+    seed: int = 1337
+    dtype: str = "float32"  # float32 or bfloat16 (autocast)
+    compile: bool = False
+    batching: str = "random"  # "random" windows or "stream" (long documents, state carried)
+    nonfinite: str = "stop"  # what to do on a NaN/inf loss or gradient: "stop" or "skip"
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        def fail(name: str, problem: str, fix: str) -> None:
+            raise ConfigError(f"{name}={getattr(self, name)!r}: {problem}; {fix}")
+
+        for name in ("batch_size", "gradient_accumulation_steps", "seq_len", "eval_interval",
+                     "eval_batches", "log_interval", "checkpoint_interval", "keep_last_checkpoints"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                fail(name, "must be a positive integer", "use a value >= 1")
+        if self.warmup_steps < 0:
+            fail("warmup_steps", "cannot be negative", "use 0 for no warmup")
+        if not float(self.lr) > 0:
+            fail("lr", "must be > 0", "use e.g. 6e-4")
+        if not 0 <= float(self.min_lr_ratio) <= 1:
+            fail("min_lr_ratio", "must be in [0, 1]", "use e.g. 0.1")
+        if float(self.weight_decay) < 0:
+            fail("weight_decay", "cannot be negative", "use e.g. 0.1")
+        for name in ("beta1", "beta2"):
+            if not 0 <= float(getattr(self, name)) < 1:
+                fail(name, "must be in [0, 1)", "use e.g. 0.9 / 0.95")
+        if float(self.grad_clip) < 0:
+            fail("grad_clip", "cannot be negative", "use 0 to disable clipping")
+        if self.max_steps is None and self.epochs is None:
+            fail("max_steps", "set max_steps or epochs", "e.g. max_steps=1000")
+        if self.max_steps is not None and self.max_steps < 1:
+            fail("max_steps", "must be >= 1", "use a positive number of steps")
+        if self.epochs is not None and not float(self.epochs) > 0:
+            fail("epochs", "must be > 0", "use a positive number of epochs")
+        if self.dtype not in ("float32", "bfloat16"):
+            fail("dtype", "unknown training dtype", "use float32 or bfloat16")
+        if self.batching not in ("random", "stream"):
+            fail("batching", "unknown batching mode", "use random or stream")
+        if self.nonfinite not in ("stop", "skip"):
+            fail("nonfinite", "unknown policy", "use stop or skip")

@@ -1,0 +1,18 @@
+"""Building blocks of the Stride Memory Transformer."""
+
+from smt.models.components.attention_pooling import AttentionPooling, AttentionPoolingAnalyzer
+from smt.models.components.ssm import MambaMixer, MambaStack, RMSNorm, SimpleSSM, build_ssm
+from smt.models.components.transformer import SimpleCausalTransformer
+from smt.models.components.window import StreamState
+
+__all__ = [
+    "AttentionPooling",
+    "AttentionPoolingAnalyzer",
+    "MambaMixer",
+    "MambaStack",
+    "RMSNorm",
+    "SimpleCausalTransformer",
+    "SimpleSSM",
+    "StreamState",
+    "build_ssm",
+]

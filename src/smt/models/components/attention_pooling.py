@@ -1,0 +1,148 @@
+"""Attention pooling: the window (N memory slots + M token embeddings) -> one vector.
+
+A learned query per head scores every window vector (after a LayerNorm and a key
+projection); the softmax over the visible positions weights the value projections; the heads
+are concatenated and projected out. Because the query is fixed, a vector's score and value do
+not depend on the rest of the window: `project` computes them once per vector (in parallel for
+all tokens), and `pool` combines any window from those. `forward` is the plain composition,
+used as the reference.
+
+Window layout everywhere: positions 0..N-1 are memory slots, oldest to newest (empty slots
+at the front are masked), positions N..N+M-1 are tokens, oldest to newest (the last one is
+the token that triggers the write).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+
+class AttentionPooling(nn.Module):
+    def __init__(self, d_model: int, n_heads: int = 1, eps: float = 1e-5, init_std: float = 0.02) -> None:
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model={d_model} must be divisible by pooling heads={n_heads}")
+        self.n_heads = n_heads
+        self.d_head = d_model // n_heads
+        self.norm = nn.LayerNorm(d_model, eps=eps)
+        self.query = nn.Parameter(torch.randn(n_heads, self.d_head) * init_std)
+        self.key = nn.Linear(d_model, d_model, bias=False)
+        self.value = nn.Linear(d_model, d_model, bias=False)
+        self.out = nn.Linear(d_model, d_model, bias=False)
+        for lin in (self.key, self.value, self.out):
+            nn.init.normal_(lin.weight, std=init_std)
+
+    def project(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-vector scores (..., heads) in float32 and values (..., d)."""
+        normed = self.norm(x)
+        keys = self.key(normed).unflatten(-1, (self.n_heads, self.d_head))
+        scores = (keys.float() * self.query.float()).sum(-1) / math.sqrt(self.d_head)
+        return scores, self.value(normed)
+
+    def pool(self, scores: Tensor, values: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Pool windows: scores (B, L, H), values (B, L, d), mask (B, L) True = visible.
+
+        Returns pooled (B, d) and weights (B, H, L) that sum to 1 over visible positions.
+        The softmax runs in float32; masked positions get exactly zero weight.
+        """
+        scores = scores.float().masked_fill(~mask.unsqueeze(-1), float("-inf"))
+        weights = torch.softmax(scores, dim=1).transpose(1, 2)  # (B, H, L)
+        heads = values.unflatten(-1, (self.n_heads, self.d_head))  # (B, L, H, dh)
+        pooled = torch.einsum("bhl,blhd->bhd", weights.to(values.dtype), heads)
+        return self.out(pooled.flatten(1)), weights
+
+    def forward(self, window: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """window (B, L, d) -> pooled (B, d), weights (B, heads, L)."""
+        if mask is None:
+            mask = torch.ones(window.shape[:2], dtype=torch.bool, device=window.device)
+        return self.pool(*self.project(window), mask)
+
+
+class AttentionPoolingAnalyzer:
+    """Statistics and pictures of pooling weights (B, writes, [heads,] N + M)."""
+
+    def __init__(self, n_ssm_outputs: int, m_input_tokens: int) -> None:
+        self.n_memory = n_ssm_outputs
+        self.n_tokens = m_input_tokens
+
+    @classmethod
+    def from_config(cls, config) -> AttentionPoolingAnalyzer:
+        return cls(config.n_ssm_outputs, config.m_input_tokens)
+
+    def _as_writes(self, weights: Tensor) -> Tensor:
+        """Any of (L,), (W, L), (B, W, L), (B, W, H, L) -> (rows, L) float64 on CPU."""
+        weights = torch.as_tensor(weights).detach().to("cpu", torch.float64)
+        if weights.shape[-1] != self.n_memory + self.n_tokens:
+            raise ValueError(f"weights have {weights.shape[-1]} window positions, expected "
+                             f"N + M = {self.n_memory} + {self.n_tokens}")
+        return weights.reshape(-1, weights.shape[-1])
+
+    def analyze_attention(self, weights: Tensor) -> dict:
+        """Share of pooling weight on memory vs tokens, entropy, weight by window position.
+
+        Returns ssm_total / input_total (mean shares, sum to 1), entropy (mean, nats),
+        max_entropy (log of the window size), per_position (mean weight at each of the N + M
+        positions) and ssm_share_by_write (memory share at each write, averaged over batch
+        and heads) when the input has a writes axis.
+        """
+        rows = self._as_writes(weights)
+        if rows.numel() == 0:
+            raise ValueError("no pooling weights to analyse (the sequence made no memory writes)")
+        memory_share = rows[:, : self.n_memory].sum(-1)
+        entropy = -(rows * rows.clamp_min(1e-30).log()).sum(-1)
+        result = {
+            "ssm_total": float(memory_share.mean()),
+            "input_total": float(rows[:, self.n_memory:].sum(-1).mean()),
+            "entropy": float(entropy.mean()),
+            "max_entropy": math.log(rows.shape[-1]),
+            "per_position": rows.mean(0).tolist(),
+            "n_writes": int(rows.shape[0]),
+        }
+        w = torch.as_tensor(weights).detach().to("cpu", torch.float64)
+        if w.dim() >= 2:
+            by_write = w[..., : self.n_memory].sum(-1)
+            if w.dim() == 4:
+                by_write = by_write.mean(2)
+            if by_write.dim() == 2:
+                by_write = by_write.mean(0)
+            result["ssm_share_by_write"] = by_write.tolist()
+        return result
+
+    def visualize_attention(self, weights: Tensor, save_path: str | Path, title: str | None = None) -> Path:
+        """Write a PNG: heatmap of weights (writes x window positions) and the mean per position."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        w = torch.as_tensor(weights).detach().to("cpu", torch.float64)
+        if w.dim() == 4:
+            w = w.mean(2)
+        if w.dim() == 3:
+            w = w.mean(0)
+        if w.dim() == 1:
+            w = w.unsqueeze(0)
+        stats = self.analyze_attention(w)
+        fig, (ax_map, ax_bar) = plt.subplots(2, 1, figsize=(10, 7), height_ratios=[3, 1.3])
+        image = ax_map.imshow(w.numpy(), aspect="auto", cmap="viridis", interpolation="nearest")
+        ax_map.axvline(self.n_memory - 0.5, color="white", linewidth=1.5)
+        ax_map.set_ylabel("write")
+        ax_map.set_title(title or f"attention pooling: {stats['ssm_total']:.1%} on memory, "
+                                  f"entropy {stats['entropy']:.2f} / {stats['max_entropy']:.2f} nats")
+        fig.colorbar(image, ax=ax_map)
+        positions = list(range(w.shape[-1]))
+        colors = ["tab:orange"] * self.n_memory + ["tab:blue"] * self.n_tokens
+        ax_bar.bar(positions, stats["per_position"], color=colors)
+        ax_bar.set_xlabel(f"window position (0..{self.n_memory - 1}: memory slots, "
+                          f"{self.n_memory}..{self.n_memory + self.n_tokens - 1}: tokens)")
+        ax_bar.set_ylabel("mean weight")
+        fig.tight_layout()
+        save_path = Path(save_path)
+        save_path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(save_path, dpi=110)
+        plt.close(fig)
+        return save_path

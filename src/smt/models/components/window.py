@@ -1,0 +1,79 @@
+"""The streaming state: everything a model carries from one chunk of a stream to the next.
+
+All buffers have a fixed size that does not depend on how many tokens were seen:
+  token_kv    (B, layers, 2, heads, M-1, d_head)  keys/values of the last M-1 tokens, per layer
+  slot_kv     (B, layers, 2, heads, N, d_head)    keys/values of the last N memory slots, per layer
+  pool_token_scores / pool_token_values  (B, M-1, pool heads) / (B, M-1, d)  the pooling window
+  pool_slot_scores / pool_slot_values    (B, N, pool heads) / (B, N, d)
+  ssm_*       the SSM state (conv + scan state per layer), see components/ssm.py
+Buffers are left-padded: entry i of a buffer of length L holds the item L - i steps back,
+and entries older than the start of the stream are zero and masked by `position`.
+Every tensor has the batch as its first dimension, so rows can be reset or selected alike.
+(The full-attention baseline's KV cache is the one state here that grows; it is the baseline.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class StreamState:
+    """State carried across calls: `position` (B,) tokens seen per row, and fixed-size buffers."""
+
+    position: Tensor
+    buffers: dict[str, Tensor] = field(default_factory=dict)
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.position.shape[0])
+
+    def nbytes(self) -> int:
+        """Bytes held by the state (position included)."""
+        tensors = [self.position, *self.buffers.values()]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    def detach(self) -> StreamState:
+        """The same state cut from the autograd graph (truncated backpropagation through time)."""
+        return StreamState(self.position.clone(), {k: v.detach() for k, v in self.buffers.items()})
+
+    def select(self, rows: Tensor) -> StreamState:
+        """The state of a subset of rows (index or boolean mask)."""
+        return StreamState(self.position[rows], {k: v[rows] for k, v in self.buffers.items()})
+
+    def reset_rows(self, rows: Tensor) -> StreamState:
+        """A state where the rows marked True in `rows` (B,) start a fresh stream."""
+        rows = rows.to(device=self.position.device, dtype=torch.bool)
+        if rows.shape != self.position.shape:
+            raise ValueError(f"reset_rows expects a mask of shape {tuple(self.position.shape)}, "
+                             f"got {tuple(rows.shape)}")
+        position = torch.where(rows, torch.zeros_like(self.position), self.position)
+        buffers = {}
+        for name, value in self.buffers.items():
+            keep = (~rows).view(-1, *([1] * (value.dim() - 1))).to(value.dtype)
+            buffers[name] = value * keep
+        return StreamState(position, buffers)
+
+    def to(self, device: torch.device | str) -> StreamState:
+        return StreamState(self.position.to(device), {k: v.to(device) for k, v in self.buffers.items()})
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """Flat tensors, e.g. for safetensors."""
+        return {"position": self.position, **{f"buffers.{k}": v for k, v in self.buffers.items()}}
+
+    @classmethod
+    def from_state_dict(cls, tensors: dict[str, Tensor]) -> StreamState:
+        buffers = {k.removeprefix("buffers."): v for k, v in tensors.items() if k != "position"}
+        return cls(tensors["position"], buffers)
+
+
+def shift_in(buffer: Tensor, new: Tensor, dim: int = 1) -> Tensor:
+    """Append `new` along `dim` and keep the last buffer.shape[dim] entries (fixed size)."""
+    size = buffer.shape[dim]
+    if size == 0:
+        return buffer
+    joined = torch.cat([buffer, new], dim=dim)
+    return joined.narrow(dim, joined.shape[dim] - size, size)

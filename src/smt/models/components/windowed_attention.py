@@ -1,0 +1,184 @@
+"""Per-layer windowed attention over [visible memory slots + the last M tokens].
+
+Index conventions for one call that continues a stream at position p (per row) with T new
+tokens and W new memory slots (r = p % S is the same for every row):
+  token keys  = [M-1 cached tokens, T new tokens]   key j <-> token p - (M-1) + j
+  slot keys   = [N cached slots, W new slots]       key s <-> slot p // S - N + s
+  new token i attends to token keys i .. i + M - 1 and to slot keys v_i .. v_i + N - 1,
+  where v_i = (r + i) // S counts the new slots visible to it (a slot written after token t
+  is visible from t + 1 on); new slot w attends to slot keys w + 1 .. N + w.
+Keys before the start of a row's stream are masked. Every query sees at least itself, so no
+softmax row is empty.
+
+Two realisations of the token attention:
+  dense   one (T x keys) mask; quadratic in T; the test oracle;
+  chunked queries in blocks of `block` tokens, each block against only the keys its windows
+          can reach (block + M - 1 tokens and the slots visible to it); linear in T.
+The full-attention baseline uses the same code with an unbounded causal window.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+@dataclass
+class WindowGeometry:
+    """Masks and gather indices for one call; shared by all layers."""
+
+    n_tokens: int  # T
+    n_new_slots: int  # W
+    cached_tokens: int  # M - 1 (or the full-context cache length)
+    n_slots: int  # N
+    token_mask: Tensor | None  # dense: (B, 1, T, N + W + cached + T)
+    block: int = 0
+    n_blocks: int = 0
+    block_mask: Tensor | None = None  # chunked: (B, 1, nb, block, Wb + block + cached)
+    block_slot_index: Tensor | None = None  # (nb, Wb) indices into the slot keys
+    slot_mask: Tensor | None = None  # (B, 1, W, N + W)
+    causal_only: bool = False  # no cache and no slots: plain causal attention
+    full_context: bool = False  # the full-attention baseline: the token cache grows
+
+
+def _token_validity(position: Tensor, cached: int, length: int) -> Tensor:
+    """(B, length) True where token key j exists (is not before the stream start)."""
+    j = torch.arange(length, device=position.device)
+    return j[None, :] >= (cached - position.clamp(max=cached))[:, None]
+
+
+def _slot_validity(position: Tensor, n_slots: int, stride: int, length: int) -> Tensor:
+    s = torch.arange(length, device=position.device)
+    return s[None, :] >= (n_slots - (position // stride).clamp(max=n_slots))[:, None]
+
+
+def build_geometry(
+    position: Tensor,
+    n_tokens: int,
+    window: int | None,
+    n_slots: int,
+    stride: int,
+    impl: str,
+    block_size: int,
+    cached_tokens: int | None = None,
+) -> WindowGeometry:
+    """Masks for T new tokens at `position` (B,). window=None means full causal attention."""
+    device = position.device
+    T, N = n_tokens, n_slots
+    if window is None:  # full attention over a growing cache, no memory slots
+        cached = int(cached_tokens or 0)
+        if cached == 0:
+            return WindowGeometry(T, 0, 0, 0, None, causal_only=True, full_context=True)
+        i = torch.arange(T, device=device)[:, None]
+        j = torch.arange(cached + T, device=device)[None, :]
+        mask = (j <= i + cached)[None, None]
+        return WindowGeometry(T, 0, cached, 0, mask, full_context=True)
+
+    M = window
+    cached = M - 1
+    r = int(position[0]) % stride
+    W = (r + T) // stride if N > 0 else 0
+    i = torch.arange(T, device=device)
+    visible = (r + i) // stride  # v_i
+    tok_valid = _token_validity(position, cached, cached + T)  # (B, Lk)
+    slot_valid = _slot_validity(position, N, stride, N + W)  # (B, Ls)
+
+    slot_mask = None
+    if W > 0:
+        w = torch.arange(W, device=device)[:, None]
+        s = torch.arange(N + W, device=device)[None, :]
+        slot_band = (s >= w + 1) & (s <= N + w)
+        slot_mask = (slot_band[None] & slot_valid[:, None, :])[:, None]
+
+    if impl == "dense":
+        j = torch.arange(cached + T, device=device)[None, :]
+        tok_band = (j >= i[:, None]) & (j <= i[:, None] + cached)
+        tok_mask = tok_band[None] & tok_valid[:, None, :]
+        if N > 0:
+            s = torch.arange(N + W, device=device)[None, :]
+            band = (s >= visible[:, None]) & (s <= visible[:, None] + N - 1)
+            tok_mask = torch.cat([band[None] & slot_valid[:, None, :], tok_mask], dim=-1)
+        return WindowGeometry(T, W, cached, N, tok_mask[:, None], slot_mask=slot_mask)
+
+    # chunked
+    block = max(1, min(block_size, T))
+    nb = math.ceil(T / block)
+    a = torch.arange(block, device=device)
+    c = torch.arange(block + cached, device=device)
+    tok_band = (c[None, :] >= a[:, None]) & (c[None, :] <= a[:, None] + cached)  # (block, Kt)
+    b = torch.arange(nb, device=device)
+    key_index = b[:, None] * block + c[None, :]  # (nb, Kt) into padded token keys
+    tok_valid_blocks = _token_validity(position, cached, nb * block + cached)[:, key_index]
+    mask = tok_band[None, None] & tok_valid_blocks[:, :, None, :]  # (B, nb, block, Kt)
+    slot_index = None
+    if N > 0:
+        first = (r + b * block) // stride
+        last = (r + b * block + block - 1) // stride
+        width = int((last - first).max()) + N
+        slot_index = first[:, None] + torch.arange(width, device=device)[None, :]  # (nb, Wb)
+        q_visible = (r + b[:, None] * block + a[None, :]) // stride  # (nb, block)
+        s = slot_index[:, None, :]
+        band = (s >= q_visible[..., None]) & (s <= q_visible[..., None] + N - 1)  # (nb, block, Wb)
+        padded_valid = torch.cat(
+            [slot_valid, slot_valid.new_zeros(slot_valid.shape[0], max(0, int(slot_index.max()) + 1 - (N + W)))],
+            dim=1,
+        )
+        smask = band[None] & padded_valid[:, slot_index][:, :, None, :]
+        mask = torch.cat([smask, mask], dim=-1)
+    return WindowGeometry(T, W, cached, N, None, block, nb, mask[:, None], slot_index, slot_mask)
+
+
+def _gather_token_blocks(keys: Tensor, geom: WindowGeometry) -> Tensor:
+    """(B, H, cached + T, d) -> (B, H, nb, block + cached, d): the keys each query block can reach."""
+    span = geom.block + geom.cached_tokens
+    need = geom.n_blocks * geom.block + geom.cached_tokens
+    keys = F.pad(keys, (0, 0, 0, need - keys.shape[2]))
+    return keys.unfold(2, span, geom.block).transpose(-1, -2)
+
+
+def _gather_slot_blocks(keys: Tensor, geom: WindowGeometry) -> Tensor:
+    index = geom.block_slot_index
+    need = int(index.max()) + 1
+    keys = F.pad(keys, (0, 0, 0, max(0, need - keys.shape[2])))
+    B, H, _, d = keys.shape
+    return keys[:, :, index.reshape(-1)].view(B, H, *index.shape, d)
+
+
+def token_attention(
+    q: Tensor,
+    token_k: Tensor,
+    token_v: Tensor,
+    slot_k: Tensor | None,
+    slot_v: Tensor | None,
+    geom: WindowGeometry,
+    dropout_p: float = 0.0,
+) -> Tensor:
+    """Attention of the T new token queries (B, H, T, d) over their windows."""
+    if geom.causal_only:
+        return F.scaled_dot_product_attention(q, token_k, token_v, is_causal=True, dropout_p=dropout_p)
+    if geom.token_mask is not None:  # dense
+        if geom.n_slots > 0:
+            token_k = torch.cat([slot_k, token_k], dim=2)
+            token_v = torch.cat([slot_v, token_v], dim=2)
+        return F.scaled_dot_product_attention(q, token_k, token_v, attn_mask=geom.token_mask,
+                                              dropout_p=dropout_p)
+    B, H, T, d = q.shape
+    pad = geom.n_blocks * geom.block - T
+    qb = F.pad(q, (0, 0, 0, pad)).view(B, H, geom.n_blocks, geom.block, d)
+    kb = _gather_token_blocks(token_k, geom)
+    vb = _gather_token_blocks(token_v, geom)
+    if geom.n_slots > 0:
+        kb = torch.cat([_gather_slot_blocks(slot_k, geom), kb], dim=3)
+        vb = torch.cat([_gather_slot_blocks(slot_v, geom), vb], dim=3)
+    out = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=geom.block_mask, dropout_p=dropout_p)
+    return out.reshape(B, H, geom.n_blocks * geom.block, d)[:, :, :T]
+
+
+def slot_attention(q: Tensor, slot_k: Tensor, slot_v: Tensor, geom: WindowGeometry,
+                   dropout_p: float = 0.0) -> Tensor:
+    """Attention of the W new memory slots (B, H, W, d) over the latest N slots."""
+    return F.scaled_dot_product_attention(q, slot_k, slot_v, attn_mask=geom.slot_mask, dropout_p=dropout_p)

@@ -1,0 +1,128 @@
+"""The memory write chain: every S tokens, pool the window and step the SSM.
+
+The chain is sequential because a write's pooling window holds the memory slots made by
+earlier writes. `write_chain` keeps the sequential part small: the token half of every window
+(per-token scores and values) is computed for all tokens at once and gathered per write; the
+loop only scores the one new slot per write, takes a softmax over N + M numbers and steps the
+SSM. With `pool_over_memory=False` the windows hold tokens only, so all writes are pooled at
+once and the SSM runs in sequence mode: no loop at all.
+
+`write_chain_reference` builds every window explicitly and calls the pooling module on it;
+it is the oracle the fast chain is tested against.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from smt.models.components.attention_pooling import AttentionPooling
+
+
+@dataclass
+class WriteResult:
+    slots: Tensor  # (B, W, d) the new memory slot vectors, as they enter the transformer
+    weights: Tensor  # (B, W, heads, N + M) pooling weights per write
+    slot_scores: Tensor  # (B, N, heads) pooling scores of the latest N slots, for the next call
+    slot_values: Tensor  # (B, N, d)
+    ssm_state: dict[str, Tensor]
+
+
+def write_chain(
+    pooling: AttentionPooling,
+    ssm,
+    to_slot: Callable[[Tensor, int | None], Tensor],
+    token_scores: Tensor,
+    token_values: Tensor,
+    token_valid: Tensor,
+    write_index: Tensor,
+    slot_scores: Tensor,
+    slot_values: Tensor,
+    slot_valid: Tensor,
+    ssm_state: dict[str, Tensor],
+    window_tokens: int,
+    pool_over_memory: bool = True,
+) -> WriteResult:
+    """Run the writes of one call.
+
+    token_* cover [M-1 cached tokens, T new tokens]: scores (B, L, H), values (B, L, d), valid
+    (B, L). write_index (W,) indexes the token that triggers each write. slot_* hold the latest N
+    slots before this call. to_slot(ssm_output, w) turns SSM outputs into slot vectors (w is the
+    write's index in this call, or None for all writes at once).
+    """
+    M = window_tokens
+    B, N = slot_scores.shape[0], slot_scores.shape[1]
+    window = write_index[:, None] - (M - 1) + torch.arange(M, device=write_index.device)  # (W, M)
+    win_scores, win_values, win_valid = token_scores[:, window], token_values[:, window], token_valid[:, window]
+    W = window.shape[0]
+    if W == 0:
+        empty_weights = token_scores.new_zeros(B, 0, pooling.n_heads, N + M)
+        return WriteResult(token_values.new_zeros(B, 0, token_values.shape[-1]), empty_weights,
+                           slot_scores, slot_values, ssm_state)
+
+    if not pool_over_memory:
+        pooled, weights = pooling.pool(win_scores.flatten(0, 1), win_values.flatten(0, 1), win_valid.flatten(0, 1))
+        out, ssm_state = ssm(pooled.view(B, W, -1), ssm_state)
+        slots = to_slot(out, None)
+        new_scores, new_values = pooling.project(slots)
+        weights = weights.view(B, W, pooling.n_heads, M)
+        weights = torch.cat([weights.new_zeros(B, W, pooling.n_heads, N), weights], dim=-1)
+        slot_scores = torch.cat([slot_scores, new_scores], dim=1)[:, W:]
+        slot_values = torch.cat([slot_values, new_values.to(slot_values.dtype)], dim=1)[:, W:]
+        return WriteResult(slots, weights, slot_scores, slot_values, ssm_state)
+
+    slots, all_weights = [], []
+    for w in range(W):
+        scores = torch.cat([slot_scores, win_scores[:, w]], dim=1)
+        values = torch.cat([slot_values, win_values[:, w].to(slot_values.dtype)], dim=1)
+        valid = torch.cat([slot_valid, win_valid[:, w]], dim=1)
+        pooled, weights = pooling.pool(scores, values, valid)
+        out, ssm_state = ssm.step(pooled, ssm_state)
+        slot = to_slot(out, w)
+        new_score, new_value = pooling.project(slot)
+        if N > 0:
+            slot_scores = torch.cat([slot_scores[:, 1:], new_score[:, None]], dim=1)
+            slot_values = torch.cat([slot_values[:, 1:], new_value[:, None].to(slot_values.dtype)], dim=1)
+            slot_valid = torch.cat([slot_valid[:, 1:], slot_valid.new_ones(B, 1)], dim=1)
+        slots.append(slot)
+        all_weights.append(weights)
+    return WriteResult(torch.stack(slots, 1), torch.stack(all_weights, 1), slot_scores, slot_values, ssm_state)
+
+
+def write_chain_reference(
+    pooling: AttentionPooling,
+    ssm,
+    to_slot: Callable[[Tensor, int | None], Tensor],
+    embeddings: Tensor,
+    n_slots: int,
+    window_tokens: int,
+    stride: int,
+    pool_over_memory: bool = True,
+) -> tuple[Tensor, Tensor]:
+    """From a fresh stream: explicit windows, one write at a time. Returns slots, weights."""
+    B, T, d = embeddings.shape
+    N, M = n_slots, window_tokens
+    state = ssm.init_state(B, embeddings.device)
+    slots: list[Tensor] = []
+    all_weights = []
+    for k in range(T // stride):
+        t = (k + 1) * stride - 1
+        memory = slots[max(0, k - N):k] if pool_over_memory else []
+        mem = torch.zeros(B, N, d, dtype=embeddings.dtype, device=embeddings.device)
+        mem_mask = torch.zeros(B, N, dtype=torch.bool, device=embeddings.device)
+        for i, slot in enumerate(memory):
+            mem[:, N - len(memory) + i] = slot
+            mem_mask[:, N - len(memory) + i] = True
+        tok = torch.zeros(B, M, d, dtype=embeddings.dtype, device=embeddings.device)
+        tok_mask = torch.zeros(B, M, dtype=torch.bool, device=embeddings.device)
+        first = max(0, t - M + 1)
+        tok[:, M - (t + 1 - first):] = embeddings[:, first:t + 1]
+        tok_mask[:, M - (t + 1 - first):] = True
+        pooled, weights = pooling(torch.cat([mem, tok], 1), torch.cat([mem_mask, tok_mask], 1))
+        out, state = ssm.step(pooled, state)
+        slots.append(to_slot(out, k))
+        all_weights.append(weights)
+    return torch.stack(slots, 1), torch.stack(all_weights, 1)

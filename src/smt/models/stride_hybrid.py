@@ -1,0 +1,253 @@
+"""StrideHybridModel: the Stride Memory Transformer (DESIGN.md §1-3).
+
+One forward call, for T new tokens continuing a stream (or starting one):
+  (a) token embeddings for all T tokens (the vectors that enter the transformer);
+  (b) the write chain: T // S writes (more or fewer when continuing mid-stride), each pooling
+      its window and stepping the SSM; the SSM outputs become memory slot vectors;
+  (c) one parallel transformer pass over the T tokens and the new slots, with per-layer
+      windowed attention (token t: the last M tokens and the last N visible slots).
+The returned state carries fixed-size buffers, so a stream can be fed in any split (down to
+one token at a time) with the same logits as one call.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from smt.config import StrideHybridConfig
+from smt.models.components.attention_pooling import AttentionPooling
+from smt.models.components.rope import rope_tables
+from smt.models.components.ssm import build_ssm
+from smt.models.components.transformer import SimpleCausalTransformer
+from smt.models.components.window import StreamState
+from smt.models.components.windowed_attention import build_geometry
+from smt.models.components.write_chain import write_chain
+from smt.models.generation import generate
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={name!r} but CUDA is not available here; use device='cpu' or 'auto'")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("device='mps' but MPS is not available here; use device='cpu' or 'auto'")
+    return torch.device(name)
+
+
+def check_input_ids(input_ids: Tensor, vocab_size: int) -> Tensor:
+    """Validate token ids: an integer tensor (B, T), non-empty, every id in [0, vocab_size)."""
+    if not isinstance(input_ids, Tensor):
+        raise TypeError(f"input_ids must be a torch.Tensor of token ids, got {type(input_ids).__name__}")
+    if input_ids.dtype == torch.bool or input_ids.is_floating_point() or input_ids.is_complex():
+        raise TypeError(f"input_ids must hold integer token ids, got dtype {input_ids.dtype}; "
+                        "use input_ids.long()")
+    if input_ids.dim() != 2:
+        raise ValueError(f"input_ids must have shape (batch, seq_len), got {tuple(input_ids.shape)}; "
+                         "for one sequence use input_ids[None]")
+    if input_ids.shape[0] == 0 or input_ids.shape[1] == 0:
+        raise ValueError(f"input_ids is empty (shape {tuple(input_ids.shape)}); pass at least one token")
+    low, high = int(input_ids.min()), int(input_ids.max())
+    if low < 0 or high >= vocab_size:
+        bad = low if low < 0 else high
+        raise ValueError(f"token id {bad} is out of range for vocab_size={vocab_size}; ids must be in "
+                         f"[0, {vocab_size - 1}] (was the text tokenized with this model's tokenizer?)")
+    return input_ids.long()
+
+
+class StrideHybridModel(nn.Module):
+    """The Stride Memory Transformer; also the sliding-window baseline (arch='swa' or N=0)."""
+
+    def __init__(self, config: StrideHybridConfig) -> None:
+        super().__init__()
+        if config.arch not in ("smt", "swa"):
+            raise ValueError(f"arch={config.arch!r} is a baseline with its own class; "
+                             "build it with smt.models.build_model(config)")
+        self.config = config
+        d = config.d_model
+        self.n_memory = config.n_ssm_outputs if config.has_memory else 0
+        self.wte = nn.Embedding(config.vocab_size, d)
+        self.wpe = nn.Embedding(config.max_position_embeddings, d) if config.position == "learned" else None
+        self.transformer = SimpleCausalTransformer(config)
+        if self.n_memory > 0:
+            self.pooling = AttentionPooling(d, config.pooling_heads, config.layer_norm_eps, config.initializer_range)
+            self.ssm = build_ssm(config)
+            self.memory_proj = nn.Linear(d, d, bias=False)
+            nn.init.normal_(self.memory_proj.weight, std=config.initializer_range)
+        self.lm_head = nn.Linear(d, config.vocab_size, bias=False)
+        nn.init.normal_(self.wte.weight, std=config.initializer_range)
+        if self.wpe is not None:
+            nn.init.normal_(self.wpe.weight, std=config.initializer_range / 2)
+        if config.tie_embeddings:
+            self.lm_head.weight = self.wte.weight
+        else:
+            nn.init.normal_(self.lm_head.weight, std=config.initializer_range)
+        self.to(device=resolve_device(config.device), dtype=getattr(torch, config.dtype))
+
+    # ------------------------------------------------------------------ sizes
+    def count_parameters(self) -> dict:
+        """Total (tied weights counted once) and a breakdown by part."""
+        def count(module: nn.Module | None) -> int:
+            return 0 if module is None else sum(p.numel() for p in module.parameters())
+
+        tied = self.lm_head.weight is self.wte.weight
+        breakdown = {
+            "embedding": count(self.wte) + count(self.wpe),
+            "transformer": count(self.transformer),
+            "attention_pooling": count(getattr(self, "pooling", None)),
+            "ssm": count(getattr(self, "ssm", None)) + count(getattr(self, "memory_proj", None)),
+            "lm_head": 0 if tied else count(self.lm_head),
+        }
+        total = sum(p.numel() for p in self.parameters())  # parameters() yields shared tensors once
+        return {"total": total, "breakdown": breakdown, "lm_head_tied": tied}
+
+    # ------------------------------------------------------------------ state
+    @property
+    def device(self) -> torch.device:
+        return self.wte.weight.device
+
+    def init_state(self, batch_size: int) -> StreamState:
+        """The state of `batch_size` fresh streams (nothing seen yet)."""
+        cfg, dev, dt = self.config, self.device, self.wte.weight.dtype
+        L, H, dh, M, N = cfg.n_layers, cfg.n_heads, cfg.d_head, cfg.m_input_tokens, self.n_memory
+        buffers = {
+            "token_kv": torch.zeros(batch_size, L, 2, H, M - 1, dh, device=dev, dtype=dt),
+            "slot_kv": torch.zeros(batch_size, L, 2, H, N, dh, device=dev, dtype=dt),
+        }
+        if N > 0:
+            hp = cfg.pooling_heads
+            buffers["pool_token_scores"] = torch.zeros(batch_size, M - 1, hp, device=dev)
+            buffers["pool_token_values"] = torch.zeros(batch_size, M - 1, cfg.d_model, device=dev, dtype=dt)
+            buffers["pool_slot_scores"] = torch.zeros(batch_size, N, hp, device=dev)
+            buffers["pool_slot_values"] = torch.zeros(batch_size, N, cfg.d_model, device=dev, dtype=dt)
+            buffers.update(self.ssm.init_state(batch_size, dev))
+        position = torch.zeros(batch_size, dtype=torch.long, device=dev)
+        return StreamState(position, buffers)
+
+    def _check_state(self, state: StreamState | None, batch: int) -> StreamState:
+        if state is None:
+            return self.init_state(batch)
+        if not isinstance(state, StreamState):
+            raise TypeError(f"state must be a StreamState (aux['state'] of a previous call), got {type(state).__name__}")
+        if state.batch_size != batch:
+            raise ValueError(f"state holds {state.batch_size} streams but input_ids has batch {batch}")
+        expected = self.init_state(1).buffers
+        for name, ref in expected.items():
+            got = state.buffers.get(name)
+            if got is None or got.shape[1:] != ref.shape[1:]:
+                raise ValueError(f"state buffer {name!r} has shape {None if got is None else tuple(got.shape)}, "
+                                 f"expected (batch, {', '.join(map(str, ref.shape[1:]))}): the state comes "
+                                 "from a model with a different config")
+        phase = state.position % self.config.stride
+        if bool((phase != phase[0]).any()):
+            raise ValueError("all streams in a batch must be at the same position modulo stride "
+                             f"({self.config.stride}); got positions {state.position.tolist()}")
+        return state
+
+    # ---------------------------------------------------------------- forward
+    def forward(self, input_ids: Tensor, state: StreamState | None = None) -> tuple[Tensor, dict]:
+        """logits (B, T, vocab) and aux: n_writes, attention_weights (B, W, N+M),
+        attention_weights_per_head (B, W, heads, N+M), memory (B, W, d), state."""
+        cfg = self.config
+        ids = check_input_ids(input_ids, cfg.vocab_size).to(self.device)
+        B, T = ids.shape
+        state = self._check_state(state, B)
+        p = state.position
+        M, N, S = cfg.m_input_tokens, self.n_memory, cfg.stride
+        arange_t = torch.arange(T, device=ids.device)
+        token_pos = p[:, None] + arange_t
+        x = self.wte(ids)
+        if self.wpe is not None:
+            end = int(p.max()) + T
+            if end > cfg.max_position_embeddings:
+                raise ValueError(
+                    f"position {end - 1} is beyond the learned position table "
+                    f"(max_position_embeddings={cfg.max_position_embeddings}); use position='rope' for "
+                    "unbounded streams, or feed shorter streams")
+            x = x + self.wpe(token_pos)
+        x = F.dropout(x, cfg.dropout, self.training)
+
+        buffers = state.buffers
+        new_buffers: dict[str, Tensor] = {}
+        r = int(p[0]) % S
+        W = (r + T) // S if N > 0 else 0
+        write_pos = (p // S)[:, None] + torch.arange(W, device=ids.device)  # global write index (B, W)
+        slot_token_pos = (write_pos + 1) * S - 1  # the token each slot summarises
+        aux: dict = {"n_writes": W}
+        if N > 0:
+            slots, weights = self._write(x, buffers, new_buffers, p, slot_token_pos, T)
+            aux["attention_weights_per_head"] = weights
+            aux["attention_weights"] = weights.mean(2)
+            aux["memory"] = slots
+        else:
+            slots = x.new_zeros(B, 0, cfg.d_model)
+
+        geom = build_geometry(p, T, M, N, S, cfg.attention_impl, cfg.block_size)
+        rope = None
+        if cfg.position == "rope":
+            rope = rope_tables(torch.cat([token_pos, slot_token_pos], 1), cfg.d_head, cfg.rope_base, x.dtype)
+        caches = [
+            (buffers["token_kv"][:, i, 0], buffers["token_kv"][:, i, 1],
+             buffers["slot_kv"][:, i, 0], buffers["slot_kv"][:, i, 1])
+            for i in range(cfg.n_layers)
+        ]
+        hidden, _, new_caches = self.transformer(x, slots, rope, caches, geom)
+        logits = self.lm_head(hidden)
+        new_buffers["token_kv"] = torch.stack([torch.stack(c[:2], 1) for c in new_caches], 1)
+        new_buffers["slot_kv"] = torch.stack([torch.stack(c[2:], 1) for c in new_caches], 1)
+        aux["state"] = StreamState(p + T, new_buffers)
+        return logits, aux
+
+    def _write(self, x: Tensor, buffers: dict, new_buffers: dict, p: Tensor, slot_token_pos: Tensor, T: int):
+        """Run the write chain for this call; fills new_buffers with the pooling and SSM state."""
+        cfg = self.config
+        M, N, S = cfg.m_input_tokens, self.n_memory, cfg.stride
+        scores, values = self.pooling.project(x)
+        token_scores = torch.cat([buffers["pool_token_scores"], scores], 1)
+        token_values = torch.cat([buffers["pool_token_values"].to(values.dtype), values], 1)
+        j = torch.arange(M - 1 + T, device=x.device)
+        token_valid = j[None, :] >= (M - 1 - p.clamp(max=M - 1))[:, None]
+        r = int(p[0]) % S
+        W = slot_token_pos.shape[1]
+        write_index = (M - 1) + (S - 1 - r) + S * torch.arange(W, device=x.device)
+        s = torch.arange(N, device=x.device)
+        slot_valid = s[None, :] >= (N - (p // S).clamp(max=N))[:, None]
+        ssm_state = {k: v for k, v in buffers.items() if k.startswith("ssm_")}
+
+        def to_slot(ssm_out: Tensor, w: int | None) -> Tensor:
+            slot = self.memory_proj(ssm_out)
+            if self.wpe is not None:
+                pos = slot_token_pos if w is None else slot_token_pos[:, w]
+                slot = slot + self.wpe(pos)
+            return slot
+
+        result = write_chain(
+            self.pooling, self.ssm, to_slot, token_scores, token_values, token_valid, write_index,
+            buffers["pool_slot_scores"], buffers["pool_slot_values"], slot_valid, ssm_state, M,
+            cfg.pool_over_memory,
+        )
+        new_buffers["pool_token_scores"] = token_scores[:, token_scores.shape[1] - (M - 1):]
+        new_buffers["pool_token_values"] = token_values[:, token_values.shape[1] - (M - 1):]
+        new_buffers["pool_slot_scores"] = result.slot_scores
+        new_buffers["pool_slot_values"] = result.slot_values
+        new_buffers.update(result.ssm_state)
+        return result.slots, result.weights
+
+    def step(self, token_ids: Tensor, state: StreamState | None = None) -> tuple[Tensor, StreamState]:
+        """Feed one token per stream: token_ids (B,) or (B, 1) -> logits (B, vocab), new state."""
+        if isinstance(token_ids, Tensor) and token_ids.dim() == 1:
+            token_ids = token_ids[:, None]
+        if isinstance(token_ids, Tensor) and token_ids.dim() == 2 and token_ids.shape[1] != 1:
+            raise ValueError(f"step takes one token per stream, got shape {tuple(token_ids.shape)}; use forward")
+        logits, aux = self(token_ids, state=state)
+        return logits[:, -1], aux["state"]
+
+    def generate(self, input_ids: Tensor, max_new_tokens: int = 50, temperature: float = 1.0,
+                 top_k: int | None = None, top_p: float | None = None, eos_token_id: int | None = None,
+                 stop_token_ids: list[int] | None = None, generator: torch.Generator | None = None,
+                 seed: int | None = None, state: StreamState | None = None, return_state: bool = False):
+        """Sample a continuation of input_ids (B, T); see smt.models.generation.generate."""
+        return generate(self, input_ids, max_new_tokens, temperature, top_k, top_p, eos_token_id,
+                        stop_token_ids, generator, seed, state, return_state)
