@@ -251,3 +251,24 @@ class StrideHybridModel(nn.Module):
         """Sample a continuation of input_ids (B, T); see smt.models.generation.generate."""
         return generate(self, input_ids, max_new_tokens, temperature, top_k, top_p, eos_token_id,
                         stop_token_ids, generator, seed, state, return_state)
+
+    # ------------------------------------------------------------- sharing
+    def save_pretrained(self, save_directory, **kwargs) -> None:
+        """Write config.json + model.safetensors (and the tokenizer, if given) to a directory."""
+        from smt.pretrained import save_pretrained
+
+        save_pretrained(self, save_directory, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, path_or_repo, **kwargs) -> StrideHybridModel:
+        """Load a model saved with save_pretrained (a local directory, or a hub repo when online)."""
+        from smt.pretrained import from_pretrained
+
+        return from_pretrained(path_or_repo, **kwargs)
+
+    @classmethod
+    def from_components(cls, config: StrideHybridConfig, gpt2=None, mamba=None, **kwargs) -> StrideHybridModel:
+        """A model whose transformer starts from GPT-2 weights and whose SSM from Mamba weights."""
+        from smt.pretrained import from_components
+
+        return from_components(config, gpt2=gpt2, mamba=mamba, **kwargs)

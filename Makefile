@@ -1,0 +1,36 @@
+# Set-up and the everyday jobs. Everything installs into .venv; nothing is installed by hand.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SMT_DATA_DIR ?= $(abspath ../shared/data)
+export SMT_DATA_DIR
+
+.PHONY: install demo test lint bench verify clean
+
+install: $(VENV)/.installed
+
+# torch first, pinned to the CPU build that lies on this machine's disk; then the project
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+demo: install
+	$(BIN)/python scripts/demo.py $(DEMO_ARGS)
+
+test: install
+	$(BIN)/python -m pytest -q tests
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks scripts experiments
+
+bench: install
+	$(BIN)/python -m benchmarks.run_all
+
+verify: install
+	$(BIN)/python scripts/verify_structure.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache build dist src/*.egg-info
