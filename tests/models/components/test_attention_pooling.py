@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from smt import AttentionPooling, AttentionPoolingAnalyzer
+
+
+def test_forward_equals_pool_of_projections_and_masks_hide_positions():
+    pooling = AttentionPooling(32, n_heads=4)
+    window = torch.randn(3, 10, 32)
+    mask = torch.ones(3, 10, dtype=torch.bool)
+    mask[:, :4] = False
+    pooled, weights = pooling(window, mask)
+    assert pooled.shape == (3, 32) and weights.shape == (3, 4, 10)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(3, 4))
+    assert torch.all(weights[..., :4] == 0)
+    # masked positions have no influence, whatever they hold
+    garbage = window.clone()
+    garbage[:, :4] = 1e6
+    torch.testing.assert_close(pooling(garbage, mask)[0], pooled)
+    # the same as pooling the visible part alone
+    torch.testing.assert_close(pooling(window[:, 4:])[0], pooled, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(pooling.pool(*pooling.project(window), mask)[0], pooled)
+
+
+def test_single_head_weights_are_the_softmax_of_query_key_scores():
+    pooling = AttentionPooling(8, n_heads=1)
+    window = torch.randn(1, 5, 8)
+    keys = pooling.key(pooling.norm(window))
+    expected = torch.softmax((keys @ pooling.query[0]) / math.sqrt(8), dim=-1)
+    torch.testing.assert_close(pooling(window)[1][:, 0], expected)
+
+
+def test_pooling_rejects_heads_not_dividing_width():
+    with pytest.raises(ValueError, match="divisible"):
+        AttentionPooling(30, n_heads=4)
+
+
+def test_analyzer_statistics_by_hand():
+    analyzer = AttentionPoolingAnalyzer(n_ssm_outputs=2, m_input_tokens=2)
+    weights = torch.tensor([[[0.5, 0.0, 0.25, 0.25], [0.0, 0.0, 0.0, 1.0]]])  # (B=1, W=2, 4)
+    stats = analyzer.analyze_attention(weights)
+    assert stats["ssm_total"] == pytest.approx(0.25)
+    assert stats["input_total"] == pytest.approx(0.75)
+    entropy_first = -(0.5 * math.log(0.5) + 2 * 0.25 * math.log(0.25))
+    assert stats["entropy"] == pytest.approx(entropy_first / 2)
+    assert stats["per_position"] == pytest.approx([0.25, 0.0, 0.125, 0.625])
+    assert stats["ssm_share_by_write"] == pytest.approx([0.5, 0.0])
+    assert stats["max_entropy"] == pytest.approx(math.log(4))
+    with pytest.raises(ValueError, match="window positions"):
+        analyzer.analyze_attention(torch.ones(2, 5))
+
+
+def test_visualize_writes_a_png(tmp_path):
+    analyzer = AttentionPoolingAnalyzer(n_ssm_outputs=3, m_input_tokens=5)
+    weights = torch.softmax(torch.randn(2, 6, 2, 8), -1)
+    path = analyzer.visualize_attention(weights, save_path=tmp_path / "pool.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
