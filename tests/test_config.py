@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+import pytest
+
+from smt import ConfigError, StrideHybridConfig, TrainingConfig, pad_vocab_size
+
+INVALID = [
+    ({"stride": 0}, "stride"),
+    ({"stride": -3}, "stride"),
+    ({"n_ssm_outputs": -1}, "n_ssm_outputs"),
+    ({"m_input_tokens": 0}, "m_input_tokens"),
+    ({"d_model": 0}, "d_model"),
+    ({"d_model": 100, "n_heads": 3}, "n_heads"),
+    ({"d_model": 64, "n_heads": 64}, "RoPE needs an even head size"),
+    ({"pooling_heads": 5}, "pooling_heads"),
+    ({"vocab_size": 1}, "vocab_size"),
+    ({"device": "tpu"}, "device"),
+    ({"dtype": "int8"}, "dtype"),
+    ({"arch": "rnn"}, "arch"),
+    ({"ssm_type": "s4"}, "ssm_type"),
+    ({"position": "alibi"}, "position"),
+    ({"attention_impl": "flash"}, "attention_impl"),
+    ({"dropout": 1.0}, "dropout"),
+    ({"n_layers": 0}, "n_layers"),
+    ({"stride": 2.5}, "stride"),
+    ({"stride": True}, "stride"),
+    ({"d_ff": 0}, "d_ff"),
+    ({"ssm_layers": -1}, "ssm_layers"),
+    ({"ssm_layers": 0}, "memory needs at least one SSM layer"),
+    ({"rope_base": 1.0}, "rope_base"),
+]
+
+
+@pytest.mark.parametrize("overrides,name", INVALID)
+def test_invalid_model_configs_name_the_field(overrides, name):
+    with pytest.raises(ConfigError, match=name) as error:
+        StrideHybridConfig.tiny(**overrides)
+    assert isinstance(error.value, ValueError)
+    assert ";" in str(error.value), "the message says how to fix it"
+
+
+def test_valid_corner_cases():
+    StrideHybridConfig.tiny(n_ssm_outputs=0, ssm_layers=0)  # a window without memory needs no SSM
+    StrideHybridConfig.tiny(m_input_tokens=1, stride=1)
+    StrideHybridConfig.tiny(device="cuda:1")
+    StrideHybridConfig.tiny(position="learned", n_heads=3, d_model=63, pooling_heads=1)
+
+
+def test_round_trips(tmp_path):
+    config = StrideHybridConfig.small(stride=7)
+    assert StrideHybridConfig.from_dict(config.to_dict()) == config
+    config.to_json(tmp_path / "c.json")
+    config.to_yaml(tmp_path / "c.yaml")
+    assert StrideHybridConfig.from_file(tmp_path / "c.json") == config
+    assert StrideHybridConfig.from_file(tmp_path / "c.yaml") == config
+    with pytest.raises(ConfigError, match="unknown StrideHybridConfig field.*'strid'"):
+        StrideHybridConfig.from_dict({"strid": 3})
+    with pytest.raises(FileNotFoundError, match="missing.yaml"):
+        StrideHybridConfig.from_file(tmp_path / "missing.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        StrideHybridConfig.from_file(tmp_path / "list.yaml")
+    with pytest.raises(ConfigError, match="stride"):
+        config.replace(stride=0)
+
+
+def test_derived_sizes_and_vocab_padding():
+    config = StrideHybridConfig.wikitext103()
+    assert config.window_size == 65 and config.d_head == 64 and config.ffn_dim == 3072
+    assert config.dt_rank == 48 and config.d_inner == 1536
+    assert pad_vocab_size(50277) == 50280 and pad_vocab_size(50280) == 50280 and pad_vocab_size(1) == 8
+
+
+def test_training_config():
+    config = TrainingConfig(batch_size=4, gradient_accumulation_steps=2)
+    assert config.max_steps is not None
+    with pytest.raises(ConfigError, match="batch_size"):
+        TrainingConfig(batch_size=0)
+    with pytest.raises(ConfigError, match="dtype"):
+        TrainingConfig(dtype="float16")
+    with pytest.raises(ConfigError, match="max_steps or epochs"):
+        TrainingConfig(max_steps=None, epochs=None)
