@@ -27,10 +27,11 @@ def check_generation_args(max_new_tokens: int, temperature: float, top_k: int | 
 def sample_next(logits: Tensor, temperature: float = 1.0, top_k: int | None = None,
                 top_p: float | None = None, generator: torch.Generator | None = None) -> Tensor:
     """Next token ids (B,) from logits (B, V). temperature 0 is greedy (argmax)."""
-    logits = logits.float()
+    logits = logits.double()  # float64 so that a temperature like 1e-200 stays representable
     if temperature == 0:
         return logits.argmax(-1)
-    logits = logits / temperature
+    # subtract the max first: a tiny temperature then sends the others to -inf, never inf - inf
+    logits = (logits - logits.max(-1, keepdim=True).values) / temperature
     if top_k is not None and top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
