@@ -129,10 +129,11 @@ def from_components(config: StrideHybridConfig, gpt2: Any = None, mamba: Any = N
                                   "use ssm_type='mamba'")
     parts = _map_parts(config, gpt2, mamba, revision)
     chosen = _choose_embedding(embedding, parts, config.vocab_size)
-    if "mamba" in parts and not has_ssm and chosen != "mamba":
+    if "mamba" in parts and not has_ssm and embedding != "mamba":
         raise WeightMismatchError(
             f"mamba= was given but this config has no SSM memory (arch={config.arch!r}, "
-            f"n_ssm_outputs={config.n_ssm_outputs}); use arch='smt' with n_ssm_outputs > 0")
+            f"n_ssm_outputs={config.n_ssm_outputs}); use arch='smt' with n_ssm_outputs > 0, or pass "
+            "embedding='mamba' to take only Mamba's token embedding")
     load_report = LoadReport(embedding=chosen)
     if chosen == "mamba" and "gpt2" in parts:
         load_report.notes.append("the transformer comes from GPT-2 but the embedding from Mamba: they were "
