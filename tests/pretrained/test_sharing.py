@@ -31,6 +31,11 @@ def _tiny_tokenizer() -> Tokenizer:
     return tokenizer
 
 
+def _ids(encoded) -> list[int]:
+    """Token ids from a tokenizers Encoding or from SMTTokenizer.encode's list."""
+    return list(getattr(encoded, "ids", encoded))
+
+
 def _same_logits(a: StrideHybridModel, b: StrideHybridModel) -> None:
     ids = torch.randint(0, a.config.vocab_size, (2, 21))
     with torch.no_grad():
@@ -51,8 +56,24 @@ def test_round_trip_with_tokenizer(tmp_path):
     again, again_tokenizer = load_model_dir(tmp_path)
     _same_logits(model, again)
     text = "the stride window remembers token"
-    assert again_tokenizer.encode(text).ids == tokenizer.encode(text).ids
+    assert _ids(again_tokenizer.encode(text)) == tokenizer.encode(text).ids == [1, 3, 4, 0, 5]
     assert is_model_dir(tmp_path)
+
+
+class _DirectoryTokenizer:
+    """Any wrapper with .save(directory), as smt.data.tokenizer.SMTTokenizer has."""
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self.tokenizer = tokenizer
+
+    def save(self, directory) -> None:
+        self.tokenizer.save(str(directory / "tokenizer.json"))
+
+
+def test_tokenizer_wrappers_with_a_save_method(tmp_path):
+    save_pretrained(_tiny_model(), tmp_path, tokenizer=_DirectoryTokenizer(_tiny_tokenizer()))
+    _, tokenizer = load_model_dir(tmp_path)
+    assert _ids(tokenizer.encode("memory token")) == [2, 5]
 
 
 def test_pytorch_bin_round_trip_and_no_stale_weights(tmp_path):

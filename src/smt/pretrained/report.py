@@ -25,7 +25,7 @@ class LoadReport:
         if verbose:
             lines += [f"  {target} <- {source}" for target, source in self.loaded.items()]
         else:
-            lines += [f"  {part}: {count} tensors from {origin}"
+            lines += [f"  {part}: {count} tensor{'' if count == 1 else 's'} from {origin}"
                       for (part, origin), count in self._loaded_by_part().items()]
         lines.append(f"newly initialised {len(self.initialised)}:")
         lines += [f"  {target}: {why}" for target, why in self.initialised.items()]

@@ -29,11 +29,8 @@ def save_tokenizer(tokenizer: Any, directory: Path) -> None:
 
 
 def load_tokenizer(directory: Path) -> Any | None:
-    """The tokenizer saved in `directory`, or None when there is none.
-
-    Uses smt.data.tokenizer.SMTTokenizer when that module provides a loader, else a plain
-    tokenizers.Tokenizer read from tokenizer.json.
-    """
+    """The tokenizer saved in `directory`, or None when there is none: an SMTTokenizer
+    (smt.data.tokenizer) when that module is present, else a plain tokenizers.Tokenizer."""
     file = directory / TOKENIZER_FILE
     if not file.is_file():
         return None
@@ -42,11 +39,7 @@ def load_tokenizer(directory: Path) -> Any | None:
     except ModuleNotFoundError as error:
         if error.name not in ("smt.data.tokenizer", "smt.data"):
             raise
-        module = None
-    wrapper = getattr(module, "SMTTokenizer", None)
-    for loader in ("load", "from_directory", "from_pretrained"):
-        if wrapper is not None and callable(getattr(wrapper, loader, None)):
-            return getattr(wrapper, loader)(directory)
-    from tokenizers import Tokenizer
+        from tokenizers import Tokenizer
 
-    return Tokenizer.from_file(str(file))
+        return Tokenizer.from_file(str(file))
+    return module.load_tokenizer(file)
