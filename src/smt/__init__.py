@@ -10,6 +10,7 @@ from smt.models.components import (
     StreamState,
 )
 from smt.models.stride_hybrid import StrideHybridModel
+from smt.pretrained import LoadReport, WeightMismatchError
 
 __version__ = "0.1.0"
 
@@ -17,6 +18,7 @@ __all__ = [
     "AttentionPooling",
     "AttentionPoolingAnalyzer",
     "ConfigError",
+    "LoadReport",
     "MambaStack",
     "SimpleCausalTransformer",
     "SimpleSSM",
@@ -24,5 +26,6 @@ __all__ = [
     "StrideHybridConfig",
     "StrideHybridModel",
     "TrainingConfig",
+    "WeightMismatchError",
     "pad_vocab_size",
 ]
