@@ -11,6 +11,7 @@ import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers
 
 import smt.data.cache as cache_module
+from smt.config import StrideHybridConfig
 from smt.data.cache import (
     CacheCorruptError,
     TokenDataset,
@@ -20,7 +21,7 @@ from smt.data.cache import (
     token_dtype,
 )
 from smt.data.encoding import encode_records
-from smt.data.tokenizer import SMTTokenizer
+from smt.data.tokenizer import SMTTokenizer, check_vocab_compatible
 
 DOCUMENTS = [
     "The first document.\nIt has two lines.\n",
@@ -144,6 +145,13 @@ def test_interrupted_build_leaves_nothing_trusted(corpus, gpt2_tokenizer, tmp_pa
     assert dataset.n_documents == len(DOCUMENTS)
 
 
+def test_bad_file_mid_build_raises_and_leaves_no_cache(corpus, gpt2_tokenizer, tmp_path):
+    (corpus / "doc2.txt").write_bytes(b"valid start \xff\xfe broken")
+    with pytest.raises(ValueError, match=r"doc2.txt is not valid utf-8 text.*offset 12"):
+        build(corpus, gpt2_tokenizer, tmp_path / "cache")
+    assert [p.name for p in (tmp_path / "cache").iterdir() if not p.name.endswith(".lock")] == []
+
+
 def test_leftover_temp_dir_from_a_killed_build_is_ignored(corpus, gpt2_tokenizer, tmp_path):
     cache_dir = tmp_path / "cache"
     path = build(corpus, gpt2_tokenizer, cache_dir).path
@@ -200,6 +208,13 @@ def test_large_vocabulary_uses_uint32(corpus, tmp_path):
     assert dataset.tokens.dtype == np.uint32 and dataset.eos_id == 70_001
     assert dataset.document(0).tolist()[0] == 69_999
     assert token_dtype(65_536) == np.uint16 and token_dtype(65_537) == np.uint32
+
+
+def test_dataset_vocab_checked_against_a_model_config(corpus, gpt2_tokenizer, tmp_path):
+    dataset = build(corpus, gpt2_tokenizer, tmp_path / "cache")
+    check_vocab_compatible(dataset, StrideHybridConfig.wikitext103())
+    with pytest.raises(ValueError, match="50257 tokens but the model's vocab_size is 256"):
+        check_vocab_compatible(dataset, StrideHybridConfig.tiny())
 
 
 def test_split_documents(corpus, gpt2_tokenizer, tmp_path):

@@ -30,6 +30,16 @@ def test_count_words():
     assert count_words("") == 0
 
 
+def test_count_words_in_chunks_matches_split(shared_data, monkeypatch):
+    import smt.data.sources as sources
+
+    text = (shared_data / "wikitext" / "wiki.valid.tokens").read_text(encoding="utf-8")[:50_000]
+    for chunk in (1, 7, 1000):
+        monkeypatch.setattr(sources, "_COUNT_CHUNK_CHARS", chunk)
+        assert count_words(text) == len(text.split())
+        assert count_words(" ab  cd\n") == 2
+
+
 def test_wikitext_file_splits_into_articles(shared_data):
     path = shared_data / "wikitext" / "wiki.valid.tokens"
     source = resolve_source(path)

@@ -203,14 +203,21 @@ def cache_key(identity: dict, tokenizer: SMTTokenizer) -> str:
 
 @contextlib.contextmanager
 def _build_lock(path: Path) -> Iterator[bool]:
-    """Hold an exclusive lock on `path` (POSIX); yields whether a real lock is held."""
+    """Hold an exclusive lock on `path` where the platform and file system allow it; yields
+    whether a lock is held (without one, concurrent builds are still safe, only wasteful)."""
     try:
         import fcntl
-    except ImportError:
+
+        handle = open(path, "a+")
+    except (ImportError, OSError):
         yield False
         return
-    with open(path, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError:
+            yield False
+            return
         try:
             yield True
         finally:

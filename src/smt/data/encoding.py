@@ -14,9 +14,10 @@ from collections.abc import Iterable, Iterator
 
 from tokenizers import Tokenizer
 
-from smt.data.tokenizer import SMTTokenizer, split_for_encoding
+from smt.data.tokenizer import SMTTokenizer, encode_batch_ids, iter_pieces_for_encoding
 
-DEFAULT_BATCH_CHARS = 1 << 22
+DEFAULT_BATCH_CHARS = 1 << 22  # 64 pieces: enough parallel work for the batch API
+PROCESS_BATCH_CHARS = 1 << 20  # smaller batches keep every worker process busy
 # One piece of a document: its text, and the document's word count if it is the last piece.
 Piece = tuple[str, "int | None"]
 
@@ -35,14 +36,15 @@ def _encode_serially(tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
 
 def _encode_in_worker(texts: list[str]) -> list[list[int]]:
     assert _worker_tokenizer is not None, "worker was started without a tokenizer"
-    return _encode_serially(_worker_tokenizer, texts)
+    return encode_batch_ids(_worker_tokenizer, texts)  # single-threaded in a worker
 
 
 def _pieces(records: Iterable[tuple[str, int]]) -> Iterator[Piece]:
     for text, n_words in records:
-        parts = split_for_encoding(text)
-        for index, part in enumerate(parts):
-            yield part, (n_words if index == len(parts) - 1 else None)
+        consumed = 0
+        for part in iter_pieces_for_encoding(text):
+            consumed += len(part)
+            yield part, (n_words if consumed == len(text) else None)
 
 
 def _batches(records: Iterable[tuple[str, int]], batch_chars: int) -> Iterator[list[Piece]]:
@@ -82,7 +84,7 @@ def encode_records(
     records: Iterable[tuple[str, int]],
     tokenizer: SMTTokenizer,
     num_workers: int | None = None,
-    batch_chars: int = DEFAULT_BATCH_CHARS,
+    batch_chars: int | None = None,
 ) -> Iterator[tuple[str, list[int], int | None]]:
     """For each piece of each (document, word count) record, in order: (piece text, its token
     ids, the document's word count if the piece ends the document else None).
@@ -92,8 +94,11 @@ def encode_records(
     """
     if num_workers is not None and num_workers < 0:
         raise ValueError(f"num_workers must be None or >= 0, got {num_workers}")
+    use_processes = num_workers is not None and num_workers >= 2
+    if batch_chars is None:
+        batch_chars = PROCESS_BATCH_CHARS if use_processes else DEFAULT_BATCH_CHARS
     batches = _batches(records, batch_chars)
-    if num_workers is not None and num_workers >= 2:
+    if use_processes:
         encoded = _in_processes(batches, tokenizer, num_workers)
     else:
         encoded = (
@@ -107,6 +112,5 @@ def encode_records(
 
 def _encode_batch(tokenizer: SMTTokenizer, texts: list[str], num_workers: int | None):
     if num_workers is None:
-        encodings = tokenizer.tokenizer.encode_batch(texts, add_special_tokens=False)
-        return [encoding.ids for encoding in encodings]
+        return encode_batch_ids(tokenizer.tokenizer, texts)
     return _encode_serially(tokenizer.tokenizer, texts)

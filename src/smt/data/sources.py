@@ -36,6 +36,8 @@ _HF_SPLIT = {"valid": "validation", "val": "validation", "dev": "validation"}
 _DIRECTORY_SUFFIXES = (".txt", ".jsonl", ".tokens", ".raw")
 # A top-level WikiText heading (" = Title = "); sections are " = = Section = = ".
 _WIKITEXT_TITLE = re.compile(r"^\s*= (?!=).*(?<!=) =\s*$")
+_WHITESPACE = re.compile(r"\s")
+_COUNT_CHUNK_CHARS = 1 << 20
 _ENCODING_HINT = (
     "convert it to UTF-8 (e.g. `iconv -f latin1 -t utf-8 IN > OUT`) or pass its encoding "
     "(encoding='latin-1', --encoding on the command line)"
@@ -47,8 +49,16 @@ def count_words(text: str, count_line_ends: bool = False) -> int:
 
     WikiText's published token counts (e.g. 217,646 for the validation split) are exactly the
     words plus one <eos> per line, so WikiText sources count line ends and others do not.
+    Counted chunk by chunk (cut at whitespace) so a huge document is never split into one list.
     """
-    words = len(text.split())
+    words, start = 0, 0
+    while start < len(text):
+        end = start + _COUNT_CHUNK_CHARS
+        if end < len(text):
+            next_space = _WHITESPACE.search(text, end)
+            end = next_space.start() if next_space else len(text)
+        words += len(text[start:end].split())
+        start = end + 1
     return words + text.count("\n") if count_line_ends else words
 
 
