@@ -276,7 +276,7 @@ def check_vocab_compatible(tokenizer: SMTTokenizer, model_vocab_size: int) -> No
         raise ValueError(
             f"tokenizer {name} has {tokenizer.vocab_size} tokens but the model's "
             f"vocab_size is {model_vocab_size}: token ids would fall outside the embedding. Set the "
-            f"model's vocab_size to tokenizer.model_vocab_size ({tokenizer.model_vocab_size}), or "
+            f"model's vocab_size to tokenizer.model_vocab_size ({pad_vocab_size(tokenizer.vocab_size)}), or "
             f"use the tokenizer the model was trained with"
         )
 
