@@ -225,6 +225,7 @@ def test_split_documents(corpus, gpt2_tokenizer, tmp_path):
     assert np.array_equal(np.concatenate([train.tokens, valid.tokens]), dataset.tokens)
     assert train.n_words + valid.n_words == dataset.n_words
     assert valid.doc_offsets.tolist() == [0, len(dataset.document(3))]
+    assert valid.meta["n_tokens"] == len(valid) and valid.meta["n_words"] == valid.n_words
     with pytest.raises(ValueError, match="valid_fraction"):
         split_documents(dataset, 1.0)
     with pytest.raises(ValueError, match="cannot split 1 document"):

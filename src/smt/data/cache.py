@@ -111,13 +111,15 @@ class TokenDataset:
         if not 0 <= start < stop <= self.n_documents:
             raise IndexError(f"document range [{start}, {stop}) invalid for {self.n_documents} documents")
         first, last = int(self.doc_offsets[start]), int(self.doc_offsets[stop])
+        words = self.doc_word_counts[start:stop]
+        counts = {"n_tokens": last - first, "n_documents": stop - start, "n_words": int(words.sum())}
         return TokenDataset(
             self.tokens[first:last],
             self.doc_offsets[start : stop + 1] - first,
-            self.doc_word_counts[start:stop],
+            words,
             self.eos_id,
             self.vocab_size,
-            meta={**self.meta, "documents": [start, stop]},
+            meta={**self.meta, **counts, "documents_of_parent": [start, stop]},
             path=self.path,
         )
 

@@ -19,7 +19,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from smt.config import pad_vocab_size
 
 EOS_TOKEN = "<|endoftext|>"
-# Texts longer than this are encoded in pieces cut at word boundaries (see split_for_encoding).
+# Texts longer than this are encoded in pieces cut at word boundaries (iter_pieces_for_encoding).
 DEFAULT_PIECE_CHARS = 1 << 16
 # A hub id is "name" or "owner/name" made of these characters.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
@@ -52,6 +52,8 @@ def iter_pieces_for_encoding(text: str, piece_chars: int = DEFAULT_PIECE_CHARS) 
     byte-level pre-tokenizer regex never lets a pre-token run from a word into the whitespace that
     follows it, so such a cut is always a pre-token boundary and the tokens do not change. A text
     with no whitespace in half a piece (rare: base64 blobs, CJK without spaces) is cut hard.
+    Tokenizers with added tokens that contain inner whitespace (none in GPT-2/NeoX) are the one
+    case where a cut could change tokens.
     """
     if piece_chars < 2:
         raise ValueError(f"piece_chars must be at least 2, got {piece_chars}")
