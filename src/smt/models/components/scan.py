@@ -21,8 +21,8 @@ def linear_scan_reference(a: Tensor, b: Tensor, h0: Tensor | None = None) -> Ten
     """States (B, L, *S) of h_t = a_t * h_{t-1} + b_t, one timestep at a time."""
     h = torch.zeros_like(b[:, 0]) if h0 is None else h0
     states = []
-    for t in range(a.shape[1]):
-        h = a[:, t] * h + b[:, t]
+    for a_t, b_t in zip(a.unbind(1), b.unbind(1)):
+        h = a_t * h + b_t
         states.append(h)
     return torch.stack(states, dim=1)
 
@@ -41,19 +41,22 @@ def linear_scan_chunked(a: Tensor, b: Tensor, h0: Tensor | None = None, chunk: i
         b = torch.cat([b, b.new_zeros(B, pad, *rest)], dim=1)
     a = a.view(B, n_chunks, chunk, *rest)
     b = b.view(B, n_chunks, chunk, *rest)
+    # Slices are taken with unbind, once: indexing a[:, :, i] in the loops would make each
+    # step's backward allocate and accumulate a gradient the size of the whole input.
     # (1) every chunk from a zero start, and the running product of decays inside it
-    local, decay = [b[:, :, 0]], [a[:, :, 0]]
-    for i in range(1, chunk):
-        local.append(a[:, :, i] * local[-1] + b[:, :, i])
-        decay.append(a[:, :, i] * decay[-1])
+    a_steps, b_steps = a.unbind(2), b.unbind(2)
+    local, decay = [b_steps[0]], [a_steps[0]]
+    for a_i, b_i in zip(a_steps[1:], b_steps[1:]):
+        local.append(a_i * local[-1] + b_i)
+        decay.append(a_i * decay[-1])
     local_states = torch.stack(local, dim=2)
     decays = torch.stack(decay, dim=2)
     # (2) chain the chunk ends
     h = torch.zeros_like(b[:, 0, 0]) if h0 is None else h0
     starts = []
-    for c in range(n_chunks):
+    for end_decay, end_state in zip(decay[-1].unbind(1), local[-1].unbind(1)):
         starts.append(h)
-        h = decays[:, c, -1] * h + local_states[:, c, -1]
+        h = end_decay * h + end_state
     carried = torch.stack(starts, dim=1).unsqueeze(2)
     # (3) add the carried start state everywhere
     states = local_states + decays * carried

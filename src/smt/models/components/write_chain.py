@@ -74,11 +74,15 @@ def write_chain(
         slot_values = torch.cat([slot_values, new_values.to(slot_values.dtype)], dim=1)[:, W:]
         return WriteResult(slots, weights, slot_scores, slot_values, ssm_state)
 
+    # unbind once: indexing [:, w] inside the loop would make every write's backward
+    # allocate and accumulate a gradient the size of all windows
+    step_scores, step_values = win_scores.unbind(1), win_values.to(slot_values.dtype).unbind(1)
+    step_valid = win_valid.unbind(1)
     slots, all_weights = [], []
     for w in range(W):
-        scores = torch.cat([slot_scores, win_scores[:, w]], dim=1)
-        values = torch.cat([slot_values, win_values[:, w].to(slot_values.dtype)], dim=1)
-        valid = torch.cat([slot_valid, win_valid[:, w]], dim=1)
+        scores = torch.cat([slot_scores, step_scores[w]], dim=1)
+        values = torch.cat([slot_values, step_values[w]], dim=1)
+        valid = torch.cat([slot_valid, step_valid[w]], dim=1)
         pooled, weights = pooling.pool(scores, values, valid)
         out, ssm_state = ssm.step(pooled, ssm_state)
         slot = to_slot(out, w)

@@ -1,0 +1,122 @@
+"""Generation: per-token latency and state bytes at growing stream lengths.
+
+SMT is advanced to each stream length by feeding long chunks in parallel (model(chunk,
+state=...)), then single-token steps are timed; its state has a fixed size, so a step costs
+the same at any position. The full-attention baseline is prefilled to the length (its KV cache
+grows with it) and timed the same way, up to `max_gpt_length` (where its quadratic prefill
+still fits the time budget).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from benchmarks.common import (
+    autocast,
+    bench_config,
+    build,
+    markdown_table,
+    state_nbytes,
+    synchronize,
+)
+
+
+def advance(model, length: int, vocab: int, chunk: int, device, generator: torch.Generator):
+    """A stream state at `length` tokens, fed `chunk` tokens per call; returns (logits, state)."""
+    state, logits, fed = None, None, 0
+    while fed < length:
+        n = min(chunk, length - fed)
+        ids = torch.randint(0, vocab, (1, n), generator=generator).to(device)
+        logits, aux = model(ids, state=state)
+        state, fed = aux["state"], fed + n
+    return logits[:, -1], state
+
+
+def time_steps(model, state, first_token: torch.Tensor, steps: int, warmup: int, device):
+    """Median seconds per model.step over `steps` greedy tokens after `warmup` steps."""
+    token, samples = first_token, []
+    for i in range(warmup + steps):
+        start = time.perf_counter()
+        logits, state = model.step(token, state)
+        synchronize(device)
+        if i >= warmup:
+            samples.append(time.perf_counter() - start)
+        token = logits.argmax(-1)
+    samples.sort()
+    return samples[len(samples) // 2], state
+
+
+def measure(arch: str, length: int, dtype: str, size: str = "small", device: str = "cpu",
+            chunk: int = 4096, steps: int = 20, warmup: int = 3, seed: int = 0) -> dict:
+    torch.manual_seed(seed)
+    config = bench_config(size, device, arch=arch)
+    model = build(config).eval()
+    generator = torch.Generator().manual_seed(seed)
+    with torch.inference_mode(), autocast(dtype, device):
+        start = time.perf_counter()
+        # the full-attention baseline is prefilled in one call (its chunked calls would cost the same)
+        logits, state = advance(model, length, config.vocab_size, chunk if arch != "gpt" else length,
+                                device, generator)
+        prefill_s = time.perf_counter() - start
+        nbytes_before = state_nbytes(state)
+        latency, state = time_steps(model, state, logits.argmax(-1), steps, warmup, device)
+    return {"arch": arch, "length": length, "dtype": dtype, "ms_per_token": latency * 1e3,
+            "state_bytes": nbytes_before, "state_bytes_after": state_nbytes(state), "prefill_s": prefill_s}
+
+
+def run(lengths=(1024, 16384, 131072), dtypes=("float32", "bfloat16"), size: str = "small",
+        device: str = "cpu", max_gpt_length: int = 16384, chunk: int = 4096, steps: int = 20) -> list[dict]:
+    rows = []
+    for dtype in dtypes:
+        smt_rows, gpt_rows = {}, {}
+        for length in lengths:
+            smt_rows[length] = measure("smt", length, dtype, size, device, chunk, steps)
+            if length <= max_gpt_length:
+                gpt_rows[length] = measure("gpt", length, dtype, size, device, chunk, steps)
+        base = smt_rows[min(lengths)]
+        for length in lengths:
+            row = smt_rows[length]
+            row["latency_vs_shortest"] = row["ms_per_token"] / base["ms_per_token"]
+            row["same_state_bytes"] = row["state_bytes"] == base["state_bytes"] == row["state_bytes_after"]
+            if length in gpt_rows:
+                row["speedup_vs_gpt"] = gpt_rows[length]["ms_per_token"] / row["ms_per_token"]
+            rows.append(row)
+        rows.extend(gpt_rows.values())
+    return rows
+
+
+def with_targets(rows: list[dict]) -> list[dict]:
+    """Latency at the longest length within 1.1x of the shortest; >= 5x faster than gpt at 16K."""
+    longest = max((r["length"] for r in rows if r["arch"] == "smt"), default=None)
+    for row in rows:
+        if row["arch"] != "smt":
+            continue
+        if row["length"] == longest:
+            row["meets_flat_latency"] = row["latency_vs_shortest"] <= 1.1
+        if row["length"] == 16384 and "speedup_vs_gpt" in row:
+            row["meets_vs_gpt"] = row["speedup_vs_gpt"] >= 5.0
+    return rows
+
+
+COLUMNS = ["dtype", "length", "arch", "ms_per_token", "state_bytes", "prefill_s", "latency_vs_shortest",
+           "same_state_bytes", "speedup_vs_gpt", "meets_flat_latency", "meets_vs_gpt"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 16384, 131072])
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
+    parser.add_argument("--size", default="small")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--max-gpt-length", type=int, default=16384)
+    args = parser.parse_args(argv)
+    rows = with_targets(run(args.lengths, args.dtypes, args.size, args.device, args.max_gpt_length))
+    print(markdown_table(rows, COLUMNS))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,108 @@
+"""Training throughput: tokens/s of one forward + backward + AdamW step, SMT vs the baselines.
+
+Every architecture gets the same transformer shape, batch, context and dtype, in one process.
+`smt-tokpool` is SMT with pool_over_memory=False (pooling reads tokens only, the SSM runs in
+sequence mode): the same memory without the sequential write chain.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+import torch.nn.functional as F
+
+from benchmarks.common import autocast, bench_config, build, markdown_table, time_call
+
+ARCHS = ("smt", "smt-tokpool", "swa", "gpt")
+
+
+def arch_config(arch: str, size: str, device: str):
+    if arch == "smt-tokpool":
+        return bench_config(size, device, pool_over_memory=False)
+    if arch not in ARCHS:
+        raise ValueError(f"unknown architecture {arch!r}; use one of {list(ARCHS)}")
+    return bench_config(size, device, arch=arch)
+
+
+def make_train_step(model, ids: torch.Tensor, dtype: str):
+    """One optimizer step on next-token loss over ids (B, T + 1)."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=True)
+    device = ids.device
+
+    def step() -> float:
+        with autocast(dtype, device):
+            logits, _ = model(ids[:, :-1])
+            loss = F.cross_entropy(logits.float().flatten(0, 1), ids[:, 1:].flatten())
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return float(loss)
+
+    return step
+
+
+def measure(arch: str, context: int, dtype: str, size: str = "small", device: str = "cpu",
+            batch: int = 1, warmup: int = 1, repeats: int = 3, seed: int = 0) -> dict:
+    torch.manual_seed(seed)
+    config = arch_config(arch, size, device)
+    model = build(config).train()
+    ids = torch.randint(0, config.vocab_size, (batch, context + 1), device=device)
+    timing = time_call(make_train_step(model, ids, dtype), device, warmup, repeats)
+    return {"arch": arch, "context": context, "dtype": dtype, "batch": batch,
+            "step_s": timing.median, "step_s_min": timing.minimum,
+            "tokens_per_s": batch * context / timing.median}
+
+
+def run(contexts=(1024, 4096, 16384), dtypes=("float32", "bfloat16"), archs=ARCHS, size: str = "small",
+        device: str = "cpu", repeats: int = 3, warmup: int = 1) -> list[dict]:
+    """All (context, dtype, arch) cells, with ratios of SMT against each baseline in the same cell."""
+    rows = []
+    for dtype in dtypes:
+        for context in contexts:
+            cell = {arch: measure(arch, context, dtype, size, device, warmup=warmup, repeats=repeats)
+                    for arch in archs}
+            for row in cell.values():
+                for base in ("gpt", "swa"):
+                    if base in cell and row["arch"] != base:
+                        row[f"speedup_vs_{base}"] = cell[base]["step_s"] / row["step_s"]
+                rows.append(row)
+    return rows
+
+
+TARGETS = {4096: 2.0, 16384: 5.0}  # SMT tokens/s over full attention
+SWA_TARGET = 1.25  # SMT step time at most this times the SWA-only step time
+
+
+def with_targets(rows: list[dict]) -> list[dict]:
+    for row in rows:
+        if row["arch"] != "smt":
+            continue
+        if "speedup_vs_gpt" in row and row["context"] in TARGETS:
+            row["target_vs_gpt"] = f">= {TARGETS[row['context']]}x"
+            row["meets_vs_gpt"] = row["speedup_vs_gpt"] >= TARGETS[row["context"]]
+        if "speedup_vs_swa" in row:
+            row["meets_vs_swa"] = 1 / row["speedup_vs_swa"] <= SWA_TARGET
+    return rows
+
+
+COLUMNS = ["dtype", "context", "arch", "tokens_per_s", "step_s", "speedup_vs_gpt", "speedup_vs_swa",
+           "target_vs_gpt", "meets_vs_gpt", "meets_vs_swa"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--contexts", type=int, nargs="+", default=[1024, 4096, 16384])
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
+    parser.add_argument("--archs", nargs="+", default=list(ARCHS))
+    parser.add_argument("--size", default="small")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+    rows = with_targets(run(args.contexts, args.dtypes, args.archs, args.size, args.device, args.repeats))
+    print(markdown_table(rows, COLUMNS))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
