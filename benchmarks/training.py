@@ -37,7 +37,7 @@ def make_train_step(model, ids: torch.Tensor, dtype: str):
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return float(loss)
+        return float(loss.detach())
 
     return step
 

@@ -1,0 +1,82 @@
+"""Smoke tests: every benchmark runs at toy sizes and returns well-formed rows (never timings)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from benchmarks import generation, mfu, run_all, ssm, training
+from benchmarks.common import bench_config, state_nbytes, time_call
+
+
+def test_training_rows_have_ratios_against_each_baseline():
+    rows = training.with_targets(training.run((64,), ("float32",), ("smt", "smt-tokpool", "swa"), "toy",
+                                              repeats=1, warmup=0))
+    assert [r["arch"] for r in rows] == ["smt", "smt-tokpool", "swa"]
+    for row in rows:
+        assert row["tokens_per_s"] > 0 and row["context"] == 64
+    smt = rows[0]
+    assert smt["speedup_vs_swa"] == pytest.approx(rows[2]["step_s"] / smt["step_s"])
+    assert isinstance(smt["meets_vs_swa"], bool)
+
+
+def test_generation_state_bytes_do_not_grow_with_the_stream():
+    rows = generation.with_targets(generation.run((16, 80), ("float32",), "toy", max_gpt_length=0,
+                                                  chunk=32, steps=2))
+    smt = [r for r in rows if r["arch"] == "smt"]
+    assert [r["length"] for r in smt] == [16, 80]
+    assert all(r["same_state_bytes"] for r in smt)
+    assert smt[0]["state_bytes"] == smt[1]["state_bytes"] > 0
+    assert isinstance(smt[1]["meets_flat_latency"], bool)
+
+
+def test_flop_count_grows_linearly_for_smt_and_quadratically_for_full_attention():
+    cfg = bench_config("toy")
+    smt_1, smt_2 = (mfu.model_flops(cfg, t)["total"] for t in (1024, 2048))
+    gpt = cfg.replace(arch="gpt")
+    gpt_1, gpt_2 = (mfu.model_flops(gpt, t)["attention"] for t in (1024, 2048))
+    assert smt_2 == pytest.approx(2 * smt_1, rel=0.01)
+    assert gpt_2 / gpt_1 == pytest.approx(4, rel=0.01)
+    assert mfu.model_flops(cfg, 64)["ssm"] == 6 * mfu.ssm_matmul_params(cfg) * (64 // cfg.stride)
+
+
+def test_mfu_rows_compare_against_a_measured_peak():
+    rows = mfu.run(64, ("float32",), ("smt",), "toy", repeats=1, peak_n=64)
+    assert rows[0]["peak_bf16_gflops"] > 0 and 0 < rows[0]["mfu_vs_same_dtype_peak"]
+
+
+def test_ssm_modes_and_speedups():
+    rows = ssm.run(length=8, d_model=16, dtypes=("float32",), repeats=1)
+    assert [r["mode"] for r in rows] == ["sequence", "sequence-loop", "step-loop"]
+    assert rows[2]["speedup_vs_step_loop"] == 1.0
+    assert rows[0]["step_ms"] > 0
+
+
+def test_state_nbytes_and_timing_helpers():
+    assert state_nbytes({"a": torch.zeros(2, 3), "b": [torch.zeros(4, dtype=torch.bfloat16)]}) == 24 + 8
+    timing = time_call(lambda: None, "cpu", warmup=0, repeats=3)
+    assert len(timing.samples) == 3 and timing.minimum <= timing.median
+    with pytest.raises(ValueError, match="repeats"):
+        time_call(lambda: None, "cpu", repeats=0)
+    with pytest.raises(ValueError, match="size"):
+        bench_config("huge")
+
+
+def test_run_all_quick_writes_report_and_json(tmp_path):
+    out = tmp_path / "report.md"
+    assert run_all.main(["--quick", "--only", "ssm", "mfu", "--dtypes", "float32", "--output", str(out)]) == 0
+    text = out.read_text()
+    assert "Model FLOP utilisation" in text and "sequence-loop" in text and "Machine:" in text
+    data = json.loads(out.with_suffix(".json").read_text())
+    assert {"machine", "mfu", "ssm"} <= set(data)
+    with pytest.raises(ValueError, match="section"):
+        run_all.run(["nonsense"])
+
+
+def test_smt_bench_command_runs_quick(tmp_path, capsys):
+    from smt.cli import main
+
+    assert main(["bench", "--quick", "--only", "ssm", "--dtypes", "float32"]) == 0
+    assert "Mamba block" in capsys.readouterr().out
