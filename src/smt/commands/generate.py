@@ -1,0 +1,74 @@
+"""`smt generate --checkpoint DIR --prompt "..."`: sample from a trained checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_parser(sub) -> None:
+    parser = sub.add_parser("generate", help="sample text from a trained checkpoint",
+                            description="DIR is a run directory (its best checkpoint, else the latest), "
+                                        "a checkpoints/ directory, a step directory, or a model directory "
+                                        "(config.json + model.safetensors + tokenizer.json).")
+    parser.add_argument("--checkpoint", required=True, metavar="DIR")
+    parser.add_argument("--prompt", required=True)
+    parser.add_argument("--max_new_tokens", "--max-new-tokens", type=int, default=100)
+    parser.add_argument("--temperature", type=float, default=0.8)
+    parser.add_argument("--top_k", "--top-k", type=int, default=None)
+    parser.add_argument("--top_p", "--top-p", type=float, default=0.95)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--num_samples", "--num-samples", type=int, default=1)
+    parser.add_argument("--latest", action="store_true", help="use the latest checkpoint, not the best")
+    parser.add_argument("--device", default="cpu")
+    parser.set_defaults(run=run)
+
+
+def load_trained(path: str | Path, prefer_best: bool = True, device: str = "cpu"):
+    """(model in eval mode, tokenizer, step directory) from a run/checkpoint/model directory."""
+    from smt.training.checkpoint import (
+        TRAINING_FILE,
+        load_model_weights,
+        read_model_config,
+        resolve_checkpoint,
+        verify_checkpoint,
+    )
+    from smt.training.model_factory import build_model
+
+    directory = resolve_checkpoint(path, prefer_best)
+    if (directory / TRAINING_FILE).is_file():
+        verify_checkpoint(directory)
+    tokenizer_file = directory / "tokenizer.json"
+    if not tokenizer_file.is_file():
+        raise FileNotFoundError(f"{tokenizer_file} is missing: the checkpoint has no tokenizer; copy the "
+                                "run's tokenizer.json into it")
+    from smt.data import load_tokenizer
+
+    tokenizer = load_tokenizer(tokenizer_file)
+    config = read_model_config(directory).replace(device=device)
+    if tokenizer.vocab_size > config.vocab_size:
+        raise ValueError(f"{tokenizer_file} has {tokenizer.vocab_size} tokens but the model in {directory} has "
+                         f"vocab_size {config.vocab_size}: the tokenizer does not belong to this model")
+    model = build_model(config)
+    load_model_weights(model, directory)
+    model.eval()
+    return model, tokenizer, directory
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    model, tokenizer, directory = load_trained(args.checkpoint, not args.latest, args.device)
+    ids = tokenizer.encode(args.prompt)
+    if not ids:
+        raise ValueError("the prompt encodes to no tokens; pass some text with --prompt")
+    input_ids = torch.tensor([ids] * args.num_samples, dtype=torch.long, device=model.device)
+    with torch.no_grad():
+        output = model.generate(input_ids, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                                top_k=args.top_k, top_p=args.top_p, eos_token_id=tokenizer.eos_id,
+                                seed=args.seed)
+    print(f"# {directory}")
+    for row in output:
+        print(args.prompt + tokenizer.decode(row[len(ids):]))
+        print("---")
+    return 0

@@ -1,0 +1,114 @@
+"""`smt train --config configs/NAME.yaml [--key value ...] [--resume]`: train a model.
+
+Every config field is also an option: `--lr 3e-4`, `--training.max_steps 200`,
+`--model.d_model 256`, `--run.output_dir runs/x` (values parsed as YAML). The same command under
+`torchrun --nproc_per_node=K -m smt.cli train ...` trains with DDP (or FSDP: --parallel fsdp).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import fields
+
+from smt.config import StrideHybridConfig, TrainingConfig
+
+
+def _section_fields() -> dict[str, list[str]]:
+    from smt.training.run_config import RunConfig
+
+    return {
+        "model": ["preset"] + [f.name for f in fields(StrideHybridConfig)],
+        "training": [f.name for f in fields(TrainingConfig)],
+        "run": [f.name for f in fields(RunConfig)],
+    }
+
+
+def add_parser(sub) -> None:
+    parser = sub.add_parser(
+        "train", help="train a model from a run config (YAML) with optional overrides",
+        description="Train SMT (or a baseline) from a run config with sections model/training/run. "
+                    "Any field can be overridden: --section.field VALUE, or --field VALUE when the "
+                    "name belongs to one section. Values are parsed as YAML.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  smt train --config configs/cpu_gutenberg_smt.yaml --max_steps 200\n"
+               "  smt train --config configs/cpu_gutenberg_smt.yaml --resume\n"
+               "  torchrun --nproc_per_node=2 -m smt.cli train --config configs/wikitext103_smt.yaml",
+    )
+    parser.add_argument("--config", help="run config file (.yaml or .json); defaults apply without one")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the latest checkpoint in run.output_dir")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved config as YAML and exit")
+    sections = _section_fields()
+    counts: dict[str, int] = {}
+    for names in sections.values():
+        for name in names:
+            counts[name] = counts.get(name, 0) + 1
+    for section, names in sections.items():
+        group = parser.add_argument_group(f"{section} settings")
+        for name in names:
+            flags = [f"--{section}.{name}"] + ([f"--{name}"] if counts[name] == 1 else [])
+            group.add_argument(*flags, dest=f"override:{section}.{name}", metavar="VALUE",
+                               default=argparse.SUPPRESS, help=argparse.SUPPRESS if counts[name] == 1
+                               and section == "model" and name not in _SHOWN else None)
+    parser.set_defaults(run=run)
+
+
+# model fields listed in --help (all are accepted)
+_SHOWN = {"preset", "n_ssm_outputs", "m_input_tokens", "stride", "vocab_size", "d_model", "n_layers",
+          "n_heads", "ssm_type", "ssm_layers", "arch"}
+
+
+def overrides_from_args(args: argparse.Namespace) -> list[str]:
+    items = []
+    for key, value in vars(args).items():
+        if key.startswith("override:"):
+            items += [f"--{key.removeprefix('override:')}", value]
+    return items
+
+
+def run(args: argparse.Namespace) -> int:
+    from smt.training.run_config import load_run_config
+
+    config = load_run_config(args.config, overrides_from_args(args))
+    if args.print_config:
+        sys.stdout.write(config.to_yaml())
+        return 0
+    result = train_from_config(config, resume=args.resume)
+    if result is not None:
+        summary = {"run_dir": str(result.run_dir), "steps": result.steps, "wall_s": round(result.wall_s, 1),
+                   "tokens_per_s": round(result.tokens_per_s, 1),
+                   "final_train_loss": result.losses.get(max(result.losses)) if result.losses else None,
+                   "final_eval": result.final_eval,
+                   "last_checkpoint": str(result.last_checkpoint) if result.last_checkpoint else None,
+                   "skipped_steps": result.skipped_steps}
+        print(json.dumps(summary, indent=2))
+    return 0
+
+
+def train_from_config(config, resume: bool = False):
+    """Tokenizer, data and trainer from a FullConfig; returns the TrainResult (rank 0) or None."""
+    from smt.training.data_setup import prepare_data, prepare_tokenizer
+    from smt.training.distributed import barrier, setup_distributed, teardown_distributed
+    from smt.training.trainer import Trainer
+
+    ctx = setup_distributed(config.training.device, config.run.dist_timeout_s)
+    try:
+        # rank 0 trains the tokenizer / builds the token caches first; the others then reuse them
+        if ctx.is_main:
+            tokenizer = prepare_tokenizer(config.run, progress=config.run.progress)
+            train, valid = prepare_data(config.run, tokenizer, progress=config.run.progress)
+        barrier(ctx)
+        if not ctx.is_main:
+            tokenizer = prepare_tokenizer(config.run)
+            train, valid = prepare_data(config.run, tokenizer, progress=False)
+        if tokenizer.vocab_size > config.model.vocab_size:
+            raise ValueError(f"tokenizer {config.run.tokenizer} has {tokenizer.vocab_size} tokens but "
+                             f"model.vocab_size is {config.model.vocab_size}: token ids would fall outside "
+                             f"the embedding; set --model.vocab_size {tokenizer.model_vocab_size}")
+        result = Trainer(config, train, valid, tokenizer, context=ctx).train(resume=resume)
+        return result if ctx.is_main else None
+    finally:
+        teardown_distributed(ctx)

@@ -1,0 +1,295 @@
+"""Training checkpoints: written atomically, verified on load, pruned to the last K and the best.
+
+run_dir/checkpoints/
+  step_000100/
+    config.json          model config (smt.pretrained format: from_pretrained reads this directory)
+    model.safetensors    weights (tied tensors once)
+    tokenizer.json       the run's tokenizer
+    optimizer.pt         optimizer + scheduler + torch RNG states (plain tensors; weights_only load)
+    stream_state.safetensors   stream mode: the carried model state of every batch row
+    training.json        step, data position, configs, metrics and a sha256 of every file above
+  best.json              which step directory had the lowest validation loss
+
+A checkpoint is staged in a hidden temporary directory and renamed into place, so a step
+directory is either complete or absent; training.json is written last and lists checksums, so a
+truncated or altered file is detected on load. Loading never unpickles code: safetensors, and
+torch.load(weights_only=True).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+TRAINING_FILE = "training.json"
+BEST_FILE = "best.json"
+STEP_DIR = re.compile(r"^step_(\d{6,})$")
+FORMAT_VERSION = 1
+MARKERS = ("model_type", "smt_format_version", "architectures")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, incomplete, corrupted, or from a different configuration."""
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON to a temporary file beside `path`, fsync it, then rename over `path`."""
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(handle, "w", encoding="utf-8") as out:
+        json.dump(data, out, indent=1)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(temporary, path)
+
+
+def model_tensors(model: nn.Module) -> dict[str, Tensor]:
+    """The state dict on CPU with shared (tied) tensors kept once, under their first name."""
+    seen: set[int] = set()
+    tensors = {}
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        key = id(tensor)
+        if key in seen:
+            continue
+        seen.add(key)
+        tensors[name] = tensor.detach().cpu().contiguous()
+    return tensors
+
+
+def save_model_dir(model: nn.Module, directory: Path, tokenizer: Any = None) -> None:
+    """config.json + model.safetensors (+ tokenizer.json): smt.pretrained.save_pretrained for
+    StrideHybridModel, the same layout for the baselines."""
+    from smt.models.stride_hybrid import StrideHybridModel
+
+    if isinstance(model, StrideHybridModel):
+        from smt.pretrained import save_pretrained
+
+        save_pretrained(model, directory, tokenizer=tokenizer)
+        return
+    from safetensors.torch import save_file
+
+    from smt.pretrained.sharing import FORMAT_VERSION as MODEL_FORMAT
+    from smt.pretrained.sharing import MODEL_TYPE
+
+    directory.mkdir(parents=True, exist_ok=True)
+    config = {**model.config.to_dict(), "model_type": MODEL_TYPE, "smt_format_version": MODEL_FORMAT,
+              "architectures": [type(model).__name__]}
+    (directory / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    save_file(model_tensors(model), str(directory / "model.safetensors"), metadata={"format": "pt"})
+    if tokenizer is not None:
+        tokenizer.save(directory)
+
+
+def read_model_config(directory: Path):
+    """The StrideHybridConfig saved in a checkpoint or model directory."""
+    from smt.config import ConfigError, StrideHybridConfig
+
+    file = directory / "config.json"
+    if not file.is_file():
+        raise CheckpointError(f"{file} is missing: {directory} is not a checkpoint or model directory")
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+        return StrideHybridConfig.from_dict({k: v for k, v in data.items() if k not in MARKERS})
+    except (ValueError, TypeError, ConfigError) as error:
+        raise CheckpointError(f"{file} is not a valid model config: {error}") from error
+
+
+def load_model_weights(model: nn.Module, directory: Path) -> None:
+    """Load model.safetensors into `model`; every tensor must be present with the right shape
+    (tied tensors stored once count as present)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    file = directory / "model.safetensors"
+    if not file.is_file():
+        raise CheckpointError(f"{file} is missing")
+    try:
+        tensors = load_file(str(file))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"{file} cannot be read (truncated or corrupted?): {error}") from error
+    expected = model_tensors(model)
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(model.state_dict()))
+    wrong = [f"{n}: file {tuple(tensors[n].shape)} vs model {tuple(expected[n].shape)}"
+             for n in sorted(set(expected) & set(tensors)) if tensors[n].shape != expected[n].shape]
+    if missing or unexpected or wrong:
+        raise CheckpointError(f"{file} does not fit the model: missing {missing[:5]}, unexpected "
+                              f"{unexpected[:5]}, shape mismatches {wrong[:5]}; the checkpoint comes "
+                              "from a different model config")
+    model.load_state_dict(tensors, strict=False)
+
+
+def step_dir_name(step: int) -> str:
+    return f"step_{step:06d}"
+
+
+def list_checkpoints(root: Path) -> list[Path]:
+    """Complete step directories (those with training.json), oldest first."""
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and STEP_DIR.match(p.name) and (p / TRAINING_FILE).is_file()]
+    return sorted(found, key=lambda p: int(STEP_DIR.match(p.name).group(1)))
+
+
+def best_checkpoint(root: Path) -> Path | None:
+    file = root / BEST_FILE
+    if not file.is_file():
+        return None
+    try:
+        name = json.loads(file.read_text(encoding="utf-8"))["step_dir"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise CheckpointError(f"{file} is unreadable ({error}); delete it to fall back to the latest") from error
+    return root / name
+
+
+@dataclass
+class CheckpointPayload:
+    """What a checkpoint holds besides the model."""
+
+    step: int
+    training_state: dict  # JSON: data position, configs, metrics
+    optimizer_state: dict  # torch objects: optimizer, scheduler, RNG
+    stream_state: dict[str, Tensor] | None = None
+
+
+def save_checkpoint(root: Path, model: nn.Module, payload: CheckpointPayload, tokenizer: Any = None,
+                    keep_last: int = 3, val_loss: float | None = None) -> Path:
+    """Write step_NNNNNN atomically, update best.json, prune old checkpoints; returns the directory."""
+    from safetensors.torch import save_file
+
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / step_dir_name(payload.step)
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=root))
+    try:
+        save_model_dir(model, staging, tokenizer)
+        torch.save(payload.optimizer_state, staging / "optimizer.pt")
+        if payload.stream_state is not None:
+            tensors = {k: v.detach().cpu().contiguous() for k, v in payload.stream_state.items()}
+            save_file(tensors, str(staging / "stream_state.safetensors"))
+        files = sorted(p.name for p in staging.iterdir())
+        for name in files:
+            with open(staging / name, "rb+") as handle:
+                os.fsync(handle.fileno())
+        record = {**payload.training_state, "format_version": FORMAT_VERSION, "step": payload.step,
+                  "val_loss": val_loss, "checksums": {name: sha256_file(staging / name) for name in files}}
+        write_json_atomic(staging / TRAINING_FILE, record)
+        if final.exists():  # the same step saved again (e.g. after a resume): replace it whole
+            trash = root / f".{final.name}.old-{os.getpid()}"
+            os.replace(final, trash)
+            os.replace(staging, final)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if val_loss is not None:
+        _update_best(root, final, val_loss)
+    prune_checkpoints(root, keep_last)
+    return final
+
+
+def _update_best(root: Path, candidate: Path, val_loss: float) -> None:
+    file = root / BEST_FILE
+    current = None
+    if file.is_file():
+        try:
+            current = json.loads(file.read_text(encoding="utf-8"))
+        except ValueError:
+            current = None
+    alive = current is not None and (root / str(current.get("step_dir"))).is_dir()
+    if not alive or val_loss <= float(current["val_loss"]) or current["step_dir"] == candidate.name:
+        write_json_atomic(file, {"step_dir": candidate.name, "val_loss": val_loss})
+
+
+def prune_checkpoints(root: Path, keep_last: int) -> None:
+    """Delete all but the newest `keep_last` step directories, never the best one."""
+    best = best_checkpoint(root)
+    checkpoints = list_checkpoints(root)
+    for path in checkpoints[: max(0, len(checkpoints) - keep_last)]:
+        if best is None or path.name != best.name:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+@dataclass
+class LoadedCheckpoint:
+    directory: Path
+    training_state: dict
+    optimizer_state: dict
+    stream_state: dict[str, Tensor] | None
+
+
+def verify_checkpoint(directory: Path) -> dict:
+    """training.json of `directory`, after checking every listed file against its checksum."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CheckpointError(f"checkpoint directory not found: {directory}")
+    file = directory / TRAINING_FILE
+    if not file.is_file():
+        raise CheckpointError(f"{file} is missing: the checkpoint is incomplete (an interrupted save?)")
+    try:
+        record = json.loads(file.read_text(encoding="utf-8"))
+        checksums = record["checksums"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise CheckpointError(f"{file} is unreadable or incomplete ({error})") from error
+    for name, expected in checksums.items():
+        path = directory / name
+        if not path.is_file():
+            raise CheckpointError(f"{path} is missing from the checkpoint")
+        if sha256_file(path) != expected:
+            raise CheckpointError(f"{path} is corrupted or truncated: its sha256 does not match "
+                                  f"{file.name}; resume from an older checkpoint")
+    return record
+
+
+def load_checkpoint(directory: Path, model: nn.Module | None = None) -> LoadedCheckpoint:
+    """Verify a step directory and read it; loads the weights into `model` when given."""
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    record = verify_checkpoint(directory)
+    if model is not None:
+        load_model_weights(model, directory)
+    try:
+        optimizer_state = torch.load(directory / "optimizer.pt", map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for bad pickles
+        raise CheckpointError(f"{directory / 'optimizer.pt'} cannot be loaded safely: {error}") from error
+    stream_file = directory / "stream_state.safetensors"
+    stream_state = load_file(str(stream_file)) if stream_file.is_file() else None
+    return LoadedCheckpoint(directory, record, optimizer_state, stream_state)
+
+
+def resolve_checkpoint(path: str | Path, prefer_best: bool = True) -> Path:
+    """A step directory from: a step directory, a checkpoints/ directory or a run directory
+    (its best checkpoint when `prefer_best` and known, else its latest)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint path not found: {path}")
+    if (path / "config.json").is_file() and (path / "model.safetensors").is_file():
+        return path
+    root = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    best = best_checkpoint(root) if prefer_best else None
+    if best is not None and best.is_dir():
+        return best
+    found = list_checkpoints(root)
+    if not found:
+        raise FileNotFoundError(f"no checkpoint in {path}: expected a step_NNNNNN directory with "
+                                "training.json, or a model directory with config.json + model.safetensors")
+    return found[-1]

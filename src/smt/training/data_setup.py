@@ -1,0 +1,62 @@
+"""From a RunConfig to a tokenizer and token views: train/valid data, checked against the model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from smt.config import StrideHybridConfig
+from smt.training.batching import TokenView, as_view
+from smt.training.run_config import RunConfig
+
+
+def prepare_tokenizer(run: RunConfig, progress: bool = False):
+    """Load run.tokenizer; when that path does not exist and run.tokenizer_vocab_size is set,
+    train a byte-level BPE on run.train_data and save it there first (later runs reuse it)."""
+    from smt.data import load_tokenizer, train_bpe_tokenizer
+
+    if run.tokenizer is None:
+        raise ValueError("run.tokenizer is not set: give a tokenizer path (tokenizer.json or a "
+                         "directory), or a directory plus run.tokenizer_vocab_size to train one")
+    path = Path(run.tokenizer).expanduser()
+    if not path.exists() and run.tokenizer_vocab_size is not None:
+        if run.train_data is None:
+            raise ValueError("training a tokenizer needs run.train_data")
+        sources = run.train_data if isinstance(run.train_data, list) else [run.train_data]
+        if run.train_split is not None:
+            from smt.data import resolve_source
+
+            sources = [str(p) for p, _ in resolve_source(run.train_data, run.train_split).files]
+        return train_bpe_tokenizer(sources, run.tokenizer_vocab_size, save_dir=path, progress=progress)
+    return load_tokenizer(run.tokenizer)
+
+
+def prepare_data(run: RunConfig, tokenizer, progress: bool = True) -> tuple[TokenView, TokenView | None]:
+    """(train, valid or None) token views: cached token datasets, split and cut as configured."""
+    from smt.data import build_token_dataset, split_documents
+
+    if run.train_data is None:
+        raise ValueError("run.train_data is not set: pass a file, a directory of .txt files, or a "
+                         "dataset name (wikitext-103, pg19)")
+    train = build_token_dataset(run.train_data, tokenizer, cache_dir=run.cache_dir,
+                                split=run.train_split, progress=progress)
+    valid = None
+    if run.valid_data is not None:
+        valid = build_token_dataset(run.valid_data, tokenizer, cache_dir=run.cache_dir,
+                                    split=run.valid_split, progress=progress)
+    elif run.valid_fraction is not None:
+        train, valid = split_documents(train, run.valid_fraction)
+    train_view = as_view(train, run.max_train_tokens, name=f"train data {run.train_data}")
+    valid_view = None if valid is None else as_view(valid, run.max_valid_tokens,
+                                                    name=f"validation data {run.valid_data}")
+    return train_view, valid_view
+
+
+def check_vocab(view: TokenView, model_config: StrideHybridConfig, what: str = "the data") -> None:
+    """The tokenizer/data vocabulary must fit the model's embedding."""
+    if view.vocab_size > model_config.vocab_size:
+        from smt.config import pad_vocab_size
+
+        raise ValueError(f"{what} uses a tokenizer with {view.vocab_size} tokens but model.vocab_size is "
+                         f"{model_config.vocab_size}: token ids would fall outside the embedding; set "
+                         f"model.vocab_size to {pad_vocab_size(view.vocab_size)} or use the tokenizer "
+                         "the model was built for")

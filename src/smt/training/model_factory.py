@@ -1,0 +1,34 @@
+"""One way to build a model from a StrideHybridConfig, baselines included (arch smt|gpt|swa|mamba)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from smt.config import StrideHybridConfig
+
+
+def build_model(config: StrideHybridConfig, init_from: Any = None) -> nn.Module:
+    """The model for `config`: smt.models.baselines.build_model when that module is installed,
+    else StrideHybridModel (arch smt/swa). `init_from` (SMT only) is smt.pretrained.init_model's."""
+    if init_from is not None:
+        if config.arch not in ("smt", "swa"):
+            raise ValueError(f"run.init_from is for SMT models; arch={config.arch!r} starts from scratch")
+        from smt.pretrained import init_model
+
+        return init_model(config, init_from)
+    try:
+        from smt.models.baselines import build_model as build_any
+    except ModuleNotFoundError as error:
+        if error.name != "smt.models.baselines":
+            raise
+        build_any = None
+    if build_any is not None:
+        return build_any(config)
+    if config.arch not in ("smt", "swa"):
+        raise ValueError(f"arch={config.arch!r} needs smt.models.baselines, which this installation "
+                         "lacks; use arch 'smt' or 'swa'")
+    from smt.models.stride_hybrid import StrideHybridModel
+
+    return StrideHybridModel(config)

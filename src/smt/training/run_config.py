@@ -1,0 +1,172 @@
+"""The full configuration of a training run: model + training + run (data, tokenizer, outputs).
+
+A run config file (YAML or JSON) has three sections:
+
+    model:     StrideHybridConfig fields, optionally `preset: tiny|small|wikitext103|pg19`
+    training:  TrainingConfig fields
+    run:       RunConfig fields (below)
+
+Command-line overrides are `--section.field value` or just `--field value` when the name belongs
+to one section; values are parsed as YAML (`--lr 3e-4`, `--max_steps 200`, `--valid_data null`).
+The resolved configuration is saved as run_dir/config.yaml and loads back unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from smt.config import ConfigError, StrideHybridConfig, TrainingConfig, _load_mapping
+
+PARALLEL_MODES = ("ddp", "fsdp")
+
+
+@dataclass
+class RunConfig:
+    """Where the data comes from, which tokenizer, and where outputs go."""
+
+    train_data: str | list[str] | None = None  # file, directory, list of paths, or a dataset name
+    train_split: str | None = None  # e.g. "train" to pick train/ or wiki.train.tokens in a directory
+    valid_data: str | list[str] | None = None
+    valid_split: str | None = None
+    valid_fraction: float | None = None  # without valid_data: the last documents of train_data
+    tokenizer: str | None = None  # tokenizer.json / directory / hub name; trained when missing and
+    tokenizer_vocab_size: int | None = None  # ... this is set (byte-level BPE on train_data)
+    cache_dir: str | None = None  # token caches (default $SMT_CACHE_DIR or ~/.cache/smt/tokens)
+    max_train_tokens: int | None = None  # use only the first tokens (quick runs, tests)
+    max_valid_tokens: int | None = None
+    output_dir: str = "runs/smt"
+    init_from: str | dict | None = None  # see smt.pretrained.init_model
+    full_final_eval: bool = True  # the last evaluation reads the whole validation set
+    parallel: str = "ddp"  # with several processes: "ddp" or "fsdp" (sharded, large models)
+    dist_timeout_s: int = 600  # a collective waiting longer than this ends the run with an error
+    progress: bool = True
+    tensorboard: bool = True  # also log to TensorBoard when it is installed
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        def fail(name: str, problem: str, fix: str) -> None:
+            raise ConfigError(f"run.{name}={getattr(self, name)!r}: {problem}; {fix}")
+
+        for name in ("tokenizer_vocab_size", "max_train_tokens", "max_valid_tokens"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 2):
+                fail(name, "must be an integer >= 2 or null", "e.g. 8192")
+        if self.tokenizer_vocab_size is not None and self.tokenizer is None:
+            fail("tokenizer_vocab_size", "a trained tokenizer needs a path to be saved at",
+                 "set run.tokenizer to a directory, e.g. runs/tokenizers/bpe8k")
+        if self.valid_fraction is not None:
+            if self.valid_data is not None:
+                fail("valid_fraction", "given together with valid_data", "use one of them")
+            if not 0.0 < float(self.valid_fraction) < 1.0:
+                fail("valid_fraction", "must be in (0, 1)", "e.g. 0.1")
+        if self.parallel not in PARALLEL_MODES:
+            fail("parallel", "unknown mode", f"use one of {list(PARALLEL_MODES)}")
+        if isinstance(self.dist_timeout_s, bool) or not isinstance(self.dist_timeout_s, int) \
+                or self.dist_timeout_s < 1:
+            fail("dist_timeout_s", "must be a positive integer (seconds)", "e.g. 600")
+        if not isinstance(self.output_dir, str) or not self.output_dir:
+            fail("output_dir", "must be a non-empty path", "e.g. runs/my_run")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown run field(s) {unknown}; valid fields are {sorted(known)}")
+        return cls(**data)
+
+
+@dataclass
+class FullConfig:
+    model: StrideHybridConfig = field(default_factory=StrideHybridConfig.tiny)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model.to_dict(), "training": self.training.to_dict(), "run": self.run.to_dict()}
+
+    def to_yaml(self, path: str | Path | None = None) -> str:
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+        if path is not None:
+            Path(path).write_text(text, encoding="utf-8")
+        return text
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FullConfig:
+        unknown = sorted(set(data) - {"model", "training", "run"})
+        if unknown:
+            raise ConfigError(f"unknown config section(s) {unknown}; a run config has the sections "
+                              "model, training and run")
+        model = dict(data.get("model") or {})
+        preset = model.pop("preset", None)
+        try:
+            model_config = (StrideHybridConfig.preset(preset, **model) if preset
+                            else StrideHybridConfig.from_dict(model))
+        except TypeError as error:
+            raise ConfigError(f"model section: {error}") from error
+        return cls(model_config, TrainingConfig.from_dict(dict(data.get("training") or {})),
+                   RunConfig.from_dict(dict(data.get("run") or {})))
+
+
+SECTION_FIELDS = {
+    "model": {f.name for f in fields(StrideHybridConfig)} | {"preset"},
+    "training": {f.name for f in fields(TrainingConfig)},
+    "run": {f.name for f in fields(RunConfig)},
+}
+
+
+def parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
+    """['--lr', '3e-4', '--model.d_model=128'] -> {'training': {'lr': 0.0003}, 'model': {...}}."""
+    result: dict[str, dict[str, Any]] = {}
+    index = 0
+    while index < len(items):
+        item = items[index]
+        if not item.startswith("--") or len(item) < 3:
+            raise ConfigError(f"expected an override like --key value, got {item!r}")
+        key, has_value, value = item[2:].partition("=")
+        if not has_value:
+            if index + 1 >= len(items):
+                raise ConfigError(f"override --{key} has no value; write --{key} VALUE")
+            value = items[index + 1]
+            index += 1
+        index += 1
+        key = key.replace("-", "_")
+        section, _, name = key.rpartition(".")
+        if section:
+            if section not in SECTION_FIELDS or name not in SECTION_FIELDS[section]:
+                raise ConfigError(f"unknown setting --{key}; sections are model, training, run "
+                                  f"(e.g. --training.lr 3e-4)")
+        else:
+            owners = [s for s, names in SECTION_FIELDS.items() if name in names]
+            if not owners:
+                raise ConfigError(f"unknown setting --{key}; see `smt train --help` for the fields")
+            if len(owners) > 1:
+                raise ConfigError(f"--{key} is ambiguous ({owners}); write e.g. --{owners[0]}.{key}")
+            section = owners[0]
+        result.setdefault(section, {})[name] = yaml.safe_load(value)
+    return result
+
+
+def load_run_config(path: str | Path | None = None, overrides: list[str] | dict | None = None) -> FullConfig:
+    """The run config from a file (or defaults) with overrides applied, validated."""
+    data = _load_mapping(path) if path is not None else {}
+    extra = parse_overrides(overrides) if isinstance(overrides, list) else (overrides or {})
+    merged = {section: dict(data.get(section) or {}) for section in ("model", "training", "run")}
+    merged.update({k: v for k, v in data.items() if k not in merged})
+    for section, values in extra.items():
+        merged.setdefault(section, {}).update(values)
+    try:
+        return FullConfig.from_dict(merged)
+    except ConfigError as error:
+        where = f"{path}: " if path is not None else ""
+        raise ConfigError(f"{where}{error}") from error

@@ -1,0 +1,430 @@
+"""The training loop: batches -> loss -> AdamW step, with evaluation, logs and checkpoints.
+
+Loss is next-token cross-entropy summed over the real targets of all micro-batches and ranks of
+a step and divided by their count, so gradient accumulation and K processes give the gradient of
+one process on the same global batch (padding in stream mode included).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from smt.training.batching import (
+    IGNORE_INDEX,
+    Batch,
+    RandomWindowBatcher,
+    StreamingBatcher,
+    TokenView,
+    as_view,
+    eval_batches,
+)
+from smt.training.checkpoint import (
+    CheckpointError,
+    CheckpointPayload,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+)
+from smt.training.data_setup import check_vocab
+from smt.training.distributed import (
+    DistContext,
+    all_reduce_sum,
+    barrier,
+    no_sync,
+    setup_distributed,
+    teardown_distributed,
+    unwrap,
+    wrap_model,
+)
+from smt.training.logging import MetricsLogger, plot_loss_curve
+from smt.training.model_factory import build_model
+from smt.training.optimizer import build_optimizer
+from smt.training.run_config import FullConfig
+from smt.training.schedule import build_scheduler
+
+# settings a resumed run must share with the checkpoint (the data position depends on them)
+RESUME_MUST_MATCH = ("batch_size", "gradient_accumulation_steps", "seq_len", "batching", "seed")
+
+
+class NonFiniteError(RuntimeError):
+    """A NaN/inf loss or gradient with training.nonfinite='stop'."""
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    steps: int
+    losses: dict[int, float] = field(default_factory=dict)  # step -> train loss of that step
+    final_eval: dict | None = None
+    skipped_steps: list[int] = field(default_factory=list)
+    wall_s: float = 0.0
+    tokens_per_s: float = 0.0
+    last_checkpoint: Path | None = None
+
+
+class Trainer:
+    """Train `config.model` on token views (TokenDataset-like objects); see smt.training."""
+
+    def __init__(self, config: FullConfig, train_data, valid_data=None, tokenizer: Any = None,
+                 context: DistContext | None = None) -> None:
+        self.config = config
+        self.tc, self.run = config.training, config.run
+        self.train_view: TokenView = as_view(train_data, name="train data") if not isinstance(
+            train_data, TokenView) else train_data
+        self.valid_view: TokenView | None = None
+        if valid_data is not None:
+            self.valid_view = valid_data if isinstance(valid_data, TokenView) else as_view(
+                valid_data, name="validation data")
+        check_vocab(self.train_view, config.model, "the training data")
+        if self.valid_view is not None:
+            check_vocab(self.valid_view, config.model, "the validation data")
+        if tokenizer is not None and getattr(tokenizer, "vocab_size", 0) > config.model.vocab_size:
+            raise ValueError(f"the tokenizer has {tokenizer.vocab_size} tokens but model.vocab_size is "
+                             f"{config.model.vocab_size}; set model.vocab_size to {tokenizer.model_vocab_size}")
+        if self.tc.batching == "stream" and self.tc.seq_len % config.model.stride:
+            raise ValueError(f"training.seq_len={self.tc.seq_len} must be a multiple of model.stride="
+                             f"{config.model.stride} in stream batching (segments keep rows aligned to writes)")
+        self.tokenizer = tokenizer
+        self.context = context
+        self.run_dir = Path(self.run.output_dir)
+        self.checkpoint_root = self.run_dir / "checkpoints"
+
+    # ----------------------------------------------------------------- set-up
+    def _total_steps(self, world_size: int) -> int:
+        tokens_per_step = self.tc.batch_size * world_size * self.tc.gradient_accumulation_steps * self.tc.seq_len
+        steps = []
+        if self.tc.max_steps is not None:
+            steps.append(self.tc.max_steps)
+        if self.tc.epochs is not None:
+            steps.append(max(1, math.ceil(float(self.tc.epochs) * len(self.train_view) / tokens_per_step)))
+        return min(steps)
+
+    def _make_batcher(self, ctx: DistContext):
+        kind = StreamingBatcher if self.tc.batching == "stream" else RandomWindowBatcher
+        return kind(self.train_view, self.tc.batch_size, self.tc.seq_len, seed=self.tc.seed,
+                    rank=ctx.rank, world_size=ctx.world_size)
+
+    def _check_resumable(self, record: dict, directory: Path, ctx: DistContext) -> None:
+        saved_model = record.get("config", {}).get("model")
+        here = self.config.model.to_dict()
+        if saved_model is not None:
+            ignore = {"device", "dtype", "use_cuda_kernels", "attention_impl"}
+            diff = sorted(k for k in here if k not in ignore and saved_model.get(k) != here[k])
+            if diff:
+                details = ", ".join(f"{k}: checkpoint {saved_model.get(k)!r} vs config {here[k]!r}" for k in diff[:6])
+                raise CheckpointError(f"{directory} was written by a run with a different model config "
+                                      f"({details}); resume with the same model settings or start a new output_dir")
+        saved_training = record.get("config", {}).get("training", {})
+        diff = [k for k in RESUME_MUST_MATCH if saved_training.get(k) != getattr(self.tc, k)]
+        if diff:
+            details = ", ".join(f"{k}: checkpoint {saved_training.get(k)!r} vs config {getattr(self.tc, k)!r}" for k in diff)
+            raise CheckpointError(f"{directory}: cannot continue its data stream with different settings ({details})")
+        if self.tc.batching == "stream" and record.get("world_size") != ctx.world_size \
+                and record.get("world_size") is not None and saved_training.get("batch_size") is not None:
+            rows = record["world_size"] * saved_training["batch_size"]
+            if rows != ctx.world_size * self.tc.batch_size:
+                raise CheckpointError(f"{directory}: {rows} stream rows were saved but this launch has "
+                                      f"{ctx.world_size * self.tc.batch_size}; use the same number of processes")
+        fingerprint = record.get("tokenizer_fingerprint")
+        if fingerprint and self.tokenizer is not None and hasattr(self.tokenizer, "fingerprint") \
+                and self.tokenizer.fingerprint() != fingerprint:
+            raise CheckpointError(f"{directory} was trained with a different tokenizer (fingerprint "
+                                  f"{fingerprint} vs {self.tokenizer.fingerprint()}); use the run's tokenizer")
+
+    # ------------------------------------------------------------------ train
+    def train(self, resume: bool = False) -> TrainResult:
+        ctx = self.context or setup_distributed(self.tc.device, self.run.dist_timeout_s)
+        try:
+            return self._train(ctx, resume)
+        finally:
+            if self.context is None:
+                teardown_distributed(ctx)
+
+    def _train(self, ctx: DistContext, resume: bool) -> TrainResult:
+        tc = self.tc
+        if ctx.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        barrier(ctx)
+        torch.manual_seed(tc.seed)
+        random.seed(tc.seed)
+        model = build_model(self.config.model, self.run.init_from).to(ctx.device)
+        total_steps = self._total_steps(ctx.world_size)
+        batcher = self._make_batcher(ctx)
+        start_step, loaded = 0, None
+        if resume:
+            found = list_checkpoints(self.checkpoint_root)
+            if not found:
+                raise FileNotFoundError(f"--resume: no checkpoint in {self.checkpoint_root}; "
+                                        "train without --resume to start the run")
+            loaded = load_checkpoint(found[-1], model)
+            self._check_resumable(loaded.training_state, found[-1], ctx)
+            start_step = int(loaded.training_state["step"])
+            batcher.load_state_dict(loaded.training_state["data_position"])
+        if ctx.is_main:
+            self.config.to_yaml(self.run_dir / "config.yaml")
+        wrapped = wrap_model(model, ctx, self.run.parallel)
+        optimizer = build_optimizer(wrapped, tc)
+        scheduler = build_scheduler(optimizer, tc.warmup_steps, total_steps, float(tc.min_lr_ratio))
+        stream_state = None
+        if loaded is not None:
+            self._restore_optimizer(wrapped, optimizer, scheduler, loaded.optimizer_state)
+            if loaded.stream_state is not None:
+                from smt.models.components.window import StreamState
+
+                rows = slice(ctx.rank * tc.batch_size, (ctx.rank + 1) * tc.batch_size)
+                full = StreamState.from_state_dict(loaded.stream_state)
+                stream_state = full.select(torch.arange(rows.start, rows.stop)).to(ctx.device)
+        forward = torch.compile(wrapped) if tc.compile else wrapped
+        if stream_state is None and tc.batching == "stream":
+            stream_state = model.init_state(tc.batch_size)
+        logger = MetricsLogger(self.run_dir, start_step if resume else None, self.run.tensorboard) \
+            if ctx.is_main else None
+        result = TrainResult(self.run_dir, total_steps)
+        last_checkpoint = loaded.directory if loaded is not None else None
+        params = [p for p in wrapped.parameters() if p.requires_grad]
+        bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step",
+                   disable=not (self.run.progress and ctx.is_main), dynamic_ncols=True)
+        window = {"nll": 0.0, "count": 0, "tokens": 0, "time": 0.0}
+        started = time.perf_counter()
+        tokens_total, last_eval = 0, None
+        step = start_step
+        while step < total_steps:
+            step_started = time.perf_counter()
+            batches = [batcher.next_batch().to(ctx.device) for _ in range(tc.gradient_accumulation_steps)]
+            local_count = sum(b.n_targets for b in batches)
+            global_count = int(all_reduce_sum(torch.tensor([float(local_count)], device=ctx.device), ctx).item())
+            wrapped.train()
+            nll_total = torch.zeros((), device=ctx.device)
+            for index, batch in enumerate(batches):
+                last = index == len(batches) - 1
+                with no_sync(wrapped, skip_sync=not last):
+                    nll, stream_state = self._forward(forward, batch, stream_state)
+                    # sum / global count, times world size because DDP averages gradients over ranks
+                    (nll * ctx.world_size / max(global_count, 1)).backward()
+                nll_total += nll.detach()
+            loss = float(all_reduce_sum(nll_total.reshape(1), ctx).item()) / max(global_count, 1)
+            grad_norm = self._clip(params, ctx)
+            step += 1
+            if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+                message = (f"non-finite {'loss' if not math.isfinite(loss) else 'gradient'} at step {step} "
+                           f"(loss={loss}, grad_norm={grad_norm})")
+                if tc.nonfinite == "stop":
+                    bar.close()
+                    kept = f"the last good checkpoint is {last_checkpoint}" if last_checkpoint else "no checkpoint was written yet"
+                    raise NonFiniteError(f"{message}; stopping (training.nonfinite='stop'); {kept}. "
+                                         "Lower the learning rate or use training.nonfinite='skip'")
+                optimizer.zero_grad(set_to_none=True)
+                scheduler.step()
+                stream_state = _reset_nonfinite_rows(stream_state)
+                result.skipped_steps.append(step)
+                tqdm.write(f"warning: {message}; step skipped (training.nonfinite='skip')")
+                continue
+            lr = optimizer.param_groups[0]["lr"]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            result.losses[step] = loss
+            step_tokens = global_count
+            tokens_total += step_tokens
+            window["nll"] += loss * global_count
+            window["count"] += global_count
+            window["tokens"] += step_tokens
+            window["time"] += time.perf_counter() - step_started
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}")
+            if step % tc.log_interval == 0 or step == total_steps:
+                mean = window["nll"] / max(window["count"], 1)
+                record = {"step": step, "split": "train", "loss": mean, "ppl": _ppl(mean),
+                          "tokens_per_s": window["tokens"] / max(window["time"], 1e-9), "lr": lr,
+                          "grad_norm": grad_norm, "tokens_seen": tokens_total,
+                          "elapsed_s": time.perf_counter() - started}
+                if logger:
+                    logger.log(record)
+                window = {"nll": 0.0, "count": 0, "tokens": 0, "time": 0.0}
+            final = step == total_steps
+            if self.valid_view is not None and (step % tc.eval_interval == 0 or final):
+                full = final and self.run.full_final_eval
+                last_eval = self.evaluate(wrapped, ctx, None if full else tc.eval_batches)
+                last_eval.update(step=step, split="valid", elapsed_s=time.perf_counter() - started)
+                if logger:
+                    logger.log(last_eval)
+                    tqdm.write(f"step {step}: valid loss {last_eval['loss']:.4f} ppl {last_eval['ppl']:.2f}"
+                               + (f" word ppl {last_eval['word_ppl']:.2f}" if last_eval.get("word_ppl") else ""))
+            if step % tc.checkpoint_interval == 0 or final:
+                val_loss = last_eval["loss"] if last_eval and last_eval["step"] == step else None
+                last_checkpoint = self._save(model, wrapped, optimizer, scheduler, batcher, stream_state,
+                                             step, val_loss, ctx)
+        bar.close()
+        result.wall_s = time.perf_counter() - started
+        result.tokens_per_s = tokens_total / max(result.wall_s, 1e-9)
+        result.final_eval = last_eval
+        result.last_checkpoint = last_checkpoint
+        if logger:
+            plot_loss_curve(logger.records, self.run_dir / "loss_curve.png")
+            logger.close()
+        return result
+
+    # ------------------------------------------------------------- pieces
+    def _forward(self, model: nn.Module, batch: Batch, state):
+        """Summed next-token NLL of one micro-batch, and the carried state (stream mode)."""
+        autocast = torch.autocast(device_type=batch.inputs.device.type, dtype=torch.bfloat16,
+                                  enabled=self.tc.dtype == "bfloat16")
+        with autocast:
+            if state is not None:
+                state = state.reset_rows(batch.reset).detach()
+                logits, aux = model(batch.inputs, state=state)
+                state = aux["state"]
+            else:
+                logits, _ = model(batch.inputs)
+        nll = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), batch.targets.reshape(-1),
+                              ignore_index=IGNORE_INDEX, reduction="sum")
+        return nll, state
+
+    def _clip(self, params: list[Tensor], ctx: DistContext) -> float:
+        max_norm = float(self.tc.grad_clip) if float(self.tc.grad_clip) > 0 else float("inf")
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        if hasattr(norm, "full_tensor"):  # FSDP: a sharded (DTensor) norm
+            norm = norm.full_tensor()
+        return float(norm)
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, ctx: DistContext, max_batches: int | None) -> dict:
+        """Validation loss/perplexity (token level; word level when the whole set was read and
+        its word count is known)."""
+        eval_model = model if self.run.parallel == "fsdp" and ctx.enabled else unwrap(model)
+        was_training = eval_model.training
+        eval_model.eval()
+        mode = self.tc.batching
+        state = unwrap(model).init_state(self.tc.batch_size) if mode == "stream" else None
+        totals = torch.zeros(2, dtype=torch.float64, device=ctx.device)
+        complete = True
+        for index, batch in enumerate(eval_batches(self.valid_view, self.tc.batch_size, self.tc.seq_len, mode,
+                                                   ctx.rank, ctx.world_size)):
+            if max_batches is not None and index >= max_batches:
+                complete = False
+                break
+            nll, state = self._forward(eval_model, batch.to(ctx.device), state)
+            totals += torch.stack([nll.double(), torch.tensor(float(batch.n_targets), dtype=torch.float64,
+                                                              device=ctx.device)])
+        eval_model.train(was_training)
+        totals = all_reduce_sum(totals, ctx)
+        loss = float(totals[0] / totals[1].clamp(min=1))
+        record = {"loss": loss, "ppl": _ppl(loss), "tokens": int(totals[1]), "complete": complete}
+        n_words = self.valid_view.n_words
+        if complete and n_words:
+            record["word_ppl"] = _ppl(float(totals[0]) / n_words)
+        return record
+
+    def _restore_optimizer(self, wrapped, optimizer, scheduler, state: dict) -> None:
+        try:
+            if self.run.parallel == "fsdp" and isinstance(state.get("optimizer"), dict) and state.get("fsdp"):
+                from torch.distributed.checkpoint.state_dict import (
+                    StateDictOptions,
+                    set_optimizer_state_dict,
+                )
+
+                set_optimizer_state_dict(wrapped, optimizer, state["optimizer"],
+                                         options=StateDictOptions(full_state_dict=True))
+            else:
+                optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+        except (KeyError, ValueError, RuntimeError) as error:
+            raise CheckpointError(f"the optimizer state in the checkpoint does not fit this model/optimizer: "
+                                  f"{error}") from error
+        torch.set_rng_state(state["torch_rng"])
+        if torch.cuda.is_available() and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"])
+        random.setstate(_python_rng_from(state["python_rng"]))
+
+    def _save(self, model, wrapped, optimizer, scheduler, batcher, stream_state, step, val_loss, ctx) -> Path:
+        fsdp = self.run.parallel == "fsdp" and ctx.enabled
+        if fsdp:
+            from torch.distributed.checkpoint.state_dict import (
+                StateDictOptions,
+                get_model_state_dict,
+                get_optimizer_state_dict,
+            )
+
+            options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+            full_weights = get_model_state_dict(wrapped, options=options)
+            optimizer_state = get_optimizer_state_dict(wrapped, optimizer, options=options)
+        else:
+            optimizer_state = optimizer.state_dict()
+        stream_tensors = None
+        if stream_state is not None:
+            stream_tensors = _gather_rows(stream_state.state_dict(), ctx)
+        path = self.checkpoint_root / f"step_{step:06d}"
+        if ctx.is_main:
+            to_save = model
+            if fsdp:
+                to_save = build_model(self.config.model).cpu()
+                to_save.load_state_dict(full_weights)
+            payload = CheckpointPayload(
+                step=step,
+                training_state={
+                    "data_position": batcher.state_dict(),
+                    "config": self.config.to_dict(),
+                    "world_size": ctx.world_size,
+                    "tokenizer_fingerprint": self.tokenizer.fingerprint() if hasattr(self.tokenizer, "fingerprint") else None,
+                },
+                optimizer_state={
+                    "optimizer": optimizer_state,
+                    "fsdp": fsdp,
+                    "scheduler": scheduler.state_dict(),
+                    "torch_rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
+                    "python_rng": _python_rng_to_plain(random.getstate()),
+                },
+                stream_state=stream_tensors,
+            )
+            path = save_checkpoint(self.checkpoint_root, to_save, payload, self.tokenizer,
+                                   self.tc.keep_last_checkpoints, val_loss)
+        barrier(ctx)
+        return path
+
+
+def _ppl(loss: float) -> float:
+    return math.exp(min(loss, 80.0))
+
+
+def _reset_nonfinite_rows(state):
+    if state is None:
+        return None
+    bad = torch.zeros(state.batch_size, dtype=torch.bool, device=state.position.device)
+    for value in state.buffers.values():
+        if value.is_floating_point():
+            bad |= ~torch.isfinite(value.reshape(value.shape[0], -1)).all(1)
+    return state.reset_rows(bad) if bool(bad.any()) else state
+
+
+def _gather_rows(tensors: dict[str, Tensor], ctx: DistContext) -> dict[str, Tensor]:
+    """Concatenate every rank's rows (rank order), on rank 0."""
+    local = {k: v.detach().cpu() for k, v in tensors.items()}
+    if not ctx.enabled:
+        return local
+    import torch.distributed as dist
+
+    gathered: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(gathered, local)
+    return {k: torch.cat([g[k] for g in gathered], 0) for k in local}
+
+
+def _python_rng_to_plain(state: tuple) -> list:
+    version, internal, gauss = state
+    return [version, list(internal), gauss]
+
+
+def _python_rng_from(plain: list) -> tuple:
+    version, internal, gauss = plain
+    return (int(version), tuple(int(x) for x in internal), gauss)
+
