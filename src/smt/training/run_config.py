@@ -14,13 +14,45 @@ The resolved configuration is saved as run_dir/config.yaml and loads back unchan
 from __future__ import annotations
 
 import dataclasses
+import json
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from smt.config import ConfigError, StrideHybridConfig, TrainingConfig, _load_mapping
+from smt.config import ConfigError, StrideHybridConfig, TrainingConfig
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """YAML 1.1 reads `3e-4` as a string; this loader reads it as a float, like YAML 1.2."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def parse_yaml(text: str):
+    return yaml.load(text, Loader=_YamlLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+def _load_mapping(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text) if path.suffix == ".json" else parse_yaml(text)
+    except (ValueError, yaml.YAMLError) as error:
+        raise ConfigError(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {error}") from error
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping with sections model/training/run, got "
+                          f"{type(data).__name__}")
+    return data
 
 PARALLEL_MODES = ("ddp", "fsdp")
 
@@ -153,7 +185,7 @@ def parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
             if len(owners) > 1:
                 raise ConfigError(f"--{key} is ambiguous ({owners}); write e.g. --{owners[0]}.{key}")
             section = owners[0]
-        result.setdefault(section, {})[name] = yaml.safe_load(value)
+        result.setdefault(section, {})[name] = parse_yaml(value)
     return result
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,15 +143,18 @@ class Trainer:
                                   f"{fingerprint} vs {self.tokenizer.fingerprint()}); use the run's tokenizer")
 
     # ------------------------------------------------------------------ train
-    def train(self, resume: bool = False) -> TrainResult:
+    def train(self, resume: bool = False, stop_after: int | None = None) -> TrainResult:
+        """Train to the configured number of steps (from the latest checkpoint when `resume`).
+        `stop_after` ends the run after that step as if it were interrupted there (time-limited
+        jobs; the resume tests); the schedule still spans the full run."""
         ctx = self.context or setup_distributed(self.tc.device, self.run.dist_timeout_s)
         try:
-            return self._train(ctx, resume)
+            return self._train(ctx, resume, stop_after)
         finally:
             if self.context is None:
                 teardown_distributed(ctx)
 
-    def _train(self, ctx: DistContext, resume: bool) -> TrainResult:
+    def _train(self, ctx: DistContext, resume: bool, stop_after: int | None) -> TrainResult:
         tc = self.tc
         if ctx.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -198,7 +202,8 @@ class Trainer:
         started = time.perf_counter()
         tokens_total, last_eval = 0, None
         step = start_step
-        while step < total_steps:
+        end_step = total_steps if stop_after is None else min(total_steps, stop_after)
+        while step < end_step:
             step_started = time.perf_counter()
             batches = [batcher.next_batch().to(ctx.device) for _ in range(tc.gradient_accumulation_steps)]
             local_count = sum(b.n_targets for b in batches)
@@ -227,7 +232,7 @@ class Trainer:
                 scheduler.step()
                 stream_state = _reset_nonfinite_rows(stream_state)
                 result.skipped_steps.append(step)
-                tqdm.write(f"warning: {message}; step skipped (training.nonfinite='skip')")
+                tqdm.write(f"warning: {message}; step skipped (training.nonfinite='skip')", file=sys.stderr)
                 continue
             lr = optimizer.param_groups[0]["lr"]
             optimizer.step()

@@ -1,0 +1,80 @@
+import json
+
+import pytest
+import torch
+
+from smt.config import StrideHybridConfig
+from smt.models.stride_hybrid import StrideHybridModel
+from smt.training.checkpoint import (
+    CheckpointError,
+    CheckpointPayload,
+    list_checkpoints,
+    load_checkpoint,
+    resolve_checkpoint,
+    save_checkpoint,
+)
+
+
+def _save(root, model, step, val_loss=None, keep_last=2):
+    payload = CheckpointPayload(step, {"data_position": {"mode": "random"}},
+                                {"optimizer": {"x": torch.ones(3)}, "torch_rng": torch.get_rng_state()})
+    return save_checkpoint(root, model, payload, keep_last=keep_last, val_loss=val_loss)
+
+
+def test_round_trip_and_no_temporary_files_left(tmp_path):
+    model = StrideHybridModel(StrideHybridConfig.tiny())
+    path = _save(tmp_path, model, 5)
+    assert path.name == "step_000005"
+    assert [p.name for p in tmp_path.iterdir()] == ["step_000005"]  # nothing staged is left over
+    other = StrideHybridModel(StrideHybridConfig.tiny())
+    loaded = load_checkpoint(path, other)
+    assert loaded.training_state["step"] == 5
+    for (name, a), b in zip(model.state_dict().items(), other.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert torch.equal(loaded.optimizer_state["optimizer"]["x"], torch.ones(3))
+
+
+def test_keeps_the_last_k_and_the_best(tmp_path):
+    model = StrideHybridModel(StrideHybridConfig.tiny())
+    _save(tmp_path, model, 1, val_loss=2.0)
+    _save(tmp_path, model, 2, val_loss=1.0)
+    for step, loss in ((3, 3.0), (4, 4.0), (5, 5.0)):
+        _save(tmp_path, model, step, val_loss=loss)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_000002", "step_000004", "step_000005"]
+    assert json.loads((tmp_path / "best.json").read_text())["step_dir"] == "step_000002"
+    assert resolve_checkpoint(tmp_path).name == "step_000002"
+    assert resolve_checkpoint(tmp_path, prefer_best=False).name == "step_000005"
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "delete_training"])
+def test_damaged_checkpoints_are_named(tmp_path, damage):
+    model = StrideHybridModel(StrideHybridConfig.tiny())
+    path = _save(tmp_path, model, 1)
+    weights = path / "model.safetensors"
+    if damage == "truncate":
+        weights.write_bytes(weights.read_bytes()[:100])
+        expected = r"model.safetensors is corrupted or truncated"
+    elif damage == "flip":
+        data = bytearray(weights.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        weights.write_bytes(bytes(data))
+        expected = r"model.safetensors is corrupted or truncated"
+    else:
+        (path / "training.json").unlink()
+        expected = r"training.json is missing"
+    with pytest.raises(CheckpointError, match=expected):
+        load_checkpoint(path, model)
+
+
+def test_weights_of_another_config_are_refused(tmp_path):
+    path = _save(tmp_path, StrideHybridModel(StrideHybridConfig.tiny()), 1)
+    other = StrideHybridModel(StrideHybridConfig.tiny(d_model=32, n_heads=2))
+    with pytest.raises(CheckpointError, match=r"step_000001/model.safetensors does not fit the model"):
+        load_checkpoint(path, other)
+
+
+def test_resolve_checkpoint_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not found"):
+        resolve_checkpoint(tmp_path / "nope")
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        resolve_checkpoint(tmp_path)
