@@ -30,8 +30,10 @@ class GradientRecorder(Trainer):
         return super()._clip(params, ctx)
 
 
-def _run(output_dir, batching, batch_size, context=None):
-    trainer = GradientRecorder(tiny_config(output_dir, batching, batch_size=batch_size, **SETTINGS),
+def _run(output_dir, batching, batch_size, context=None, parallel="ddp"):
+    config = tiny_config(output_dir, batching, batch_size=batch_size, **SETTINGS)
+    config.run.parallel = parallel
+    trainer = GradientRecorder(config,
                      synthetic_view(), synthetic_view(), context=context)
     result = trainer.train()
     torch.save(trainer.first_gradients, output_dir / "first_gradients.pt")
@@ -48,6 +50,7 @@ def _worker(rank, world_size, port, root):
     try:
         for batching in ("random", "stream"):
             _run(root / f"ddp_{batching}", batching, batch_size=2, context=context)
+        _run(root / "fsdp_random", "random", batch_size=2, context=context, parallel="fsdp")
     finally:
         teardown_distributed(context)
 
@@ -83,3 +86,9 @@ def test_two_processes_match_one(tmp_path):
             saved = load_file(str(step / "stream_state.safetensors"))
             assert saved["position"].shape == (4,)
         assert single.losses
+
+    fsdp = [json.loads(x) for x in (tmp_path / "fsdp_random" / "metrics.jsonl").read_text().splitlines()]
+    single = [json.loads(x) for x in (tmp_path / "one_random" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in fsdp] == [r["step"] for r in single]
+    for mine, theirs in zip(fsdp, single):  # FSDP (sharded parameters) trains the same model
+        assert abs(mine["loss"] - theirs["loss"]) < 1e-4, (mine, theirs)
