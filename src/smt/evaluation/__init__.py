@@ -1,0 +1,1 @@
+"""Evaluation: perplexity, streaming, loss by position, passkey, MQAR, synthetic tasks, analysis."""
