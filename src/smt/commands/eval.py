@@ -1,0 +1,143 @@
+"""`smt eval --checkpoint DIR ...`: perplexity, loss by position, passkey and synthetic tasks.
+
+    smt eval --checkpoint runs/x --data ../shared/data/wikitext/wiki.valid.tokens      streaming ppl
+    smt eval --checkpoint runs/x --data DIR --positions 4096                           + loss-by-position PNG
+    smt eval --checkpoint runs/x --passkey 256,512,1024 --depths 0,0.5,1               text passkey grid
+    smt eval --checkpoint runs/x --task passkey                                        synthetic task
+Results go to --out (default RUN_DIR/eval) as JSON (+ PNG) and are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_parser(sub) -> None:
+    parser = sub.add_parser("eval", help="evaluate a checkpoint: perplexity, loss by position, passkey, tasks",
+                            description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, metavar="DIR",
+                        help="run, checkpoints/, step or model directory")
+    parser.add_argument("--data", default=None, help="text file, directory or dataset name for perplexity")
+    parser.add_argument("--split", default=None, help="split of --data (e.g. valid, test)")
+    parser.add_argument("--stream", action="store_true", default=True,
+                        help="whole documents with the state carried (the default and only mode)")
+    parser.add_argument("--segment-len", "--segment_len", type=int, default=512)
+    parser.add_argument("--max-documents", "--max_documents", type=int, default=None)
+    parser.add_argument("--positions", type=int, default=None, metavar="P",
+                        help="also the mean loss at positions 0..P-1 (PNG with the window marked)")
+    parser.add_argument("--passkey", default=None, metavar="LENGTHS",
+                        help="comma-separated context lengths for the text passkey grid")
+    parser.add_argument("--depths", default="0,0.25,0.5,0.75,1")
+    parser.add_argument("--samples", type=int, default=20, help="prompts per passkey cell / task samples")
+    parser.add_argument("--filler", default=None, metavar="FILE", help="passkey filler text (default: grass/sky)")
+    parser.add_argument("--task", default=None, help="synthetic task: passkey, mqar, or a JSON mapping of fields")
+    parser.add_argument("--out", default=None, help="output directory (default RUN_DIR/eval)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.set_defaults(run=run)
+
+
+def load_for_eval(path: str | Path, device: str = "cpu"):
+    """(model in eval mode, tokenizer or None, directory) from any checkpoint/model directory."""
+    from smt.evaluation.train_task import load_trained_model
+    from smt.training.checkpoint import resolve_checkpoint
+
+    directory = resolve_checkpoint(path)
+    model = load_trained_model(directory, device)
+    tokenizer = None
+    if (directory / "tokenizer.json").is_file():
+        from smt.data import load_tokenizer
+
+        tokenizer = load_tokenizer(directory / "tokenizer.json")
+    return model, tokenizer, directory
+
+
+def default_out_dir(checkpoint: str | Path, name: str) -> Path:
+    path = Path(checkpoint)
+    run_dir = path.parent.parent if path.parent.name == "checkpoints" else path
+    return run_dir / name
+
+
+def _task_from_args(text: str, checkpoint: str | Path):
+    from smt.evaluation.tasks import TaskConfig
+
+    if text.strip().startswith("{"):
+        return TaskConfig.from_dict(json.loads(text))
+    saved = default_out_dir(checkpoint, "task_eval.json")
+    record = json.loads(saved.read_text(encoding="utf-8")) if saved.is_file() else {}
+    if record.get("task_config", {}).get("name") == text:
+        return TaskConfig.from_dict(record["task_config"])
+    return TaskConfig.from_dict(text)
+
+
+def run(args: argparse.Namespace) -> int:
+    model, tokenizer, directory = load_for_eval(args.checkpoint, args.device)
+    out = Path(args.out) if args.out else default_out_dir(args.checkpoint, "eval")
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict = {"checkpoint": str(directory), "arch": model.config.arch}
+    did_something = False
+    if args.data:
+        results.update(_perplexity(args, model, tokenizer, out))
+        did_something = True
+    if args.passkey:
+        results["passkey"] = _passkey(args, model, tokenizer, out)
+        did_something = True
+    if args.task:
+        from smt.evaluation.tasks import evaluate_task
+
+        task = _task_from_args(args.task, args.checkpoint)
+        results["task"] = evaluate_task(model, task, n_samples=args.samples, seed=args.seed)
+        did_something = True
+    if not did_something:
+        raise ValueError("nothing to evaluate: pass --data PATH, --passkey LENGTHS and/or --task NAME")
+    (out / "eval.json").write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
+    print(json.dumps(results, indent=2, default=str))
+    return 0
+
+
+def _perplexity(args, model, tokenizer, out: Path) -> dict:
+    from smt.evaluation.streaming import evaluate_perplexity
+
+    if tokenizer is None:
+        raise FileNotFoundError("the checkpoint has no tokenizer.json; perplexity on text needs the model's tokenizer")
+    from smt.data import build_token_dataset
+
+    dataset = build_token_dataset(args.data, tokenizer, split=args.split, progress=False)
+    result = {"perplexity": evaluate_perplexity(model, dataset, args.segment_len, args.max_documents)}
+    if args.positions:
+        import numpy as np
+
+        from smt.evaluation.position_loss import loss_by_position, plot_loss_by_position
+
+        curve, counts = loss_by_position(model, dataset, args.positions, args.segment_len, args.max_documents)
+        np.save(out / "loss_by_position.npy", curve)
+        cfg = model.config
+        png = plot_loss_by_position({cfg.arch: curve}, out / "loss_by_position.png",
+                                    window=cfg.m_input_tokens if cfg.arch in ("smt", "swa") else None)
+        result["loss_by_position"] = {"png": str(png), "documents_at_last_position": int(counts[-1]),
+                                      "mean_first_window": float(np.nanmean(curve[: cfg.m_input_tokens])),
+                                      "mean_beyond_window": float(np.nanmean(curve[cfg.m_input_tokens:]))
+                                      if args.positions > cfg.m_input_tokens else None}
+    return result
+
+
+def _passkey(args, model, tokenizer, out: Path) -> dict:
+    from smt.evaluation.passkey import (
+        DEFAULT_FILLER,
+        passkey_grid,
+        plot_passkey_heatmap,
+        text_passkey,
+    )
+
+    if tokenizer is None:
+        raise FileNotFoundError("the checkpoint has no tokenizer.json; the text passkey needs the model's "
+                                "tokenizer (use --task passkey for the token-id version)")
+    filler = Path(args.filler).read_text(encoding="utf-8") if args.filler else DEFAULT_FILLER
+    lengths = [int(x) for x in args.passkey.split(",")]
+    depths = [float(x) for x in args.depths.split(",")]
+    grid = passkey_grid(model, lambda n, d, g: text_passkey(tokenizer, n, d, g, filler_text=filler),
+                        lengths, depths, args.samples, args.seed)
+    png = plot_passkey_heatmap({model.config.arch: grid}, out / "passkey_heatmap.png")
+    return {**grid.to_dict(), "png": str(png)}

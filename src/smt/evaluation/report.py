@@ -1,0 +1,95 @@
+"""One Markdown report of a run: its config, training metrics, evaluations and pictures.
+
+Reads what the other commands leave in a run directory: config.yaml (smt train), metrics.jsonl
+(the trainer's log), task_eval.json (synthetic-task training), eval/*.json (smt eval),
+analysis/*.json (smt analyze), and every PNG below the run directory.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _metrics(run_dir: Path) -> list[dict]:
+    file = run_dir / "metrics.jsonl"
+    if not file.is_file():
+        return []
+    records = []
+    for line in file.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue
+    return records
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (dict, list)):
+        return "`" + json.dumps(value, default=str)[:200] + "`"
+    return str(value)
+
+
+def _table(record: dict) -> list[str]:
+    rows = [f"| {k} | {_fmt(v)} |" for k, v in record.items() if not isinstance(v, (dict, list))]
+    return ["| metric | value |", "|---|---|", *rows] if rows else []
+
+
+def build_report(run_dir: str | Path) -> str:
+    """The Markdown text of a run's report (see the module docstring)."""
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise FileNotFoundError(f"run directory not found: {run}")
+    lines = [f"# Run report: {run.name}", ""]
+    config = run / "config.yaml"
+    if config.is_file():
+        lines += ["## Configuration", "", "```yaml", config.read_text(encoding="utf-8").rstrip(), "```", ""]
+    records = _metrics(run)
+    train = [r for r in records if r.get("split") == "train"]
+    valid = [r for r in records if r.get("split") == "valid"]
+    if train or valid:
+        lines += ["## Training", ""]
+        if train:
+            lines += [f"Last training record (step {train[-1].get('step')}):", "", *_table(train[-1]), ""]
+        if valid:
+            best = min(valid, key=lambda r: r.get("loss", float("inf")))
+            lines += [f"Validation: last loss {valid[-1].get('loss', float('nan')):.4f} at step "
+                      f"{valid[-1].get('step')}, best {best.get('loss', float('nan')):.4f} at step {best.get('step')}.", ""]
+    task = _read_json(run / "task_eval.json")
+    if task:
+        lines += ["## Synthetic task", "", *_table(task), ""]
+        if "by_depth" in task:
+            lines += ["| depth | exact | likelihood |", "|---:|---:|---:|"]
+            lines += [f"| {d} | {v['exact']:.3f} | {v['likelihood']:.3f} |" for d, v in task["by_depth"].items()]
+            lines.append("")
+    for folder, title in (("eval", "Evaluation"), ("analysis", "Attention-pooling analysis")):
+        files = sorted((run / folder).glob("*.json")) if (run / folder).is_dir() else []
+        for file in files:
+            data = _read_json(file)
+            if data:
+                lines += [f"## {title}: {file.stem}", "", *_table(data), ""]
+    pictures = sorted(run.rglob("*.png"))
+    if pictures:
+        lines += ["## Pictures", ""]
+        lines += [f"![{p.stem}]({p.relative_to(run).as_posix()})" for p in pictures]
+        lines.append("")
+    if len(lines) == 2:
+        raise FileNotFoundError(f"{run} holds nothing to report (no config.yaml, metrics.jsonl, task_eval.json, "
+                                "eval/ or analysis/); is it a run directory?")
+    return "\n".join(lines)
+
+
+def write_report(run_dir: str | Path, out_file: str | Path | None = None) -> Path:
+    """Write the report (default run_dir/REPORT.md) and return its path."""
+    out = Path(out_file) if out_file is not None else Path(run_dir) / "REPORT.md"
+    out.write_text(build_report(run_dir) + "\n", encoding="utf-8")
+    return out
