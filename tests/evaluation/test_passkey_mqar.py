@@ -1,0 +1,119 @@
+"""Task generators are deterministic and put keys where they say; scoring matches direct sums."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from smt import StrideHybridConfig
+from smt.evaluation.mqar import synthetic_mqar
+from smt.evaluation.passkey import (
+    KEY_MARK,
+    QUERY_MARK,
+    candidate_log_likelihoods,
+    passkey_grid,
+    plot_passkey_heatmap,
+    score_passkey,
+    synthetic_passkey,
+    text_passkey,
+)
+from smt.evaluation.tasks import TaskBatcher, TaskConfig
+from smt.models.baselines import build_model
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize("depth", [0.0, 0.3, 1.0])
+def test_synthetic_passkey_places_the_key(depth):
+    sample = synthetic_passkey(40, depth, gen(), key_length=3, n_values=10, n_filler=5)
+    ids = sample.input_ids
+    assert len(ids) == 40 and ids[-1] == QUERY_MARK
+    assert ids[sample.key_start - 1] == KEY_MARK
+    assert torch.equal(ids[sample.key_start : sample.key_start + 3], sample.answer)
+    assert sample.key_start - 1 == round(depth * (40 - 3 - 2))
+    assert all(not torch.equal(d, sample.answer) for d in sample.distractors) and len(sample.distractors) == 9
+    again = synthetic_passkey(40, depth, gen(), key_length=3, n_values=10, n_filler=5)
+    assert torch.equal(again.input_ids, ids)
+    with pytest.raises(ValueError, match="depth"):
+        synthetic_passkey(40, 1.5, gen())
+
+
+def test_text_passkey_with_the_gpt2_tokenizer(shared_data):
+    from smt.data import load_tokenizer
+
+    tokenizer = load_tokenizer(shared_data / "tokenizers" / "gpt2")
+    sample = text_passkey(tokenizer, 300, 0.5, gen(3))
+    text = tokenizer.decode(sample.input_ids.tolist())
+    key = tokenizer.decode(sample.answer.tolist()).strip()
+    assert len(key) == 5 and key.isdigit()
+    assert f"The pass key is {key}." in text and text.endswith("The pass key is")
+    assert "The grass is green." in text
+    assert abs(len(sample.input_ids) - 300) <= 2
+    before = tokenizer.decode(sample.input_ids[: sample.key_start].tolist())
+    assert f"{key}" not in before and abs(len(before) - len(text) / 2) < len(text) * 0.15
+
+
+def test_mqar_generator():
+    s = synthetic_mqar(48, gen(1), n_pairs=5, n_queries=3, n_keys=16, n_values=8, n_filler=4)
+    assert len(s.input_ids) == 48
+    keys = s.input_ids[s.pair_positions]
+    assert len(set(keys.tolist())) == 5 and int(keys.max()) < 16
+    pairs = dict(zip(keys.tolist(), s.input_ids[s.pair_positions + 1].tolist()))
+    scored = (s.targets != -100).nonzero().flatten()
+    assert torch.equal(scored, s.query_positions)
+    for q in s.query_positions.tolist():
+        assert s.targets[q] == pairs[int(s.input_ids[q])]
+    assert torch.equal(synthetic_mqar(48, gen(1), 5, 3, 16, 8, 4).input_ids, s.input_ids)
+
+
+def test_task_batches_are_seeded_and_score_only_answers():
+    task = TaskConfig(name="passkey", seq_len=30, key_length=2)
+    a, b = TaskBatcher(task, 4, seed=5), TaskBatcher(task, 4, seed=5)
+    first, second = a.next_batch(), b.next_batch()
+    assert torch.equal(first.inputs, second.inputs) and first.inputs.shape == (4, 30)
+    assert (first.targets != -100).sum(1).tolist() == [2] * 4
+    row = first.inputs[0]
+    query = int((row == QUERY_MARK).nonzero()[0])
+    assert first.targets[0, query] == row[query + 1]  # teacher forcing: the answer follows the question
+    state = a.state_dict()
+    after = a.next_batch()
+    b.load_state_dict(state)
+    assert torch.equal(b.next_batch().inputs, after.inputs)
+    mqar = TaskConfig(name="mqar", seq_len=40)
+    inputs, targets = next(iter(TaskBatcher(mqar, 2, seed=0)))
+    assert inputs.shape == targets.shape == (2, 40) and int(inputs.max()) < mqar.vocab_size
+    with pytest.raises(ValueError, match="unknown"):
+        TaskConfig(name="copy")
+
+
+def test_candidate_likelihoods_match_direct_sums():
+    torch.manual_seed(0)
+    model = build_model(StrideHybridConfig.tiny()).eval()
+    prompt = torch.randint(0, 256, (1, 21))
+    candidates = [torch.tensor([5, 6, 7]), torch.tensor([9]), torch.tensor([1, 2])]
+    with torch.no_grad():
+        logits, aux = model(prompt)
+        got = candidate_log_likelihoods(model, logits[0, -1], aux["state"], candidates)
+        for i, c in enumerate(candidates):
+            full, _ = model(torch.cat([prompt[0], c])[None])
+            logp = full[0, 20:-1].log_softmax(-1).gather(-1, c[:, None]).sum()
+            assert got[i] == pytest.approx(float(logp), abs=1e-4)
+
+
+def test_passkey_scoring_and_grid(tmp_path):
+    torch.manual_seed(0)
+    model = build_model(StrideHybridConfig.tiny(vocab_size=32)).eval()
+    samples = [synthetic_passkey(20, 0.5, gen(i), key_length=2) for i in range(5)]
+    scores = score_passkey(model, samples, batch_size=2)
+    for sample, exact in zip(samples, scores["exact"]):
+        greedy = model.generate(sample.input_ids[None], max_new_tokens=2, temperature=0.0)[0, 20:]
+        assert exact == torch.equal(greedy, sample.answer)
+    grid = passkey_grid(model, lambda n, d, g: synthetic_passkey(n, d, g), [12, 20], [0.0, 1.0], n_samples=3)
+    assert grid.exact.shape == (2, 2) and np.all((grid.exact >= 0) & (grid.exact <= 1))
+    again = passkey_grid(model, lambda n, d, g: synthetic_passkey(n, d, g), [12, 20], [0.0, 1.0], n_samples=3)
+    np.testing.assert_array_equal(grid.likelihood, again.likelihood)
+    assert "| 12 |" in grid.to_markdown()
+    assert plot_passkey_heatmap({"smt": grid, "swa": again}, tmp_path / "h.png").stat().st_size > 1000
