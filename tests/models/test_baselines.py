@@ -9,7 +9,13 @@ import torch
 import torch.nn.functional as F
 
 from smt import StrideHybridConfig, StrideHybridModel
-from smt.models.baselines import FullAttentionLM, MambaLM, build_model, matched_baseline, size_to_budget
+from smt.models.baselines import (
+    FullAttentionLM,
+    MambaLM,
+    build_model,
+    matched_baseline,
+    size_to_budget,
+)
 from tests.models.helpers import random_ids, run_in_chunks
 
 

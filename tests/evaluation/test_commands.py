@@ -1,0 +1,59 @@
+"""smt eval / analyze / report on a tiny saved model with the GPT-2 tokenizer and real text."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from smt import StrideHybridConfig
+from smt.cli import main
+from smt.models.baselines import build_model
+from smt.training.checkpoint import save_model_dir
+
+
+def saved_model(tmp_path, shared_data, arch: str = "smt"):
+    from smt.data import load_tokenizer
+
+    tokenizer = load_tokenizer(shared_data / "tokenizers" / "gpt2")
+    torch.manual_seed(0)
+    config = StrideHybridConfig.tiny(vocab_size=tokenizer.model_vocab_size, d_model=16, n_heads=2,
+                                     pooling_heads=1, arch=arch)
+    directory = tmp_path / f"model_{arch}"
+    save_model_dir(build_model(config), directory, tokenizer)
+    return directory
+
+
+def test_eval_analyze_report(tmp_path, shared_data, monkeypatch, capsys):
+    monkeypatch.setenv("SMT_CACHE_DIR", str(tmp_path / "cache"))
+    text = (shared_data / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8")[:6000]
+    data = tmp_path / "sample.txt"
+    data.write_text(text, encoding="utf-8")
+    model_dir = saved_model(tmp_path, shared_data)
+    out = tmp_path / "run"
+    assert main(["eval", "--checkpoint", str(model_dir), "--data", str(data), "--positions", "200",
+                 "--passkey", "120", "--depths", "0,1", "--samples", "2", "--out", str(out / "eval")]) == 0
+    result = json.loads((out / "eval" / "eval.json").read_text())
+    assert result["perplexity"]["n_documents"] == 1 and result["perplexity"]["word_ppl"] > 1
+    assert (out / "eval" / "loss_by_position.png").is_file() and (out / "eval" / "passkey_heatmap.png").is_file()
+    assert len(result["passkey"]["exact"]) == 1 and len(result["passkey"]["exact"][0]) == 2
+    assert main(["analyze", "--checkpoint", str(model_dir), "--text", str(data), "--out",
+                 str(out / "analysis")]) == 0
+    stats = json.loads((out / "analysis" / "sample.json").read_text())
+    assert 0 <= stats["ssm_total"] <= 1 and abs(stats["ssm_total"] + stats["input_total"] - 1) < 1e-6
+    assert len(stats["along_document"]) == 10
+    assert (out / "analysis" / "pooling_window.png").is_file()
+    assert main(["report", str(out)]) == 0
+    report = (out / "REPORT.md").read_text()
+    assert "## Evaluation: eval" in report and "pooling_window.png" in report
+    capsys.readouterr()
+
+
+def test_analyze_refuses_a_model_without_memory(tmp_path, shared_data, capsys):
+    data = tmp_path / "t.txt"
+    data.write_text("Some words to read. " * 20, encoding="utf-8")
+    model_dir = saved_model(tmp_path, shared_data, arch="swa")
+    assert main(["analyze", "--checkpoint", str(model_dir), "--text", str(data)]) == 2
+    assert "no memory writes" in capsys.readouterr().err
+    assert main(["eval", "--checkpoint", str(model_dir)]) == 2
+    assert "nothing to evaluate" in capsys.readouterr().err
