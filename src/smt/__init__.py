@@ -1,6 +1,7 @@
 """SMT: the Stride Memory Transformer, a windowed transformer with a state-space memory."""
 
 from smt.config import ConfigError, StrideHybridConfig, TrainingConfig, pad_vocab_size
+from smt.models.baselines import FullAttentionLM, MambaLM, build_model
 from smt.models.components import (
     AttentionPooling,
     AttentionPoolingAnalyzer,
@@ -18,7 +19,9 @@ __all__ = [
     "AttentionPooling",
     "AttentionPoolingAnalyzer",
     "ConfigError",
+    "FullAttentionLM",
     "LoadReport",
+    "MambaLM",
     "MambaStack",
     "SimpleCausalTransformer",
     "SimpleSSM",
@@ -27,5 +30,6 @@ __all__ = [
     "StrideHybridModel",
     "TrainingConfig",
     "WeightMismatchError",
+    "build_model",
     "pad_vocab_size",
 ]

@@ -33,12 +33,31 @@ def pad_vocab_size(vocab_size: int, multiple: int = 8) -> int:
     return int(math.ceil(vocab_size / multiple) * multiple)
 
 
+class _YamlLoader(yaml.SafeLoader):
+    """YAML 1.1 reads `3e-4` as a string; this loader reads it as a float, like YAML 1.2."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def parse_yaml(text: str) -> Any:
+    """Safe YAML parsing (no object construction) that reads 3e-4 as a float."""
+    return yaml.load(text, Loader=_YamlLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def _load_mapping(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
     text = path.read_text(encoding="utf-8")
-    data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    try:
+        data = json.loads(text) if path.suffix == ".json" else parse_yaml(text)
+    except (ValueError, yaml.YAMLError) as error:
+        raise ConfigError(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {error}") from error
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of field names to values, got {type(data).__name__}")
     return data

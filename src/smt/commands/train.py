@@ -90,6 +90,12 @@ def run(args: argparse.Namespace) -> int:
 
 def train_from_config(config, resume: bool = False):
     """Tokenizer, data and trainer from a FullConfig; returns the TrainResult (rank 0) or None."""
+    if config.run.task is not None:
+        from smt.evaluation.train_task import train_task_from_config
+
+        outcome = train_task_from_config(config, resume=resume)
+        print(json.dumps(outcome.evaluation, indent=2, default=str))
+        return outcome.train
     from smt.training.data_setup import prepare_data, prepare_tokenizer
     from smt.training.distributed import barrier, setup_distributed, teardown_distributed
     from smt.training.trainer import Trainer

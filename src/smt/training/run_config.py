@@ -15,29 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from smt.config import ConfigError, StrideHybridConfig, TrainingConfig
-
-
-class _YamlLoader(yaml.SafeLoader):
-    """YAML 1.1 reads `3e-4` as a string; this loader reads it as a float, like YAML 1.2."""
-
-
-_YamlLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
-)
-
-
-def parse_yaml(text: str):
-    return yaml.load(text, Loader=_YamlLoader)  # noqa: S506 - a SafeLoader subclass
+from smt.config import ConfigError, StrideHybridConfig, TrainingConfig, parse_yaml
 
 
 def _load_mapping(path: str | Path) -> dict[str, Any]:
@@ -73,6 +57,7 @@ class RunConfig:
     max_valid_tokens: int | None = None
     output_dir: str = "runs/smt"
     init_from: str | dict | None = None  # see smt.pretrained.init_model
+    task: str | dict | None = None  # synthetic task instead of text: passkey | mqar (smt.evaluation.tasks)
     full_final_eval: bool = True  # the last evaluation reads the whole validation set
     parallel: str = "ddp"  # with several processes: "ddp" or "fsdp" (sharded, large models)
     dist_timeout_s: int = 600  # a collective waiting longer than this ends the run with an error
