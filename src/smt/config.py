@@ -49,7 +49,8 @@ def parse_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_YamlLoader)  # noqa: S506 - a SafeLoader subclass
 
 
-def _load_mapping(path: str | Path) -> dict[str, Any]:
+def load_mapping(path: str | Path, expected: str = "a mapping of field names to values") -> dict[str, Any]:
+    """Read a JSON or YAML file that must hold a mapping."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
@@ -59,7 +60,7 @@ def _load_mapping(path: str | Path) -> dict[str, Any]:
     except (ValueError, yaml.YAMLError) as error:
         raise ConfigError(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {error}") from error
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of field names to values, got {type(data).__name__}")
+        raise ConfigError(f"{path}: expected {expected}, got {type(data).__name__}")
     return data
 
 
@@ -94,7 +95,7 @@ class _Serialisable:
     @classmethod
     def from_file(cls, path: str | Path):
         """Load from a .json or .yaml/.yml file."""
-        return cls.from_dict(_load_mapping(path))
+        return cls.from_dict(load_mapping(path))
 
     def replace(self, **changes: Any):
         """A validated copy with some fields changed."""

@@ -25,7 +25,7 @@ from smt.models.components.ssm import build_ssm
 from smt.models.components.transformer import SimpleCausalTransformer
 from smt.models.components.window import StreamState
 from smt.models.components.windowed_attention import WindowGeometry
-from smt.models.generation import generate
+from smt.models.generation import StreamingGeneration
 from smt.models.stride_hybrid import StrideHybridModel, check_input_ids, resolve_device
 
 
@@ -33,7 +33,7 @@ def _count(module: nn.Module | None) -> int:
     return 0 if module is None else sum(p.numel() for p in module.parameters())
 
 
-class _LanguageModelBase(nn.Module):
+class _LanguageModelBase(StreamingGeneration, nn.Module):
     """Embedding, tied lm_head, state checks and the shared generate/step/count_parameters."""
 
     def __init__(self, config: StrideHybridConfig) -> None:
@@ -81,23 +81,6 @@ class _LanguageModelBase(nn.Module):
                                  f"which does not fit this model ({type(self).__name__}, arch="
                                  f"{self.config.arch!r}): the state comes from a different model")
         return state
-
-    def step(self, token_ids: Tensor, state: StreamState | None = None) -> tuple[Tensor, StreamState]:
-        """Feed one token per stream: token_ids (B,) or (B, 1) -> logits (B, vocab), new state."""
-        if isinstance(token_ids, Tensor) and token_ids.dim() == 1:
-            token_ids = token_ids[:, None]
-        if isinstance(token_ids, Tensor) and token_ids.dim() == 2 and token_ids.shape[1] != 1:
-            raise ValueError(f"step takes one token per stream, got shape {tuple(token_ids.shape)}; use forward")
-        logits, aux = self(token_ids, state=state)
-        return logits[:, -1], aux["state"]
-
-    def generate(self, input_ids: Tensor, max_new_tokens: int = 50, temperature: float = 1.0,
-                 top_k: int | None = None, top_p: float | None = None, eos_token_id: int | None = None,
-                 stop_token_ids: list[int] | None = None, generator: torch.Generator | None = None,
-                 seed: int | None = None, state: StreamState | None = None, return_state: bool = False):
-        """Sample a continuation of input_ids (B, T); see smt.models.generation.generate."""
-        return generate(self, input_ids, max_new_tokens, temperature, top_k, top_p, eos_token_id,
-                        stop_token_ids, generator, seed, state, return_state)
 
 
 class FullAttentionLM(_LanguageModelBase):

@@ -104,3 +104,24 @@ def generate(
         model.train(was_training)
     out = torch.cat(tokens, dim=1)
     return (out, state) if return_state else out
+
+
+class StreamingGeneration:
+    """`step` and `generate` for any model whose forward(ids, state) returns (logits, aux["state"])."""
+
+    def step(self, token_ids: Tensor, state=None):
+        """Feed one token per stream: token_ids (B,) or (B, 1) -> logits (B, vocab), new state."""
+        if isinstance(token_ids, Tensor) and token_ids.dim() == 1:
+            token_ids = token_ids[:, None]
+        if isinstance(token_ids, Tensor) and token_ids.dim() == 2 and token_ids.shape[1] != 1:
+            raise ValueError(f"step takes one token per stream, got shape {tuple(token_ids.shape)}; use forward")
+        logits, aux = self(token_ids, state=state)
+        return logits[:, -1], aux["state"]
+
+    def generate(self, input_ids: Tensor, max_new_tokens: int = 50, temperature: float = 1.0,
+                 top_k: int | None = None, top_p: float | None = None, eos_token_id: int | None = None,
+                 stop_token_ids: list[int] | None = None, generator: torch.Generator | None = None,
+                 seed: int | None = None, state=None, return_state: bool = False):
+        """Sample a continuation of input_ids (B, T); see `generate` in this module."""
+        return generate(self, input_ids, max_new_tokens, temperature, top_k, top_p, eos_token_id,
+                        stop_token_ids, generator, seed, state, return_state)

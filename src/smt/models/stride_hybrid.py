@@ -24,7 +24,7 @@ from smt.models.components.transformer import SimpleCausalTransformer
 from smt.models.components.window import StreamState
 from smt.models.components.windowed_attention import build_geometry
 from smt.models.components.write_chain import write_chain
-from smt.models.generation import generate
+from smt.models.generation import StreamingGeneration
 
 
 def resolve_device(name: str) -> torch.device:
@@ -57,7 +57,7 @@ def check_input_ids(input_ids: Tensor, vocab_size: int) -> Tensor:
     return input_ids.long()
 
 
-class StrideHybridModel(nn.Module):
+class StrideHybridModel(StreamingGeneration, nn.Module):
     """The Stride Memory Transformer; also the sliding-window baseline (arch='swa' or N=0)."""
 
     def __init__(self, config: StrideHybridConfig) -> None:
@@ -234,23 +234,6 @@ class StrideHybridModel(nn.Module):
         new_buffers["pool_slot_values"] = result.slot_values
         new_buffers.update(result.ssm_state)
         return result.slots, result.weights
-
-    def step(self, token_ids: Tensor, state: StreamState | None = None) -> tuple[Tensor, StreamState]:
-        """Feed one token per stream: token_ids (B,) or (B, 1) -> logits (B, vocab), new state."""
-        if isinstance(token_ids, Tensor) and token_ids.dim() == 1:
-            token_ids = token_ids[:, None]
-        if isinstance(token_ids, Tensor) and token_ids.dim() == 2 and token_ids.shape[1] != 1:
-            raise ValueError(f"step takes one token per stream, got shape {tuple(token_ids.shape)}; use forward")
-        logits, aux = self(token_ids, state=state)
-        return logits[:, -1], aux["state"]
-
-    def generate(self, input_ids: Tensor, max_new_tokens: int = 50, temperature: float = 1.0,
-                 top_k: int | None = None, top_p: float | None = None, eos_token_id: int | None = None,
-                 stop_token_ids: list[int] | None = None, generator: torch.Generator | None = None,
-                 seed: int | None = None, state: StreamState | None = None, return_state: bool = False):
-        """Sample a continuation of input_ids (B, T); see smt.models.generation.generate."""
-        return generate(self, input_ids, max_new_tokens, temperature, top_k, top_p, eos_token_id,
-                        stop_token_ids, generator, seed, state, return_state)
 
     # ------------------------------------------------------------- sharing
     def save_pretrained(self, save_directory, **kwargs) -> None:

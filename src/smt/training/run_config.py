@@ -14,29 +14,17 @@ The resolved configuration is saved as run_dir/config.yaml and loads back unchan
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from smt.config import ConfigError, StrideHybridConfig, TrainingConfig, parse_yaml
+from smt.config import ConfigError, StrideHybridConfig, TrainingConfig, load_mapping, parse_yaml
 
 
 def _load_mapping(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
-    text = path.read_text(encoding="utf-8")
-    try:
-        data = json.loads(text) if path.suffix == ".json" else parse_yaml(text)
-    except (ValueError, yaml.YAMLError) as error:
-        raise ConfigError(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {error}") from error
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping with sections model/training/run, got "
-                          f"{type(data).__name__}")
-    return data
+    return load_mapping(path, "a mapping with sections model/training/run")
 
 PARALLEL_MODES = ("ddp", "fsdp")
 
