@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
@@ -22,7 +23,7 @@ STEPS, CHECKPOINT_EVERY = 40, 4
 LAUNCH_TIMEOUT_S = 60
 
 
-def _write_config(tmp_path: Path, shared_data: Path, output_dir: Path) -> Path:
+def _write_config(tmp_path: Path, shared_data: Path, output_dir: Path, batching: str) -> Path:
     text = (shared_data / "gutenberg/train/pg158-emma.txt").read_text(encoding="utf-8")
     train = tmp_path / "train.txt"
     if not train.exists():
@@ -30,7 +31,8 @@ def _write_config(tmp_path: Path, shared_data: Path, output_dir: Path) -> Path:
     config = {
         "model": {"preset": "tiny", "vocab_size": 512},
         "training": {"batch_size": 4, "seq_len": 32, "max_steps": STEPS, "checkpoint_interval": CHECKPOINT_EVERY,
-                     "log_interval": 1, "warmup_steps": 4, "lr": 3e-3, "keep_last_checkpoints": 2},
+                     "log_interval": 1, "warmup_steps": 4, "lr": 3e-3, "keep_last_checkpoints": 2,
+                     "batching": batching},
         "run": {"train_data": str(train), "valid_fraction": None, "tokenizer": str(tmp_path / "tokenizer"),
                 "tokenizer_vocab_size": 512, "cache_dir": str(tmp_path / "cache"),
                 "output_dir": str(output_dir), "progress": False, "tensorboard": False},
@@ -139,14 +141,15 @@ def _train_losses(run: Path) -> dict[int, float]:
     return losses
 
 
-def test_sigkill_at_three_moments_then_resume_matches_an_uninterrupted_run(tmp_path, shared_data):
+@pytest.mark.parametrize("batching", ["random", "stream"])  # stream: the carried model state too
+def test_sigkill_at_three_moments_then_resume_matches_an_uninterrupted_run(tmp_path, shared_data, batching):
     reference = tmp_path / "reference"
-    _run_to_completion(_write_config(tmp_path, shared_data, reference), resume=False)
+    _run_to_completion(_write_config(tmp_path, shared_data, reference, batching), resume=False)
     expected = _train_losses(reference)
     assert sorted(expected) == list(range(1, STEPS + 1))
 
     run = tmp_path / "killed"
-    config = _write_config(tmp_path, shared_data, run)
+    config = _write_config(tmp_path, shared_data, run, batching)
     root = run / "checkpoints"
     kills = []  # (what was happening, the step of the latest complete checkpoint afterwards)
     for resume, moment in ((False, lambda: _first_checkpoint(root)),
@@ -160,6 +163,7 @@ def test_sigkill_at_three_moments_then_resume_matches_an_uninterrupted_run(tmp_p
     assert [step for _, step in kills] == sorted(step for _, step in kills), kills
     assert _train_losses(run) == expected, kills  # exact: the same floats, step by step
     final = f"step_{STEPS:06d}"
+    assert (root / final / "stream_state.safetensors").is_file() == (batching == "stream")
     mine, theirs = (load_file(str(r / "checkpoints" / final / "model.safetensors")) for r in (run, reference))
     for name, value in theirs.items():
         assert torch.equal(mine[name], value), name
