@@ -78,3 +78,25 @@ def test_resolve_checkpoint_errors(tmp_path):
         resolve_checkpoint(tmp_path / "nope")
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         resolve_checkpoint(tmp_path)
+
+
+def test_resume_tolerates_a_metrics_line_cut_off_by_a_kill(tmp_path):
+    import json
+
+    from smt.training.logging import MetricsLogger
+
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "split": "train", "loss": 1.0}\n{"step": 2, "spl')
+    logger = MetricsLogger(tmp_path, resume_step=1, tensorboard=False)
+    assert [r["step"] for r in logger.records] == [1]
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [1]
+
+
+def test_prune_removes_staging_folders_of_killed_saves(tmp_path):
+    from smt.training.checkpoint import prune_checkpoints
+
+    stale = tmp_path / ".step_000016.tmp-abc"
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"partial")
+    prune_checkpoints(tmp_path, keep_last=2)
+    assert not stale.exists()

@@ -220,7 +220,10 @@ def _update_best(root: Path, candidate: Path, val_loss: float) -> None:
 
 
 def prune_checkpoints(root: Path, keep_last: int) -> None:
-    """Delete all but the newest `keep_last` step directories, never the best one."""
+    """Delete all but the newest `keep_last` step directories, never the best one, and the
+    staging folders of saves that were killed before their rename (never read, only disk)."""
+    for stale in root.glob(".step_*.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
     best = best_checkpoint(root)
     checkpoints = list_checkpoints(root)
     for path in checkpoints[: max(0, len(checkpoints) - keep_last)]:

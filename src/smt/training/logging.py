@@ -22,7 +22,10 @@ class MetricsLogger:
         if resume_step is not None and self.jsonl.is_file():
             for line in self.jsonl.read_text(encoding="utf-8").splitlines():
                 if line.strip():
-                    record = json.loads(line)
+                    try:
+                        record = json.loads(line)
+                    except ValueError:  # a line cut off by a kill mid-append: nothing to keep
+                        continue
                     if record.get("step", 0) <= resume_step:
                         self.records.append(record)
         self._rewrite()
