@@ -46,6 +46,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", default="runs/demo", help="output directory")
     parser.add_argument("--data", default=None, help="train on this text file/directory instead")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--baselines", nargs="+", default=["swa"], choices=["swa", "gpt", "mamba"],
+                        help="baselines trained beside SMT on the synthetic task (same parameter budget)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     return parser.parse_args(argv)
 
@@ -62,7 +64,9 @@ def symbols(ids) -> str:
 def synthetic_demo(args: argparse.Namespace, out: Path) -> int:
     task = TaskConfig(name="passkey", seq_len=args.seq_len, key_length=1, n_values=8, n_filler=4)
     smt_config = StrideHybridConfig.tiny(vocab_size=16, ssm_type="simple")
-    configs = {"SMT": smt_config, "SWA (same window, no memory)": matched_baseline(smt_config, "swa")}
+    labels = {"swa": "SWA (same window, no memory)", "gpt": "GPT (full attention)", "mamba": "Mamba only"}
+    configs = {"SMT": smt_config}
+    configs.update({labels[arch]: matched_baseline(smt_config, arch) for arch in args.baselines})
     training = TrainingConfig(batch_size=32, seq_len=args.seq_len, lr=3e-3, warmup_steps=50, min_lr_ratio=0.1,
                               weight_decay=0.0, max_steps=args.steps, log_interval=100,
                               checkpoint_interval=10**9, seed=args.seed)
@@ -121,14 +125,21 @@ def text_demo(args: argparse.Namespace, out: Path) -> int:
     tokenizer_dir = out / "tokenizer"
     smt_config = StrideHybridConfig.tiny(vocab_size=2048, d_model=128, n_layers=2, n_heads=4, m_input_tokens=32,
                                          n_ssm_outputs=4, stride=8, ssm_type="simple")
-    configs = {"SMT": smt_config, "SWA": matched_baseline(smt_config, "swa")}
+    configs = {"SMT": smt_config}
+    configs.update({arch.upper(): matched_baseline(smt_config, arch) for arch in args.baselines})
+    # a folder with train/ and valid/ (like ../shared/data/gutenberg) is evaluated on its held-out
+    # valid/ documents; anything else on its last 10% of documents
+    data = Path(args.data)
+    held_out = (data / "train").is_dir() and (data / "valid").is_dir()
+    splits = (dict(train_split="train", valid_data=args.data, valid_split="valid") if held_out
+              else dict(valid_fraction=0.1))
     training = TrainingConfig(batch_size=8, seq_len=128, lr=2e-3, warmup_steps=50, max_steps=args.steps,
                               eval_interval=max(args.steps, 1), eval_batches=20, log_interval=50,
                               checkpoint_interval=10**9, seed=args.seed)
     losses = {}
     for name, config in configs.items():
         started = time.perf_counter()
-        run = RunConfig(train_data=args.data, valid_fraction=0.1, tokenizer=str(tokenizer_dir), tokenizer_vocab_size=2048,
+        run = RunConfig(train_data=args.data, **splits, tokenizer=str(tokenizer_dir), tokenizer_vocab_size=2048,
                         max_train_tokens=2_000_000, max_valid_tokens=50_000, output_dir=str(out / f"text_{config.arch}"),
                         progress=False, tensorboard=False, full_final_eval=False)
         result = train_from_config(FullConfig(config, training, run))
