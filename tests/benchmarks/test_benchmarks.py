@@ -80,3 +80,12 @@ def test_smt_bench_command_runs_quick(tmp_path, capsys):
 
     assert main(["bench", "--quick", "--only", "ssm", "--dtypes", "float32"]) == 0
     assert "Mamba block" in capsys.readouterr().out
+
+
+def test_long_stream_benchmark_reports_constant_state():
+    from benchmarks import long_stream
+
+    rows = long_stream.run(tokens=3000, chunk=256, steps=50, size="toy")
+    assert rows[-1]["tokens"] == 3000 and rows[-1]["mode"] == "steps"
+    assert len({row["state_bytes"] for row in rows}) == 1
+    assert all(row["all_finite"] for row in rows) and all(row["rss_mib"] > 0 for row in rows)
