@@ -39,6 +39,26 @@ def test_random_configs_build_or_explain(n, m, s, d, heads, ssm, pos):
     assert aux["n_writes"] == (23 // config.stride if config.n_ssm_outputs > 0 else 0)
 
 
+@FUZZ
+@given(n=st.integers(0, 9), m=st.integers(1, 12), s=st.integers(1, 12), heads=st.sampled_from([1, 2, 4]),
+       ssm=st.sampled_from(["mamba", "simple"]), pos=st.sampled_from(["rope", "learned"]),
+       pool_over_memory=st.booleans(), length=st.integers(1, 40))
+def test_random_valid_configs_run_and_keep_the_invariants(n, m, s, heads, ssm, pos, pool_over_memory, length):
+    config = StrideHybridConfig.tiny(n_ssm_outputs=n, m_input_tokens=m, stride=s, n_heads=heads,
+                                     pooling_heads=1, ssm_type=ssm, position=pos, ssm_layers=1,
+                                     pool_over_memory=pool_over_memory)
+    model = StrideHybridModel(config).eval()
+    ids = torch.randint(0, 256, (2, length))
+    logits, aux = model(ids)
+    assert torch.isfinite(logits).all()
+    assert aux["n_writes"] == (length // s if n > 0 else 0)
+    cut = length // 2
+    if cut:
+        first, mid = model(ids[:, :cut])
+        second, _ = model(ids[:, cut:], state=mid["state"])
+        torch.testing.assert_close(torch.cat([first, second], 1), logits, rtol=1e-5, atol=1e-5)
+
+
 token_tensors = st.builds(
     lambda b, t, low, span, dtype: torch.randint(low, low + span, (b, t)).to(dtype),
     st.integers(0, 40), st.integers(0, 40), st.integers(-5, 255), st.integers(1, 60),
