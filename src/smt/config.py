@@ -142,6 +142,8 @@ class StrideHybridConfig(_Serialisable):
     use_cuda_kernels: bool = True  # mamba-ssm kernels, only when importable and on CUDA
     # architecture: smt, or one of the baselines sharing the same blocks
     arch: str = "smt"
+    context_length: int | None = None  # arch gpt: keys a token sees at most (its trained context);
+    # streams longer than it slide the KV cache (None: the cache keeps every key)
     # misc
     tie_embeddings: bool = True
     dropout: float = 0.0
@@ -196,6 +198,10 @@ class StrideHybridConfig(_Serialisable):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 fail(name, "must be a positive integer or None", "use None for the default")
+        if self.context_length is not None and (isinstance(self.context_length, bool)
+                                                or not isinstance(self.context_length, int)
+                                                or self.context_length < 1):
+            fail("context_length", "must be a positive integer or None", "e.g. 1024, the training seq_len")
         if self.n_ssm_outputs < 0:
             fail("n_ssm_outputs", "cannot be negative", "use 0 for a window without memory")
         if self.m_input_tokens < 1:

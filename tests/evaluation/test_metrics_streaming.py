@@ -76,6 +76,18 @@ def test_loss_by_position_is_the_mean_of_per_token_losses(tmp_path):
     assert png.stat().st_size > 1000
 
 
+def test_loss_by_position_in_pieces_averages_every_piece_from_a_fresh_state():
+    model = tiny("smt")
+    view = corpus([30, 12])
+    curve, counts = loss_by_position(model, view, max_positions=9, segment_len=4, pieces=True)
+    docs = [view.tokens[a:b] for a, b in zip(view.doc_offsets[:-1], view.doc_offsets[1:])]
+    pieces = [d[s: s + 10] for d in docs for s in range(0, len(d) - 1, 10)]  # 30 -> 3 pieces of 10, 12 -> 10 + 2
+    per_piece = [direct_nll(model, p) for p in pieces if len(p) >= 2]
+    assert counts[0] == 5 and counts[8] == 4  # the 2-token tail of the 12-token document stops at 0
+    for p in (0, 1, 8):
+        assert curve[p] == pytest.approx(np.mean([nll[p] for nll in per_piece if len(nll) > p]), abs=1e-5)
+
+
 def test_evaluate_perplexity_token_and_word_level():
     model = tiny("swa")
     view = corpus([20, 25], words=[7, 9])

@@ -57,6 +57,22 @@ def test_gpt_equals_swa_with_a_window_covering_the_sequence():
         torch.testing.assert_close(gpt(ids)[0], swa(ids)[0], atol=2e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("cuts", [[], [5, 6, 17], list(range(1, 29))])
+def test_gpt_with_a_context_length_slides_like_the_same_window(cuts):
+    """context_length=C: every token sees exactly its last C tokens, however the stream is cut,
+    which is the sliding-window model with M=C; the KV cache never holds more than C - 1 keys."""
+    gpt = make("gpt", context_length=8)
+    swa = StrideHybridModel(StrideHybridConfig.tiny(arch="swa", m_input_tokens=8)).eval()
+    swa.load_state_dict(gpt.state_dict())
+    ids = random_ids(2, 29)
+    with torch.no_grad():
+        streamed, state = run_in_chunks(gpt, ids, cuts)
+        torch.testing.assert_close(streamed, swa(ids)[0], atol=2e-5, rtol=1e-5)
+    assert state.buffers["token_kv"].shape[-2] == 7
+    with pytest.raises(ValueError, match="context_length"):
+        StrideHybridConfig.tiny(arch="gpt", context_length=0)
+
+
 def reference_gpt(model: FullAttentionLM, ids: torch.Tensor) -> torch.Tensor:
     """GPT-2 written out: learned positions, causal softmax attention, tanh GELU, tied head."""
     cfg = model.config

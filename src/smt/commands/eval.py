@@ -27,6 +27,9 @@ def add_parser(sub) -> None:
     parser.add_argument("--max-documents", "--max_documents", type=int, default=None)
     parser.add_argument("--positions", type=int, default=None, metavar="P",
                         help="also the mean loss at positions 0..P-1 (PNG with the window marked)")
+    parser.add_argument("--position-pieces", "--position_pieces", action="store_true",
+                        help="for --positions: cut each document into streams of P+1 tokens (many "
+                             "curves from a few long books) instead of reading each from its start only")
     parser.add_argument("--passkey", default=None, metavar="LENGTHS",
                         help="comma-separated context lengths for the text passkey grid")
     parser.add_argument("--depths", default="0,0.25,0.5,0.75,1")
@@ -111,12 +114,14 @@ def _perplexity(args, model, tokenizer, out: Path) -> dict:
 
         from smt.evaluation.position_loss import loss_by_position, plot_loss_by_position
 
-        curve, counts = loss_by_position(model, dataset, args.positions, args.segment_len, args.max_documents)
+        curve, counts = loss_by_position(model, dataset, args.positions, args.segment_len, args.max_documents,
+                                         pieces=args.position_pieces)
         np.save(out / "loss_by_position.npy", curve)
         cfg = model.config
         png = plot_loss_by_position({cfg.arch: curve}, out / "loss_by_position.png",
                                     window=cfg.m_input_tokens if cfg.arch in ("smt", "swa") else None)
-        result["loss_by_position"] = {"png": str(png), "documents_at_last_position": int(counts[-1]),
+        result["loss_by_position"] = {"png": str(png), "streams_at_last_position": int(counts[-1]),
+                                      "npy": str(out / "loss_by_position.npy"),
                                       "mean_first_window": float(np.nanmean(curve[: cfg.m_input_tokens])),
                                       "mean_beyond_window": float(np.nanmean(curve[cfg.m_input_tokens:]))
                                       if args.positions > cfg.m_input_tokens else None}

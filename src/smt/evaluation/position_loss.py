@@ -16,17 +16,24 @@ from smt.evaluation.streaming import iter_documents, stream_nll
 
 
 def loss_by_position(model, dataset, max_positions: int, segment_len: int = 512,
-                     max_documents: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(mean NLL per position (P,), number of documents reaching each position (P,)), over the
-    documents of a token dataset, each streamed from its start for up to P predictions."""
+                     max_documents: int | None = None, pieces: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(mean NLL per position (P,), number of streams reaching each position (P,)), over the
+    documents of a token dataset, each streamed from its start for up to P predictions. With
+    `pieces`, every document is cut into consecutive streams of P + 1 tokens, each read from a
+    fresh state: many more curves to average when there are few long documents (whole books)."""
     if max_positions < 1:
         raise ValueError(f"max_positions={max_positions} must be >= 1")
     sums = np.zeros(max_positions, dtype=np.float64)
     counts = np.zeros(max_positions, dtype=np.int64)
     for _, tokens in iter_documents(dataset, max_documents):
-        nll = stream_nll(model, tokens[: max_positions + 1], segment_len)
-        sums[: len(nll)] += nll
-        counts[: len(nll)] += 1
+        starts = range(0, len(tokens) - 1, max_positions + 1) if pieces else [0]
+        for start in starts:
+            piece = tokens[start: start + max_positions + 1]
+            if len(piece) < 2:
+                continue
+            nll = stream_nll(model, piece, segment_len)
+            sums[: len(nll)] += nll
+            counts[: len(nll)] += 1
     if counts[0] == 0:
         raise ValueError("no document to evaluate (each needs at least 2 tokens)")
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -128,26 +128,32 @@ class FullAttentionLM(_LanguageModelBase):
             x = x + self.wpe(token_pos)
         x = torch.nn.functional.dropout(x, cfg.dropout, self.training)
         kv = state.buffers["token_kv"]
+        if cfg.context_length is not None:  # slide: each token sees its last context_length tokens
+            kv = kv[..., max(0, kv.shape[-2] - (cfg.context_length - 1)):, :]
         cached = kv.shape[-2]
-        geom = self._geometry(p, T, cached)
+        geom = self._geometry(p, T, cached, cfg.context_length)
         rope = rope_tables(token_pos, cfg.d_head, cfg.rope_base, x.dtype) if cfg.position == "rope" else None
         empty = kv.new_zeros(B, cfg.n_heads, 0, cfg.d_head)
         caches = [(kv[:, i, 0], kv[:, i, 1], empty, empty) for i in range(cfg.n_layers)]
         hidden, _, new_caches = self.transformer(x, x.new_zeros(B, 0, cfg.d_model), rope, caches, geom)
         new_kv = torch.stack([torch.stack(c[:2], 1) for c in new_caches], 1)
         keep = min(new_kv.shape[-2], int((p + T).max()))  # older keys are before every row's start
+        if cfg.context_length is not None:
+            keep = min(keep, cfg.context_length - 1)
         new_kv = new_kv[..., new_kv.shape[-2] - keep:, :]
         return self.lm_head(hidden), {"n_writes": 0, "state": StreamState(p + T, {"token_kv": new_kv})}
 
     @staticmethod
-    def _geometry(position: Tensor, n_tokens: int, cached: int) -> WindowGeometry:
-        if cached == 0:
+    def _geometry(position: Tensor, n_tokens: int, cached: int, context: int | None) -> WindowGeometry:
+        if cached == 0 and (context is None or n_tokens <= context):
             return WindowGeometry(n_tokens, 0, 0, 0, None, causal_only=True, full_context=True)
         i = torch.arange(n_tokens, device=position.device)[:, None]
         j = torch.arange(cached + n_tokens, device=position.device)[None, :]
-        causal = j <= i + cached
+        visible = j <= i + cached
+        if context is not None:
+            visible = visible & (j > i + cached - context)
         started = j >= (cached - position.clamp(max=cached))[:, None, None]  # (B, 1, keys)
-        return WindowGeometry(n_tokens, 0, cached, 0, (causal[None] & started)[:, None], full_context=True)
+        return WindowGeometry(n_tokens, 0, cached, 0, (visible[None] & started)[:, None], full_context=True)
 
 
 class MambaLM(_LanguageModelBase):

@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 
 CSV_FIELDS = ("step", "split", "loss", "ppl", "word_ppl", "tokens_per_s", "lr", "grad_norm",
-              "tokens_seen", "elapsed_s", "complete")
+              "tokens_seen", "elapsed_s", "peak_rss_mib", "complete")
 
 
 class MetricsLogger:

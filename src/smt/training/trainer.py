@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import random
+import resource
 import sys
 import time
 from dataclasses import dataclass, field
@@ -252,7 +253,7 @@ class Trainer:
                 record = {"step": step, "split": "train", "loss": mean, "ppl": _ppl(mean),
                           "tokens_per_s": window["tokens"] / max(window["time"], 1e-9), "lr": lr,
                           "grad_norm": grad_norm, "tokens_seen": tokens_total,
-                          "elapsed_s": time.perf_counter() - started}
+                          "elapsed_s": time.perf_counter() - started, "peak_rss_mib": _peak_rss_mib()}
                 if logger:
                     logger.log(record)
                 window = {"nll": 0.0, "count": 0, "tokens": 0, "time": 0.0}
@@ -396,6 +397,11 @@ class Trainer:
                                    self.tc.keep_last_checkpoints, val_loss)
         barrier(ctx)
         return path
+
+
+def _peak_rss_mib() -> float:
+    """The process's peak resident memory so far (Linux reports kilobytes)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _ppl(loss: float) -> float:

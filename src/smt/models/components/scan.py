@@ -63,6 +63,74 @@ def linear_scan_chunked(a: Tensor, b: Tensor, h0: Tensor | None = None, chunk: i
     return states.reshape(B, n_chunks * chunk, *rest)[:, :L]
 
 
+class _FusedSelectiveScan(torch.autograd.Function):
+    """Mamba's selective scan with a hand-written backward, all in float32, time-major (L, b, ...).
+
+    The forward loop is one addcmul per timestep writing straight into the state buffer H; the
+    backward runs the adjoint recurrence dH_t = G_t + dA_{t+1} * dH_{t+1} the same way, and every
+    parameter gradient is then one vectorised product over all timesteps. Nothing is recorded
+    per timestep, so the cost is a few passes over (L, b, d_inner, d_state) instead of an
+    autograd graph of L steps.
+    """
+
+    @staticmethod
+    def forward(ctx, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: Tensor) -> tuple[Tensor, Tensor]:
+        decay = torch.exp(delta.unsqueeze(-1) * A)  # (L, b, di, ds)
+        states = (delta * u).unsqueeze(-1) * B.unsqueeze(2)  # the drive, overwritten with the states
+        h = h0
+        for t in range(states.shape[0]):
+            h = torch.addcmul(states[t], decay[t], h, out=states[t])
+        ctx.save_for_backward(u, delta, A, B, C, h0, states, decay)
+        return _contract_state(states, C), states[-1].clone()
+
+    @staticmethod
+    def backward(ctx, grad_y: Tensor, grad_last: Tensor) -> tuple[Tensor, ...]:
+        u, delta, A, B, C, h0, states, decay = ctx.saved_tensors
+        L = states.shape[0]
+        grad_states = grad_y.unsqueeze(-1) * C.unsqueeze(2)  # the direct part, then the adjoint
+        running = grad_states[L - 1].add_(grad_last)
+        for t in range(L - 2, -1, -1):
+            running = torch.addcmul(grad_states[t], decay[t + 1], running, out=grad_states[t])
+        grad_h0 = decay[0] * grad_states[0]
+        # d loss / d (delta * A) = dH_t * h_{t-1} * decay_t (saved tensors stay untouched, so a
+        # retained graph can run backward again)
+        grad_decay = torch.empty_like(decay)
+        torch.mul(states[:-1], decay[1:], out=grad_decay[1:])
+        torch.mul(h0, decay[0], out=grad_decay[0])
+        grad_decay.mul_(grad_states)
+        grad_A = (grad_decay * delta.unsqueeze(-1)).sum((0, 1))  # einsum would copy: 4x slower
+        grad_delta_from_decay = grad_decay.mul_(A).sum(-1)
+        deltau = delta * u
+        grad_deltau = _contract_state(grad_states, B)
+        grad_B = _contract_index(grad_states, deltau)
+        grad_C = _contract_index(states, grad_y)
+        return grad_deltau * delta, grad_deltau * u + grad_delta_from_decay, grad_A, grad_B, grad_C, grad_h0
+
+
+def _contract_state(x: Tensor, v: Tensor) -> Tensor:
+    """sum_s x[..., d, s] * v[..., s] over contiguous x: one batched matrix-vector product."""
+    flat = x.reshape(-1, *x.shape[-2:])
+    return torch.bmm(flat, v.reshape(-1, x.shape[-1], 1)).view(x.shape[:-1])
+
+
+def _contract_index(x: Tensor, v: Tensor) -> Tensor:
+    """sum_d x[..., d, s] * v[..., d] over contiguous x."""
+    flat = x.reshape(-1, *x.shape[-2:])
+    return torch.bmm(flat.transpose(1, 2), v.reshape(-1, x.shape[-2], 1)).view(*x.shape[:-2], x.shape[-1])
+
+
+def selective_scan_fused(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
+                         h0: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """The scan part of `selective_scan` (no D term) through `_FusedSelectiveScan`: float32
+    inputs in (batch, L, ...) layout; returns y (batch, L, d_inner) and the last state."""
+    batch, _, d_inner = u.shape
+    if h0 is None:
+        h0 = u.new_zeros(batch, d_inner, A.shape[-1])
+    time_major = [x.transpose(0, 1).contiguous() for x in (u, delta, B, C)]
+    y, last = _FusedSelectiveScan.apply(time_major[0], time_major[1], A, time_major[2], time_major[3], h0)
+    return y.transpose(0, 1), last
+
+
 def selective_scan(
     u: Tensor,
     delta: Tensor,
@@ -81,9 +149,12 @@ def selective_scan(
     """
     dtype = u.dtype
     u, delta, B, C = u.float(), delta.float(), B.float(), C.float()
+    h0 = None if h0 is None else h0.float()
+    if chunked:
+        y, last = selective_scan_fused(u, delta, A.float(), B, C, h0)
+        return (y + u * D.float()).to(dtype), last
     decay = torch.exp(delta.unsqueeze(-1) * A.float())  # (b, L, di, ds)
     drive = (delta * u).unsqueeze(-1) * B.unsqueeze(2)  # (b, L, di, ds)
-    h0 = None if h0 is None else h0.float()
-    states = (linear_scan_chunked if chunked else linear_scan_reference)(decay, drive, h0)
+    states = linear_scan_reference(decay, drive, h0)
     y = torch.einsum("blds,bls->bld", states, C) + u * D.float()
     return y.to(dtype), states[:, -1]

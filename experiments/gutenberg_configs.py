@@ -1,0 +1,89 @@
+"""Write the run configs of the Gutenberg comparison (docs/RESULTS.md) into configs/experiments/.
+
+    python experiments/gutenberg_configs.py
+
+Every run is configs/experiments/gutenberg_smt.yaml with a few changes: the baselines are
+`matched_baseline` of the SMT model (same width and vocabulary, depth / MLP width chosen so the
+parameter count is within 1%), the ablations change one window setting. The files are committed;
+this script is how they were made and checks that they still agree with the matching rule.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from smt import StrideHybridConfig
+from smt.models.baselines import matched_baseline
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "experiments"
+BASE = CONFIGS / "gutenberg_smt.yaml"
+GPT_CONTEXT = 1024
+
+# name -> (changes to the model section, changes to the training section)
+ABLATIONS = {
+    "smt_s4": ({"stride": 4}, {}),
+    "smt_s16": ({"stride": 16}, {}),
+    "smt_n4": ({"n_ssm_outputs": 4}, {}),
+    "smt_n16": ({"n_ssm_outputs": 16}, {}),
+    "smt_tokpool": ({"pool_over_memory": False}, {}),
+}
+
+
+# The synthetic passkey each architecture is also trained on, at the `tiny` size (d=64, minutes per
+# run): one key symbol of 8 at a uniform depth of a 128-token row (key distances up to ~125 tokens,
+# 8x the 16-token window of this SMT; N=4 slots written every S=4 tokens).
+PASSKEY_TASK = {"name": "passkey", "seq_len": 128, "key_length": 1, "n_values": 8, "n_filler": 4}
+PASSKEY_MODEL = {"preset": "tiny", "vocab_size": 16, "m_input_tokens": 16, "ssm_type": "mamba"}
+PASSKEY_TRAINING = {"batch_size": 32, "seq_len": 128, "lr": 3.0e-3, "warmup_steps": 50, "weight_decay": 0.0,
+                    "max_steps": 600, "eval_interval": 200, "checkpoint_interval": 600, "batching": "random",
+                    "log_interval": 20}
+
+
+def model_fields(config: StrideHybridConfig, keep: dict, default: StrideHybridConfig | None = None) -> dict:
+    """The base file's model fields, plus every field the matched config changed."""
+    out = {k: v for k, v in keep.items() if k != "preset"}
+    default = default or StrideHybridConfig.from_dict(out)
+    for name, value in config.to_dict().items():
+        if value != getattr(default, name):
+            out[name] = value
+    return out
+
+
+def run_configs() -> dict[str, dict]:
+    base = yaml.safe_load(BASE.read_text(encoding="utf-8"))
+    smt = StrideHybridConfig.from_dict(base["model"])
+    runs = {}
+    for arch in ("swa", "gpt", "mamba"):
+        matched = matched_baseline(smt, arch)
+        training = dict(base["training"])
+        if arch == "gpt":  # full attention over a 1024-token context, trained on random windows
+            matched = matched.replace(context_length=GPT_CONTEXT)
+            training.update(seq_len=GPT_CONTEXT, batch_size=base["training"]["batch_size"] * base["training"]["seq_len"] // GPT_CONTEXT, batching="random")
+        runs[arch] = {"model": model_fields(matched, base["model"]), "training": training,
+                      "run": {**base["run"], "output_dir": f"runs/gutenberg/{arch}"}}
+    tiny = StrideHybridConfig.preset("tiny", **{k: v for k, v in PASSKEY_MODEL.items() if k != "preset"})
+    for arch in ("smt", "swa", "gpt", "mamba"):
+        matched = matched_baseline(tiny, arch)
+        runs[f"passkey_{arch}"] = {"model": {"preset": "tiny", **model_fields(matched, PASSKEY_MODEL, tiny)},
+                                   "training": {**base["training"], **PASSKEY_TRAINING},
+                                   "run": {"task": PASSKEY_TASK, "output_dir": f"runs/gutenberg/passkey_{arch}",
+                                           "progress": False}}
+    for name, (model, training) in ABLATIONS.items():
+        runs[name] = {"model": {**base["model"], **model}, "training": {**base["training"], **training},
+                      "run": {**base["run"], "output_dir": f"runs/gutenberg/{name}"}}
+    return runs
+
+
+def main() -> None:
+    for name, config in run_configs().items():
+        path = CONFIGS / f"gutenberg_{name}.yaml"
+        header = (f"# Written by experiments/gutenberg_configs.py from gutenberg_smt.yaml: the '{name}' run of\n"
+                  "# docs/RESULTS.md. Edit gutenberg_smt.yaml or the script, not this file.\n")
+        path.write_text(header + yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+        print(path)
+
+
+if __name__ == "__main__":
+    main()
