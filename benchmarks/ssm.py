@@ -1,7 +1,8 @@
 """The Mamba block alone: sequence mode vs a per-timestep loop, forward + backward.
 
 modes
-  sequence       MambaStack.forward with the chunked scan (about 2 sqrt(L) sequential steps)
+  sequence       MambaStack.forward with the fused scan (one in-place update per timestep, a
+                 hand-written backward: smt.models.components.scan._FusedSelectiveScan)
   sequence-loop  MambaStack.forward with the reference scan (a Python loop over the scan only)
   step-loop      a Python loop calling MambaStack.step once per timestep (the plain reference)
 and the latency of one no-grad step (generation).

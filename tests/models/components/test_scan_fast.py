@@ -75,3 +75,19 @@ def test_fused_selective_scan_passes_gradcheck_in_float64():
     h0 = torch.randn(1, 3, 2, dtype=torch.float64)
     inputs = [x.requires_grad_() for x in (u, delta, A, B, C, h0)]
     assert torch.autograd.gradcheck(lambda *xs: selective_scan_fused(*xs), inputs)
+
+
+def test_fused_selective_scan_stays_float32_under_bf16_autocast():
+    torch.manual_seed(0)
+    inputs = [torch.randn(2, 9, 6), torch.rand(2, 9, 6), -torch.rand(6, 4) - 0.5, torch.randn(2, 9, 4),
+              torch.randn(2, 9, 4)]
+    results = []
+    for enabled in (False, True):
+        leaves = [x.clone().requires_grad_() for x in inputs]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
+            y, last = selective_scan_fused(*leaves)
+        assert y.dtype == last.dtype == torch.float32
+        results.append((y, torch.autograd.grad(y.square().sum() + last.sum(), leaves)))
+    torch.testing.assert_close(results[1][0], results[0][0])
+    for got, want in zip(results[1][1], results[0][1]):
+        torch.testing.assert_close(got, want)

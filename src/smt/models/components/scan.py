@@ -127,7 +127,8 @@ def selective_scan_fused(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tens
     if h0 is None:
         h0 = u.new_zeros(batch, d_inner, A.shape[-1])
     time_major = [x.transpose(0, 1).contiguous() for x in (u, delta, B, C)]
-    y, last = _FusedSelectiveScan.apply(time_major[0], time_major[1], A, time_major[2], time_major[3], h0)
+    with torch.autocast(u.device.type, enabled=False):  # the contractions stay float32 too
+        y, last = _FusedSelectiveScan.apply(time_major[0], time_major[1], A, time_major[2], time_major[3], h0)
     return y.transpose(0, 1), last
 
 
