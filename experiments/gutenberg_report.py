@@ -49,11 +49,22 @@ def run_summary(run: Path) -> dict | None:
 
     config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
     model = build_model(StrideHybridConfig.from_dict(config["model"]))
-    rss = [r["peak_rss_mib"] for r in train if "peak_rss_mib" in r]
+    rss = [r["peak_rss_mib"] for r in train if "peak_rss_mib" in r] or sampled_peak_rss(run)
     return {"parameters": sum(p.numel() for p in model.parameters()), "steps": train[-1]["step"],
             "tokens": train[-1]["tokens_seen"], "wall_min": train[-1]["elapsed_s"] / 60,
             "tokens_per_s": statistics.median(r["tokens_per_s"] for r in train[1:] or train),
             "peak_rss_mib": max(rss) if rss else None, "config": config}
+
+
+def sampled_peak_rss(run: Path) -> list[float]:
+    """Peak RSS (MiB) of runs logged before train records carried it: logs/hwm.log holds the
+    process's VmHWM sampled every 20 s while it trained (`<time> gutenberg_<name> VmHWM: <kB> kB`)."""
+    log = run.parent / "logs" / "hwm.log"
+    if not log.is_file():
+        return []
+    tag = f"gutenberg_{run.name}"
+    return [int(line.split()[-2]) / 1024 for line in log.read_text().splitlines()
+            if len(line.split()) == 5 and line.split()[1] == tag]
 
 
 def fmt(value, spec: str = ".3f") -> str:
