@@ -55,12 +55,12 @@ def measure(arch: str, context: int, dtype: str, size: str = "small", device: st
 
 
 def run(contexts=(1024, 4096, 16384), dtypes=("float32", "bfloat16"), archs=ARCHS, size: str = "small",
-        device: str = "cpu", repeats: int = 3, warmup: int = 1) -> list[dict]:
+        device: str = "cpu", repeats: int = 3, warmup: int = 1, batch: int = 1) -> list[dict]:
     """All (context, dtype, arch) cells, with ratios of SMT against each baseline in the same cell."""
     rows = []
     for dtype in dtypes:
         for context in contexts:
-            cell = {arch: measure(arch, context, dtype, size, device, warmup=warmup, repeats=repeats)
+            cell = {arch: measure(arch, context, dtype, size, device, batch, warmup, repeats)
                     for arch in archs}
             for row in cell.values():
                 for base in ("gpt", "swa"):
@@ -86,7 +86,7 @@ def with_targets(rows: list[dict]) -> list[dict]:
     return rows
 
 
-COLUMNS = ["dtype", "context", "arch", "tokens_per_s", "step_s", "speedup_vs_gpt", "speedup_vs_swa",
+COLUMNS = ["dtype", "context", "batch", "arch", "tokens_per_s", "step_s", "speedup_vs_gpt", "speedup_vs_swa",
            "target_vs_gpt", "meets_vs_gpt", "meets_vs_swa"]
 
 
@@ -98,8 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", default="small")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=1, help="rows per step (the write chain serves all at once)")
     args = parser.parse_args(argv)
-    rows = with_targets(run(args.contexts, args.dtypes, args.archs, args.size, args.device, args.repeats))
+    rows = with_targets(run(args.contexts, args.dtypes, args.archs, args.size, args.device, args.repeats,
+                            batch=args.batch))
     print(markdown_table(rows, COLUMNS))
     return 0
 
