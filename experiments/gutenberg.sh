@@ -54,7 +54,7 @@ evaluate() {
   esac
   if [[ $name == smt ]]; then
     for book in "$DATA"/gutenberg/valid/*.txt; do
-      "$SMT" analyze --checkpoint "$run" --text "$book" --out "$run/analysis"
+      "$SMT" analyze --checkpoint "$run" --text "$book" --out "$run/analysis/$(basename "$book" .txt)"
     done
   fi
 }

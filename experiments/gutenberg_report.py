@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 from pathlib import Path
 
@@ -138,9 +139,36 @@ def task_table(runs: Path, names: list[str]) -> str:
     return "\n".join([head, "|---|" + "---:|" * (len(depths) + 2), *rows])
 
 
+def passkey_heatmap(runs: Path, names: list[str], png: Path) -> bool:
+    """One likelihood heatmap per text-trained model, side by side."""
+    from smt.evaluation.passkey import PasskeyGrid, plot_passkey_heatmap
+
+    grids = {}
+    for name in names:
+        record = read_json(runs / name / "eval_passkey" / "eval.json")
+        if record is not None:
+            g = record["passkey"]
+            grids[label(name)] = PasskeyGrid(g["context_lengths"], g["depths"], np.asarray(g["exact"]),
+                                             np.asarray(g["likelihood"]), g["n_samples"])
+    if grids:
+        plot_passkey_heatmap(grids, png, metric="likelihood")
+    return bool(grids)
+
+
+def copy_analysis_plots(runs: Path, out: Path) -> list[str]:
+    names = []
+    for book in sorted(p for p in (runs / "smt" / "analysis").glob("*") if p.is_dir()):
+        for picture in ("pooling_along_document.png", "pooling_window.png"):
+            if (book / picture).is_file():
+                target = f"{picture.removesuffix('.png')}_{book.name}.png"
+                shutil.copyfile(book / picture, out / target)
+                names.append(target)
+    return names
+
+
 def analysis_table(runs: Path) -> str:
     rows = []
-    for path in sorted((runs / "smt" / "analysis").glob("*.json")):
+    for path in sorted((runs / "smt" / "analysis").glob("*/*.json")):
         stats = read_json(path)
         parts = stats["along_document"]
         rows.append(f"| {Path(stats['text']).stem} | {stats['n_tokens']:,} | {stats['ssm_total']:.3f} | "
@@ -170,9 +198,11 @@ def main() -> int:
             plot_loss_by_position(curves, out / png, window=32, memory_span=32 + 8 * 8,
                                   title=f"Gutenberg valid: loss by position ({title})")
             sections.append(f"## Loss by position ({title})\n\n{position_table(curves)}\n\n![]({png})")
-    sections.append(f"## Text passkey (text-trained models)\n\n{passkey_tables(runs, MAIN)}")
+    heatmap = "![](passkey_text_likelihood.png)" if passkey_heatmap(runs, MAIN, out / "passkey_text_likelihood.png") else ""
+    sections.append(f"## Text passkey (text-trained models)\n\n{passkey_tables(runs, MAIN)}\n\n{heatmap}")
     sections.append(f"## Passkey task (trained on it)\n\n{task_table(runs, PASSKEY)}")
-    sections.append(f"## Pooling through a book (SMT)\n\n{analysis_table(runs)}")
+    pictures = "\n".join(f"![]({name})" for name in copy_analysis_plots(runs, out))
+    sections.append(f"## Pooling through a book (SMT)\n\n{analysis_table(runs)}\n\n{pictures}")
     (out / "tables.md").write_text("\n\n".join(sections) + "\n", encoding="utf-8")
     print(out / "tables.md")
     return 0
