@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 MAIN = ["smt", "swa", "gpt", "mamba"]
-TIME = ["smt", "swa_time", "gpt_time", "mamba_time"]
+TIME = ["smt", "swa_time", "gpt", "mamba_time"]  # GPT runs at SMT's speed: its 400-step run is both budgets
 ABLATIONS = ["smt", "smt_s4", "smt_s16", "smt_n4", "smt_n16"]
 PASSKEY = [f"passkey_{arch}" for arch in MAIN]
 LABELS = {"smt": "SMT (N=8, M=32, S=8)", "swa": "SWA (M=32)", "gpt": "GPT (context 1024)", "mamba": "Mamba",

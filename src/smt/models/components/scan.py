@@ -7,6 +7,10 @@ chunk; (2) the chunk-end states are chained across chunks; (3) each chunk's stat
 carried start state times the running decay. Only products of decays (<= 1 for an SSM) are
 formed, so nothing overflows, unlike a log-space cumsum/division. The scan runs in float32
 whatever the input dtype.
+
+`selective_scan` (Mamba) uses neither by default: `_FusedSelectiveScan` runs the recurrence one
+in-place update per timestep with a hand-written backward (the fast path); `chunked=False`
+runs the per-timestep reference through autograd (the oracle the tests compare it with).
 """
 
 from __future__ import annotations
@@ -142,7 +146,8 @@ def selective_scan(
     h0: Tensor | None = None,
     chunked: bool = True,
 ) -> tuple[Tensor, Tensor]:
-    """Mamba's selective scan in float32.
+    """Mamba's selective scan in float32: the fused fast path, or with chunked=False the plain
+    per-timestep reference (the flag keeps the name every SSM's forward uses for fast vs oracle).
 
     u, delta: (batch, L, d_inner); A: (d_inner, d_state); B, C: (batch, L, d_state); D: (d_inner,)
     h_t = exp(delta_t * A) * h_{t-1} + delta_t * B_t * u_t;  y_t = C_t . h_t + D * u_t
