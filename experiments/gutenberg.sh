@@ -48,14 +48,14 @@ evaluate() {
   "$SMT" eval --checkpoint "$run" --data "$DATA/gutenberg/valid" --positions 4096 --position-pieces \
     --out "$run/eval"
   case $name in smt|swa|gpt|mamba|*_time)
-    "$SMT" eval --checkpoint "$run" --data "$DATA/wikitext/wiki.valid.tokens" --out "$run/eval_wikitext"
+    "$SMT" eval --checkpoint "$run" --data "$DATA/wikitext/wiki.valid.tokens" --max-documents 20 \
+      --out "$run/eval_wikitext"
     "$SMT" eval --checkpoint "$run" --passkey 64,256,1024 --depths 0,0.5,1 --samples 10 \
       --filler "$DATA/gutenberg/valid/$(ls "$DATA/gutenberg/valid" | head -n 1)" --out "$run/eval_passkey"
   esac
   if [[ $name == smt ]]; then
-    for book in "$DATA"/gutenberg/valid/*.txt; do
-      "$SMT" analyze --checkpoint "$run" --text "$book" --out "$run/analysis/$(basename "$book" .txt)"
-    done
+    book=$DATA/gutenberg/valid/pg84-frankenstein.txt
+    "$SMT" analyze --checkpoint "$run" --text "$book" --out "$run/analysis/$(basename "$book" .txt)"
   fi
 }
 
