@@ -45,9 +45,10 @@ evaluate() {
     "$SMT" eval --checkpoint "$run" --task passkey --samples 256 --out "$run/eval"
     return
   fi
-  "$SMT" eval --checkpoint "$run" --data "$DATA/gutenberg/valid" --positions 4096 --position-pieces \
-    --out "$run/eval"
-  case $name in smt|swa|gpt|mamba|*_time)
+  local positions=(--positions 4096 --position-pieces)
+  [[ $name == *_time ]] && positions=()  # the equal-time runs: perplexity only
+  "$SMT" eval --checkpoint "$run" --data "$DATA/gutenberg/valid" "${positions[@]}" --out "$run/eval"
+  case $name in smt|swa|gpt|mamba)
     "$SMT" eval --checkpoint "$run" --data "$DATA/wikitext/wiki.valid.tokens" --max-documents 20 \
       --out "$run/eval_wikitext"
     "$SMT" eval --checkpoint "$run" --passkey 64,256,1024 --depths 0,0.5,1 --samples 10 \
