@@ -1,16 +1,20 @@
 """Tables and plots of the Gutenberg comparison from runs/gutenberg (docs/RESULTS.md).
 
-    python experiments/gutenberg_report.py [--runs runs/gutenberg] [--out docs/results/gutenberg]
+    python experiments/gutenberg_report.py [--runs runs/gutenberg] [--out docs/results/gutenberg] \
+        [--results docs/RESULTS.md]
 
 Reads what `bash experiments/gutenberg.sh` left in each run directory (config.yaml,
 metrics.jsonl, eval*/eval.json, eval/loss_by_position.npy, analysis/*.json) and writes
-tables.md and the PNGs under --out. Missing runs are listed as missing, never invented.
+tables.md and the PNGs under --out (and, with --results docs/RESULTS.md, the same tables into
+that file). Missing runs are listed as missing, never invented.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import shutil
 import statistics
 from pathlib import Path
@@ -74,7 +78,7 @@ def fmt(value, spec: str = ".3f") -> str:
 
 def perplexity_table(runs: Path, names: list[str]) -> str:
     rows = ["| model | parameters | steps | tokens | train min | tokens/s | peak RSS MiB | Gutenberg valid loss "
-            "| token ppl | word ppl | WikiText-2 valid token ppl | word ppl |", "|---|" + "---:|" * 11]
+            "| token ppl | word ppl | WikiText-2 loss | token ppl |", "|---|" + "---:|" * 11]
     for name in names:
         summary = run_summary(runs / name)
         if summary is None:
@@ -85,7 +89,7 @@ def perplexity_table(runs: Path, names: list[str]) -> str:
         rows.append(f"| {label(name)} | {summary['parameters']:,} | {summary['steps']} | {summary['tokens']:,} | "
                     f"{summary['wall_min']:.1f} | {summary['tokens_per_s']:.0f} | {fmt(summary['peak_rss_mib'], '.0f')} | "
                     f"{fmt(gut.get('loss'))} | {fmt(gut.get('token_ppl'), '.1f')} | {fmt(gut.get('word_ppl'), '.1f')} | "
-                    f"{fmt(wiki.get('token_ppl'), '.1f')} | {fmt(wiki.get('word_ppl'), '.1f')} |")
+                    f"{fmt(wiki.get('loss'))} | {fmt(wiki.get('token_ppl'), '.0f')} |")
     return "\n".join(rows)
 
 
@@ -183,6 +187,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", default="runs/gutenberg")
     parser.add_argument("--out", default="docs/results/gutenberg")
+    parser.add_argument("--results", default=None, metavar="MD",
+                        help="also put the tables into this file between its gutenberg-table markers "
+                             "(docs/RESULTS.md)")
     args = parser.parse_args()
     runs, out = Path(args.runs), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -203,9 +210,27 @@ def main() -> int:
     sections.append(f"## Passkey task (trained on it)\n\n{task_table(runs, PASSKEY)}")
     pictures = "\n".join(f"![]({name})" for name in copy_analysis_plots(runs, out))
     sections.append(f"## Pooling through a book (SMT)\n\n{analysis_table(runs)}\n\n{pictures}")
-    (out / "tables.md").write_text("\n\n".join(sections) + "\n", encoding="utf-8")
+    text = "\n\n".join(sections) + "\n"
+    (out / "tables.md").write_text(text, encoding="utf-8")
     print(out / "tables.md")
+    if args.results:
+        insert_tables(Path(args.results), text, out)
     return 0
+
+
+def insert_tables(results: Path, tables: str, out: Path) -> None:
+    """Replace the part of `results` between the table markers with the tables, headings one
+    level down and picture links relative to `results`."""
+    start, end = "<!-- gutenberg tables: start -->", "<!-- gutenberg tables: end -->"
+    document = results.read_text(encoding="utf-8")
+    if start not in document or end not in document:
+        raise SystemExit(f"{results} has no '{start}' ... '{end}' markers to put the tables between")
+    prefix = os.path.relpath(out, results.parent)
+    body = re.sub(r"!\[\]\(([^)]+)\)", lambda m: f"![]({prefix}/{m.group(1)})", tables)
+    body = ("\n" + body).replace("\n## ", "\n### ")[1:]
+    head, rest = document.split(start, 1)
+    results.write_text(f"{head}{start}\n\n{body}\n{end}{rest.split(end, 1)[1]}", encoding="utf-8")
+    print(results)
 
 
 if __name__ == "__main__":
