@@ -24,14 +24,15 @@ import numpy as np
 MAIN = ["smt", "swa", "gpt", "mamba"]
 TIME = ["smt", "swa_time", "gpt", "mamba_time"]  # GPT runs at SMT's speed: its 400-step run is both budgets
 ABLATIONS = ["smt", "smt_s4", "smt_s16", "smt_n4", "smt_n16"]
-PASSKEY = [f"passkey_{arch}" for arch in MAIN]
+PASSKEY = [f"passkey_{arch}" for arch in MAIN] + ["passkey_smt_long"]
 LABELS = {"smt": "SMT (N=8, M=32, S=8)", "swa": "SWA (M=32)", "gpt": "GPT (context 1024)", "mamba": "Mamba",
           "smt_s4": "SMT S=4", "smt_s16": "SMT S=16", "smt_n4": "SMT N=4", "smt_n16": "SMT N=16"}
 
 
 def label(name: str) -> str:
-    base = name.removesuffix("_time").removeprefix("passkey_")
-    return LABELS.get(base, base) + (" [time]" if name.endswith("_time") else "")
+    base = name.removesuffix("_time").removesuffix("_long").removeprefix("passkey_")
+    suffix = " [time]" if name.endswith("_time") else " [2400 steps]" if name.endswith("_long") else ""
+    return LABELS.get(base, base) + suffix
 
 
 def read_json(path: Path) -> dict | None:
