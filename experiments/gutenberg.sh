@@ -6,7 +6,7 @@
 #   python experiments/gutenberg_report.py                           tables + plots from runs/gutenberg
 # NAME is a config configs/experiments/gutenberg_NAME.yaml; NAME_time is that config trained for the
 # equal-wall-clock budget (steps from the measured throughput, see time_steps below); NAME_long is
-# a passkey-task config trained for 2400 steps instead of 600.
+# a passkey-task config trained for 2400 steps instead of 600; NAME_seed2 is NAME from seed 2.
 # Runs write to runs/gutenberg/NAME (git-ignored); `smt eval` reproduces every row from there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +34,9 @@ train() {
   if [[ $name == *_time ]]; then
     config=${name%_time}
     extra=(--max_steps "$(time_steps "$config")" --output_dir "runs/gutenberg/$name")
+  elif [[ $name == *_seed2 ]]; then  # the same run from another seed: the noise between runs
+    config=${name%_seed2}
+    extra=(--seed 2 --output_dir "runs/gutenberg/$name")
   elif [[ $name == *_long ]]; then  # a synthetic-task run trained 4x longer
     config=${name%_long}
     extra=(--max_steps 2400 --output_dir "runs/gutenberg/$name")
@@ -69,9 +72,10 @@ case ${1:-} in
   eval) evaluate "$2" ;;
   all)
     for pair in "smt gpt" "swa mamba" "smt_s16 smt_n4" "swa_time mamba_time" \
-                "passkey_smt passkey_swa" "passkey_gpt passkey_mamba" "passkey_smt_long smt_tokpool"; do
-      read -r a b <<< "$pair"
-      (train "$a" && evaluate "$a") & (train "$b" && evaluate "$b") & wait
+                "passkey_smt passkey_swa" "passkey_gpt passkey_mamba" "passkey_smt_long smt_tokpool" \
+                "smt_seed2"; do
+      for name in $pair; do (train "$name" && evaluate "$name") & done
+      wait
     done ;;
   *) sed -n 2,9p "$0"; exit 2 ;;
 esac
