@@ -6,7 +6,7 @@
 Reads what `bash experiments/gutenberg.sh` left in each run directory (config.yaml,
 metrics.jsonl, eval*/eval.json, eval/loss_by_position.npy, analysis/*.json) and writes
 tables.md and the PNGs under --out (and, with --results docs/RESULTS.md, the same tables into
-that file). Missing runs are listed as missing, never invented.
+that file). Runs that are not there are listed as not run, never invented.
 """
 
 from __future__ import annotations
@@ -23,10 +23,11 @@ import numpy as np
 
 MAIN = ["smt", "swa", "gpt", "mamba"]
 TIME = ["smt", "swa_time", "gpt", "mamba_time"]  # GPT runs at SMT's speed: its 400-step run is both budgets
-ABLATIONS = ["smt", "smt_s4", "smt_s16", "smt_n4", "smt_n16"]
+ABLATIONS = ["smt", "smt_seed2", "smt_s16", "smt_n4", "smt_tokpool", "smt_s4", "smt_n16"]
 PASSKEY = [f"passkey_{arch}" for arch in MAIN] + ["passkey_smt_long"]
 LABELS = {"smt": "SMT (N=8, M=32, S=8)", "swa": "SWA (M=32)", "gpt": "GPT (context 1024)", "mamba": "Mamba",
-          "smt_s4": "SMT S=4", "smt_s16": "SMT S=16", "smt_n4": "SMT N=4", "smt_n16": "SMT N=16"}
+          "smt_s4": "SMT S=4", "smt_s16": "SMT S=16", "smt_n4": "SMT N=4", "smt_n16": "SMT N=16",
+          "smt_seed2": "SMT, seed 2", "smt_tokpool": "SMT, pooling over tokens only"}
 
 
 def label(name: str) -> str:
@@ -83,7 +84,7 @@ def perplexity_table(runs: Path, names: list[str]) -> str:
     for name in names:
         summary = run_summary(runs / name)
         if summary is None:
-            rows.append(f"| {label(name)} | missing |" + " |" * 10)
+            rows.append(f"| {label(name)} | not run |" + " |" * 10)
             continue
         gut = (read_json(runs / name / "eval" / "eval.json") or {}).get("perplexity", {})
         wiki = (read_json(runs / name / "eval_wikitext" / "eval.json") or {}).get("perplexity", {})
