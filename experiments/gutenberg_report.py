@@ -30,9 +30,14 @@ LABELS = {"smt": "SMT (N=8, M=32, S=8)", "swa": "SWA (M=32)", "gpt": "GPT (conte
           "smt_seed2": "SMT, seed 2", "smt_tokpool": "SMT, pooling over tokens only"}
 
 
+TASK_LABELS = {"smt": "SMT (N=4, M=16, S=4)", "swa": "SWA (M=16)", "gpt": "GPT", "mamba": "Mamba"}
+
+
 def label(name: str) -> str:
-    base = name.removesuffix("_time").removesuffix("_long").removeprefix("passkey_")
+    base = name.removesuffix("_time").removesuffix("_long")
     suffix = " [time]" if name.endswith("_time") else " [2400 steps]" if name.endswith("_long") else ""
+    if base.startswith("passkey_"):  # the tiny task models
+        return TASK_LABELS[base.removeprefix("passkey_")] + suffix
     return LABELS.get(base, base) + suffix
 
 
