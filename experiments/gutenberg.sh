@@ -71,10 +71,10 @@ case ${1:-} in
   train) shift; train "$@" ;;
   eval) evaluate "$2" ;;
   all)
-    for pair in "smt gpt" "swa mamba" "smt_s16 smt_n4" "swa_time mamba_time" \
+    for group in "smt gpt" "swa mamba" "smt_s16 smt_n4" "swa_time mamba_time" \
                 "passkey_smt passkey_swa" "passkey_gpt passkey_mamba" "passkey_smt_long smt_tokpool" \
                 "smt_seed2"; do
-      for name in $pair; do (train "$name" && evaluate "$name") & done
+      for name in $group; do (train "$name" && evaluate "$name") & done
       wait
     done ;;
   *) sed -n 2,9p "$0"; exit 2 ;;
