@@ -69,8 +69,9 @@ def run_summary(run: Path) -> dict | None:
 
 
 def sampled_peak_rss(run: Path) -> list[float]:
-    """Peak RSS (MiB) of runs logged before train records carried it: logs/hwm.log holds the
-    process's VmHWM sampled every 20 s while it trained (`<time> gutenberg_<name> VmHWM: <kB> kB`)."""
+    """Peak RSS (MiB) of the two first runs (smt, gpt), which started before train records carried
+    it: a one-off sampler wrote their VmHWM every 20 s to logs/hwm.log (`<time> gutenberg_<name>
+    VmHWM: <kB> kB`). Runs made now log peak_rss_mib themselves."""
     log = run.parent / "logs" / "hwm.log"
     if not log.is_file():
         return []

@@ -194,14 +194,10 @@ class StrideHybridConfig(_Serialisable):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 fail(name, f"must be an integer, got {type(value).__name__}", "pass an int")
-        for name in ("d_ff", "ssm_dt_rank", "attention_block_size"):
+        for name in ("d_ff", "ssm_dt_rank", "attention_block_size", "context_length"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 fail(name, "must be a positive integer or None", "use None for the default")
-        if self.context_length is not None and (isinstance(self.context_length, bool)
-                                                or not isinstance(self.context_length, int)
-                                                or self.context_length < 1):
-            fail("context_length", "must be a positive integer or None", "e.g. 1024, the training seq_len")
         if self.n_ssm_outputs < 0:
             fail("n_ssm_outputs", "cannot be negative", "use 0 for a window without memory")
         if self.m_input_tokens < 1:

@@ -127,9 +127,7 @@ class FullAttentionLM(_LanguageModelBase):
                                  "position='rope' or feed shorter streams")
             x = x + self.wpe(token_pos)
         x = torch.nn.functional.dropout(x, cfg.dropout, self.training)
-        kv = state.buffers["token_kv"]
-        if cfg.context_length is not None:  # slide: each token sees its last context_length tokens
-            kv = kv[..., max(0, kv.shape[-2] - (cfg.context_length - 1)):, :]
+        kv = state.buffers["token_kv"]  # at most context_length - 1 keys: cut below
         cached = kv.shape[-2]
         geom = self._geometry(p, T, cached, cfg.context_length)
         rope = rope_tables(token_pos, cfg.d_head, cfg.rope_base, x.dtype) if cfg.position == "rope" else None
@@ -138,7 +136,7 @@ class FullAttentionLM(_LanguageModelBase):
         hidden, _, new_caches = self.transformer(x, x.new_zeros(B, 0, cfg.d_model), rope, caches, geom)
         new_kv = torch.stack([torch.stack(c[:2], 1) for c in new_caches], 1)
         keep = min(new_kv.shape[-2], int((p + T).max()))  # older keys are before every row's start
-        if cfg.context_length is not None:
+        if cfg.context_length is not None:  # slide: each token sees its last context_length tokens
             keep = min(keep, cfg.context_length - 1)
         new_kv = new_kv[..., new_kv.shape[-2] - keep:, :]
         return self.lm_head(hidden), {"n_writes": 0, "state": StreamState(p + T, {"token_kv": new_kv})}

@@ -400,8 +400,8 @@ class Trainer:
 
 
 def _peak_rss_mib() -> float:
-    """The process's peak resident memory so far (Linux reports kilobytes)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """The process's peak resident memory so far (ru_maxrss is in kilobytes, in bytes on macOS)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024)
 
 
 def _ppl(loss: float) -> float:
