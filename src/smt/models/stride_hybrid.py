@@ -60,6 +60,9 @@ def check_input_ids(input_ids: Tensor, vocab_size: int) -> Tensor:
 class StrideHybridModel(StreamingGeneration, nn.Module):
     """The Stride Memory Transformer; also the sliding-window baseline (arch='swa' or N=0)."""
 
+    # the hand-differentiated write chain for a Mamba memory; False runs the autograd loop (its reference)
+    fused_write_chain: bool = True
+
     def __init__(self, config: StrideHybridConfig) -> None:
         super().__init__()
         if config.arch not in ("smt", "swa"):
@@ -216,17 +219,11 @@ class StrideHybridModel(StreamingGeneration, nn.Module):
         slot_valid = s[None, :] >= (N - (p // S).clamp(max=N))[:, None]
         ssm_state = {k: v for k, v in buffers.items() if k.startswith("ssm_")}
 
-        def to_slot(ssm_out: Tensor, w: int | None) -> Tensor:
-            slot = self.memory_proj(ssm_out)
-            if self.wpe is not None:
-                pos = slot_token_pos if w is None else slot_token_pos[:, w]
-                slot = slot + self.wpe(pos)
-            return slot
-
+        slot_offsets = self.wpe(slot_token_pos) if self.wpe is not None else None
         result = write_chain(
-            self.pooling, self.ssm, to_slot, token_scores, token_values, token_valid, write_index,
+            self.pooling, self.ssm, self.memory_proj, slot_offsets, token_scores, token_values, token_valid, write_index,
             buffers["pool_slot_scores"], buffers["pool_slot_values"], slot_valid, ssm_state, M,
-            cfg.pool_over_memory,
+            cfg.pool_over_memory, self.fused_write_chain,
         )
         new_buffers["pool_token_scores"] = token_scores[:, token_scores.shape[1] - (M - 1):]
         new_buffers["pool_token_values"] = token_values[:, token_values.shape[1] - (M - 1):]

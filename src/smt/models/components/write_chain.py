@@ -17,9 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from smt.models.components.attention_pooling import AttentionPooling
+from smt.models.components.fused_write_chain import fused_write_chain
+from smt.models.components.ssm import MambaStack
 
 
 @dataclass
@@ -34,7 +36,8 @@ class WriteResult:
 def write_chain(
     pooling: AttentionPooling,
     ssm,
-    to_slot: Callable[[Tensor, int | None], Tensor],
+    memory_proj: nn.Linear,
+    slot_offsets: Tensor | None,
     token_scores: Tensor,
     token_values: Tensor,
     token_valid: Tensor,
@@ -45,13 +48,15 @@ def write_chain(
     ssm_state: dict[str, Tensor],
     window_tokens: int,
     pool_over_memory: bool = True,
+    fused: bool = True,
 ) -> WriteResult:
     """Run the writes of one call.
 
     token_* cover [M-1 cached tokens, T new tokens]: scores (B, L, H), values (B, L, d), valid
     (B, L). write_index (W,) indexes the token that triggers each write. slot_* hold the latest N
-    slots before this call. to_slot(ssm_output, w) turns SSM outputs into slot vectors (w is the
-    write's index in this call, or None for all writes at once).
+    slots before this call. A slot is memory_proj(SSM output) + slot_offsets[:, w] (B, W, d; learned
+    positions, or None). fused=True runs a Mamba memory's chain through `fused_write_chain` (the
+    loop below, through autograd, is its reference and runs every other case).
     """
     M = window_tokens
     B, N = slot_scores.shape[0], slot_scores.shape[1]
@@ -62,6 +67,18 @@ def write_chain(
         empty_weights = token_scores.new_zeros(B, 0, pooling.n_heads, N + M)
         return WriteResult(token_values.new_zeros(B, 0, token_values.shape[-1]), empty_weights,
                            slot_scores, slot_values, ssm_state)
+
+    def to_slot(ssm_out: Tensor, w: int | None) -> Tensor:
+        slot = memory_proj(ssm_out)
+        if slot_offsets is not None:
+            slot = slot + (slot_offsets if w is None else slot_offsets[:, w])
+        return slot
+
+    if pool_over_memory and fused and isinstance(ssm, MambaStack) and N > 0:
+        slots, weights, slot_scores, slot_values, ssm_state = fused_write_chain(
+            pooling, ssm, memory_proj, slot_offsets, token_scores, token_values, token_valid, window,
+            slot_scores, slot_values, slot_valid, ssm_state)
+        return WriteResult(slots, weights, slot_scores, slot_values, ssm_state)
 
     if not pool_over_memory:
         pooled, weights = pooling.pool(win_scores.flatten(0, 1), win_values.flatten(0, 1), win_valid.flatten(0, 1))
