@@ -2,7 +2,8 @@
 
 Every architecture gets the same transformer shape, batch, context and dtype, in one process.
 `smt-tokpool` is SMT with pool_over_memory=False (pooling reads tokens only, the SSM runs in
-sequence mode): the same memory without the sequential write chain.
+sequence mode): the same memory without the sequential write chain. `smt-loop` is SMT with the
+write chain run as the plain autograd loop (the reference of the fused chain SMT uses).
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ import torch.nn.functional as F
 
 from benchmarks.common import autocast, bench_config, build, markdown_table, time_call
 
-ARCHS = ("smt", "smt-tokpool", "swa", "gpt")
+ARCHS = ("smt", "smt-loop", "smt-tokpool", "swa", "gpt")
 
 
 def arch_config(arch: str, size: str, device: str):
     if arch == "smt-tokpool":
         return bench_config(size, device, pool_over_memory=False)
+    if arch == "smt-loop":
+        return bench_config(size, device)
     if arch not in ARCHS:
         raise ValueError(f"unknown architecture {arch!r}; use one of {list(ARCHS)}")
     return bench_config(size, device, arch=arch)
@@ -47,6 +50,8 @@ def measure(arch: str, context: int, dtype: str, size: str = "small", device: st
     torch.manual_seed(seed)
     config = arch_config(arch, size, device)
     model = build(config).train()
+    if arch == "smt-loop":
+        model.fused_write_chain = False
     ids = torch.randint(0, config.vocab_size, (batch, context + 1), device=device)
     timing = time_call(make_train_step(model, ids, dtype), device, warmup, repeats)
     return {"arch": arch, "context": context, "dtype": dtype, "batch": batch,

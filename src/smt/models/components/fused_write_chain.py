@@ -8,8 +8,8 @@ steps and their adjoints); everything else is done once for all writes:
   - the token half of every window (its max, normaliser and weighted value sum) before the
     loop, and its gradient after it;
   - every weight gradient: one matrix product over all writes instead of one outer product
-    per write and layer.
-Float32 throughout, whatever autocast says: at batch sizes where this chain matters its
+    per write and layer; RMSNorm weights are folded into the matrix that follows them.
+Float32 throughout, whatever autocast says: at the batch sizes where this chain matters its
 matrix-vector products cost the same in either dtype, and the state stays exact.
 
 `write_chain` (the autograd loop) is the reference this is tested against.
@@ -24,7 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-_LAYER_PARAMS = ("norm", "in_proj", "conv_w", "conv_b", "x_proj", "dt_w", "dt_b", "A_log", "D", "out_proj")
+_silu_backward = torch.ops.aten.silu_backward
+_softplus_backward = torch.ops.aten.softplus_backward
+_layer_norm_backward = torch.ops.aten.native_layer_norm_backward
+N_POOL_PARAMS = 8
+N_LAYER_PARAMS = 10
 
 
 @dataclass(frozen=True)
@@ -39,14 +43,21 @@ class _Shape:
     has_offsets: bool
 
 
-def _mamba_layer_params(ssm: nn.Module) -> list[Tensor]:
-    params = []
-    for layer in ssm.layers:
-        mixer = layer.mixer
-        params += [layer.norm.weight, mixer.in_proj.weight, mixer.conv1d.weight, mixer.conv1d.bias,
-                   mixer.x_proj.weight, mixer.dt_proj.weight, mixer.dt_proj.bias, mixer.A_log, mixer.D,
-                   mixer.out_proj.weight]
-    return params
+class _Layer:
+    """One Mamba layer's weights in the compute dtype, in the layouts the loops multiply with."""
+
+    def __init__(self, params: list[Tensor]) -> None:
+        norm, in_proj, conv_w, self.conv_b, x_proj, dt_w, self.dt_b, A_log, self.D, out_proj = params
+        d_inner = in_proj.shape[0] // 2
+        self.norm, self.in_proj = norm, in_proj
+        self.in_x, self.in_z = (in_proj * norm).split(d_inner)  # RMSNorm weight folded in
+        self.in_x_t, self.in_z_t = self.in_x.t().contiguous(), self.in_z.t().contiguous()
+        self.conv_w = conv_w.squeeze(1).t().unsqueeze(1).contiguous()  # (d_conv, 1, d_inner), oldest first
+        self.conv_w_rev = self.conv_w.flip(0)
+        self.x_proj, self.x_proj_t = x_proj, x_proj.t().contiguous()
+        self.dt_w, self.dt_w_t = dt_w, dt_w.t().contiguous()
+        self.A = -torch.exp(A_log)
+        self.out_proj, self.out_proj_t = out_proj, out_proj.t().contiguous()
 
 
 def _rms_backward(grad: Tensor, normed: Tensor, rstd: Tensor) -> Tensor:
@@ -54,184 +65,189 @@ def _rms_backward(grad: Tensor, normed: Tensor, rstd: Tensor) -> Tensor:
     return rstd * (grad - normed * (grad * normed).mean(-1, keepdim=True))
 
 
+def _rms_parts(h: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+    rstd = torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    return h * rstd, rstd
+
+
 class _FusedWriteChain(torch.autograd.Function):
     @staticmethod
     def forward(ctx, shape: _Shape, window: Tensor, token_valid: Tensor, slot_valid: Tensor,
                 token_scores: Tensor, token_values: Tensor, slot_scores: Tensor, slot_values: Tensor,
                 conv0: Tensor, scan0: Tensor, offsets: Tensor, *params: Tensor):
-        N, H = shape.n_slots, shape.heads
+        N, H, R, S, eps = shape.n_slots, shape.heads, shape.dt_rank, shape.d_state, shape.norm_eps
         B, _, d = token_values.shape
         W, dh = window.shape[0], d // H
-        f32 = [p.float() for p in params]
-        pool_norm_w, pool_norm_b, query, key_w, value_w, pool_out_w, norm_f_w, mem_w = f32[:8]
-        layers = [dict(zip(_LAYER_PARAMS, f32[8 + 10 * i: 18 + 10 * i])) for i in range(shape.n_layers)]
-        for lp in layers:
-            lp["A"] = -torch.exp(lp["A_log"])
-            lp["conv_w"] = lp["conv_w"].squeeze(1)
-        # the score of a vector is LN(v) @ q_eff: the learned query folded into the key projection
+        # float32 (float64 only for float64 inputs, so gradcheck can check this in double precision)
+        cd = torch.float64 if token_values.dtype == torch.float64 else torch.float32
+        cparams = [p.to(cd) for p in params]
+        pool_norm_w, pool_norm_b, query, key_w, value_w, pool_out_w, norm_f_w, mem_w = cparams[:N_POOL_PARAMS]
+        layers = [_Layer(cparams[N_POOL_PARAMS + N_LAYER_PARAMS * i:N_POOL_PARAMS + N_LAYER_PARAMS * (i + 1)])
+                  for i in range(shape.n_layers)]
+        dc = layers[0].conv_w.shape[0]
+        # a vector's pooling score is LN(v) @ q_eff: the learned query folded into the key projection
         q_eff = torch.einsum("hed,he->dh", key_w.view(H, dh, d), query) / math.sqrt(dh)
         proj_w = torch.cat([q_eff, value_w.t()], dim=1)  # (d, H + d): scores then values
+        pool_out_t = pool_out_w.t().contiguous()
+        mem_t = (mem_w * norm_f_w).t().contiguous()
 
-        # token half of every window, for all writes at once
-        win_scores = token_scores.float()[:, window].masked_fill(~token_valid[:, window, None], float("-inf"))
+        # the token half of every window, for all writes at once
+        win_scores = token_scores.to(cd)[:, window].masked_fill(~token_valid[:, window, None], float("-inf"))
         tok_max = win_scores.amax(2)  # (B, W, H)
         tok_exp = torch.exp(win_scores - tok_max[:, :, None])  # (B, W, M, H)
-        win_values = token_values.float()[:, window].view(B, W, -1, H, dh)
+        win_values = token_values.to(cd)[:, window].view(B, W, -1, H, dh)
         tok_sum = (tok_exp.unsqueeze(-1) * win_values).sum(2)  # (B, W, H, dh)
         tok_max, tok_norm, tok_sum = (t.transpose(0, 1).contiguous() for t in (tok_max, tok_exp.sum(2), tok_sum))
 
-        # memory ring, time-major: rows 0..N-1 the slots before this call, row N + k the slot of write k
-        ring = token_values.new_zeros(N + W, B, H + d, dtype=torch.float32)
-        ring[:N, :, :H] = slot_scores.float().masked_fill(~slot_valid[..., None], float("-inf")).transpose(0, 1)
-        ring[:N, :, H:] = slot_values.float().transpose(0, 1)
-        conv = [conv0[:, i].float() for i in range(shape.n_layers)]
-        scans = [[scan0[:, i].float()] for i in range(shape.n_layers)]
-        offsets = offsets.float()
-        keep: dict[str, list] = {name: [] for name in ("w_mem", "tok_scale", "ph", "pooled", "f_normed", "f_rstd",
-                                                      "slot", "ln", "ln_mean", "ln_rstd")}
-        saved = [{name: [] for name in ("h_normed", "rstd", "xz", "window", "c", "u", "xp", "dpre", "delta",
-                                        "decay", "y", "yg")} for _ in layers]
-        slots = []
+        # time-major buffers: the memory ring (rows 0..N-1 the slots before this call, row N + k the
+        # slot of write k, as [scores, values]) and every layer's conv input history
+        ring = token_values.new_zeros(N + W, B, H + d, dtype=cd)
+        ring[:N, :, :H] = slot_scores.to(cd).masked_fill(~slot_valid[..., None], float("-inf")).transpose(0, 1)
+        ring[:N, :, H:] = slot_values.to(cd).transpose(0, 1)
+        conv_in = [token_values.new_empty(W + dc - 1, B, layers[0].in_x.shape[0], dtype=cd)
+                   for _ in layers]
+        for i, x in enumerate(conv_in):
+            x[:dc - 1] = conv0[:, i].to(cd).permute(2, 0, 1)
+        scan = [scan0[:, i].to(cd) for i in range(shape.n_layers)]
+        offsets = offsets.to(cd)
+        pool_keep = {name: [] for name in ("w_mem", "tok_scale", "ph", "h_final", "slot", "ln", "ln_mean", "ln_rstd")}
+        layer_keep = [{name: [] for name in ("h", "z", "c", "u", "xp", "dpre", "delta", "decay", "scan", "y",
+                                             "sz", "yg")} for _ in layers]
         for k in range(W):
             mem = ring[k:k + N]
             mem_scores, mem_values = mem[..., :H], mem[..., H:].view(N, B, H, dh)
             top = torch.maximum(tok_max[k], mem_scores.amax(0))
             mem_exp = torch.exp(mem_scores - top)
             tok_factor = torch.exp(tok_max[k] - top)
-            inv_norm = (tok_norm[k] * tok_factor + mem_exp.sum(0)).reciprocal()
-            w_mem = mem_exp * inv_norm
-            ph = tok_sum[k] * (tok_factor * inv_norm).unsqueeze(-1) + (w_mem.unsqueeze(-1) * mem_values).sum(0)
-            ph = ph.flatten(1)
-            h = ph @ pool_out_w.t()
-            keep["w_mem"].append(w_mem)
-            keep["tok_scale"].append(tok_factor * inv_norm)
-            keep["ph"].append(ph)
-            keep["pooled"].append(h)
-            for i, (lp, sv) in enumerate(zip(layers, saved)):
-                rstd = torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + shape.norm_eps)
-                h_normed = h * rstd
-                xz = (h_normed * lp["norm"]) @ lp["in_proj"].t()
-                x_in, z = xz.chunk(2, dim=-1)
-                win = torch.cat([conv[i], x_in.unsqueeze(-1)], dim=-1)
-                c = (win * lp["conv_w"]).sum(-1) + lp["conv_b"]
+            inv_norm = (tok_norm[k] * tok_factor + mem_exp.sum(0)).reciprocal_()
+            w_mem = mem_exp.mul_(inv_norm)
+            tok_scale = tok_factor.mul_(inv_norm)
+            ph = torch.addcmul((w_mem.unsqueeze(-1) * mem_values).sum(0), tok_sum[k], tok_scale.unsqueeze(-1))
+            ph = ph.view(B, d)
+            h = ph @ pool_out_t
+            pool_keep["w_mem"].append(w_mem)
+            pool_keep["tok_scale"].append(tok_scale)
+            pool_keep["ph"].append(ph)
+            for i, (layer, keep, x_hist) in enumerate(zip(layers, layer_keep, conv_in)):
+                hn = F.rms_norm(h, (d,), eps=eps)
+                torch.mm(hn, layer.in_x_t, out=x_hist[k + dc - 1])
+                z = hn @ layer.in_z_t
+                c = (x_hist[k:k + dc] * layer.conv_w).sum(0).add_(layer.conv_b)
                 u = F.silu(c)
-                xp = u @ lp["x_proj"].t()
-                dpre = torch.addmm(lp["dt_b"], xp[:, :shape.dt_rank], lp["dt_w"].t())
+                xp = u @ layer.x_proj_t
+                dt_low, Bm, Cm = xp.split([R, S, S], dim=-1)
+                dpre = torch.addmm(layer.dt_b, dt_low, layer.dt_w_t)
                 delta = F.softplus(dpre)
-                decay = torch.exp(delta.unsqueeze(-1) * lp["A"])
-                Bm, Cm = xp[:, shape.dt_rank:shape.dt_rank + shape.d_state], xp[:, shape.dt_rank + shape.d_state:]
-                scan = torch.addcmul(decay * scans[i][-1], (delta * u).unsqueeze(-1), Bm.unsqueeze(1))
-                y = torch.bmm(scan, Cm.unsqueeze(-1)).squeeze(-1) + u * lp["D"]
-                yg = y * F.silu(z)
-                h = h + yg @ lp["out_proj"].t()
-                conv[i] = win[..., 1:]
-                scans[i].append(scan)
-                for name, value in (("h_normed", h_normed), ("rstd", rstd), ("xz", xz), ("window", win), ("c", c),
-                                    ("u", u), ("xp", xp), ("dpre", dpre), ("delta", delta), ("decay", decay),
-                                    ("y", y), ("yg", yg)):
-                    sv[name].append(value)
-            f_rstd = torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + shape.norm_eps)
-            f_normed = h * f_rstd
-            slot = (f_normed * norm_f_w) @ mem_w.t()
-            if shape.has_offsets:
-                slot = slot + offsets[:, k]
+                decay = torch.exp(delta.unsqueeze(-1) * layer.A)
+                state = torch.baddbmm(decay * scan[i], (delta * u).unsqueeze(-1), Bm.unsqueeze(1))
+                y = torch.baddbmm((u * layer.D).unsqueeze(-1), state, Cm.unsqueeze(-1)).squeeze(-1)
+                sz = F.silu(z)
+                yg = y * sz
+                keep["scan"].append(scan[i])
+                for name, value in (("h", h), ("z", z), ("c", c), ("u", u), ("xp", xp), ("dpre", dpre),
+                                    ("delta", delta), ("decay", decay), ("y", y), ("sz", sz), ("yg", yg)):
+                    keep[name].append(value)
+                h = torch.addmm(h, yg, layer.out_proj_t)
+                scan[i] = state
+            fn = F.rms_norm(h, (d,), eps=eps)
+            slot = torch.addmm(offsets[:, k], fn, mem_t) if shape.has_offsets else fn @ mem_t
             ln, ln_mean, ln_rstd = torch.native_layer_norm(slot, (d,), pool_norm_w, pool_norm_b, shape.pool_eps)
             torch.mm(ln, proj_w, out=ring[N + k])
-            for name, value in (("f_normed", f_normed), ("f_rstd", f_rstd), ("slot", slot), ("ln", ln),
-                                ("ln_mean", ln_mean), ("ln_rstd", ln_rstd)):
-                keep[name].append(value)
-            slots.append(slot)
+            for name, value in (("h_final", h), ("slot", slot), ("ln", ln), ("ln_mean", ln_mean),
+                                ("ln_rstd", ln_rstd)):
+                pool_keep[name].append(value)
 
-        w_mem = torch.stack(keep["w_mem"])  # (W, N, B, H)
-        tok_scale = torch.stack(keep["tok_scale"]).transpose(0, 1)  # (B, W, H)
+        for keep, state in zip(layer_keep, scan):
+            keep["scan"].append(state)  # scan[k] is the state before write k, scan[k + 1] after it
+        w_mem = torch.stack(pool_keep["w_mem"])  # (W, N, B, H)
+        tok_scale = torch.stack(pool_keep["tok_scale"]).transpose(0, 1)  # (B, W, H)
         tok_weights = tok_exp * tok_scale[:, :, None]  # (B, W, M, H)
         weights = torch.cat([w_mem.permute(2, 0, 3, 1), tok_weights.permute(0, 1, 3, 2)], dim=-1)
         final_ring = ring[W:].transpose(0, 1)
-        ctx.shape, ctx.dims = shape, (B, W, d, dh)
-        ctx.keep, ctx.saved_layers, ctx.layers, ctx.scans = keep, saved, layers, scans
+        ctx.shape, ctx.dims, ctx.token_len = shape, (B, W, d, dh), token_values.shape[1]
+        ctx.pool_keep, ctx.layer_keep, ctx.layers, ctx.conv_in = pool_keep, layer_keep, layers, conv_in
         ctx.tok_weights, ctx.win_values, ctx.ring = tok_weights, win_values, ring
-        ctx.f32 = f32
-        ctx.proj_w, ctx.q_eff = proj_w, q_eff
+        ctx.cparams, ctx.proj_w, ctx.mem_t = cparams, proj_w, mem_t
         ctx.input_dtypes = [t.dtype for t in (token_scores, token_values, slot_scores, slot_values, conv0, scan0,
                                               offsets)] + [p.dtype for p in params]
-        ctx.token_len = token_values.shape[1]
         ctx.save_for_backward(window)
-        return (torch.stack(slots, 1).to(token_values.dtype), weights, final_ring[..., :H].contiguous(),
-                final_ring[..., H:].to(slot_values.dtype), torch.stack(conv, 1),
-                torch.stack([s[-1] for s in scans], 1))
+        final_conv = torch.stack([x[W:].permute(1, 2, 0) for x in conv_in], 1)
+        return (torch.stack(pool_keep["slot"], 1).to(token_values.dtype), weights, final_ring[..., :H].contiguous(),
+                final_ring[..., H:].to(slot_values.dtype), final_conv, torch.stack(scan, 1))
 
     @staticmethod
     def backward(ctx, g_slots, g_weights, g_final_scores, g_final_values, g_conv, g_scan):
         shape, (B, W, d, dh) = ctx.shape, ctx.dims
         (window,) = ctx.saved_tensors
-        N, H, R, S = shape.n_slots, shape.heads, shape.dt_rank, shape.d_state
-        keep, layers = ctx.keep, ctx.layers
-        f32 = ctx.f32
-        pool_norm_w, _, query, key_w, value_w, pool_out_w, norm_f_w, mem_w = f32[:8]
-        g_slots, g_weights = g_slots.float(), g_weights.float()
+        N, H, R, S, eps = shape.n_slots, shape.heads, shape.dt_rank, shape.d_state, shape.norm_eps
+        keep, layers = ctx.pool_keep, ctx.layers
+        pool_norm_w, pool_out_w, norm_f_w, mem_w = ctx.cparams[0], ctx.cparams[5], ctx.cparams[6], ctx.cparams[7]
+        dc = layers[0].conv_w.shape[0]
+        cd = ctx.ring.dtype
+        g_slots, g_weights = g_slots.to(cd), g_weights.to(cd)
         g_ring = ctx.ring.new_zeros(N + W, B, H + d)
-        g_ring[W:, :, :H] = g_final_scores.float().transpose(0, 1)
-        g_ring[W:, :, H:] += g_final_values.float().transpose(0, 1)
+        g_ring[W:, :, :H] = g_final_scores.to(cd).transpose(0, 1)
+        g_ring[W:, :, H:] = g_final_values.to(cd).transpose(0, 1)
         g_mem_weights = g_weights[..., :N].permute(1, 3, 0, 2)  # (W, N, B, H)
         g_tok_weights = g_weights[..., N:].permute(0, 1, 3, 2)  # (B, W, M, H)
         # the weights' own gradient enters the softmax backward through sum_j w_j * g_w_j
         ext_dot = ((g_mem_weights * torch.stack(keep["w_mem"])).sum(1) +
                    (g_tok_weights * ctx.tok_weights).sum(2).transpose(0, 1))  # (W, B, H)
-        g_conv_carry = [g_conv[:, i].float() for i in range(shape.n_layers)]
-        g_scan_carry = [g_scan[:, i].float() for i in range(shape.n_layers)]
-        g_A = [torch.zeros_like(lp["A"]).expand(B, -1, -1).contiguous() for lp in layers]
-        grads: dict[str, list] = {name: [] for name in ("proj", "ln", "slot", "f", "pooled", "ph", "dot")}
-        layer_grads = [{name: [] for name in ("xz", "c", "xp", "dpre", "y", "o", "n")} for _ in layers]
-        d_inner = layers[0]["D"].shape[0]
-        mem = ctx.ring
+        g_scan_carry = [g_scan[:, i].to(cd) for i in range(shape.n_layers)]
+        # conv gradients, time-major with d_conv - 1 zero rows each side: row k + dc - 1 is write k
+        g_conv_pre = [ctx.ring.new_zeros(W + 2 * (dc - 1), B, layer.in_x.shape[0]) for layer in layers]
+        # gradients reaching the conv history from outside: the final conv state's
+        g_hist_ext = [ctx.ring.new_zeros(W + dc - 1, B, layer.in_x.shape[0]) for layer in layers]
+        for i, g in enumerate(g_hist_ext):
+            g[W:] = g_conv[:, i].to(cd).permute(2, 0, 1)
+        g_A = [g_ring.new_zeros(B, *layer.A.shape) for layer in layers]
+        rms = [_rms_parts(torch.stack(lk["h"]), eps) for lk in ctx.layer_keep]
+        f_normed, f_rstd = _rms_parts(torch.stack(keep["h_final"]), eps)
+        mem_g = mem_w * norm_f_w
+        proj_w_t = ctx.proj_w.t().contiguous()
+        grads: dict[str, list] = {name: [] for name in ("proj", "ln", "slot", "pooled", "ph", "dot")}
+        layer_grads = [{name: [] for name in ("x", "z", "xp", "dpre", "y", "o")} for _ in layers]
         for k in range(W - 1, -1, -1):
             g_proj = g_ring[N + k]
-            g_ln = g_proj @ ctx.proj_w.t()
-            g_slot, _, _ = torch.ops.aten.native_layer_norm_backward(
-                g_ln, keep["slot"][k], (d,), keep["ln_mean"][k], keep["ln_rstd"][k], pool_norm_w, None,
-                [True, False, False])
-            g_slot = g_slot + g_slots[:, k]
-            g_f = g_slot @ mem_w
-            g_h = _rms_backward(g_f * norm_f_w, keep["f_normed"][k], keep["f_rstd"][k])
+            g_ln = g_proj @ proj_w_t
+            g_slot = _layer_norm_backward(g_ln, keep["slot"][k], (d,), keep["ln_mean"][k], keep["ln_rstd"][k],
+                                          pool_norm_w, None, [True, False, False])[0].add_(g_slots[:, k])
+            g_h = _rms_backward(g_slot @ mem_g, f_normed[k], f_rstd[k])
             grads["proj"].append(g_proj)
             grads["ln"].append(g_ln)
             grads["slot"].append(g_slot)
-            grads["f"].append(g_f)
             for i in range(shape.n_layers - 1, -1, -1):
-                lp, sv, lg = layers[i], ctx.saved_layers[i], layer_grads[i]
-                u, delta, decay, xp = sv["u"][k], sv["delta"][k], sv["decay"][k], sv["xp"][k]
-                z = sv["xz"][k][:, d_inner:]
-                g_yg = g_h @ lp["out_proj"]
-                g_y = g_yg * F.silu(z)
-                g_z = torch.ops.aten.silu_backward(g_yg * sv["y"][k], z)
-                Bm, Cm = xp[:, R:R + S], xp[:, R + S:]
-                g_state = torch.addcmul(g_scan_carry[i], g_y.unsqueeze(-1), Cm.unsqueeze(1))
-                g_C = torch.bmm(g_y.unsqueeze(1), ctx.scans[i][k + 1]).squeeze(1)
-                g_decay = g_state * ctx.scans[i][k] * decay
-                g_A[i].addcmul_(g_decay, delta.unsqueeze(-1))
-                g_delta = (g_decay * lp["A"]).sum(-1)
-                g_B = torch.bmm((delta * u).unsqueeze(1), g_state).squeeze(1)
-                g_deltau = torch.bmm(g_state, Bm.unsqueeze(-1)).squeeze(-1)
-                g_delta = torch.addcmul(g_delta, g_deltau, u)
-                g_u = torch.addcmul(g_y * lp["D"], g_deltau, delta)
-                g_scan_carry[i] = g_state * decay
-                g_dpre = torch.ops.aten.softplus_backward(g_delta, sv["dpre"][k], 1.0, 20.0)
-                g_xp = torch.cat([g_dpre @ lp["dt_w"], g_B, g_C], dim=-1)
-                g_u = torch.addmm(g_u, g_xp, lp["x_proj"])
-                g_c = torch.ops.aten.silu_backward(g_u, sv["c"][k])
-                g_window = g_c.unsqueeze(-1) * lp["conv_w"]
-                g_window[..., 1:] += g_conv_carry[i]
-                g_conv_carry[i] = g_window[..., :-1]
-                g_xz = torch.cat([g_window[..., -1], g_z], dim=-1)
-                g_n = g_xz @ lp["in_proj"]
+                layer, lk, lg, g_pre = layers[i], ctx.layer_keep[i], layer_grads[i], g_conv_pre[i]
+                u, delta, decay, xp = lk["u"][k], lk["delta"][k], lk["decay"][k], lk["xp"][k]
+                _, Bm, Cm = xp.split([R, S, S], dim=-1)
                 lg["o"].append(g_h)
-                g_h = g_h + _rms_backward(g_n * lp["norm"], sv["h_normed"][k], sv["rstd"][k])
-                for name, value in (("xz", g_xz), ("c", g_c), ("xp", g_xp), ("dpre", g_dpre), ("y", g_y),
-                                    ("n", g_n)):
+                g_yg = g_h @ layer.out_proj
+                g_y = g_yg * lk["sz"][k]
+                g_z = _silu_backward(g_yg * lk["y"][k], lk["z"][k])
+                g_state = torch.baddbmm(g_scan_carry[i], g_y.unsqueeze(-1), Cm.unsqueeze(1))
+                g_C = torch.bmm(g_y.unsqueeze(1), lk["scan"][k + 1]).squeeze(1)
+                g_decay = g_state * lk["scan"][k] * decay
+                g_A[i].addcmul_(g_decay, delta.unsqueeze(-1))
+                g_delta = g_decay.mul_(layer.A).sum(-1)
+                g_B = torch.bmm((delta * u).unsqueeze(1), g_state).squeeze(1)
+                g_du = torch.bmm(g_state, Bm.unsqueeze(-1)).squeeze(-1)
+                g_delta.addcmul_(g_du, u)
+                g_u = torch.addcmul(g_y * layer.D, g_du, delta)
+                g_scan_carry[i] = g_state.mul_(decay)
+                g_dpre = _softplus_backward(g_delta, lk["dpre"][k], 1.0, 20.0)
+                g_xp = torch.cat([g_dpre @ layer.dt_w, g_B, g_C], dim=-1)
+                g_u = torch.addmm(g_u, g_xp, layer.x_proj)
+                torch.ops.aten.silu_backward.grad_input(g_u, lk["c"][k], grad_input=g_pre[k + dc - 1])
+                g_x = (g_pre[k + dc - 1:k + 2 * dc - 1] * layer.conv_w_rev).sum(0)
+                if k + dc - 1 >= W:
+                    g_x += g_hist_ext[i][k + dc - 1]
+                g_hn = torch.addmm(g_x @ layer.in_x, g_z, layer.in_z)
+                g_h = g_h + _rms_backward(g_hn, rms[i][0][k], rms[i][1][k])
+                for name, value in (("x", g_x), ("z", g_z), ("xp", g_xp), ("dpre", g_dpre), ("y", g_y)):
                     lg[name].append(value)
             g_ph = (g_h @ pool_out_w).view(B, H, dh)
             ph = keep["ph"][k].view(B, H, dh)
-            mem_values = mem[k:k + N, :, H:].view(N, B, H, dh)
+            mem_values = ctx.ring[k:k + N, :, H:].view(N, B, H, dh)
             w_mem = keep["w_mem"][k]
             dot = (g_ph * ph).sum(-1) + ext_dot[k]  # sum_j w_j g_w_j over the whole window
             g_w_mem = (g_ph * mem_values).sum(-1) + g_mem_weights[k]
@@ -240,75 +256,80 @@ class _FusedWriteChain(torch.autograd.Function):
             grads["pooled"].append(g_h)
             grads["ph"].append(g_ph)
             grads["dot"].append(dot)
-        return _FusedWriteChain._finish(ctx, grads, layer_grads, g_ring, g_conv_carry, g_scan_carry, g_A,
-                                        g_tok_weights, window)
+        return _finish(ctx, grads, layer_grads, g_ring, g_conv_pre, g_hist_ext, g_scan_carry, g_A, g_tok_weights,
+                       window, rms, f_normed)
 
-    @staticmethod
-    def _finish(ctx, grads, layer_grads, g_ring, g_conv_carry, g_scan_carry, g_A, g_tok_weights, window):
-        """Everything that waits for the whole reverse loop: token-half and weight gradients."""
-        shape, (B, W, d, dh) = ctx.shape, ctx.dims
-        N, H = shape.n_slots, shape.heads
-        keep, f32 = ctx.keep, ctx.f32
-        pool_norm_w, pool_norm_b, query, key_w, value_w, pool_out_w, norm_f_w, mem_w = f32[:8]
 
-        def rows(values: list[Tensor]) -> Tensor:  # per-write tensors (gathered in reverse) -> (W*B, ...)
-            return torch.stack(values[::-1]).flatten(0, 1)
+def _finish(ctx, grads, layer_grads, g_ring, g_conv_pre, g_hist_ext, g_scan_carry, g_A, g_tok_weights, window,
+            rms, f_normed):
+    """Everything that waits for the whole reverse loop: the token half and every weight gradient."""
+    shape, (B, W, d, dh) = ctx.shape, ctx.dims
+    N, H, R = shape.n_slots, shape.heads, shape.dt_rank
+    keep = ctx.pool_keep
+    pool_norm_w, pool_norm_b, query, key_w, value_w, pool_out_w, norm_f_w, mem_w = ctx.cparams[:N_POOL_PARAMS]
 
-        def kept(name: str) -> Tensor:
-            return torch.stack(keep[name]).flatten(0, 1)
+    def rows(values: list[Tensor]) -> Tensor:  # per-write tensors gathered in reverse -> (W*B, ...)
+        return torch.stack(values[::-1]).flatten(0, 1)
 
-        # token half of the pooling
-        g_ph = torch.stack(grads["ph"][::-1], 1)  # (B, W, H, dh)
-        dot = torch.stack(grads["dot"][::-1], 1)  # (B, W, H)
-        tok_w = ctx.tok_weights  # (B, W, M, H)
-        g_tok_w = (g_ph.unsqueeze(2) * ctx.win_values).sum(-1) + g_tok_weights
-        g_win_scores = tok_w * (g_tok_w - dot.unsqueeze(2))
-        g_win_values = (tok_w.unsqueeze(-1) * g_ph.unsqueeze(2)).flatten(3)
-        flat_window = window.flatten()
-        g_token_scores = g_win_scores.new_zeros(B, ctx.token_len, H).index_add_(1, flat_window, g_win_scores.flatten(1, 2))
-        g_token_values = g_win_values.new_zeros(B, ctx.token_len, d).index_add_(1, flat_window, g_win_values.flatten(1, 2))
+    def kept(values: list[Tensor]) -> Tensor:  # per-write tensors gathered in order -> (W*B, ...)
+        return torch.stack(values).flatten(0, 1)
 
-        # pooling output, slot projection, final norm, memory projection
-        g_pool_out = rows(grads["pooled"]).t() @ kept("ph")
-        g_proj_w = kept("ln").t() @ rows(grads["proj"])  # (d, H + d)
-        g_q_eff, g_value = g_proj_w[:, :H], g_proj_w[:, H:].t()
-        scale = 1 / math.sqrt(dh)
-        g_key = (query.unsqueeze(-1) * g_q_eff.t().unsqueeze(1) * scale).reshape(d, d)
-        g_query = torch.einsum("hed,dh->he", key_w.view(H, dh, d), g_q_eff) * scale
-        slot_rows = kept("slot")
-        x_hat = (slot_rows - kept("ln_mean")) * kept("ln_rstd")
-        g_ln = rows(grads["ln"])
-        g_norm_w, g_norm_b = (g_ln * x_hat).sum(0), g_ln.sum(0)
-        g_slot = rows(grads["slot"])
-        g_mem = g_slot.t() @ (kept("f_normed") * norm_f_w)
-        g_norm_f = (rows(grads["f"]) * kept("f_normed")).sum(0)
-        param_grads = [g_norm_w, g_norm_b, g_query, g_key, g_value, g_pool_out, g_norm_f, g_mem]
-        for lp, sv, lg, gA in zip(ctx.layers, ctx.saved_layers, layer_grads, g_A):
-            h_normed = torch.stack(sv["h_normed"]).flatten(0, 1)
-            u = torch.stack(sv["u"]).flatten(0, 1)
-            g_xz, g_c, g_dpre = rows(lg["xz"]), rows(lg["c"]), rows(lg["dpre"])
-            dt_low = torch.stack(sv["xp"]).flatten(0, 1)[:, :shape.dt_rank]
-            windows = torch.stack(sv["window"]).flatten(0, 1)
-            param_grads += [
-                (rows(lg["n"]) * h_normed).sum(0),
-                g_xz.t() @ (h_normed * lp["norm"]),
-                (g_c.unsqueeze(-1) * windows).sum(0).unsqueeze(1),
-                g_c.sum(0),
-                rows(lg["xp"]).t() @ u,
-                g_dpre.t() @ dt_low,
-                g_dpre.sum(0),
-                gA.sum(0) * lp["A"],
-                (rows(lg["y"]) * u).sum(0),
-                rows(lg["o"]).t() @ torch.stack(sv["yg"]).flatten(0, 1),
-            ]
-        g_init = g_ring[:N].transpose(0, 1)
-        grads_in = [g_token_scores, g_token_values, g_init[..., :H], g_init[..., H:],
-                    torch.stack(g_conv_carry, 1), torch.stack(g_scan_carry, 1),
-                    g_slot.view(W, B, d).transpose(0, 1) if shape.has_offsets else None] + param_grads
-        out = [None, None, None, None]
-        for grad, dtype in zip(grads_in, ctx.input_dtypes):
-            out.append(None if grad is None else grad.to(dtype))
-        return tuple(out)
+    # the token half of the pooling
+    g_ph = torch.stack(grads["ph"][::-1], 1)  # (B, W, H, dh)
+    dot = torch.stack(grads["dot"][::-1], 1)  # (B, W, H)
+    tok_w = ctx.tok_weights  # (B, W, M, H)
+    g_tok_w = (g_ph.unsqueeze(2) * ctx.win_values).sum(-1) + g_tok_weights
+    g_win_scores = tok_w * (g_tok_w - dot.unsqueeze(2))
+    g_win_values = (tok_w.unsqueeze(-1) * g_ph.unsqueeze(2)).flatten(3)
+    flat_window = window.flatten()
+    g_token_scores = g_win_scores.new_zeros(B, ctx.token_len, H).index_add_(1, flat_window, g_win_scores.flatten(1, 2))
+    g_token_values = g_win_values.new_zeros(B, ctx.token_len, d).index_add_(1, flat_window, g_win_values.flatten(1, 2))
+
+    # pooling output, slot projection, final norm, memory projection
+    g_pool_out = rows(grads["pooled"]).t() @ kept(keep["ph"])
+    g_proj_w = kept(keep["ln"]).t() @ rows(grads["proj"])  # (d, H + d)
+    g_q_eff, g_value = g_proj_w[:, :H], g_proj_w[:, H:].t()
+    scale = 1 / math.sqrt(dh)
+    g_key = (query.unsqueeze(-1) * g_q_eff.t().unsqueeze(1) * scale).reshape(d, d)
+    g_query = torch.einsum("hed,dh->he", key_w.view(H, dh, d), g_q_eff) * scale
+    x_hat = (kept(keep["slot"]) - kept(keep["ln_mean"])) * kept(keep["ln_rstd"])
+    g_ln = rows(grads["ln"])
+    g_slot = rows(grads["slot"])
+    m_final = g_slot.t() @ f_normed.flatten(0, 1)  # d loss / d (mem_w * norm_f_w)
+    param_grads = [(g_ln * x_hat).sum(0), g_ln.sum(0), g_query, g_key, g_value, g_pool_out,
+                   (m_final * mem_w).sum(0), m_final * norm_f_w]
+    g_conv0 = []
+    for layer, lk, lg, g_pre, g_ext, gA, (h_normed, _) in zip(ctx.layers, ctx.layer_keep, layer_grads, g_conv_pre,
+                                                              g_hist_ext, g_A, rms):
+        dc = layer.conv_w.shape[0]
+        hist = ctx.conv_in[len(g_conv0)]
+        u, xp = kept(lk["u"]), kept(lk["xp"])
+        g_xz = torch.cat([rows(lg["x"]), rows(lg["z"])], dim=-1)
+        m_in = g_xz.t() @ h_normed.flatten(0, 1)  # d loss / d (in_proj * norm weight)
+        g_c = g_pre[dc - 1:dc - 1 + W]  # (W, B, d_inner)
+        g_dpre = rows(lg["dpre"])
+        param_grads += [
+            (m_in * layer.in_proj).sum(0),
+            m_in * layer.norm,
+            torch.stack([(g_c * hist[j:j + W]).sum((0, 1)) for j in range(dc)], -1).unsqueeze(1),
+            g_c.sum((0, 1)),
+            rows(lg["xp"]).t() @ u,
+            g_dpre.t() @ xp[:, :R],
+            g_dpre.sum(0),
+            gA.sum(0) * layer.A,
+            (rows(lg["y"]) * u).sum(0),
+            rows(lg["o"]).t() @ kept(lk["yg"]),
+        ]
+        # the conv state before this call: rows 0..dc-2 of the history
+        g_conv0.append(torch.stack([(g_pre[r:r + dc] * layer.conv_w_rev).sum(0) + g_ext[r] for r in range(dc - 1)], -1)
+                       if dc > 1 else g_ext[:0].permute(1, 2, 0))
+    g_init = g_ring[:N].transpose(0, 1)
+    grads_in = [g_token_scores, g_token_values, g_init[..., :H], g_init[..., H:], torch.stack(g_conv0, 1),
+                torch.stack(g_scan_carry, 1), g_slot.view(W, B, d).transpose(0, 1) if shape.has_offsets else None]
+    out = [None, None, None, None]
+    for grad, dtype in zip(grads_in + param_grads, ctx.input_dtypes):
+        out.append(None if grad is None else grad.to(dtype))
+    return tuple(out)
 
 
 def fused_write_chain(pooling: nn.Module, ssm: nn.Module, memory_proj: nn.Linear, slot_offsets: Tensor | None,
@@ -318,12 +339,17 @@ def fused_write_chain(pooling: nn.Module, ssm: nn.Module, memory_proj: nn.Linear
     """The writes of one call over a Mamba memory (arguments as in `write_chain`; window (W, M) holds
     the token index of every window position). Returns slots (B, W, d), weights (B, W, heads, N + M),
     the latest N slot scores and values, and the new SSM state."""
-    shape = _Shape(n_slots=slot_scores.shape[1], heads=pooling.n_heads, d_state=ssm.layers[0].mixer.d_state,
-                   dt_rank=ssm.layers[0].mixer.dt_rank, n_layers=len(ssm.layers), norm_eps=ssm.norm_f.eps,
+    mixer = ssm.layers[0].mixer
+    shape = _Shape(n_slots=slot_scores.shape[1], heads=pooling.n_heads, d_state=mixer.d_state,
+                   dt_rank=mixer.dt_rank, n_layers=len(ssm.layers), norm_eps=ssm.norm_f.eps,
                    pool_eps=pooling.norm.eps, has_offsets=slot_offsets is not None)
     offsets = slot_offsets if slot_offsets is not None else token_values.new_zeros(0)
     params = [pooling.norm.weight, pooling.norm.bias, pooling.query, pooling.key.weight, pooling.value.weight,
-              pooling.out.weight, ssm.norm_f.weight, memory_proj.weight] + _mamba_layer_params(ssm)
+              pooling.out.weight, ssm.norm_f.weight, memory_proj.weight]
+    for layer in ssm.layers:
+        m = layer.mixer
+        params += [layer.norm.weight, m.in_proj.weight, m.conv1d.weight, m.conv1d.bias, m.x_proj.weight,
+                   m.dt_proj.weight, m.dt_proj.bias, m.A_log, m.D, m.out_proj.weight]
     with torch.autocast(token_values.device.type, enabled=False):
         slots, weights, scores, values, conv, scan = _FusedWriteChain.apply(
             shape, window, token_valid, slot_valid, token_scores, token_values, slot_scores, slot_values,

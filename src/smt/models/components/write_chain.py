@@ -24,6 +24,11 @@ from smt.models.components.fused_write_chain import fused_write_chain
 from smt.models.components.ssm import MambaStack
 
 
+# below this many writes per call (generation: one write every S tokens) the fused chain's per-call
+# weight preparation costs more than it saves
+FUSED_MIN_WRITES = 4
+
+
 @dataclass
 class WriteResult:
     slots: Tensor  # (B, W, d) the new memory slot vectors, as they enter the transformer
@@ -55,8 +60,8 @@ def write_chain(
     token_* cover [M-1 cached tokens, T new tokens]: scores (B, L, H), values (B, L, d), valid
     (B, L). write_index (W,) indexes the token that triggers each write. slot_* hold the latest N
     slots before this call. A slot is memory_proj(SSM output) + slot_offsets[:, w] (B, W, d; learned
-    positions, or None). fused=True runs a Mamba memory's chain through `fused_write_chain` (the
-    loop below, through autograd, is its reference and runs every other case).
+    positions, or None). fused=True runs a Mamba memory's chain of >= FUSED_MIN_WRITES writes through
+    `fused_write_chain` (the loop below, through autograd, is its reference and runs every other case).
     """
     M = window_tokens
     B, N = slot_scores.shape[0], slot_scores.shape[1]
@@ -74,7 +79,7 @@ def write_chain(
             slot = slot + (slot_offsets if w is None else slot_offsets[:, w])
         return slot
 
-    if pool_over_memory and fused and isinstance(ssm, MambaStack) and N > 0:
+    if pool_over_memory and fused and isinstance(ssm, MambaStack) and N > 0 and W >= FUSED_MIN_WRITES:
         slots, weights, slot_scores, slot_values, ssm_state = fused_write_chain(
             pooling, ssm, memory_proj, slot_offsets, token_scores, token_values, token_valid, window,
             slot_scores, slot_values, slot_valid, ssm_state)
