@@ -23,7 +23,6 @@ from smt.models.components.attention_pooling import AttentionPooling
 from smt.models.components.fused_write_chain import fused_write_chain
 from smt.models.components.ssm import MambaStack
 
-
 # below this many writes per call (generation: one write every S tokens) the fused chain's per-call
 # weight preparation costs more than it saves
 FUSED_MIN_WRITES = 4
