@@ -25,6 +25,7 @@ REQUIRED = [
     "src/smt/models/components/ssm.py",
     "src/smt/models/components/scan.py",
     "src/smt/models/components/write_chain.py",
+    "src/smt/models/components/fused_write_chain.py",
     "src/smt/models/components/rope.py",
     "scripts/verify_structure.py",
     "README.md",

@@ -129,7 +129,7 @@ class _FusedWriteChain(torch.autograd.Function):
             pool_keep["tok_scale"].append(tok_scale)
             pool_keep["ph"].append(ph)
             for i, (layer, keep, x_hist) in enumerate(zip(layers, layer_keep, conv_in)):
-                hn = F.rms_norm(h, (d,), eps=eps)
+                hn = _rms_parts(h, eps)[0]
                 torch.mm(hn, layer.in_x_t, out=x_hist[k + dc - 1])
                 z = hn @ layer.in_z_t
                 c = (x_hist[k:k + dc] * layer.conv_w).sum(0).add_(layer.conv_b)
@@ -149,7 +149,7 @@ class _FusedWriteChain(torch.autograd.Function):
                     keep[name].append(value)
                 h = torch.addmm(h, yg, layer.out_proj_t)
                 scan[i] = state
-            fn = F.rms_norm(h, (d,), eps=eps)
+            fn = _rms_parts(h, eps)[0]
             slot = torch.addmm(offsets[:, k], fn, mem_t) if shape.has_offsets else fn @ mem_t
             ln, ln_mean, ln_rstd = torch.native_layer_norm(slot, (d,), pool_norm_w, pool_norm_b, shape.pool_eps)
             torch.mm(ln, proj_w, out=ring[N + k])
