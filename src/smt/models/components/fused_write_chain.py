@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 _silu_backward = torch.ops.aten.silu_backward
+_silu_backward_into = torch.ops.aten.silu_backward.grad_input
 _softplus_backward = torch.ops.aten.softplus_backward
 _layer_norm_backward = torch.ops.aten.native_layer_norm_backward
 N_POOL_PARAMS = 8
@@ -60,14 +62,101 @@ class _Layer:
         self.out_proj, self.out_proj_t = out_proj, out_proj.t().contiguous()
 
 
+class _StepRecord(NamedTuple):
+    """What one layer step keeps for its backward."""
+
+    h: Tensor  # the layer's input (its residual stream)
+    z: Tensor
+    c: Tensor  # conv output before SiLU
+    u: Tensor
+    xp: Tensor  # [dt_low, B, C]
+    dpre: Tensor  # dt before softplus
+    delta: Tensor
+    decay: Tensor
+    scan: Tensor  # the SSM state before this step
+    y: Tensor
+    sz: Tensor  # SiLU(z)
+    yg: Tensor
+
+
+class _StepGrads(NamedTuple):
+    """What one layer step's backward keeps for the weight gradients."""
+
+    out: Tensor  # d loss / d layer output
+    x: Tensor
+    z: Tensor
+    xp: Tensor
+    dpre: Tensor
+    y: Tensor
+
+
+# mean() over a row costs several times sum() here; these run once per write and layer
 def _rms_backward(grad: Tensor, normed: Tensor, rstd: Tensor) -> Tensor:
     """Gradient wrt h of normed = h * rstd, rstd = (mean(h^2) + eps)^-1/2."""
-    return rstd * (grad - normed * (grad * normed).mean(-1, keepdim=True))
+    mean = (grad * normed).sum(-1, keepdim=True).mul_(1 / normed.shape[-1])
+    return rstd * (grad - normed * mean)
 
 
 def _rms_parts(h: Tensor, eps: float) -> tuple[Tensor, Tensor]:
-    rstd = torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    rstd = torch.rsqrt((h * h).sum(-1, keepdim=True).mul_(1 / h.shape[-1]).add_(eps))
     return h * rstd, rstd
+
+
+def _layer_step(layer: _Layer, h: Tensor, history: Tensor, k: int, scan: Tensor, split: list[int],
+                eps: float) -> tuple[Tensor, Tensor, _StepRecord]:
+    """One Mamba layer at write k: h (B, d), the SSM state -> the layer output, the new state, and what
+    the backward needs; writes the conv input x_in into history[k + d_conv - 1]."""
+    dc = layer.conv_w.shape[0]
+    hn = _rms_parts(h, eps)[0]
+    torch.mm(hn, layer.in_x_t, out=history[k + dc - 1])
+    z = hn @ layer.in_z_t
+    c = (history[k:k + dc] * layer.conv_w).sum(0).add_(layer.conv_b)
+    u = F.silu(c)
+    xp = u @ layer.x_proj_t
+    dt_low, Bm, Cm = xp.split(split, dim=-1)
+    dpre = torch.addmm(layer.dt_b, dt_low, layer.dt_w_t)
+    delta = F.softplus(dpre)
+    decay = torch.exp(delta.unsqueeze(-1) * layer.A)
+    state = torch.baddbmm(decay * scan, (delta * u).unsqueeze(-1), Bm.unsqueeze(1))
+    y = torch.baddbmm((u * layer.D).unsqueeze(-1), state, Cm.unsqueeze(-1)).squeeze(-1)
+    sz = F.silu(z)
+    yg = y * sz
+    record = _StepRecord(h, z, c, u, xp, dpre, delta, decay, scan, y, sz, yg)
+    return torch.addmm(h, yg, layer.out_proj_t), state, record
+
+
+def _layer_step_backward(layer: _Layer, rec: _StepRecord, scan_after: Tensor, g_h: Tensor, g_scan: Tensor,
+                         g_conv: Tensor, g_history: Tensor | None, k: int, normed: Tensor, rstd: Tensor,
+                         g_A: Tensor, split: list[int]) -> tuple[Tensor, Tensor, _StepGrads]:
+    """The adjoint of `_layer_step`: g_h (d loss / d output) and g_scan (/ d state after the step) ->
+    d loss / d input, / d state before. Writes the conv output's gradient into g_conv[k + dc - 1] and
+    accumulates the per-row gradient of A into g_A; g_history: outside gradient of this write's x_in."""
+    dc = layer.conv_w.shape[0]
+    u, delta = rec.u, rec.delta
+    _, Bm, Cm = rec.xp.split(split, dim=-1)
+    g_yg = g_h @ layer.out_proj
+    g_y = g_yg * rec.sz
+    g_z = _silu_backward(g_yg * rec.y, rec.z)
+    g_state = torch.baddbmm(g_scan, g_y.unsqueeze(-1), Cm.unsqueeze(1))
+    g_C = torch.bmm(g_y.unsqueeze(1), scan_after).squeeze(1)
+    g_decay = g_state * rec.scan * rec.decay
+    g_A.addcmul_(g_decay, delta.unsqueeze(-1))
+    g_delta = g_decay.mul_(layer.A).sum(-1)
+    g_B = torch.bmm((delta * u).unsqueeze(1), g_state).squeeze(1)
+    g_du = torch.bmm(g_state, Bm.unsqueeze(-1)).squeeze(-1)
+    g_delta.addcmul_(g_du, u)
+    g_u = torch.addcmul(g_y * layer.D, g_du, delta)
+    g_scan_before = g_state.mul_(rec.decay)
+    g_dpre = _softplus_backward(g_delta, rec.dpre, 1.0, 20.0)
+    g_xp = torch.cat([g_dpre @ layer.dt_w, g_B, g_C], dim=-1)
+    g_u = torch.addmm(g_u, g_xp, layer.x_proj)
+    _silu_backward_into(g_u, rec.c, grad_input=g_conv[k + dc - 1])
+    g_x = (g_conv[k + dc - 1:k + 2 * dc - 1] * layer.conv_w_rev).sum(0)
+    if g_history is not None:
+        g_x += g_history
+    g_hn = torch.addmm(g_x @ layer.in_x, g_z, layer.in_z)
+    g_in = g_h + _rms_backward(g_hn, normed, rstd)
+    return g_in, g_scan_before, _StepGrads(g_h, g_x, g_z, g_xp, g_dpre, g_y)
 
 
 class _FusedWriteChain(torch.autograd.Function):
@@ -111,8 +200,8 @@ class _FusedWriteChain(torch.autograd.Function):
         scan = [scan0[:, i].to(cd) for i in range(shape.n_layers)]
         offsets = offsets.to(cd)
         pool_keep = {name: [] for name in ("w_mem", "tok_scale", "ph", "h_final", "slot", "ln", "ln_mean", "ln_rstd")}
-        layer_keep = [{name: [] for name in ("h", "z", "c", "u", "xp", "dpre", "delta", "decay", "scan", "y",
-                                             "sz", "yg")} for _ in layers]
+        records: list[list[_StepRecord]] = [[] for _ in layers]
+        split = [R, S, S]
         for k in range(W):
             mem = ring[k:k + N]
             mem_scores, mem_values = mem[..., :H], mem[..., H:].view(N, B, H, dh)
@@ -128,27 +217,9 @@ class _FusedWriteChain(torch.autograd.Function):
             pool_keep["w_mem"].append(w_mem)
             pool_keep["tok_scale"].append(tok_scale)
             pool_keep["ph"].append(ph)
-            for i, (layer, keep, x_hist) in enumerate(zip(layers, layer_keep, conv_in)):
-                hn = _rms_parts(h, eps)[0]
-                torch.mm(hn, layer.in_x_t, out=x_hist[k + dc - 1])
-                z = hn @ layer.in_z_t
-                c = (x_hist[k:k + dc] * layer.conv_w).sum(0).add_(layer.conv_b)
-                u = F.silu(c)
-                xp = u @ layer.x_proj_t
-                dt_low, Bm, Cm = xp.split([R, S, S], dim=-1)
-                dpre = torch.addmm(layer.dt_b, dt_low, layer.dt_w_t)
-                delta = F.softplus(dpre)
-                decay = torch.exp(delta.unsqueeze(-1) * layer.A)
-                state = torch.baddbmm(decay * scan[i], (delta * u).unsqueeze(-1), Bm.unsqueeze(1))
-                y = torch.baddbmm((u * layer.D).unsqueeze(-1), state, Cm.unsqueeze(-1)).squeeze(-1)
-                sz = F.silu(z)
-                yg = y * sz
-                keep["scan"].append(scan[i])
-                for name, value in (("h", h), ("z", z), ("c", c), ("u", u), ("xp", xp), ("dpre", dpre),
-                                    ("delta", delta), ("decay", decay), ("y", y), ("sz", sz), ("yg", yg)):
-                    keep[name].append(value)
-                h = torch.addmm(h, yg, layer.out_proj_t)
-                scan[i] = state
+            for i, layer in enumerate(layers):
+                h, scan[i], record = _layer_step(layer, h, conv_in[i], k, scan[i], split, eps)
+                records[i].append(record)
             fn = _rms_parts(h, eps)[0]
             slot = torch.addmm(offsets[:, k], fn, mem_t) if shape.has_offsets else fn @ mem_t
             ln, ln_mean, ln_rstd = torch.native_layer_norm(slot, (d,), pool_norm_w, pool_norm_b, shape.pool_eps)
@@ -157,15 +228,14 @@ class _FusedWriteChain(torch.autograd.Function):
                                 ("ln_rstd", ln_rstd)):
                 pool_keep[name].append(value)
 
-        for keep, state in zip(layer_keep, scan):
-            keep["scan"].append(state)  # scan[k] is the state before write k, scan[k + 1] after it
         w_mem = torch.stack(pool_keep["w_mem"])  # (W, N, B, H)
         tok_scale = torch.stack(pool_keep["tok_scale"]).transpose(0, 1)  # (B, W, H)
         tok_weights = tok_exp * tok_scale[:, :, None]  # (B, W, M, H)
         weights = torch.cat([w_mem.permute(2, 0, 3, 1), tok_weights.permute(0, 1, 3, 2)], dim=-1)
         final_ring = ring[W:].transpose(0, 1)
         ctx.shape, ctx.dims, ctx.token_len = shape, (B, W, d, dh), token_values.shape[1]
-        ctx.pool_keep, ctx.layer_keep, ctx.layers, ctx.conv_in = pool_keep, layer_keep, layers, conv_in
+        ctx.pool_keep, ctx.records, ctx.layers, ctx.conv_in = pool_keep, records, layers, conv_in
+        ctx.final_scan = scan
         ctx.tok_weights, ctx.win_values, ctx.ring = tok_weights, win_values, ring
         ctx.cparams, ctx.proj_w, ctx.mem_t = cparams, proj_w, mem_t
         ctx.input_dtypes = [t.dtype for t in (token_scores, token_values, slot_scores, slot_values, conv0, scan0,
@@ -201,12 +271,13 @@ class _FusedWriteChain(torch.autograd.Function):
         for i, g in enumerate(g_hist_ext):
             g[W:] = g_conv[:, i].to(cd).permute(2, 0, 1)
         g_A = [g_ring.new_zeros(B, *layer.A.shape) for layer in layers]
-        rms = [_rms_parts(torch.stack(lk["h"]), eps) for lk in ctx.layer_keep]
+        rms = [_rms_parts(torch.stack([r.h for r in recs]), eps) for recs in ctx.records]
         f_normed, f_rstd = _rms_parts(torch.stack(keep["h_final"]), eps)
         mem_g = mem_w * norm_f_w
         proj_w_t = ctx.proj_w.t().contiguous()
         grads: dict[str, list] = {name: [] for name in ("proj", "ln", "slot", "pooled", "ph", "dot")}
-        layer_grads = [{name: [] for name in ("x", "z", "xp", "dpre", "y", "o")} for _ in layers]
+        layer_grads: list[list[_StepGrads]] = [[] for _ in layers]
+        split = [R, S, S]
         for k in range(W - 1, -1, -1):
             g_proj = g_ring[N + k]
             g_ln = g_proj @ proj_w_t
@@ -217,34 +288,13 @@ class _FusedWriteChain(torch.autograd.Function):
             grads["ln"].append(g_ln)
             grads["slot"].append(g_slot)
             for i in range(shape.n_layers - 1, -1, -1):
-                layer, lk, lg, g_pre = layers[i], ctx.layer_keep[i], layer_grads[i], g_conv_pre[i]
-                u, delta, decay, xp = lk["u"][k], lk["delta"][k], lk["decay"][k], lk["xp"][k]
-                _, Bm, Cm = xp.split([R, S, S], dim=-1)
-                lg["o"].append(g_h)
-                g_yg = g_h @ layer.out_proj
-                g_y = g_yg * lk["sz"][k]
-                g_z = _silu_backward(g_yg * lk["y"][k], lk["z"][k])
-                g_state = torch.baddbmm(g_scan_carry[i], g_y.unsqueeze(-1), Cm.unsqueeze(1))
-                g_C = torch.bmm(g_y.unsqueeze(1), lk["scan"][k + 1]).squeeze(1)
-                g_decay = g_state * lk["scan"][k] * decay
-                g_A[i].addcmul_(g_decay, delta.unsqueeze(-1))
-                g_delta = g_decay.mul_(layer.A).sum(-1)
-                g_B = torch.bmm((delta * u).unsqueeze(1), g_state).squeeze(1)
-                g_du = torch.bmm(g_state, Bm.unsqueeze(-1)).squeeze(-1)
-                g_delta.addcmul_(g_du, u)
-                g_u = torch.addcmul(g_y * layer.D, g_du, delta)
-                g_scan_carry[i] = g_state.mul_(decay)
-                g_dpre = _softplus_backward(g_delta, lk["dpre"][k], 1.0, 20.0)
-                g_xp = torch.cat([g_dpre @ layer.dt_w, g_B, g_C], dim=-1)
-                g_u = torch.addmm(g_u, g_xp, layer.x_proj)
-                torch.ops.aten.silu_backward.grad_input(g_u, lk["c"][k], grad_input=g_pre[k + dc - 1])
-                g_x = (g_pre[k + dc - 1:k + 2 * dc - 1] * layer.conv_w_rev).sum(0)
-                if k + dc - 1 >= W:
-                    g_x += g_hist_ext[i][k + dc - 1]
-                g_hn = torch.addmm(g_x @ layer.in_x, g_z, layer.in_z)
-                g_h = g_h + _rms_backward(g_hn, rms[i][0][k], rms[i][1][k])
-                for name, value in (("x", g_x), ("z", g_z), ("xp", g_xp), ("dpre", g_dpre), ("y", g_y)):
-                    lg[name].append(value)
+                recs = ctx.records[i]
+                scan_after = recs[k + 1].scan if k + 1 < W else ctx.final_scan[i]
+                g_history = g_hist_ext[i][k + dc - 1] if k + dc - 1 >= W else None
+                g_h, g_scan_carry[i], step_grads = _layer_step_backward(
+                    layers[i], recs[k], scan_after, g_h, g_scan_carry[i], g_conv_pre[i], g_history, k,
+                    rms[i][0][k], rms[i][1][k], g_A[i], split)
+                layer_grads[i].append(step_grads)
             g_ph = (g_h @ pool_out_w).view(B, H, dh)
             ph = keep["ph"][k].view(B, H, dh)
             mem_values = ctx.ring[k:k + N, :, H:].view(N, B, H, dh)
@@ -299,26 +349,25 @@ def _finish(ctx, grads, layer_grads, g_ring, g_conv_pre, g_hist_ext, g_scan_carr
     param_grads = [(g_ln * x_hat).sum(0), g_ln.sum(0), g_query, g_key, g_value, g_pool_out,
                    (m_final * mem_w).sum(0), m_final * norm_f_w]
     g_conv0 = []
-    for layer, lk, lg, g_pre, g_ext, gA, (h_normed, _) in zip(ctx.layers, ctx.layer_keep, layer_grads, g_conv_pre,
-                                                              g_hist_ext, g_A, rms):
+    for layer, recs, step_grads, hist, g_pre, g_ext, gA, (h_normed, _) in zip(
+            ctx.layers, ctx.records, layer_grads, ctx.conv_in, g_conv_pre, g_hist_ext, g_A, rms):
         dc = layer.conv_w.shape[0]
-        hist = ctx.conv_in[len(g_conv0)]
-        u, xp = kept(lk["u"]), kept(lk["xp"])
-        g_xz = torch.cat([rows(lg["x"]), rows(lg["z"])], dim=-1)
-        m_in = g_xz.t() @ h_normed.flatten(0, 1)  # d loss / d (in_proj * norm weight)
+        u, xp, yg = (torch.stack(field).flatten(0, 1) for field in (
+            [r.u for r in recs], [r.xp for r in recs], [r.yg for r in recs]))
+        g_out, g_x, g_z, g_xp, g_dpre, g_y = (rows(list(field)) for field in zip(*step_grads))
+        m_in = torch.cat([g_x, g_z], dim=-1).t() @ h_normed.flatten(0, 1)  # d loss / d (in_proj * norm weight)
         g_c = g_pre[dc - 1:dc - 1 + W]  # (W, B, d_inner)
-        g_dpre = rows(lg["dpre"])
         param_grads += [
             (m_in * layer.in_proj).sum(0),
             m_in * layer.norm,
             torch.stack([(g_c * hist[j:j + W]).sum((0, 1)) for j in range(dc)], -1).unsqueeze(1),
             g_c.sum((0, 1)),
-            rows(lg["xp"]).t() @ u,
+            g_xp.t() @ u,
             g_dpre.t() @ xp[:, :R],
             g_dpre.sum(0),
             gA.sum(0) * layer.A,
-            (rows(lg["y"]) * u).sum(0),
-            rows(lg["o"]).t() @ kept(lk["yg"]),
+            (g_y * u).sum(0),
+            g_out.t() @ yg,
         ]
         # the conv state before this call: rows 0..dc-2 of the history
         g_conv0.append(torch.stack([(g_pre[r:r + dc] * layer.conv_w_rev).sum(0) + g_ext[r] for r in range(dc - 1)], -1)
