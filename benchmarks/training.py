@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.common import autocast, bench_config, build, markdown_table, time_call
+from benchmarks.flops import model_flops
 
 ARCHS = ("smt", "smt-loop", "smt-tokpool", "swa", "gpt")
 
@@ -71,8 +72,15 @@ def run(contexts=(1024, 4096, 16384), dtypes=("float32", "bfloat16"), archs=ARCH
                 for base in ("gpt", "swa"):
                     if base in cell and row["arch"] != base:
                         row[f"speedup_vs_{base}"] = cell[base]["step_s"] / row["step_s"]
+                row["flop_ceiling_vs_gpt"] = flop_ceiling(row["arch"], size, device, context)
                 rows.append(row)
     return rows
+
+
+def flop_ceiling(arch: str, size: str, device: str, context: int) -> float:
+    """The speedup over full attention that equal FLOP efficiency would give: gpt FLOPs / arch FLOPs."""
+    gpt = model_flops(arch_config("gpt", size, device), context)["total"]
+    return gpt / model_flops(arch_config(arch, size, device), context)["total"]
 
 
 TARGETS = {4096: 2.0, 16384: 5.0}  # SMT tokens/s over full attention
@@ -91,8 +99,8 @@ def with_targets(rows: list[dict]) -> list[dict]:
     return rows
 
 
-COLUMNS = ["dtype", "context", "batch", "arch", "tokens_per_s", "step_s", "speedup_vs_gpt", "speedup_vs_swa",
-           "target_vs_gpt", "meets_vs_gpt", "meets_vs_swa"]
+COLUMNS = ["dtype", "context", "batch", "arch", "tokens_per_s", "step_s", "speedup_vs_gpt", "flop_ceiling_vs_gpt",
+           "speedup_vs_swa", "target_vs_gpt", "meets_vs_gpt", "meets_vs_swa"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from benchmarks import generation, mfu, run_all, ssm, training
+from benchmarks import flops, generation, mfu, run_all, ssm, training
 from benchmarks.common import bench_config, state_nbytes, time_call
 
 
@@ -34,12 +34,12 @@ def test_generation_state_bytes_do_not_grow_with_the_stream():
 
 def test_flop_count_grows_linearly_for_smt_and_quadratically_for_full_attention():
     cfg = bench_config("toy")
-    smt_1, smt_2 = (mfu.model_flops(cfg, t)["total"] for t in (1024, 2048))
+    smt_1, smt_2 = (flops.model_flops(cfg, t)["total"] for t in (1024, 2048))
     gpt = cfg.replace(arch="gpt")
-    gpt_1, gpt_2 = (mfu.model_flops(gpt, t)["attention"] for t in (1024, 2048))
+    gpt_1, gpt_2 = (flops.model_flops(gpt, t)["attention"] for t in (1024, 2048))
     assert smt_2 == pytest.approx(2 * smt_1, rel=0.01)
     assert gpt_2 / gpt_1 == pytest.approx(4, rel=0.01)
-    assert mfu.model_flops(cfg, 64)["ssm"] == 6 * mfu.ssm_matmul_params(cfg) * (64 // cfg.stride)
+    assert flops.model_flops(cfg, 64)["ssm"] == 6 * flops.ssm_matmul_params(cfg) * (64 // cfg.stride)
 
 
 def test_mfu_rows_compare_against_a_measured_peak():
