@@ -243,7 +243,7 @@ class _FusedWriteChain(torch.autograd.Function):
         ctx.save_for_backward(window)
         final_conv = torch.stack([x[W:].permute(1, 2, 0) for x in conv_in], 1)
         return (torch.stack(pool_keep["slot"], 1).to(token_values.dtype), weights, final_ring[..., :H].contiguous(),
-                final_ring[..., H:].to(slot_values.dtype), final_conv, torch.stack(scan, 1))
+                final_ring[..., H:].to(slot_values.dtype).contiguous(), final_conv, torch.stack(scan, 1))
 
     @staticmethod
     def backward(ctx, g_slots, g_weights, g_final_scores, g_final_values, g_conv, g_scan):

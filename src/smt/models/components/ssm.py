@@ -7,7 +7,9 @@ Both expose the same interface, with the batch first in every state tensor:
 
 The Mamba stack keeps the reference parameter names (`layers.{i}.mixer.in_proj`, `conv1d`,
 `x_proj`, `dt_proj`, `A_log`, `D`, `out_proj`, `layers.{i}.norm`, `norm_f`) so mamba-ssm and
-Hugging Face `MambaForCausalLM` weights load by name. The residual stream is kept in float32.
+Hugging Face `MambaForCausalLM` weights load by name. The residual stream and both parts of
+the state (conv window, scan) are kept in float32, so a stream's state has the same bytes
+whatever autocast or code path produced it.
 The official CUDA kernels (mamba-ssm, causal-conv1d) are used only for sequence mode on a
 CUDA device, from a fresh state, when they import; they are imported lazily because the
 kernel package imports Triton at import time and fails on CPU-only machines.
@@ -104,7 +106,7 @@ class MambaMixer(nn.Module):
         A = -torch.exp(self.A_log.float())
         y, last = selective_scan(x, delta, A, Bm, Cm, self.D, scan_state, chunked=chunked)
         y = y * F.silu(z)
-        return self.out_proj(y), (new_conv, last)
+        return self.out_proj(y), (new_conv.float(), last)
 
     def _forward_cuda(self, hidden: Tensor, kernels) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         selective_scan_fn, causal_conv1d_fn = kernels
@@ -119,7 +121,7 @@ class MambaMixer(nn.Module):
             self.D.float(), z=z.contiguous(), delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
             return_last_state=True,
         )
-        return self.out_proj(y.transpose(1, 2)), (new_conv, last)
+        return self.out_proj(y.transpose(1, 2)), (new_conv.float(), last)
 
     def step(self, hidden: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         """One timestep: hidden (B, d) -> (B, d), new state; the same maths as `forward`."""
@@ -133,7 +135,7 @@ class MambaMixer(nn.Module):
         scan = torch.exp(delta32.unsqueeze(-1) * A) * scan_state.float() + (delta32 * x32).unsqueeze(-1) * Bm.float().unsqueeze(1)
         y = (scan * Cm.float().unsqueeze(1)).sum(-1) + x32 * self.D.float()
         y = y.to(x.dtype) * F.silu(z)
-        return self.out_proj(y), (window[..., 1:], scan)
+        return self.out_proj(y), (window[..., 1:].float(), scan)
 
 
 class _ResidualStack(nn.Module):
