@@ -1,6 +1,7 @@
 """Training throughput: tokens/s of one forward + backward + AdamW step, SMT vs the baselines.
 
-Every architecture gets the same transformer shape, batch, context and dtype, in one process.
+Every architecture gets the same transformer shape, batch, context and dtype, in one process; the
+architectures of a cell are timed in turns.
 `smt-tokpool` is SMT with pool_over_memory=False (pooling reads tokens only, the SSM runs in
 sequence mode): the same memory without the sequential write chain. `smt-loop` is SMT with the
 write chain run as the plain autograd loop (the reference of the fused chain SMT uses).
@@ -9,6 +10,7 @@ write chain run as the plain autograd loop (the reference of the fused chain SMT
 from __future__ import annotations
 
 import argparse
+import statistics
 
 import torch
 import torch.nn.functional as F
@@ -46,18 +48,44 @@ def make_train_step(model, ids: torch.Tensor, dtype: str):
     return step
 
 
-def measure(arch: str, context: int, dtype: str, size: str = "small", device: str = "cpu",
-            batch: int = 1, warmup: int = 1, repeats: int = 3, seed: int = 0) -> dict:
+def build_step(arch: str, context: int, dtype: str, size: str = "small", device: str = "cpu", batch: int = 1,
+               seed: int = 0):
+    """A fresh model of `arch` and a function that runs one training step on random ids."""
     torch.manual_seed(seed)
     config = arch_config(arch, size, device)
     model = build(config).train()
     if arch == "smt-loop":
         model.fused_write_chain = False
     ids = torch.randint(0, config.vocab_size, (batch, context + 1), device=device)
-    timing = time_call(make_train_step(model, ids, dtype), device, warmup, repeats)
-    return {"arch": arch, "context": context, "dtype": dtype, "batch": batch,
-            "step_s": timing.median, "step_s_min": timing.minimum,
-            "tokens_per_s": batch * context / timing.median}
+    return make_train_step(model, ids, dtype)
+
+
+def _row(arch: str, context: int, dtype: str, batch: int, samples: list[float]) -> dict:
+    median = statistics.median(samples)
+    return {"arch": arch, "context": context, "dtype": dtype, "batch": batch, "step_s": median,
+            "step_s_min": min(samples), "tokens_per_s": batch * context / median}
+
+
+def measure(arch: str, context: int, dtype: str, size: str = "small", device: str = "cpu",
+            batch: int = 1, warmup: int = 1, repeats: int = 3, seed: int = 0) -> dict:
+    step = build_step(arch, context, dtype, size, device, batch, seed)
+    timing = time_call(step, device, warmup, repeats)
+    return _row(arch, context, dtype, batch, timing.samples)
+
+
+def measure_cell(archs, context: int, dtype: str, size: str = "small", device: str = "cpu", batch: int = 1,
+                 warmup: int = 1, repeats: int = 3) -> dict[str, dict]:
+    """Every arch of one cell, timed in turns (one step of each per round), so that a slow phase of
+    a shared machine slows every arch alike instead of skewing their ratios."""
+    steps = {arch: build_step(arch, context, dtype, size, device, batch) for arch in archs}
+    samples: dict[str, list[float]] = {arch: [] for arch in archs}
+    for _ in range(warmup):
+        for step in steps.values():
+            step()
+    for _ in range(repeats):
+        for arch, step in steps.items():
+            samples[arch].append(time_call(step, device, warmup=0, repeats=1).median)
+    return {arch: _row(arch, context, dtype, batch, samples[arch]) for arch in archs}
 
 
 def run(contexts=(1024, 4096, 16384), dtypes=("float32", "bfloat16"), archs=ARCHS, size: str = "small",
@@ -66,8 +94,7 @@ def run(contexts=(1024, 4096, 16384), dtypes=("float32", "bfloat16"), archs=ARCH
     rows = []
     for dtype in dtypes:
         for context in contexts:
-            cell = {arch: measure(arch, context, dtype, size, device, batch, warmup, repeats)
-                    for arch in archs}
+            cell = measure_cell(archs, context, dtype, size, device, batch, warmup, repeats)
             for row in cell.values():
                 for base in ("gpt", "swa"):
                     if base in cell and row["arch"] != base:
