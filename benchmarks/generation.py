@@ -1,8 +1,8 @@
 """Generation: per-token latency and state bytes at growing stream lengths.
 
 SMT is advanced to each stream length by feeding long chunks in parallel (model(chunk,
-state=...)), then single-token steps are timed; its state has a fixed size, so a step costs
-the same at any position. The full-attention baseline is prefilled to the length (its KV cache
+state=...)), then single-token steps are timed, the streams of all lengths in turns; its state
+has a fixed size, so a step costs the same at any position. The full-attention baseline is prefilled to the length (its KV cache
 grows with it) and timed the same way, up to `max_gpt_length` (where its quadratic prefill
 still fits the time budget).
 """
@@ -67,13 +67,43 @@ def measure(arch: str, length: int, dtype: str, size: str = "small", device: str
             "state_bytes": nbytes_before, "state_bytes_after": state_nbytes(state), "prefill_s": prefill_s}
 
 
+def measure_smt_lengths(lengths, dtype: str, size: str = "small", device: str = "cpu", chunk: int = 4096,
+                        steps: int = 20, warmup: int = 3, seed: int = 0) -> dict[int, dict]:
+    """SMT at every length with one model: each stream is advanced to its length, then the streams
+    take their single-token steps in turns, so machine noise hits every length alike."""
+    torch.manual_seed(seed)
+    config = bench_config(size, device)
+    model = build(config).eval()
+    generator = torch.Generator().manual_seed(seed)
+    streams, rows = {}, {}
+    with torch.inference_mode(), autocast(dtype, device):
+        for length in lengths:
+            start = time.perf_counter()
+            logits, state = advance(model, length, config.vocab_size, chunk, device, generator)
+            rows[length] = {"arch": "smt", "length": length, "dtype": dtype, "prefill_s": time.perf_counter() - start,
+                            "state_bytes": state_nbytes(state)}
+            streams[length] = [logits.argmax(-1), state, []]
+        for i in range(warmup + steps):
+            for stream in streams.values():
+                token, state, samples = stream
+                start = time.perf_counter()
+                logits, state = model.step(token, state)
+                synchronize(device)
+                if i >= warmup:
+                    samples.append(time.perf_counter() - start)
+                stream[0], stream[1] = logits.argmax(-1), state
+    for length, (_, state, samples) in streams.items():
+        samples.sort()
+        rows[length].update(ms_per_token=samples[len(samples) // 2] * 1e3, state_bytes_after=state_nbytes(state))
+    return rows
+
+
 def run(lengths=(1024, 16384, 131072), dtypes=("float32", "bfloat16"), size: str = "small",
         device: str = "cpu", max_gpt_length: int = 16384, chunk: int = 4096, steps: int = 20) -> list[dict]:
     rows = []
     for dtype in dtypes:
-        smt_rows, gpt_rows = {}, {}
+        smt_rows, gpt_rows = measure_smt_lengths(lengths, dtype, size, device, chunk, steps), {}
         for length in lengths:
-            smt_rows[length] = measure("smt", length, dtype, size, device, chunk, steps)
             if length <= max_gpt_length:
                 gpt_rows[length] = measure("gpt", length, dtype, size, device, chunk, steps)
         base = smt_rows[min(lengths)]
