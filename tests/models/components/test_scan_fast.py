@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from smt.models.components import scan
 from smt.models.components.scan import (
     linear_scan_chunked,
     linear_scan_reference,
@@ -43,8 +44,16 @@ def test_selective_scan_modes_agree_and_run_in_float32_for_bf16_inputs():
     torch.testing.assert_close(y16.float(), y_ref, rtol=0.05, atol=0.05)
 
 
+@pytest.fixture(params=["one block", "blocks of 4"])
+def scan_blocks(request, monkeypatch):
+    """The fused scan's default blocks (one block at test sizes), and blocks of 4 timesteps."""
+    if request.param == "blocks of 4":
+        monkeypatch.setattr(scan, "SCAN_BLOCK_BYTES", 1)
+    return request.param
+
+
 @pytest.mark.parametrize("length,with_h0", [(1, True), (2, False), (23, True)])
-def test_fused_selective_scan_matches_the_reference_loop_values_and_gradients(length, with_h0):
+def test_fused_selective_scan_matches_the_reference_loop_values_and_gradients(length, with_h0, scan_blocks):
     """The fused scan's hand-written backward against autograd through the per-timestep loop."""
     torch.manual_seed(length)
     u = torch.randn(2, length, 6).requires_grad_()
@@ -67,11 +76,11 @@ def test_fused_selective_scan_matches_the_reference_loop_values_and_gradients(le
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
 
 
-def test_fused_selective_scan_passes_gradcheck_in_float64():
+def test_fused_selective_scan_passes_gradcheck_in_float64(scan_blocks):
     torch.manual_seed(0)
-    u, delta = torch.randn(1, 5, 3, dtype=torch.float64), torch.rand(1, 5, 3, dtype=torch.float64)
+    u, delta = torch.randn(1, 9, 3, dtype=torch.float64), torch.rand(1, 9, 3, dtype=torch.float64)
     A = -torch.rand(3, 2, dtype=torch.float64) - 0.5
-    B, C = torch.randn(1, 5, 2, dtype=torch.float64), torch.randn(1, 5, 2, dtype=torch.float64)
+    B, C = torch.randn(1, 9, 2, dtype=torch.float64), torch.randn(1, 9, 2, dtype=torch.float64)
     h0 = torch.randn(1, 3, 2, dtype=torch.float64)
     inputs = [x.requires_grad_() for x in (u, delta, A, B, C, h0)]
     assert torch.autograd.gradcheck(lambda *xs: selective_scan_fused(*xs), inputs)

@@ -9,8 +9,9 @@ formed, so nothing overflows, unlike a log-space cumsum/division. The scan runs 
 whatever the input dtype.
 
 `selective_scan` (Mamba) uses neither by default: `_FusedSelectiveScan` runs the recurrence one
-in-place update per timestep with a hand-written backward (the fast path); `chunked=False`
-runs the per-timestep reference through autograd (the oracle the tests compare it with).
+in-place update per timestep, in cache-sized blocks, with a hand-written backward (the fast
+path); `chunked=False` runs the per-timestep reference through autograd (the oracle the tests
+compare it with).
 """
 
 from __future__ import annotations
@@ -70,45 +71,80 @@ def linear_scan_chunked(a: Tensor, b: Tensor, h0: Tensor | None = None, chunk: i
 class _FusedSelectiveScan(torch.autograd.Function):
     """Mamba's selective scan with a hand-written backward, all in float32, time-major (L, b, ...).
 
-    The forward loop is one addcmul per timestep writing straight into the state buffer H; the
-    backward runs the adjoint recurrence dH_t = G_t + dA_{t+1} * dH_{t+1} the same way, and every
-    parameter gradient is then one vectorised product over all timesteps. Nothing is recorded
-    per timestep, so the cost is a few passes over (L, b, d_inner, d_state) instead of an
-    autograd graph of L steps.
+    The sequence is processed in blocks of a few timesteps whose (block, b, d_inner, d_state)
+    tensors fit in cache: per block, the decays and drives are formed, the recurrence runs one
+    in-place addcmul per timestep, and the states are contracted with C. Only the state at each
+    block start is kept for the backward, which recomputes a block's states from it, runs the
+    adjoint recurrence dH_t = G_t + dA_{t+1} * dH_{t+1} the same way and forms the block's share
+    of every gradient. Nothing of size (L, b, d_inner, d_state) is ever materialised, and nothing
+    is recorded per timestep.
     """
 
     @staticmethod
     def forward(ctx, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: Tensor) -> tuple[Tensor, Tensor]:
-        decay = torch.exp(delta.unsqueeze(-1) * A)  # (L, b, di, ds)
-        states = (delta * u).unsqueeze(-1) * B.unsqueeze(2)  # the drive, overwritten with the states
-        h = h0
-        for t in range(states.shape[0]):
-            h = torch.addcmul(states[t], decay[t], h, out=states[t])
-        ctx.save_for_backward(u, delta, A, B, C, h0, states, decay)
-        return _contract_state(states, C), states[-1].clone()
+        L = u.shape[0]
+        block = _block_length(h0)
+        y = u.new_empty(u.shape)
+        starts, h = [], h0
+        for t0 in range(0, L, block):
+            t1 = min(t0 + block, L)
+            starts.append(h)
+            decay, states = _block_states(u[t0:t1], delta[t0:t1], A, B[t0:t1], h)
+            h = states[-1].clone()
+            torch.bmm(states.flatten(0, 1), C[t0:t1].reshape(-1, C.shape[-1], 1),
+                      out=y[t0:t1].view(-1, u.shape[-1], 1))
+        ctx.save_for_backward(u, delta, A, B, C, *starts)
+        ctx.block = block
+        return y, h
 
     @staticmethod
     def backward(ctx, grad_y: Tensor, grad_last: Tensor) -> tuple[Tensor, ...]:
-        u, delta, A, B, C, h0, states, decay = ctx.saved_tensors
-        L = states.shape[0]
-        grad_states = grad_y.unsqueeze(-1) * C.unsqueeze(2)  # the direct part, then the adjoint
-        running = grad_states[L - 1].add_(grad_last)
-        for t in range(L - 2, -1, -1):
-            running = torch.addcmul(grad_states[t], decay[t + 1], running, out=grad_states[t])
-        grad_h0 = decay[0] * grad_states[0]
-        # d loss / d (delta * A) = dH_t * h_{t-1} * decay_t (saved tensors stay untouched, so a
-        # retained graph can run backward again)
-        grad_decay = torch.empty_like(decay)
-        torch.mul(states[:-1], decay[1:], out=grad_decay[1:])
-        torch.mul(h0, decay[0], out=grad_decay[0])
-        grad_decay.mul_(grad_states)
-        grad_A = (grad_decay * delta.unsqueeze(-1)).sum((0, 1))  # einsum would copy: 4x slower
-        grad_delta_from_decay = grad_decay.mul_(A).sum(-1)
-        deltau = delta * u
-        grad_deltau = _contract_state(grad_states, B)
-        grad_B = _contract_index(grad_states, deltau)
-        grad_C = _contract_index(states, grad_y)
-        return grad_deltau * delta, grad_deltau * u + grad_delta_from_decay, grad_A, grad_B, grad_C, grad_h0
+        u, delta, A, B, C, *starts = ctx.saved_tensors
+        L, block = u.shape[0], ctx.block
+        grad_u, grad_delta = torch.empty_like(u), torch.empty_like(delta)
+        grad_B, grad_C = torch.empty_like(B), torch.empty_like(C)
+        grad_A = torch.zeros_like(A)
+        running = grad_last
+        for index in range(len(starts) - 1, -1, -1):
+            t0 = index * block
+            t1 = min(t0 + block, L)
+            u_b, delta_b, B_b, C_b, g_y = u[t0:t1], delta[t0:t1], B[t0:t1], C[t0:t1], grad_y[t0:t1]
+            decay, states = _block_states(u_b, delta_b, A, B_b, starts[index])
+            grad_states = g_y.unsqueeze(-1) * C_b.unsqueeze(2)  # the direct part, then the adjoint
+            acc = grad_states[-1].add_(running)
+            for t in range(t1 - t0 - 2, -1, -1):
+                acc = torch.addcmul(grad_states[t], decay[t + 1], acc, out=grad_states[t])
+            running = decay[0] * grad_states[0]
+            # d loss / d (delta * A) = dH_t * h_{t-1} * decay_t, with h_{t-1} the previous state
+            decay[1:].mul_(states[:-1])
+            decay[0].mul_(starts[index])
+            grad_decay = decay.mul_(grad_states)
+            grad_A.add_((grad_decay * delta_b.unsqueeze(-1)).sum((0, 1)))
+            grad_delta_b = grad_decay.mul_(A).sum(-1)
+            deltau = delta_b * u_b
+            grad_deltau = _contract_state(grad_states, B_b)
+            grad_B[t0:t1] = _contract_index(grad_states, deltau)
+            grad_C[t0:t1] = _contract_index(states, g_y)
+            torch.mul(grad_deltau, delta_b, out=grad_u[t0:t1])
+            torch.addcmul(grad_delta_b, grad_deltau, u_b, out=grad_delta[t0:t1])
+        return grad_u, grad_delta, grad_A, grad_B, grad_C, running
+
+
+SCAN_BLOCK_BYTES = 1 << 19  # a block's (block, b, d_inner, d_state) tensors stay within L2 cache
+
+
+def _block_length(h0: Tensor) -> int:
+    """Timesteps per block (4 to 128): a block's state tensor fills about SCAN_BLOCK_BYTES."""
+    return max(4, min(128, SCAN_BLOCK_BYTES // max(1, h0.numel() * h0.element_size())))
+
+
+def _block_states(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
+    """Decays and states (block, b, d_inner, d_state) of one block from its start state h."""
+    decay = torch.exp(delta.unsqueeze(-1) * A)
+    states = (delta * u).unsqueeze(-1) * B.unsqueeze(2)  # the drive, overwritten with the states
+    for t in range(states.shape[0]):
+        h = torch.addcmul(states[t], decay[t], h, out=states[t])
+    return decay, states
 
 
 def _contract_state(x: Tensor, v: Tensor) -> Tensor:
