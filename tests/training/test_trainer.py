@@ -1,5 +1,6 @@
 import json
 import math
+import shutil
 
 import pytest
 import torch
@@ -168,3 +169,16 @@ def test_tokenizer_larger_than_model_is_refused(tmp_path, shared_data):
     with pytest.raises(ValueError, match=r"50257 tokens but model.vocab_size is 512.*50264"):
         train_from_config(config)
     assert torch.get_num_threads() >= 1
+
+
+@pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
+                    reason="torch.compile on CPU needs a C++ compiler (the flag is optional)")
+def test_compile_flag_trains_like_eager(tmp_path):
+    view = synthetic_view()
+    eager = Trainer(tiny_config(tmp_path / "eager", max_steps=3, eval_interval=3, checkpoint_interval=3),
+                    view, view).train()
+    compiled = Trainer(tiny_config(tmp_path / "compiled", max_steps=3, eval_interval=3, checkpoint_interval=3,
+                                   compile=True), view, view).train()
+    assert sorted(compiled.losses) == [1, 2, 3]
+    for step, loss in eager.losses.items():
+        assert math.isclose(compiled.losses[step], loss, rel_tol=1e-4), (step, compiled.losses[step], loss)

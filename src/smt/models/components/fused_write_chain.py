@@ -381,6 +381,7 @@ def _finish(ctx, grads, layer_grads, g_ring, g_conv_pre, g_hist_ext, g_scan_carr
     return tuple(out)
 
 
+@torch.compiler.disable  # a hand-written kernel in Python: tracing its loops would only unroll them
 def fused_write_chain(pooling: nn.Module, ssm: nn.Module, memory_proj: nn.Linear, slot_offsets: Tensor | None,
                       token_scores: Tensor, token_values: Tensor, token_valid: Tensor, window: Tensor,
                       slot_scores: Tensor, slot_values: Tensor, slot_valid: Tensor,
