@@ -72,8 +72,7 @@ class _StepRecord(NamedTuple):
     xp: Tensor  # [dt_low, B, C]
     dpre: Tensor  # dt before softplus
     delta: Tensor
-    decay: Tensor
-    scan: Tensor  # the SSM state before this step
+    scan: Tensor  # the SSM state before this step (its decay is recomputed: half the memory)
     y: Tensor
     sz: Tensor  # SiLU(z)
     yg: Tensor
@@ -121,7 +120,7 @@ def _layer_step(layer: _Layer, h: Tensor, history: Tensor, k: int, scan: Tensor,
     y = torch.baddbmm((u * layer.D).unsqueeze(-1), state, Cm.unsqueeze(-1)).squeeze(-1)
     sz = F.silu(z)
     yg = y * sz
-    record = _StepRecord(h, z, c, u, xp, dpre, delta, decay, scan, y, sz, yg)
+    record = _StepRecord(h, z, c, u, xp, dpre, delta, scan, y, sz, yg)
     return torch.addmm(h, yg, layer.out_proj_t), state, record
 
 
@@ -133,20 +132,21 @@ def _layer_step_backward(layer: _Layer, rec: _StepRecord, scan_after: Tensor, g_
     accumulates the per-row gradient of A into g_A; g_history: outside gradient of this write's x_in."""
     dc = layer.conv_w.shape[0]
     u, delta = rec.u, rec.delta
+    decay = torch.exp(delta.unsqueeze(-1) * layer.A)
     _, Bm, Cm = rec.xp.split(split, dim=-1)
     g_yg = g_h @ layer.out_proj
     g_y = g_yg * rec.sz
     g_z = _silu_backward(g_yg * rec.y, rec.z)
     g_state = torch.baddbmm(g_scan, g_y.unsqueeze(-1), Cm.unsqueeze(1))
     g_C = torch.bmm(g_y.unsqueeze(1), scan_after).squeeze(1)
-    g_decay = g_state * rec.scan * rec.decay
+    g_decay = g_state * rec.scan * decay
     g_A.addcmul_(g_decay, delta.unsqueeze(-1))
     g_delta = g_decay.mul_(layer.A).sum(-1)
     g_B = torch.bmm((delta * u).unsqueeze(1), g_state).squeeze(1)
     g_du = torch.bmm(g_state, Bm.unsqueeze(-1)).squeeze(-1)
     g_delta.addcmul_(g_du, u)
     g_u = torch.addcmul(g_y * layer.D, g_du, delta)
-    g_scan_before = g_state.mul_(rec.decay)
+    g_scan_before = g_state.mul_(decay)
     g_dpre = _softplus_backward(g_delta, rec.dpre, 1.0, 20.0)
     g_xp = torch.cat([g_dpre @ layer.dt_w, g_B, g_C], dim=-1)
     g_u = torch.addmm(g_u, g_xp, layer.x_proj)
