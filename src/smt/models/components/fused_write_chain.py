@@ -9,8 +9,9 @@ steps and their adjoints); everything else is done once for all writes:
     loop, and its gradient after it;
   - every weight gradient: one matrix product over all writes instead of one outer product
     per write and layer; RMSNorm weights are folded into the matrix that follows them.
-Float32 throughout, whatever autocast says: at the batch sizes where this chain matters its
-matrix-vector products cost the same in either dtype, and the state stays exact.
+Float32 throughout, whatever autocast says (float64 for float64 inputs): at the batch sizes where
+this chain matters its matrix-vector products cost the same in either dtype, and the state stays
+exact. Chains of fewer than `write_chain.FUSED_MIN_WRITES` writes take the loop instead.
 
 `write_chain` (the autograd loop) is the reference this is tested against.
 """
