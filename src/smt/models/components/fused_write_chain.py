@@ -238,7 +238,7 @@ class _FusedWriteChain(torch.autograd.Function):
         ctx.pool_keep, ctx.records, ctx.layers, ctx.conv_in = pool_keep, records, layers, conv_in
         ctx.final_scan = scan
         ctx.tok_weights, ctx.win_values, ctx.ring = tok_weights, win_values, ring
-        ctx.cparams, ctx.proj_w, ctx.mem_t = cparams, proj_w, mem_t
+        ctx.cparams, ctx.proj_w = cparams, proj_w
         ctx.input_dtypes = [t.dtype for t in (token_scores, token_values, slot_scores, slot_values, conv0, scan0,
                                               offsets)] + [p.dtype for p in params]
         ctx.save_for_backward(window)
