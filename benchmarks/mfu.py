@@ -12,7 +12,7 @@ import torch
 
 from benchmarks.common import bench_config, markdown_table, synchronize, time_call
 from benchmarks.flops import model_flops
-from benchmarks.training import arch_config, measure
+from benchmarks.training import arch_config, measure_cell
 
 TARGET = 0.40  # SMT training MFU against the bf16 matmul peak, at 4K context
 
@@ -32,9 +32,10 @@ def run(context: int = 4096, dtypes=("float32", "bfloat16"), archs=("smt", "smt-
     peaks = {dtype: matmul_peak(dtype, device, peak_n) for dtype in ("float32", "bfloat16")}
     rows = []
     for dtype in dtypes:
+        cell = measure_cell(archs, context, dtype, size, device, repeats=repeats)
         for arch in archs:
             flops = model_flops(arch_config(arch, size, device), context)["total"]
-            row = measure(arch, context, dtype, size, device, repeats=repeats)
+            row = cell[arch]
             achieved = flops / row["step_s"]
             rows.append({"arch": arch, "context": context, "dtype": dtype, "step_s": row["step_s"],
                          "model_gflop": flops / 1e9, "achieved_gflops": achieved / 1e9,

@@ -66,13 +66,6 @@ def _row(arch: str, context: int, dtype: str, batch: int, samples: list[float]) 
             "step_s_min": min(samples), "tokens_per_s": batch * context / median}
 
 
-def measure(arch: str, context: int, dtype: str, size: str = "small", device: str = "cpu",
-            batch: int = 1, warmup: int = 1, repeats: int = 3, seed: int = 0) -> dict:
-    step = build_step(arch, context, dtype, size, device, batch, seed)
-    timing = time_call(step, device, warmup, repeats)
-    return _row(arch, context, dtype, batch, timing.samples)
-
-
 def measure_cell(archs, context: int, dtype: str, size: str = "small", device: str = "cpu", batch: int = 1,
                  warmup: int = 1, repeats: int = 3) -> dict[str, dict]:
     """Every arch of one cell, timed in turns (one step of each per round), so that a slow phase of
