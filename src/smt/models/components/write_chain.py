@@ -65,7 +65,6 @@ def write_chain(
     M = window_tokens
     B, N = slot_scores.shape[0], slot_scores.shape[1]
     window = write_index[:, None] - (M - 1) + torch.arange(M, device=write_index.device)  # (W, M)
-    win_scores, win_values, win_valid = token_scores[:, window], token_values[:, window], token_valid[:, window]
     W = window.shape[0]
     if W == 0:
         empty_weights = token_scores.new_zeros(B, 0, pooling.n_heads, N + M)
@@ -84,6 +83,7 @@ def write_chain(
             slot_scores, slot_values, slot_valid, ssm_state)
         return WriteResult(slots, weights, slot_scores, slot_values, ssm_state)
 
+    win_scores, win_values, win_valid = token_scores[:, window], token_values[:, window], token_valid[:, window]
     if not pool_over_memory:
         pooled, weights = pooling.pool(win_scores.flatten(0, 1), win_values.flatten(0, 1), win_valid.flatten(0, 1))
         out, ssm_state = ssm(pooled.view(B, W, -1), ssm_state)
