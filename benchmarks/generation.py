@@ -1,10 +1,10 @@
 """Generation: per-token latency and state bytes at growing stream lengths.
 
 SMT is advanced to each stream length by feeding long chunks in parallel (model(chunk,
-state=...)), then single-token steps are timed, the streams of all lengths in turns; its state
-has a fixed size, so a step costs the same at any position. The full-attention baseline is prefilled to the length (its KV cache
-grows with it) and timed the same way, up to `max_gpt_length` (where its quadratic prefill
-still fits the time budget).
+state=...)); its state has a fixed size, so a step costs the same at any position. The
+full-attention baseline is prefilled to the length in one call (its KV cache grows with it), up
+to `max_gpt_length` (where its quadratic prefill still fits the time budget). Each model's
+streams of all lengths then take their single-token steps in turns.
 """
 
 from __future__ import annotations
@@ -35,53 +35,24 @@ def advance(model, length: int, vocab: int, chunk: int, device, generator: torch
     return logits[:, -1], state
 
 
-def time_steps(model, state, first_token: torch.Tensor, steps: int, warmup: int, device):
-    """Median seconds per model.step over `steps` greedy tokens after `warmup` steps."""
-    token, samples = first_token, []
-    for i in range(warmup + steps):
-        start = time.perf_counter()
-        logits, state = model.step(token, state)
-        synchronize(device)
-        if i >= warmup:
-            samples.append(time.perf_counter() - start)
-        token = logits.argmax(-1)
-    samples.sort()
-    return samples[len(samples) // 2], state
-
-
-def measure(arch: str, length: int, dtype: str, size: str = "small", device: str = "cpu",
-            chunk: int = 4096, steps: int = 20, warmup: int = 3, seed: int = 0) -> dict:
+def measure_lengths(arch: str, lengths, dtype: str, size: str = "small", device: str = "cpu",
+                    chunk: int = 4096, steps: int = 20, warmup: int = 3, seed: int = 0) -> dict[int, dict]:
+    """One model of `arch`, one stream per length: each stream is advanced to its length, then the
+    streams take their single-token steps in turns, so machine noise hits every length alike.
+    Rows hold the median ms per greedy token and the state bytes before and after the steps."""
     torch.manual_seed(seed)
     config = bench_config(size, device, arch=arch)
-    model = build(config).eval()
-    generator = torch.Generator().manual_seed(seed)
-    with torch.inference_mode(), autocast(dtype, device):
-        start = time.perf_counter()
-        # the full-attention baseline is prefilled in one call (its chunked calls would cost the same)
-        logits, state = advance(model, length, config.vocab_size, chunk if arch != "gpt" else length,
-                                device, generator)
-        prefill_s = time.perf_counter() - start
-        nbytes_before = state_nbytes(state)
-        latency, state = time_steps(model, state, logits.argmax(-1), steps, warmup, device)
-    return {"arch": arch, "length": length, "dtype": dtype, "ms_per_token": latency * 1e3,
-            "state_bytes": nbytes_before, "state_bytes_after": state_nbytes(state), "prefill_s": prefill_s}
-
-
-def measure_smt_lengths(lengths, dtype: str, size: str = "small", device: str = "cpu", chunk: int = 4096,
-                        steps: int = 20, warmup: int = 3, seed: int = 0) -> dict[int, dict]:
-    """SMT at every length with one model: each stream is advanced to its length, then the streams
-    take their single-token steps in turns, so machine noise hits every length alike."""
-    torch.manual_seed(seed)
-    config = bench_config(size, device)
     model = build(config).eval()
     generator = torch.Generator().manual_seed(seed)
     streams, rows = {}, {}
     with torch.inference_mode(), autocast(dtype, device):
         for length in lengths:
             start = time.perf_counter()
-            logits, state = advance(model, length, config.vocab_size, chunk, device, generator)
-            rows[length] = {"arch": "smt", "length": length, "dtype": dtype, "prefill_s": time.perf_counter() - start,
-                            "state_bytes": state_nbytes(state)}
+            # the full-attention baseline is prefilled in one call (its chunked calls would cost the same)
+            logits, state = advance(model, length, config.vocab_size, chunk if arch != "gpt" else length,
+                                    device, generator)
+            rows[length] = {"arch": arch, "length": length, "dtype": dtype,
+                            "prefill_s": time.perf_counter() - start, "state_bytes": state_nbytes(state)}
             streams[length] = [logits.argmax(-1), state, []]
         for i in range(warmup + steps):
             for stream in streams.values():
@@ -102,10 +73,9 @@ def run(lengths=(1024, 16384, 131072), dtypes=("float32", "bfloat16"), size: str
         device: str = "cpu", max_gpt_length: int = 16384, chunk: int = 4096, steps: int = 20) -> list[dict]:
     rows = []
     for dtype in dtypes:
-        smt_rows, gpt_rows = measure_smt_lengths(lengths, dtype, size, device, chunk, steps), {}
-        for length in lengths:
-            if length <= max_gpt_length:
-                gpt_rows[length] = measure("gpt", length, dtype, size, device, chunk, steps)
+        smt_rows = measure_lengths("smt", lengths, dtype, size, device, chunk, steps)
+        gpt_rows = measure_lengths("gpt", [n for n in lengths if n <= max_gpt_length], dtype, size, device,
+                                   chunk, steps)
         base = smt_rows[min(lengths)]
         for length in lengths:
             row = smt_rows[length]

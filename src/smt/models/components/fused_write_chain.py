@@ -200,7 +200,7 @@ class _FusedWriteChain(torch.autograd.Function):
             x[:dc - 1] = conv0[:, i].to(cd).permute(2, 0, 1)
         scan = [scan0[:, i].to(cd) for i in range(shape.n_layers)]
         offsets = offsets.to(cd)
-        pool_keep = {name: [] for name in ("w_mem", "tok_scale", "ph", "h_final", "slot", "ln", "ln_mean", "ln_rstd")}
+        pool_keep = {name: [] for name in ("w_mem", "tok_scale", "ph", "h_final", "slot", "ln_mean", "ln_rstd")}
         records: list[list[_StepRecord]] = [[] for _ in layers]
         split = [R, S, S]
         for k in range(W):
@@ -225,8 +225,7 @@ class _FusedWriteChain(torch.autograd.Function):
             slot = torch.addmm(offsets[:, k], fn, mem_t) if shape.has_offsets else fn @ mem_t
             ln, ln_mean, ln_rstd = torch.native_layer_norm(slot, (d,), pool_norm_w, pool_norm_b, shape.pool_eps)
             torch.mm(ln, proj_w, out=ring[N + k])
-            for name, value in (("h_final", h), ("slot", slot), ("ln", ln), ("ln_mean", ln_mean),
-                                ("ln_rstd", ln_rstd)):
+            for name, value in (("h_final", h), ("slot", slot), ("ln_mean", ln_mean), ("ln_rstd", ln_rstd)):
                 pool_keep[name].append(value)
 
         w_mem = torch.stack(pool_keep["w_mem"])  # (W, N, B, H)
@@ -338,12 +337,12 @@ def _finish(ctx, grads, layer_grads, g_ring, g_conv_pre, g_hist_ext, g_scan_carr
 
     # pooling output, slot projection, final norm, memory projection
     g_pool_out = rows(grads["pooled"]).t() @ kept(keep["ph"])
-    g_proj_w = kept(keep["ln"]).t() @ rows(grads["proj"])  # (d, H + d)
+    x_hat = (kept(keep["slot"]) - kept(keep["ln_mean"])) * kept(keep["ln_rstd"])
+    g_proj_w = (x_hat * pool_norm_w + pool_norm_b).t() @ rows(grads["proj"])  # LN outputs^T @ grads: (d, H + d)
     g_q_eff, g_value = g_proj_w[:, :H], g_proj_w[:, H:].t()
     scale = 1 / math.sqrt(dh)
     g_key = (query.unsqueeze(-1) * g_q_eff.t().unsqueeze(1) * scale).reshape(d, d)
     g_query = torch.einsum("hed,dh->he", key_w.view(H, dh, d), g_q_eff) * scale
-    x_hat = (kept(keep["slot"]) - kept(keep["ln_mean"])) * kept(keep["ln_rstd"])
     g_ln = rows(grads["ln"])
     g_slot = rows(grads["slot"])
     m_final = g_slot.t() @ f_normed.flatten(0, 1)  # d loss / d (mem_w * norm_f_w)
