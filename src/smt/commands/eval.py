@@ -35,7 +35,8 @@ def add_parser(sub) -> None:
     parser.add_argument("--depths", default="0,0.25,0.5,0.75,1")
     parser.add_argument("--samples", type=int, default=20, help="prompts per passkey cell / task samples")
     parser.add_argument("--filler", default=None, metavar="FILE", help="passkey filler text (default: grass/sky)")
-    parser.add_argument("--task", default=None, help="synthetic task: passkey, mqar, or a JSON mapping of fields")
+    parser.add_argument("--task", default=None, help="synthetic task: passkey, mqar, selective_copy, "
+                        "induction_heads, or a JSON mapping of fields")
     parser.add_argument("--out", default=None, help="output directory (default RUN_DIR/eval)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)

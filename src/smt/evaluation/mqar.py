@@ -12,6 +12,7 @@ Token ids: keys [0, n_keys), values [n_keys, n_keys + n_values), filler after th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -67,10 +68,13 @@ def accuracy_from_logits(logits: Tensor, targets: Tensor) -> tuple[int, int]:
 
 
 @torch.no_grad()
-def mqar_accuracy(model, samples: list[MQARSample], batch_size: int = 16) -> float:
-    """Fraction of queried values predicted right (teacher forced), over all samples."""
+def teacher_forced_accuracy(model, samples: Sequence, batch_size: int = 16) -> float:
+    """Fraction of scored targets (!= IGNORE_INDEX) whose argmax prediction is right, over all
+    samples, the inputs given in full (teacher forced). Any samples of equal length with
+    `input_ids` and `targets`: MQAR, selective copying, induction heads (one target per sample,
+    so the fraction of sequences answered right)."""
     if not samples:
-        raise ValueError("no MQAR samples to score")
+        raise ValueError("no samples to score")
     model.eval()
     device = next(model.parameters()).device
     correct = counted = 0
@@ -81,4 +85,11 @@ def mqar_accuracy(model, samples: list[MQARSample], batch_size: int = 16) -> flo
         logits, _ = model(inputs)
         c, n = accuracy_from_logits(logits, targets)
         correct, counted = correct + c, counted + n
+    if counted == 0:
+        raise ValueError("the samples have no scored targets (all are IGNORE_INDEX)")
     return correct / counted
+
+
+def mqar_accuracy(model, samples: list[MQARSample], batch_size: int = 16) -> float:
+    """Fraction of queried values predicted right (teacher forced), over all samples."""
+    return teacher_forced_accuracy(model, samples, batch_size)

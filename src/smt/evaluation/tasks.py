@@ -1,24 +1,34 @@
-"""Synthetic long-range tasks as training batches: passkey retrieval and MQAR (token ids).
+"""Synthetic long-range tasks as training batches (token ids): passkey retrieval, MQAR, and the
+selective copying and induction heads tasks of Mamba (smt.evaluation.synthetic).
 
 `TaskConfig` describes a task; `TaskBatcher(task, batch_size, seed)` yields `Batch(inputs,
 targets, reset)` (targets -100 where there is no loss: only the answer tokens are scored) with
 the state_dict/load_state_dict of the trainer's batchers, so smt.training can train on it;
 iterating a batcher yields (input_ids, targets). The same seed gives the same batches.
-`evaluate_task` scores a model on fixed held-out samples (seeded apart from training).
+`evaluate_task` scores a model on fixed held-out samples (seeded apart from training), at the
+training length or, with `seq_len=`, at another one (length extrapolation).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from smt.evaluation.mqar import MQARSample, mqar_accuracy, mqar_vocab_size, synthetic_mqar
+from smt.evaluation.mqar import MQARSample, mqar_vocab_size, synthetic_mqar, teacher_forced_accuracy
 from smt.evaluation.passkey import score_passkey, synthetic_passkey, synthetic_vocab_size
+from smt.evaluation.synthetic import (
+    InductionHeadsSample,
+    SelectiveCopySample,
+    induction_heads_vocab_size,
+    selective_copy_vocab_size,
+    synthetic_induction_heads,
+    synthetic_selective_copy,
+)
 
-TASKS = ("passkey", "mqar")
+TASKS = ("passkey", "mqar", "selective_copy", "induction_heads")
 IGNORE_INDEX = -100
 EVAL_SEED_OFFSET = 7_919_000  # held-out samples never share a generator seed with training
 
@@ -30,6 +40,9 @@ class TaskConfig:
     passkey: a key of `key_length` symbols (out of `n_values`) at a depth drawn uniformly from
     [min_depth, max_depth], `n_filler` filler symbols. mqar: `n_pairs` key-value pairs over
     `n_keys` keys and `n_values` values, `n_queries` queries at the end, `n_filler` gap symbols.
+    selective_copy: `n_memorize` data tokens (out of `n_values` symbols) scattered among noise,
+    copied in order at the end. induction_heads: random tokens (out of `n_values` symbols), the
+    token after a trigger asked for at the end. Fields a task does not use are ignored.
     """
 
     name: str = "passkey"
@@ -42,22 +55,41 @@ class TaskConfig:
     n_pairs: int = 4
     n_queries: int = 4
     n_keys: int = 16
+    filler: str = "repeat"  # passkey filler: "repeat" (a fixed cycle) or "random" symbols
+    n_memorize: int = 16  # selective_copy: data tokens to copy
 
     def __post_init__(self) -> None:
         if self.name not in TASKS:
             raise ValueError(f"task name={self.name!r} is unknown; use one of {list(TASKS)}")
-        for name in ("seq_len", "key_length", "n_values", "n_filler", "n_pairs", "n_queries", "n_keys"):
+        for name in ("seq_len", "key_length", "n_values", "n_filler", "n_pairs", "n_queries", "n_keys",
+                     "n_memorize"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"task {name}={value!r} must be a positive integer")
+        if self.filler not in ("repeat", "random"):
+            raise ValueError(f"task filler={self.filler!r}: use 'repeat' or 'random'")
         if not 0.0 <= self.min_depth <= self.max_depth <= 1.0:
             raise ValueError(f"task depths min_depth={self.min_depth}, max_depth={self.max_depth} must satisfy "
                              "0 <= min_depth <= max_depth <= 1")
+        if self.name == "passkey" and self.seq_len < 2 * self.key_length + 1:
+            raise ValueError(f"task passkey: seq_len={self.seq_len} cannot hold the KEY marker, key_length="
+                             f"{self.key_length} key symbols, the QUERY marker and the answer; use seq_len >= "
+                             f"{2 * self.key_length + 1} or a smaller key_length")
+        if self.name in ("selective_copy", "induction_heads") and self.n_values < 2:
+            raise ValueError(f"task {self.name}: n_values={self.n_values} is the number of data symbols and "
+                             "needs at least 2 (one symbol gives the answer away); raise n_values")
+        if self.name == "selective_copy" and self.seq_len < 2 * self.n_memorize:
+            raise ValueError(f"task selective_copy: seq_len={self.seq_len} cannot hold n_memorize="
+                             f"{self.n_memorize} data tokens in its prefix plus {self.n_memorize} answer "
+                             f"positions; use seq_len >= {2 * self.n_memorize} or a smaller n_memorize")
+        if self.name == "induction_heads" and self.seq_len < 3:
+            raise ValueError(f"task induction_heads: seq_len={self.seq_len} cannot hold the trigger, its answer "
+                             "and the final trigger; use seq_len >= 3")
         self.sample(torch.Generator().manual_seed(0))  # the sizes must fit seq_len
 
     @classmethod
     def from_dict(cls, data: dict | str) -> TaskConfig:
-        """From a mapping, or just a task name ('passkey' / 'mqar')."""
+        """From a mapping, or just a task name (one of TASKS)."""
         if isinstance(data, str):
             return cls(name=data)
         known = {f.name for f in fields(cls)}
@@ -69,27 +101,36 @@ class TaskConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def with_seq_len(self, seq_len: int) -> TaskConfig:
+        """The same task at another input length (validated: the sizes must fit it)."""
+        return replace(self, seq_len=seq_len)
+
     @property
     def vocab_size(self) -> int:
         if self.name == "passkey":
             return synthetic_vocab_size(self.n_values, self.n_filler)
+        if self.name == "selective_copy":
+            return selective_copy_vocab_size(self.n_values)
+        if self.name == "induction_heads":
+            return induction_heads_vocab_size(self.n_values)
         return mqar_vocab_size(self.n_keys, self.n_values, self.n_filler)
 
     @property
     def chance(self) -> float:
-        """Accuracy of guessing: a whole passkey (exact match), or one MQAR value."""
+        """Accuracy of guessing: a whole passkey (exact match), or one MQAR value, one copied data
+        token, one induction-heads answer."""
         return self.n_values ** -(self.key_length if self.name == "passkey" else 1)
 
     def sample(self, generator: torch.Generator, depth: float | None = None) -> tuple[Tensor, Tensor]:
         """One training row: input ids (seq_len,) and targets (seq_len,), -100 where unscored."""
-        if self.name == "mqar":
-            s = self.sample_mqar(generator)
+        if self.name != "passkey":
+            s = self.sample_sequence(generator)
             return s.input_ids, s.targets
         if depth is None:
             u = float(torch.rand((), generator=generator))
             depth = self.min_depth + (self.max_depth - self.min_depth) * u
         p = synthetic_passkey(self.seq_len - self.key_length + 1, depth, generator, self.key_length,
-                              self.n_values, self.n_filler, n_distractors=0)
+                              self.n_values, self.n_filler, n_distractors=0, filler=self.filler)
         full = torch.cat([p.input_ids, p.answer])
         targets = torch.full((self.seq_len,), IGNORE_INDEX, dtype=torch.long)
         first = len(p.input_ids) - 1  # the QUERY marker predicts the first key symbol
@@ -99,6 +140,17 @@ class TaskConfig:
     def sample_mqar(self, generator: torch.Generator) -> MQARSample:
         return synthetic_mqar(self.seq_len, generator, self.n_pairs, self.n_queries, self.n_keys,
                               self.n_values, self.n_filler)
+
+    def sample_sequence(self, generator: torch.Generator
+                        ) -> MQARSample | SelectiveCopySample | InductionHeadsSample:
+        """One whole sample, with its positions, of a teacher-forced task (all but passkey)."""
+        if self.name == "mqar":
+            return self.sample_mqar(generator)
+        if self.name == "selective_copy":
+            return synthetic_selective_copy(self.seq_len, generator, self.n_values, self.n_memorize)
+        if self.name == "induction_heads":
+            return synthetic_induction_heads(self.seq_len, generator, self.n_values)
+        raise ValueError(f"task {self.name!r} has no teacher-forced sequence; use TaskConfig.sample")
 
 
 class TaskBatcher:
@@ -140,24 +192,33 @@ class TaskBatcher:
 
 @torch.no_grad()
 def evaluate_task(model, task: TaskConfig, n_samples: int = 64, seed: int = 0,
-                  depths: list[float] | None = None) -> dict:
+                  depths: list[float] | None = None, seq_len: int | None = None) -> dict:
     """Held-out accuracy. passkey: exact match and likelihood vs 9 distractors, overall and per
-    depth (default depths 0, 0.25, 0.5, 0.75, 1 with n_samples each); mqar: value accuracy."""
+    depth (default depths 0, 0.25, 0.5, 0.75, 1 with n_samples each); mqar: value accuracy;
+    selective_copy: fraction of copied tokens right (teacher forced); induction_heads: fraction
+    of sequences whose last-position argmax is the answer. `seq_len` scores the same task at
+    another input length (length extrapolation); by default the task's own seq_len."""
+    if n_samples < 1:
+        raise ValueError(f"n_samples={n_samples} must be >= 1")
+    if seq_len is not None and seq_len != task.seq_len:
+        task = task.with_seq_len(seq_len)
     generator = torch.Generator().manual_seed(seed + EVAL_SEED_OFFSET)
-    if task.name == "mqar":
-        samples = [task.sample_mqar(generator) for _ in range(n_samples)]
-        return {"task": "mqar", "accuracy": mqar_accuracy(model, samples), "chance": task.chance,
-                "n_samples": n_samples}
+    if task.name != "passkey":
+        samples = [task.sample_sequence(generator) for _ in range(n_samples)]
+        return {"task": task.name, "accuracy": teacher_forced_accuracy(model, samples), "chance": task.chance,
+                "n_samples": n_samples, "seq_len": task.seq_len}
     depths = [0.0, 0.25, 0.5, 0.75, 1.0] if depths is None else depths
     context = task.seq_len - task.key_length + 1
     by_depth = {}
     for depth in depths:
-        samples = [synthetic_passkey(context, depth, generator, task.key_length, task.n_values, task.n_filler)
+        samples = [synthetic_passkey(context, depth, generator, task.key_length, task.n_values, task.n_filler,
+                                     filler=task.filler)
                    for _ in range(n_samples)]
         scores = score_passkey(model, samples)
         by_depth[depth] = {"exact": float(np.mean(scores["exact"])),
                            "likelihood": float(np.mean(scores["likelihood"]))}
-    return {"task": "passkey", "context_length": context, "chance": task.chance, "n_samples": n_samples,
+    return {"task": "passkey", "context_length": context, "seq_len": task.seq_len, "chance": task.chance,
+            "n_samples": n_samples,
             "exact": float(np.mean([v["exact"] for v in by_depth.values()])),
             "likelihood": float(np.mean([v["likelihood"] for v in by_depth.values()])),
             "by_depth": by_depth}

@@ -92,7 +92,8 @@ def train_task(config: FullConfig, task: TaskConfig | dict | str, resume: bool =
 
 
 def train_task_from_config(config: FullConfig, resume: bool = False) -> TaskRunResult:
-    """`smt train` with `run.task` set (passkey / mqar, a name or a mapping of TaskConfig fields)."""
+    """`smt train` with `run.task` set (a name in smt.evaluation.tasks.TASKS or a mapping of
+    TaskConfig fields)."""
     task = getattr(config.run, "task", None)
     if task is None:
         raise ValueError("run.task is not set: use task: passkey or task: {name: mqar, ...}")

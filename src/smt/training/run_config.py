@@ -45,7 +45,7 @@ class RunConfig:
     max_valid_tokens: int | None = None
     output_dir: str = "runs/smt"
     init_from: str | dict | None = None  # see smt.pretrained.init_model
-    task: str | dict | None = None  # synthetic task instead of text: passkey | mqar (smt.evaluation.tasks)
+    task: str | dict | None = None  # synthetic task instead of text: a name in smt.evaluation.tasks.TASKS
     full_final_eval: bool = True  # the last evaluation reads the whole validation set
     parallel: str = "ddp"  # with several processes: "ddp" or "fsdp" (sharded, large models)
     dist_timeout_s: int = 600  # a collective waiting longer than this ends the run with an error
