@@ -114,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-filler", type=int, default=16)
     parser.add_argument("--eval-samples", type=int, default=128)
     parser.add_argument("--out", default="runs/memory_recall.jsonl")
+    parser.add_argument("--save", default=None, help="save the trained model to this directory")
     args = parser.parse_args(argv)
 
     overrides = {k: parse_yaml(v) for k, v in (item.split("=", 1) for item in args.model)}
@@ -130,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
               "seq_len": args.seq_len, "steps": args.steps, "lr": args.lr, "R": reach(smt_config),
               "parameters": model.count_parameters()["total"], "train_seconds": round(seconds, 1),
               "losses": losses, "accuracy": accuracy, "chance": task.chance}
+    if args.save:
+        model.save_pretrained(args.save)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "a", encoding="utf-8") as handle:
         handle.write(json.dumps(record) + "\n")

@@ -7,7 +7,7 @@ import importlib
 import sys
 
 # each module defines add_parser(subparsers) and run(args) -> int
-COMMANDS = ("train", "generate", "eval", "analyze", "report", "bench", "info")
+COMMANDS = ("train", "generate", "eval", "analyze", "diagnose", "report", "bench", "info")
 
 
 def build_parser() -> argparse.ArgumentParser:

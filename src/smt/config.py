@@ -138,6 +138,8 @@ class StrideHybridConfig(_Serialisable):
     ssm_d_conv: int = 4
     ssm_expand: int = 2
     ssm_dt_rank: int | None = None  # default ceil(d_model / 16)
+    ssm_dt_min: float = 1e-3  # Mamba's initial step sizes, log-uniform in [dt_min, dt_max]: the
+    ssm_dt_max: float = 0.1  # memory's initial retention per write is exp(-dt * A), A in 1..d_state
     rms_norm_eps: float = 1e-5
     use_cuda_kernels: bool = True  # mamba-ssm kernels, only when importable and on CUDA
     # architecture: smt, or one of the baselines sharing the same blocks
@@ -237,6 +239,9 @@ class StrideHybridConfig(_Serialisable):
             fail("dropout", "must be in [0, 1)", "use e.g. 0.0 or 0.1")
         if not float(self.initializer_range) > 0:
             fail("initializer_range", "must be > 0", "use e.g. 0.02")
+        if not 0 < float(self.ssm_dt_min) <= float(self.ssm_dt_max):
+            fail("ssm_dt_min", f"needs 0 < ssm_dt_min <= ssm_dt_max={self.ssm_dt_max}",
+                 "use e.g. ssm_dt_min=0.001, ssm_dt_max=0.1 (Mamba's defaults)")
         if not float(self.rope_base) > 1:
             fail("rope_base", "must be > 1", "use e.g. 10000")
 

@@ -275,8 +275,8 @@ def write_gradient_by_distance(model, input_ids, targets) -> dict:
     last = (scored.long() * torch.arange(T, device=ids.device)).amax(1).cpu()
     t_k = write_tokens(W, S)
     distance = last[:, None] - t_k[None, :]
-    pred = logits.detach()[torch.arange(B), last.to(ids.device)].argmax(-1).cpu()
-    correct = pred == targets[torch.arange(B), last.to(ids.device)].cpu()
+    rows, cols = torch.arange(B, device=ids.device), last.to(ids.device)
+    correct = (logits.detach()[rows, cols].argmax(-1) == targets[rows, cols]).cpu()
     columns = {"input_grad_norm": norm[0].double().numpy(), "output_grad_norm": norm[1].double().numpy()}
     slot_norm = norm[2] if len(norm) > 2 else None
     if slot_norm is not None:

@@ -189,11 +189,13 @@ class MambaStack(_ResidualStack):
     state_names = ("ssm_conv", "ssm_scan")
 
     def __init__(self, d_model: int, n_layers: int, d_state: int = 16, d_conv: int = 4, expand: int = 2,
-                 dt_rank: int | None = None, eps: float = 1e-5, use_cuda_kernels: bool = True) -> None:
+                 dt_rank: int | None = None, eps: float = 1e-5, use_cuda_kernels: bool = True,
+                 dt_min: float = 1e-3, dt_max: float = 0.1) -> None:
         super().__init__()
         dt_rank = dt_rank or math.ceil(d_model / 16)
         self.layers = nn.ModuleList(
-            MambaLayer(MambaMixer(d_model, d_state, d_conv, expand, dt_rank, use_cuda_kernels), d_model, eps)
+            MambaLayer(MambaMixer(d_model, d_state, d_conv, expand, dt_rank, use_cuda_kernels, dt_min, dt_max),
+                       d_model, eps)
             for _ in range(n_layers)
         )
         self.norm_f = RMSNorm(d_model, eps)
@@ -250,4 +252,5 @@ def build_ssm(config: StrideHybridConfig) -> _ResidualStack:
     if config.ssm_type == "simple":
         return SimpleSSM(config.d_model, config.ssm_layers, config.d_inner, config.rms_norm_eps)
     return MambaStack(config.d_model, config.ssm_layers, config.ssm_d_state, config.ssm_d_conv,
-                      config.ssm_expand, config.dt_rank, config.rms_norm_eps, config.use_cuda_kernels)
+                      config.ssm_expand, config.dt_rank, config.rms_norm_eps, config.use_cuda_kernels,
+                      float(config.ssm_dt_min), float(config.ssm_dt_max))

@@ -1,0 +1,76 @@
+#!/usr/bin/env python
+"""The Mamba paper's synthetic anchors (selective copying, induction heads) for our SSM.
+
+Trains a Mamba-only language model (2 layers, d=64: the paper's setup scaled to this CPU) on one
+task through smt.training's Trainer (`train_task`), then scores it at its training length and
+at longer lengths (no further training). One JSON line per run is appended to --out.
+
+    python experiments/ssm_anchors.py --task induction_heads --seq-len 256 --steps 2000 \
+        --eval-lengths 1024 4096 --out docs/results/memory/anchors.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from smt import StrideHybridConfig, TrainingConfig
+from smt.config import parse_yaml
+from smt.evaluation.tasks import TaskConfig, evaluate_task
+from smt.evaluation.train_task import train_task
+from smt.training.run_config import FullConfig, RunConfig
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", default="induction_heads", choices=["induction_heads", "selective_copy"])
+    parser.add_argument("--seq-len", type=int, default=256)
+    parser.add_argument("--eval-lengths", type=int, nargs="*", default=[])
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument("--weight-decay", type=float, default=0.1)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--d-model", type=int, default=64)
+    parser.add_argument("--model", nargs="*", default=[], help="StrideHybridConfig overrides key=value")
+    parser.add_argument("--eval-samples", type=int, default=128)
+    parser.add_argument("--label", default=None)
+    parser.add_argument("--run-dir", default="runs/anchors")
+    parser.add_argument("--out", default="runs/ssm_anchors.jsonl")
+    args = parser.parse_args(argv)
+
+    task = TaskConfig(name=args.task, seq_len=args.seq_len, n_values=16)
+    overrides = {k: parse_yaml(v) for k, v in (item.split("=", 1) for item in args.model)}
+    model = StrideHybridConfig(arch="mamba", vocab_size=task.vocab_size, d_model=args.d_model,
+                               ssm_layers=args.layers, n_layers=1, n_heads=1, **overrides)
+    training = TrainingConfig(batch_size=args.batch_size, seq_len=args.seq_len, lr=args.lr, warmup_steps=args.warmup,
+                              weight_decay=args.weight_decay, max_steps=args.steps, log_interval=100,
+                              checkpoint_interval=10**9, eval_interval=10**9, seed=args.seed)
+    label = args.label or f"{args.task}-s{args.seed}"
+    run = RunConfig(output_dir=str(Path(args.run_dir) / label), progress=False, tensorboard=False)
+    started = time.perf_counter()
+    result = train_task(FullConfig(model, training, run), task, eval_samples=args.eval_samples)
+    seconds = time.perf_counter() - started
+    accuracy = {args.seq_len: result.evaluation["accuracy"]}
+    for length in args.eval_lengths:
+        accuracy[length] = evaluate_task(result.model, task, n_samples=args.eval_samples, seed=args.seed,
+                                         seq_len=length)["accuracy"]
+    losses = result.train.losses
+    record = {"label": label, "task": args.task, "seed": args.seed, "seq_len": args.seq_len, "steps": args.steps,
+              "lr": args.lr, "weight_decay": args.weight_decay, "model": overrides,
+              "parameters": result.evaluation["parameters"], "train_seconds": round(seconds, 1),
+              "losses": {str(k): round(v, 4) for k, v in sorted(losses.items())}, "accuracy": accuracy,
+              "chance": task.chance}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    with open(args.out, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
+    print(json.dumps({k: record[k] for k in ("label", "parameters", "train_seconds", "accuracy")}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
