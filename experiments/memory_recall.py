@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from smt import StrideHybridConfig, TrainingConfig
 from smt.config import parse_yaml
 from smt.evaluation.passkey import synthetic_passkey
-from smt.evaluation.tasks import TaskBatcher, TaskConfig
+from smt.evaluation.tasks import TaskBatcher, TaskConfig, evaluate_task
 from smt.models.baselines import build_model, matched_baseline
 from smt.training.optimizer import build_optimizer
 from smt.training.schedule import build_scheduler
@@ -100,6 +100,9 @@ def distances_for(length: int) -> list[int]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", default="smt", choices=["smt", "swa", "gpt", "mamba"])
+    parser.add_argument("--task", default="passkey", choices=["passkey", "mqar"])
+    parser.add_argument("--pairs", type=int, default=8, help="mqar: key-value pairs (all queried)")
+    parser.add_argument("--init-from", default=None, help="start from this saved model (a curriculum stage)")
     parser.add_argument("--model", nargs="*", default=[], help="StrideHybridConfig overrides key=value")
     parser.add_argument("--label", default=None, help="name of the variant in the results")
     parser.add_argument("--seq-len", type=int, default=64)
@@ -118,16 +121,29 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     overrides = {k: parse_yaml(v) for k, v in (item.split("=", 1) for item in args.model)}
-    task = TaskConfig(name="passkey", seq_len=args.seq_len, key_length=1, n_values=args.n_values,
-                      n_filler=args.n_filler, filler="random")
+    if args.task == "mqar":
+        task = TaskConfig(name="mqar", seq_len=args.seq_len, n_pairs=args.pairs, n_queries=args.pairs,
+                          n_keys=16, n_values=16, n_filler=args.n_filler)
+    else:
+        task = TaskConfig(name="passkey", seq_len=args.seq_len, key_length=1, n_values=args.n_values,
+                          n_filler=args.n_filler, filler="random")
     torch.manual_seed(args.seed)
     smt_config, model = build(args.arch, overrides, task.vocab_size)
+    if args.init_from:
+        from smt.pretrained import from_pretrained
+
+        model.load_state_dict(from_pretrained(args.init_from).state_dict())
     started = time.perf_counter()
     losses = train(model, task, args.steps, args.lr, args.batch_size, args.seed, args.warmup, args.weight_decay)
     seconds = time.perf_counter() - started
-    accuracy = {length: accuracy_by_distance(model, task, length, distances_for(length), args.eval_samples, args.seed)
-                for length in [args.seq_len, *args.eval_lengths]}
-    record = {"label": args.label or args.arch, "arch": args.arch, "model": overrides, "seed": args.seed,
+    lengths = [args.seq_len, *args.eval_lengths]
+    if args.task == "mqar":
+        accuracy = {length: evaluate_task(model, task, args.eval_samples, args.seed, seq_len=length)["accuracy"]
+                    for length in lengths}
+    else:
+        accuracy = {length: accuracy_by_distance(model, task, length, distances_for(length), args.eval_samples,
+                                                 args.seed) for length in lengths}
+    record = {"label": args.label or args.arch, "task": args.task, "arch": args.arch, "init_from": args.init_from, "model": overrides, "seed": args.seed,
               "seq_len": args.seq_len, "steps": args.steps, "lr": args.lr, "R": reach(smt_config),
               "parameters": model.count_parameters()["total"], "train_seconds": round(seconds, 1),
               "losses": losses, "accuracy": accuracy, "chance": task.chance}
