@@ -25,8 +25,12 @@ import torch.nn.functional as F
 
 from smt import StrideHybridConfig, TrainingConfig
 from smt.config import parse_yaml
-from smt.evaluation.passkey import synthetic_passkey
-from smt.evaluation.tasks import TaskBatcher, TaskConfig, evaluate_task
+from smt.evaluation.tasks import (
+    TaskBatcher,
+    TaskConfig,
+    evaluate_task,
+    passkey_accuracy_by_distance,
+)
 from smt.models.baselines import build_model, matched_baseline
 from smt.training.optimizer import build_optimizer
 from smt.training.schedule import build_scheduler
@@ -41,28 +45,6 @@ def build(arch: str, overrides: dict, vocab_size: int) -> tuple[StrideHybridConf
     smt_config = StrideHybridConfig.tiny(vocab_size=vocab_size, **overrides)
     config = smt_config if arch == "smt" else matched_baseline(smt_config, arch)
     return smt_config, build_model(config)
-
-
-@torch.no_grad()
-def accuracy_by_distance(model, task: TaskConfig, length: int, distances: list[int], n_samples: int,
-                         seed: int) -> dict[int, float]:
-    """Exact match of the key symbol at each key distance (tokens from the key to the question)."""
-    model.eval()
-    generator = torch.Generator().manual_seed(seed + 7_919_000)
-    n_fill = length - task.key_length - 2
-    out = {}
-    for distance in distances:
-        at = length - 1 - distance - 1  # filler tokens before the KEY marker
-        if not 0 <= at <= n_fill:
-            continue
-        samples = [synthetic_passkey(length, at / n_fill, generator, task.key_length, task.n_values,
-                                     task.n_filler, n_distractors=0, filler=task.filler) for _ in range(n_samples)]
-        inputs = torch.stack([s.input_ids for s in samples])
-        logits, _ = model(inputs)
-        predicted = logits[:, -1].argmax(-1)
-        out[distance] = float((predicted == torch.stack([s.answer[0] for s in samples])).float().mean())
-    model.train()
-    return out
 
 
 def train(model, task: TaskConfig, steps: int, lr: float, batch_size: int, seed: int, warmup: int,
@@ -87,14 +69,6 @@ def train(model, task: TaskConfig, steps: int, lr: float, batch_size: int, seed:
             losses.append((step + 1, sum(running) / len(running)))
             running = []
     return losses
-
-
-def distances_for(length: int) -> list[int]:
-    points, d = [], 2
-    while d < length - 2:
-        points.append(d)
-        d *= 2
-    return points + [length - 3]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,8 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         accuracy = {length: evaluate_task(model, task, args.eval_samples, args.seed, seq_len=length)["accuracy"]
                     for length in lengths}
     else:
-        accuracy = {length: accuracy_by_distance(model, task, length, distances_for(length), args.eval_samples,
-                                                 args.seed) for length in lengths}
+        accuracy = {length: passkey_accuracy_by_distance(model, task, length, n_samples=args.eval_samples,
+                                                         seed=args.seed) for length in lengths}
     record = {"label": args.label or args.arch, "task": args.task, "arch": args.arch, "init_from": args.init_from, "model": overrides, "seed": args.seed,
               "seq_len": args.seq_len, "steps": args.steps, "lr": args.lr, "R": reach(smt_config),
               "parameters": model.count_parameters()["total"], "train_seconds": round(seconds, 1),

@@ -1,12 +1,13 @@
 #!/usr/bin/env python
 """The demo: memory beyond the window, on a laptop CPU, with nothing downloaded.
 
-Default (synthetic passkey): trains a tiny SMT and the sliding-window baseline with the same
-window M and the same parameter budget (smt.training's Trainer, seeded batches), then prints a
-side-by-side accuracy table by key depth, writes the passkey heatmap and the attention-pooling
-picture, and generates the answer for one prompt with the trained SMT. The key sits up to 30
-tokens before the question: beyond the window transformer's reach (layers x (M - 1) tokens),
-so only the memory can carry it.
+Default (synthetic passkey with random filler): trains a tiny SMT and the sliding-window
+baseline with the same window M and the same parameter budget (smt.training's Trainer, seeded
+batches) at 64 tokens (4.5R, R = layers x (M - 1) = 14: the farthest a window-only model sees),
+then the SMT for a few hundred steps more at 224 tokens (16R, a length curriculum); prints
+accuracy by key distance at both lengths side by side, draws accuracy vs distance and the
+attention-pooling picture, and generates the answer for one prompt with the trained SMT.
+Beyond R only the memory can carry the key.
 
 With --data PATH (a text file or directory): trains both models on that text (a byte-level BPE
 is trained on it first), prints their validation loss, and generates text from the SMT.
@@ -25,14 +26,8 @@ from pathlib import Path
 import torch
 
 from smt import StrideHybridConfig, TrainingConfig
-from smt.evaluation.passkey import (
-    KEY_MARK,
-    QUERY_MARK,
-    passkey_grid,
-    plot_passkey_heatmap,
-    synthetic_passkey,
-)
-from smt.evaluation.tasks import TaskConfig
+from smt.evaluation.passkey import KEY_MARK, QUERY_MARK, synthetic_passkey
+from smt.evaluation.tasks import TaskConfig, key_distances, passkey_accuracy_by_distance
 from smt.evaluation.train_task import train_task
 from smt.models.baselines import matched_baseline
 from smt.models.components.attention_pooling import AttentionPoolingAnalyzer
@@ -42,7 +37,10 @@ from smt.training.run_config import FullConfig, RunConfig
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=1200, help="training steps per model")
-    parser.add_argument("--seq-len", type=int, default=32, help="tokens per training row (synthetic task)")
+    parser.add_argument("--seq-len", type=int, default=64, help="tokens per training row (synthetic task)")
+    parser.add_argument("--long-seq-len", type=int, default=224, help="the SMT's second curriculum stage and the "
+                        "longer evaluation length (synthetic task)")
+    parser.add_argument("--long-steps", type=int, default=300, help="SMT steps at --long-seq-len (0: none)")
     parser.add_argument("--out", default="runs/demo", help="output directory")
     parser.add_argument("--data", default=None, help="train on this text file/directory instead")
     parser.add_argument("--seed", type=int, default=1)
@@ -57,65 +55,105 @@ def symbols(ids) -> str:
     out = []
     for i in ids:
         i = int(i)
-        out.append("K" if i == KEY_MARK else "?" if i == QUERY_MARK else str(i - 2) if i < 10 else "abcd"[(i - 10) % 4])
+        out.append("K" if i == KEY_MARK else "?" if i == QUERY_MARK else str(i - 2) if i < 10 else "abcdefghijklmnop"[(i - 10) % 16])
     return "".join(out)
 
 
 def synthetic_demo(args: argparse.Namespace, out: Path) -> int:
-    task = TaskConfig(name="passkey", seq_len=args.seq_len, key_length=1, n_values=8, n_filler=4)
-    smt_config = StrideHybridConfig.tiny(vocab_size=16, ssm_type="simple")
+    task = TaskConfig(name="passkey", seq_len=args.seq_len, key_length=1, n_values=8, n_filler=16, filler="random")
+    smt_config = StrideHybridConfig.tiny(vocab_size=task.vocab_size)
+    reach = smt_config.n_layers * (smt_config.m_input_tokens - 1)
+    long_len = args.long_seq_len
     labels = {"swa": "SWA (same window, no memory)", "gpt": "GPT (full attention)", "mamba": "Mamba only"}
     configs = {"SMT": smt_config}
     configs.update({labels[arch]: matched_baseline(smt_config, arch) for arch in args.baselines})
-    training = TrainingConfig(batch_size=32, seq_len=args.seq_len, lr=3e-3, warmup_steps=50, min_lr_ratio=0.1,
-                              weight_decay=0.0, max_steps=args.steps, log_interval=100,
-                              checkpoint_interval=10**9, seed=args.seed)
-    print(f"task: passkey, one key symbol of {task.n_values} hidden in a {args.seq_len}-token context, "
-          f"asked at the end (chance {task.chance:.3f})")
+
+    def training(seq_len: int, steps: int, lr: float, warmup: int) -> TrainingConfig:
+        return TrainingConfig(batch_size=32, seq_len=seq_len, lr=lr, warmup_steps=warmup, min_lr_ratio=0.1,
+                              weight_decay=0.0, max_steps=steps, log_interval=100, checkpoint_interval=10**9,
+                              seed=args.seed)
+
+    print(f"task: passkey, one key symbol of {task.n_values} hidden among random filler, asked at the end "
+          f"(chance {task.chance:.3f})")
     print(f"window: M={smt_config.m_input_tokens} tokens, N={smt_config.n_ssm_outputs} slots, stride "
-          f"S={smt_config.stride}; the window transformer reaches about layers x (M-1) tokens back\n")
-    results, models = {}, {}
+          f"S={smt_config.stride}; a window-only model reaches R = layers x (M-1) = {reach} tokens back")
+    print(f"training at {args.seq_len} tokens ({args.seq_len / reach:.1f}R); SMT then {args.long_steps} steps at "
+          f"{long_len} tokens ({long_len / reach:.0f}R), a length curriculum\n")
+    models = {}
     for name, config in configs.items():
         started = time.perf_counter()
         run = RunConfig(output_dir=str(out / config.arch), progress=False, tensorboard=False)
-        result = train_task(FullConfig(config, training, run), task, eval_samples=64)
-        results[name], models[name] = result.evaluation, result.model
-        print(f"trained {name}: {config.n_layers} transformer layers, {result.evaluation['parameters']:,} "
-              f"parameters, {args.steps} steps in {time.perf_counter() - started:.0f} s, final train loss "
-              f"{result.train.losses[max(result.train.losses)]:.3f}")
-    names = list(results)
-    depths = list(results[names[0]]["by_depth"])
-    context = results[names[0]]["context_length"]
-    print(f"\npasskey exact-match accuracy by key depth (64 held-out prompts each; chance {task.chance:.3f})")
-    print(f"{'depth':>6} {'key distance':>13} " + " ".join(f"{n:>30}" for n in names))
-    for depth in depths:
-        distance = context - 1 - (round(depth * (context - task.key_length - 2)) + 1)
-        print(f"{depth:>6.2f} {distance:>13} " + " ".join(f"{results[n]['by_depth'][depth]['exact']:>30.2f}" for n in names))
-    print(f"{'all':>6} {'':>13} " + " ".join(f"{results[n]['exact']:>30.2f}" for n in names))
+        result = train_task(FullConfig(config, training(args.seq_len, args.steps, 1e-3, 100), run), task,
+                            eval_samples=16)
+        model, steps = result.model, args.steps
+        if name == "SMT" and args.long_steps:
+            model.save_pretrained(out / "smt_short")
+            run = RunConfig(output_dir=str(out / "smt_long"), progress=False, tensorboard=False,
+                            init_from=str(out / "smt_short"))
+            long_task = TaskConfig.from_dict({**task.to_dict(), "seq_len": long_len})
+            model = train_task(FullConfig(config, training(long_len, args.long_steps, 3e-4, 20), run), long_task,
+                               eval_samples=16).model
+            steps += args.long_steps
+        models[name] = model
+        print(f"trained {name}: {config.n_layers} transformer layers, {model.count_parameters()['total']:,} "
+              f"parameters, {steps} steps in {time.perf_counter() - started:.0f} s")
+    names = list(models)
+    results = {}
+    for length in (args.seq_len, long_len):
+        distances = key_distances(length)
+        accuracy = {n: passkey_accuracy_by_distance(models[n], task, length, distances, n_samples=64, seed=args.seed)
+                    for n in names}
+        results[length] = accuracy
+        print(f"\npasskey accuracy by key distance, {length}-token prompts ({length / reach:.1f}R; 64 held-out "
+              f"prompts each; chance {task.chance:.3f}; R = {reach})")
+        print(f"{'distance':>9} " + " ".join(f"{n:>30}" for n in names))
+        for d in distances:
+            mark = " (beyond R)" if d > reach else ""
+            print(f"{d:>9} " + " ".join(f"{accuracy[n][d]:>30.2f}" for n in names) + mark)
 
-    def make(length: int, depth: float, generator: torch.Generator):
-        return synthetic_passkey(length, depth, generator, task.key_length, task.n_values, task.n_filler)
-
-    grids = {n.split(" ")[0]: passkey_grid(models[n], make, [16, 24, args.seq_len], [0.0, 0.25, 0.5, 0.75, 1.0],
-                                           n_samples=32, seed=args.seed) for n in names}
-    heatmap = plot_passkey_heatmap(grids, out / "passkey_heatmap.png")
-    smt = models[names[0]]
-    sample = make(args.seq_len, 0.0, torch.Generator().manual_seed(args.seed + 99))
+    smt = models["SMT"]
+    generator = torch.Generator().manual_seed(args.seed + 99)
+    sample = synthetic_passkey(args.seq_len, 0.0, generator, 1, task.n_values, task.n_filler, filler="random")
     with torch.no_grad():
         _, aux = smt(sample.input_ids[None])
     analyzer = AttentionPoolingAnalyzer.from_config(smt.config)
     picture = analyzer.visualize_attention(aux["attention_weights_per_head"], out / "pooling_attention.png")
     stats = analyzer.analyze_attention(aux["attention_weights_per_head"])
-    generated = smt.generate(sample.input_ids[None], max_new_tokens=task.key_length, temperature=0.0)
+    generated = smt.generate(sample.input_ids[None], max_new_tokens=1, temperature=0.0)
     answer = symbols(generated[0, len(sample.input_ids):])
-    print(f"\ngeneration with the trained SMT (K = key marker, ? = question, letters = filler):\n"
+    print(f"\ngeneration with the trained SMT (K = key marker, ? = question, letters = filler), key "
+          f"{len(sample.input_ids) - 1 - sample.key_start} tokens back:\n"
           f"  prompt : {symbols(sample.input_ids)}\n  answer : {answer}   (true key: {symbols(sample.answer)})")
     print(f"\nattention pooling on that prompt: {stats['ssm_total']:.1%} of the weight on memory slots, "
           f"entropy {stats['entropy']:.2f} of {stats['max_entropy']:.2f} nats")
-    print(f"pictures: {picture}, {heatmap}")
-    summary = {name: {k: v for k, v in r.items() if k != "task_config"} for name, r in results.items()}
-    (out / "demo_results.json").write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
+    plot = plot_accuracy_by_distance(results[long_len], reach, out / "passkey_by_distance.png",
+                                     f"passkey recall at {long_len} tokens, random filler")
+    print(f"pictures: {picture}, {plot}")
+    (out / "demo_results.json").write_text(json.dumps({"R": reach, "accuracy": results}, indent=2) + "\n",
+                                           encoding="utf-8")
     return 0
+
+
+def plot_accuracy_by_distance(accuracy: dict[str, dict[int, float]], reach: int, path: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, by_distance in accuracy.items():
+        ax.plot(list(by_distance), list(by_distance.values()), marker="o", label=name)
+    ax.axvline(reach, color="grey", linestyle="--", label=f"R = {reach} (window reach)")
+    ax.set_xscale("log")
+    ax.set_xlabel("key distance (tokens before the question)")
+    ax.set_ylabel("exact-match accuracy")
+    ax.set_ylim(0, 1.05)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def text_demo(args: argparse.Namespace, out: Path) -> int:

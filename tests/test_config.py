@@ -28,6 +28,9 @@ INVALID = [
     ({"ssm_layers": -1}, "ssm_layers"),
     ({"ssm_layers": 0}, "memory needs at least one SSM layer"),
     ({"rope_base": 1.0}, "rope_base"),
+    ({"ssm_init": "orthogonal"}, "ssm_init"),
+    ({"ssm_dt_min": 0.2, "ssm_dt_max": 0.1}, "ssm_dt_min"),
+    ({"ssm_dt_min": 0.0}, "ssm_dt_min"),
 ]
 
 

@@ -18,6 +18,7 @@ import yaml
 
 ARCHITECTURES = ("smt", "gpt", "swa", "mamba")
 SSM_TYPES = ("mamba", "simple")
+SSM_INITS = ("mamba", "mimetic")
 POSITION_TYPES = ("rope", "learned")
 ATTENTION_IMPLS = ("chunked", "dense")
 DEVICES = ("cpu", "cuda", "mps", "auto")
@@ -140,6 +141,7 @@ class StrideHybridConfig(_Serialisable):
     ssm_dt_rank: int | None = None  # default ceil(d_model / 16)
     ssm_dt_min: float = 1e-3  # Mamba's initial step sizes, log-uniform in [dt_min, dt_max]: the
     ssm_dt_max: float = 0.1  # memory's initial retention per write is exp(-dt * A), A in 1..d_state
+    ssm_init: str = "mamba"  # "mamba" (the paper's) or "mimetic" (A near 0, C projection = B's)
     rms_norm_eps: float = 1e-5
     use_cuda_kernels: bool = True  # mamba-ssm kernels, only when importable and on CUDA
     # architecture: smt, or one of the baselines sharing the same blocks
@@ -226,7 +228,8 @@ class StrideHybridConfig(_Serialisable):
         if self.d_model % self.pooling_heads:
             fail("pooling_heads", f"d_model={self.d_model} is not divisible by pooling_heads",
                  "choose pooling_heads dividing d_model")
-        choices = {"arch": ARCHITECTURES, "ssm_type": SSM_TYPES, "position": POSITION_TYPES,
+        choices = {"arch": ARCHITECTURES, "ssm_type": SSM_TYPES, "ssm_init": SSM_INITS,
+                   "position": POSITION_TYPES,
                    "attention_impl": ATTENTION_IMPLS, "dtype": DTYPES}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

@@ -15,6 +15,7 @@ VARIANTS = {
     "tokens-only-pooling": {"pool_over_memory": False},
     "stride-not-dividing-window": {"stride": 3, "m_input_tokens": 7, "n_ssm_outputs": 5},
     "one-pooling-head-small-block": {"pooling_heads": 1, "attention_block_size": 5},
+    "mimetic-ssm-init-mamba-dt-range": {"ssm_init": "mimetic", "ssm_dt_min": 1e-3, "ssm_dt_max": 0.1},
 }
 
 

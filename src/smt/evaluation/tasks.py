@@ -222,3 +222,42 @@ def evaluate_task(model, task: TaskConfig, n_samples: int = 64, seed: int = 0,
             "exact": float(np.mean([v["exact"] for v in by_depth.values()])),
             "likelihood": float(np.mean([v["likelihood"] for v in by_depth.values()])),
             "by_depth": by_depth}
+
+
+def key_distances(length: int) -> list[int]:
+    """Key distances 2, 4, 8, ... below `length`, and the farthest one (length - 3)."""
+    points, distance = [], 2
+    while distance < length - 3:
+        points.append(distance)
+        distance *= 2
+    return points + [length - 3]
+
+
+@torch.no_grad()
+def passkey_accuracy_by_distance(model, task: TaskConfig, length: int | None = None,
+                                 distances: list[int] | None = None, n_samples: int = 64,
+                                 seed: int = 0) -> dict[int, float]:
+    """Exact match of a one-symbol passkey by key distance (tokens from the key to the question),
+    on held-out prompts of `length` tokens (default the task's seq_len; longer lengths measure
+    extrapolation). Distances default to `key_distances(length)`."""
+    if task.name != "passkey" or task.key_length != 1:
+        raise ValueError("passkey_accuracy_by_distance scores one-symbol passkeys: use name='passkey', key_length=1")
+    length = length or task.seq_len
+    distances = key_distances(length) if distances is None else distances
+    was_training = model.training
+    model.eval()
+    generator = torch.Generator().manual_seed(seed + EVAL_SEED_OFFSET)
+    n_fill = length - 3
+    device = next(model.parameters()).device
+    out = {}
+    for distance in distances:
+        at = length - 2 - distance  # filler tokens before the KEY marker
+        if not 0 <= at <= n_fill:
+            raise ValueError(f"key distance {distance} does not fit a {length}-token prompt; use 1..{length - 2}")
+        samples = [synthetic_passkey(length, at / n_fill, generator, 1, task.n_values, task.n_filler,
+                                     n_distractors=0, filler=task.filler) for _ in range(n_samples)]
+        logits, _ = model(torch.stack([s.input_ids for s in samples]).to(device))
+        answers = torch.stack([s.answer[0] for s in samples]).to(device)
+        out[distance] = float((logits[:, -1].argmax(-1) == answers).float().mean())
+    model.train(was_training)
+    return out

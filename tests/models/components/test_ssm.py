@@ -78,3 +78,24 @@ def test_bf16_keeps_scan_state_in_float32():
     stack = MambaStack(16, 1, d_state=4).to(torch.bfloat16)
     y, state = stack(torch.randn(1, 12, 16, dtype=torch.bfloat16))
     assert y.dtype == torch.bfloat16 and state["ssm_scan"].dtype == torch.float32
+
+
+@pytest.mark.parametrize("dt_min,dt_max", [(1e-3, 0.1), (1e-4, 1e-2)])
+def test_mamba_initial_step_sizes_lie_in_the_configured_range(dt_min, dt_max):
+    torch.manual_seed(0)
+    mixer = MambaStack(32, 1, d_state=4, dt_min=dt_min, dt_max=dt_max).layers[0].mixer
+    dt = torch.nn.functional.softplus(mixer.dt_proj.bias)
+    assert dt.min() >= dt_min * 0.999 and dt.max() <= dt_max * 1.001
+    assert dt.max() / dt.min() > (dt_max / dt_min) ** 0.5  # spread log-uniformly, not one value
+
+
+def test_mimetic_init_starts_near_linear_attention():
+    """A near zero (the state barely decays) and C's projection equal to B's (Trockman et al. 2024)."""
+    torch.manual_seed(0)
+    plain = MambaStack(32, 1, d_state=4).layers[0].mixer
+    torch.manual_seed(0)
+    mimetic = MambaStack(32, 1, d_state=4, init="mimetic").layers[0].mixer
+    r, n = mimetic.dt_rank, mimetic.d_state
+    torch.testing.assert_close(mimetic.x_proj.weight[r + n:], mimetic.x_proj.weight[r:r + n])
+    torch.testing.assert_close(mimetic.A_log.exp(), plain.A_log.exp() / 100)
+    assert not torch.equal(plain.x_proj.weight[r + n:], plain.x_proj.weight[r:r + n])

@@ -56,7 +56,8 @@ class MambaMixer(nn.Module):
     """One Mamba (S6) mixer with the reference parameter names."""
 
     def __init__(self, d_model: int, d_state: int, d_conv: int, expand: int, dt_rank: int,
-                 use_cuda_kernels: bool = True, dt_min: float = 1e-3, dt_max: float = 0.1) -> None:
+                 use_cuda_kernels: bool = True, dt_min: float = 1e-3, dt_max: float = 0.1,
+                 init: str = "mamba") -> None:
         super().__init__()
         self.d_inner = expand * d_model
         self.d_state, self.d_conv, self.dt_rank = d_state, d_conv, dt_rank
@@ -75,6 +76,12 @@ class MambaMixer(nn.Module):
         dt = dt.clamp(min=1e-4)
         with torch.no_grad():
             self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+            if init == "mimetic":
+                # Trockman et al. 2024: start close to linear attention. A near zero (the state barely
+                # decays), and C's projection equal to B's, so C_t . B_s scores like a query-key product.
+                self.A_log.sub_(math.log(100.0))
+                rows = self.x_proj.weight
+                rows[dt_rank + d_state:].copy_(rows[dt_rank:dt_rank + d_state])
 
     def init_state(self, batch: int, device=None) -> tuple[Tensor, Tensor]:
         conv = torch.zeros(batch, self.d_inner, self.d_conv - 1, device=device)
@@ -190,11 +197,11 @@ class MambaStack(_ResidualStack):
 
     def __init__(self, d_model: int, n_layers: int, d_state: int = 16, d_conv: int = 4, expand: int = 2,
                  dt_rank: int | None = None, eps: float = 1e-5, use_cuda_kernels: bool = True,
-                 dt_min: float = 1e-3, dt_max: float = 0.1) -> None:
+                 dt_min: float = 1e-3, dt_max: float = 0.1, init: str = "mamba") -> None:
         super().__init__()
         dt_rank = dt_rank or math.ceil(d_model / 16)
         self.layers = nn.ModuleList(
-            MambaLayer(MambaMixer(d_model, d_state, d_conv, expand, dt_rank, use_cuda_kernels, dt_min, dt_max),
+            MambaLayer(MambaMixer(d_model, d_state, d_conv, expand, dt_rank, use_cuda_kernels, dt_min, dt_max, init),
                        d_model, eps)
             for _ in range(n_layers)
         )
@@ -253,4 +260,4 @@ def build_ssm(config: StrideHybridConfig) -> _ResidualStack:
         return SimpleSSM(config.d_model, config.ssm_layers, config.d_inner, config.rms_norm_eps)
     return MambaStack(config.d_model, config.ssm_layers, config.ssm_d_state, config.ssm_d_conv,
                       config.ssm_expand, config.dt_rank, config.rms_norm_eps, config.use_cuda_kernels,
-                      float(config.ssm_dt_min), float(config.ssm_dt_max))
+                      float(config.ssm_dt_min), float(config.ssm_dt_max), config.ssm_init)

@@ -1,0 +1,105 @@
+#!/usr/bin/env python
+"""Markdown tables and a plot from experiments/memory_recall.py result lines.
+
+    python experiments/memory_report.py docs/results/memory/*.jsonl --plot docs/results/memory/recall.png
+
+One table per (task, training length, evaluation length): a row per run (label, seed), a column per
+key distance (passkey) or the accuracy (mqar); each label's mean and seed-to-seed range follow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+
+
+def load(paths: list[str]) -> list[dict]:
+    return [json.loads(line) for path in paths for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def tables(records: list[dict]) -> str:
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in records:
+        for length in r["accuracy"]:
+            groups[(r.get("task", "passkey"), r["seq_len"], int(length))].append(r)
+    out = []
+    for (task, trained, length), rows in sorted(groups.items()):
+        R = rows[0]["R"]
+        out.append(f"\n**{task}, trained at {trained} tokens, evaluated at {length} tokens** (R = {R}; "
+                   f"chance {rows[0]['chance']:.3f})\n")
+        if task == "mqar":
+            out.append("| variant | seed | steps | accuracy |\n|---|---|---|---|")
+            for r in rows:
+                out.append(f"| {r['label']} | {r['seed']} | {r['steps']} | {r['accuracy'][str(length)]:.2f} |")
+            continue
+        distances = sorted({int(d) for r in rows for d in r["accuracy"][str(length)]})
+        out.append("| variant | seed | " + " | ".join(f"d={d}" for d in distances) + " |")
+        out.append("|---|---|" + "---|" * len(distances))
+        by_label: dict[str, list[dict]] = defaultdict(list)
+        for r in rows:
+            by_label[r["label"]].append(r)
+            acc = r["accuracy"][str(length)]
+            out.append(f"| {r['label']} | {r['seed']} | " +
+                       " | ".join(f"{acc[str(d)]:.2f}" if str(d) in acc else "" for d in distances) + " |")
+        for label, runs in by_label.items():
+            if len(runs) < 2:
+                continue
+            cells = []
+            for d in distances:
+                values = [run["accuracy"][str(length)].get(str(d)) for run in runs]
+                values = [v for v in values if v is not None]
+                cells.append(f"{sum(values) / len(values):.2f} [{min(values):.2f}-{max(values):.2f}]" if values else "")
+            out.append(f"| **{label} mean [range]** | {len(runs)} seeds | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def plot(records: list[dict], path: Path, length: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_label: dict[str, list[dict]] = defaultdict(list)
+    for r in records:
+        if str(length) in r["accuracy"] and r.get("task", "passkey") == "passkey":
+            by_label[r["label"]].append(r["accuracy"][str(length)])
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for label, runs in sorted(by_label.items()):
+        distances = sorted({int(d) for acc in runs for d in acc})
+        means = [sum(acc[str(d)] for acc in runs if str(d) in acc) / sum(str(d) in acc for acc in runs)
+                 for d in distances]
+        ax.plot(distances, means, marker="o", label=f"{label} ({len(runs)} seeds)")
+    R = next(r["R"] for r in records)
+    ax.axvline(R, color="grey", linestyle="--", label=f"R = {R} (window reach)")
+    ax.set_xscale("log")
+    ax.set_xlabel("key distance (tokens before the question)")
+    ax.set_ylabel("exact-match accuracy")
+    ax.set_ylim(0, 1.05)
+    ax.set_title(f"passkey recall, random filler, evaluated at {length} tokens")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("results", nargs="+")
+    parser.add_argument("--plot", default=None, help="PNG: accuracy vs distance, one line per variant")
+    parser.add_argument("--plot-length", type=int, default=896)
+    parser.add_argument("--labels", nargs="*", default=None, help="only these variants")
+    args = parser.parse_args(argv)
+    records = load(args.results)
+    if args.labels:
+        records = [r for r in records if r["label"] in args.labels]
+    print(tables(records))
+    if args.plot:
+        plot(records, Path(args.plot), args.plot_length)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
