@@ -83,3 +83,11 @@ def test_training_config():
         TrainingConfig(dtype="float16")
     with pytest.raises(ConfigError, match="max_steps or epochs"):
         TrainingConfig(max_steps=None, epochs=None)
+
+
+def test_dt_init_range_defaults_differ_for_the_memory_and_the_mamba_lm():
+    assert StrideHybridConfig.tiny().dt_init_range == (1e-4, 1e-2)
+    assert StrideHybridConfig.tiny(arch="mamba").dt_init_range == (1e-3, 1e-1)
+    assert StrideHybridConfig.tiny(ssm_dt_min=1e-3, ssm_dt_max=0.1).dt_init_range == (1e-3, 0.1)
+    with pytest.raises(ConfigError, match="ssm_dt_min"):
+        StrideHybridConfig.tiny(ssm_dt_min=0.05)  # above the memory's default dt_max

@@ -139,8 +139,11 @@ class StrideHybridConfig(_Serialisable):
     ssm_d_conv: int = 4
     ssm_expand: int = 2
     ssm_dt_rank: int | None = None  # default ceil(d_model / 16)
-    ssm_dt_min: float = 1e-3  # Mamba's initial step sizes, log-uniform in [dt_min, dt_max]: the
-    ssm_dt_max: float = 0.1  # memory's initial retention per write is exp(-dt * A), A in 1..d_state
+    # Mamba's initial step sizes dt, log-uniform in [ssm_dt_min, ssm_dt_max]; retention per step is
+    # exp(-dt * A), A in 1..d_state. None: [1e-4, 1e-2] for SMT's memory (it must keep a fact over
+    # hundreds of writes; docs/MEMORY.md), Mamba's own [1e-3, 1e-1] for the Mamba-only LM (arch mamba)
+    ssm_dt_min: float | None = None
+    ssm_dt_max: float | None = None
     ssm_init: str = "mamba"  # "mamba" (the paper's) or "mimetic" (A near 0, C projection = B's)
     rms_norm_eps: float = 1e-5
     use_cuda_kernels: bool = True  # mamba-ssm kernels, only when importable and on CUDA
@@ -174,6 +177,13 @@ class StrideHybridConfig(_Serialisable):
     @property
     def dt_rank(self) -> int:
         return self.ssm_dt_rank if self.ssm_dt_rank is not None else math.ceil(self.d_model / 16)
+
+    @property
+    def dt_init_range(self) -> tuple[float, float]:
+        """(dt_min, dt_max) of the Mamba initialisation, the defaults filled in (see the fields)."""
+        low, high = (1e-3, 1e-1) if self.arch == "mamba" else (1e-4, 1e-2)
+        return (float(self.ssm_dt_min) if self.ssm_dt_min is not None else low,
+                float(self.ssm_dt_max) if self.ssm_dt_max is not None else high)
 
     @property
     def d_inner(self) -> int:
@@ -242,9 +252,14 @@ class StrideHybridConfig(_Serialisable):
             fail("dropout", "must be in [0, 1)", "use e.g. 0.0 or 0.1")
         if not float(self.initializer_range) > 0:
             fail("initializer_range", "must be > 0", "use e.g. 0.02")
-        if not 0 < float(self.ssm_dt_min) <= float(self.ssm_dt_max):
-            fail("ssm_dt_min", f"needs 0 < ssm_dt_min <= ssm_dt_max={self.ssm_dt_max}",
-                 "use e.g. ssm_dt_min=0.001, ssm_dt_max=0.1 (Mamba's defaults)")
+        for name in ("ssm_dt_min", "ssm_dt_max"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                fail(name, "must be a number or None", "use e.g. 0.001, or None for the default")
+        dt_min, dt_max = self.dt_init_range
+        if not 0 < dt_min <= dt_max:
+            fail("ssm_dt_min", f"needs 0 < ssm_dt_min <= ssm_dt_max (resolved: {dt_min} and {dt_max})",
+                 "use e.g. ssm_dt_min=0.0001, ssm_dt_max=0.01 (None takes the default)")
         if not float(self.rope_base) > 1:
             fail("rope_base", "must be > 1", "use e.g. 10000")
 
@@ -296,7 +311,8 @@ class StrideHybridConfig(_Serialisable):
             ("attention pooling", f"{self.pooling_heads} head(s), over "
                                   f"{'memory + tokens' if self.pool_over_memory else 'tokens only'}"),
             ("SSM memory", f"{self.ssm_type}, {self.ssm_layers} layers, d_state={self.ssm_d_state}, "
-                           f"d_conv={self.ssm_d_conv}, expand={self.ssm_expand}, dt_rank={self.dt_rank}"),
+                           f"d_conv={self.ssm_d_conv}, expand={self.ssm_expand}, dt_rank={self.dt_rank}, "
+                           f"dt init {self.dt_init_range[0]:g}..{self.dt_init_range[1]:g}, {self.ssm_init} init"),
             ("vocabulary", f"{self.vocab_size} (lm_head {'tied to' if self.tie_embeddings else 'separate from'}"
                            " the embedding)"),
             ("device / dtype", f"{self.device} / {self.dtype}"),

@@ -31,7 +31,7 @@ def test_smt_recalls_beyond_the_window_with_random_filler(tmp_path):
     config = tiny("smt")
     assert TASK.seq_len - 3 - round(0.25 * (TASK.seq_len - 3)) > reach(config)  # both depths lie beyond R
     training = TrainingConfig(batch_size=32, seq_len=TASK.seq_len, lr=3e-3, warmup_steps=30, weight_decay=0.0,
-                              max_steps=300, log_interval=100, checkpoint_interval=10**6, seed=1)
+                              max_steps=400, log_interval=100, checkpoint_interval=10**6, seed=1)
     run = RunConfig(output_dir=str(tmp_path / "smt"), progress=False, tensorboard=False)
     result = train_task(FullConfig(config, training, run), TASK, eval_samples=16)
     far = evaluate_task(result.model, TASK, n_samples=48, depths=FAR)

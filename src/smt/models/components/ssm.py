@@ -260,4 +260,4 @@ def build_ssm(config: StrideHybridConfig) -> _ResidualStack:
         return SimpleSSM(config.d_model, config.ssm_layers, config.d_inner, config.rms_norm_eps)
     return MambaStack(config.d_model, config.ssm_layers, config.ssm_d_state, config.ssm_d_conv,
                       config.ssm_expand, config.dt_rank, config.rms_norm_eps, config.use_cuda_kernels,
-                      float(config.ssm_dt_min), float(config.ssm_dt_max), config.ssm_init)
+                      *config.dt_init_range, config.ssm_init)
