@@ -117,3 +117,45 @@ def test_passkey_scoring_and_grid(tmp_path):
     np.testing.assert_array_equal(grid.likelihood, again.likelihood)
     assert "| 12 |" in grid.to_markdown()
     assert plot_passkey_heatmap({"smt": grid, "swa": again}, tmp_path / "h.png").stat().st_size > 1000
+
+
+class _PasskeyOracle(torch.nn.Module):
+    """Predicts, at every position, the symbol right after the last KEY marker seen so far."""
+
+    def __init__(self, vocab_size: int) -> None:
+        super().__init__()
+        self.vocab_size = vocab_size
+        self.anchor = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, ids):
+        logits = torch.zeros(*ids.shape, self.vocab_size)
+        for b, row in enumerate(ids.tolist()):
+            marks = [i for i, t in enumerate(row) if t == 0]
+            logits[b, :, row[marks[-1] + 1]] = 1.0
+        return logits, {}
+
+
+def test_key_distances_double_up_to_the_farthest():
+    from smt.evaluation.tasks import key_distances
+
+    assert key_distances(64) == [2, 4, 8, 16, 32, 61]
+    assert key_distances(10) == [2, 4, 7]
+
+
+def test_passkey_accuracy_by_distance_puts_the_key_where_it_says():
+    from smt.evaluation.tasks import TaskConfig, passkey_accuracy_by_distance
+
+    task = TaskConfig(name="passkey", seq_len=40, key_length=1, n_values=8, n_filler=16, filler="random")
+    oracle = _PasskeyOracle(task.vocab_size)
+    assert passkey_accuracy_by_distance(oracle, task, 100, n_samples=8) == {d: 1.0 for d in [2, 4, 8, 16, 32, 64, 97]}
+
+    class LooksBack(_PasskeyOracle):  # reads the token `distance` places before the question
+        def forward(self, ids):
+            logits = torch.zeros(*ids.shape, self.vocab_size)
+            logits[:, -1] = torch.nn.functional.one_hot(ids[:, -1 - 17], self.vocab_size).float()
+            return logits, {}
+
+    scores = passkey_accuracy_by_distance(LooksBack(task.vocab_size), task, 60, distances=[16, 17, 18], n_samples=8)
+    assert scores == {16: 0.0, 17: 1.0, 18: 0.0}
+    with pytest.raises(ValueError, match="does not fit"):
+        passkey_accuracy_by_distance(oracle, task, 20, distances=[25])
