@@ -23,13 +23,14 @@ def tables(records: list[dict]) -> str:
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in records:
         for length in r["accuracy"]:
-            groups[(r.get("task", "passkey"), r["seq_len"], int(length))].append(r)
+            if r["accuracy"][length] is not None:
+                groups[(r.get("task", "passkey"), r["seq_len"], int(length))].append(r)
     out = []
     for (task, trained, length), rows in sorted(groups.items()):
-        R = rows[0]["R"]
-        out.append(f"\n**{task}, trained at {trained} tokens, evaluated at {length} tokens** (R = {R}; "
+        reach = f"R = {rows[0]['R']}; " if "R" in rows[0] else ""
+        out.append(f"\n**{task}, trained at {trained} tokens, evaluated at {length} tokens** ({reach}"
                    f"chance {rows[0]['chance']:.3f})\n")
-        if task == "mqar":
+        if not isinstance(rows[0]["accuracy"][str(length)], dict):  # one accuracy per run (mqar, anchors)
             out.append("| variant | seed | steps | accuracy |\n|---|---|---|---|")
             for r in rows:
                 out.append(f"| {r['label']} | {r['seed']} | {r['steps']} | {r['accuracy'][str(length)]:.2f} |")
@@ -71,7 +72,7 @@ def plot(records: list[dict], path: Path, length: int) -> None:
         means = [sum(acc[str(d)] for acc in runs if str(d) in acc) / sum(str(d) in acc for acc in runs)
                  for d in distances]
         ax.plot(distances, means, marker="o", label=f"{label} ({len(runs)} seeds)")
-    R = next(r["R"] for r in records)
+    R = next(r["R"] for r in records if "R" in r)
     ax.axvline(R, color="grey", linestyle="--", label=f"R = {R} (window reach)")
     ax.set_xscale("log")
     ax.set_xlabel("key distance (tokens before the question)")

@@ -79,6 +79,9 @@ def synthetic_demo(args: argparse.Namespace, out: Path) -> int:
           f"S={smt_config.stride}; a window-only model reaches R = layers x (M-1) = {reach} tokens back")
     print(f"training at {args.seq_len} tokens ({args.seq_len / reach:.1f}R); SMT then {args.long_steps} steps at "
           f"{long_len} tokens ({long_len / reach:.0f}R), a length curriculum\n")
+    window_reach = max([reach] + [c.n_layers * (c.m_input_tokens - 1) for c in configs.values() if c.arch == "swa"])
+    if window_reach > reach:
+        print(f"the parameter-matched SWA has more layers, so it reaches {window_reach} tokens back\n")
     models = {}
     for name, config in configs.items():
         started = time.perf_counter()
@@ -108,7 +111,7 @@ def synthetic_demo(args: argparse.Namespace, out: Path) -> int:
               f"prompts each; chance {task.chance:.3f}; R = {reach})")
         print(f"{'distance':>9} " + " ".join(f"{n:>30}" for n in names))
         for d in distances:
-            mark = " (beyond R)" if d > reach else ""
+            mark = " (beyond every window)" if d > window_reach else " (beyond R)" if d > reach else ""
             print(f"{d:>9} " + " ".join(f"{accuracy[n][d]:>30.2f}" for n in names) + mark)
 
     smt = models["SMT"]
