@@ -121,6 +121,16 @@ def _nanmean(values) -> float | None:
     return _num(array.mean()) if array.size else None
 
 
+def _forward_with_hooks(model, ids: Tensor, handles: list) -> None:
+    """One forward pass in diagnostic mode; the hooks are removed afterwards, whatever happens."""
+    try:
+        with _diagnostic_mode(model):
+            model(ids)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def write_tokens(n_writes: int, stride: int) -> Tensor:
     """Index of the token after which write k happens in a fresh stream: (k + 1) * S - 1."""
     return (torch.arange(n_writes) + 1) * stride - 1
@@ -432,12 +442,7 @@ def ssm_step_deltas(model, input_ids) -> list[Tensor]:
         def hook(module, args, output, i=i):
             records[i].append(output.detach())
         handles.append(mixer.x_proj.register_forward_hook(hook))
-    try:
-        with _diagnostic_mode(model):
-            model(ids)
-    finally:
-        for handle in handles:
-            handle.remove()
+    _forward_with_hooks(model, ids, handles)
     steps = _expected_steps(model, ids.shape[1])
     deltas = []
     for i, (mixer, rec) in enumerate(zip(mixers, records)):
@@ -613,12 +618,7 @@ def memory_attention_mass(model, input_ids, check: bool = True) -> dict:
             captured[i]["out"] = output[0]
         handles.append(block.attn.register_forward_pre_hook(pre, with_kwargs=True))
         handles.append(block.attn.register_forward_hook(post))
-    try:
-        with _diagnostic_mode(model):
-            model(ids)
-    finally:
-        for handle in handles:
-            handle.remove()
+    _forward_with_hooks(model, ids, handles)
     visible_slots = torch.arange(T, device=ids.device) // S  # slots written after tokens < i (fresh stream)
     n_vis_slots = visible_slots.clamp(max=N)
     n_vis_tokens = torch.clamp(torch.arange(T, device=ids.device) + 1, max=M)
