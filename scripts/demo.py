@@ -130,14 +130,15 @@ def synthetic_demo(args: argparse.Namespace, out: Path) -> int:
     print(f"\nattention pooling on that prompt: {stats['ssm_total']:.1%} of the weight on memory slots, "
           f"entropy {stats['entropy']:.2f} of {stats['max_entropy']:.2f} nats")
     plot = plot_accuracy_by_distance(results[long_len], reach, out / "passkey_by_distance.png",
-                                     f"passkey recall at {long_len} tokens, random filler")
+                                     f"passkey recall at {long_len} tokens, random filler", window_reach)
     print(f"pictures: {picture}, {plot}")
     (out / "demo_results.json").write_text(json.dumps({"R": reach, "accuracy": results}, indent=2) + "\n",
                                            encoding="utf-8")
     return 0
 
 
-def plot_accuracy_by_distance(accuracy: dict[str, dict[int, float]], reach: int, path: Path, title: str) -> Path:
+def plot_accuracy_by_distance(accuracy: dict[str, dict[int, float]], reach: int, path: Path, title: str,
+                              window_reach: int | None = None) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -146,7 +147,9 @@ def plot_accuracy_by_distance(accuracy: dict[str, dict[int, float]], reach: int,
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, by_distance in accuracy.items():
         ax.plot(list(by_distance), list(by_distance.values()), marker="o", label=name)
-    ax.axvline(reach, color="grey", linestyle="--", label=f"R = {reach} (window reach)")
+    ax.axvline(reach, color="grey", linestyle="--", label=f"R = {reach} (SMT's window reach)")
+    if window_reach and window_reach != reach:
+        ax.axvline(window_reach, color="grey", linestyle=":", label=f"{window_reach} (the matched SWA's reach)")
     ax.set_xscale("log")
     ax.set_xlabel("key distance (tokens before the question)")
     ax.set_ylabel("exact-match accuracy")
