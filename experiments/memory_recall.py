@@ -7,7 +7,7 @@ distance, at the training length and at longer lengths (no further training). On
 per run is appended to --out, so a sweep over variants and seeds becomes one table.
 
     python experiments/memory_recall.py --arch smt --seq-len 64 --steps 1500 --seed 1 \
-        --model pool_over_memory=false --out docs/results/memory/runs.jsonl
+        --model pool_over_memory=false --out docs/results/memory/extrapolation.jsonl
 
 Model overrides (`--model key=value ...`) are StrideHybridConfig fields on top of the tiny
 preset (N=4, M=8, S=4, d=64, 2 layers); baselines (swa / gpt / mamba) are parameter-matched.
@@ -34,11 +34,6 @@ from smt.evaluation.tasks import (
 from smt.models.baselines import build_model, matched_baseline
 from smt.training.optimizer import build_optimizer
 from smt.training.schedule import build_scheduler
-
-
-def reach(config: StrideHybridConfig) -> int:
-    """R = layers x (M - 1): the farthest a window-only model of this shape sees."""
-    return config.n_layers * (config.m_input_tokens - 1)
 
 
 def build(arch: str, overrides: dict, vocab_size: int) -> tuple[StrideHybridConfig, torch.nn.Module]:
@@ -118,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         accuracy = {length: passkey_accuracy_by_distance(model, task, length, n_samples=args.eval_samples,
                                                          seed=args.seed) for length in lengths}
     record = {"label": args.label or args.arch, "task": args.task, "arch": args.arch, "init_from": args.init_from, "model": overrides, "seed": args.seed,
-              "seq_len": args.seq_len, "steps": args.steps, "lr": args.lr, "R": reach(smt_config),
+              "seq_len": args.seq_len, "steps": args.steps, "lr": args.lr, "R": smt_config.window_reach,
               "parameters": model.count_parameters()["total"], "train_seconds": round(seconds, 1),
               "losses": losses, "accuracy": accuracy, "chance": task.chance}
     if args.save:

@@ -62,7 +62,7 @@ def symbols(ids) -> str:
 def synthetic_demo(args: argparse.Namespace, out: Path) -> int:
     task = TaskConfig(name="passkey", seq_len=args.seq_len, key_length=1, n_values=8, n_filler=16, filler="random")
     smt_config = StrideHybridConfig.tiny(vocab_size=task.vocab_size)
-    reach = smt_config.n_layers * (smt_config.m_input_tokens - 1)
+    reach = smt_config.window_reach
     long_len = args.long_seq_len
     labels = {"swa": "SWA (same window, no memory)", "gpt": "GPT (full attention)", "mamba": "Mamba only"}
     configs = {"SMT": smt_config}
@@ -79,7 +79,7 @@ def synthetic_demo(args: argparse.Namespace, out: Path) -> int:
           f"S={smt_config.stride}; a window-only model reaches R = layers x (M-1) = {reach} tokens back")
     print(f"training at {args.seq_len} tokens ({args.seq_len / reach:.1f}R); SMT then {args.long_steps} steps at "
           f"{long_len} tokens ({long_len / reach:.0f}R), a length curriculum\n")
-    window_reach = max([reach] + [c.n_layers * (c.m_input_tokens - 1) for c in configs.values() if c.arch == "swa"])
+    window_reach = max([reach] + [c.window_reach for c in configs.values() if c.arch == "swa"])
     if window_reach > reach:
         print(f"the parameter-matched SWA has more layers, so it reaches {window_reach} tokens back\n")
     models = {}

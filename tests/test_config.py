@@ -91,3 +91,8 @@ def test_dt_init_range_defaults_differ_for_the_memory_and_the_mamba_lm():
     assert StrideHybridConfig.tiny(ssm_dt_min=1e-3, ssm_dt_max=0.1).dt_init_range == (1e-3, 0.1)
     with pytest.raises(ConfigError, match="ssm_dt_min"):
         StrideHybridConfig.tiny(ssm_dt_min=0.05)  # above the memory's default dt_max
+
+
+def test_window_reach_is_layers_times_window_minus_one():
+    assert StrideHybridConfig.tiny().window_reach == 2 * (8 - 1)
+    assert StrideHybridConfig.tiny(n_layers=3, m_input_tokens=5).window_reach == 12

@@ -194,6 +194,12 @@ class StrideHybridConfig(_Serialisable):
         return self.attention_block_size or max(self.m_input_tokens, 64)
 
     @property
+    def window_reach(self) -> int:
+        """R = n_layers x (m_input_tokens - 1): the farthest back a token can see through the
+        transformer's windows alone; beyond it only the memory can carry information."""
+        return self.n_layers * (self.m_input_tokens - 1)
+
+    @property
     def has_memory(self) -> bool:
         return self.arch == "smt" and self.n_ssm_outputs > 0
 

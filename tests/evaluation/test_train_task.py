@@ -22,14 +22,10 @@ def tiny(arch: str) -> StrideHybridConfig:
     return StrideHybridConfig.tiny(vocab_size=TASK.vocab_size, arch=arch)
 
 
-def reach(config: StrideHybridConfig) -> int:
-    return config.n_layers * (config.m_input_tokens - 1)
-
-
 def test_smt_recalls_beyond_the_window_with_random_filler(tmp_path):
     torch.set_num_threads(min(2, torch.get_num_threads()))
     config = tiny("smt")
-    assert TASK.seq_len - 3 - round(0.25 * (TASK.seq_len - 3)) > reach(config)  # both depths lie beyond R
+    assert TASK.seq_len - 3 - round(0.25 * (TASK.seq_len - 3)) > config.window_reach  # both depths lie beyond R
     training = TrainingConfig(batch_size=32, seq_len=TASK.seq_len, lr=3e-3, warmup_steps=30, weight_decay=0.0,
                               max_steps=400, log_interval=100, checkpoint_interval=10**6, seed=1)
     run = RunConfig(output_dir=str(tmp_path / "smt"), progress=False, tensorboard=False)
@@ -46,7 +42,7 @@ def test_the_same_window_without_memory_cannot_see_beyond_its_reach():
     swa = build_model(tiny("swa")).eval()
     generator = torch.Generator().manual_seed(3)
     prompt = synthetic_passkey(TASK.seq_len, 0.0, generator, 1, TASK.n_values, TASK.n_filler, filler="random")
-    assert len(prompt.input_ids) - 1 - prompt.key_start > reach(swa.config)
+    assert len(prompt.input_ids) - 1 - prompt.key_start > swa.config.window_reach
     other = prompt.input_ids.clone()
     other[prompt.key_start] = prompt.answer[0] + 1 if prompt.answer[0] + 1 < 2 + TASK.n_values else 2
     with torch.no_grad():

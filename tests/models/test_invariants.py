@@ -93,7 +93,7 @@ def test_without_memory_the_model_is_a_sliding_window_transformer(arch):
     assert aux["n_writes"] == 0
     torch.testing.assert_close(logits, sliding_window_reference(model, ids), rtol=1e-5, atol=1e-5)
     # the receptive field of L layers of window M ends (M - 1) * L tokens back
-    reach = (model.config.m_input_tokens - 1) * model.config.n_layers
+    reach = model.config.window_reach
     changed = ids.clone()
     changed[:, 0] = (changed[:, 0] + 1) % 256
     other, _ = model(changed)
@@ -105,7 +105,7 @@ def test_memory_carries_information_beyond_the_window():
     """With memory, a token far outside every window still influences later logits."""
     model = tiny_model()
     ids = random_ids(1, 80)
-    reach = (model.config.m_input_tokens - 1) * model.config.n_layers
+    reach = model.config.window_reach
     changed = ids.clone()
     changed[:, 0] = (changed[:, 0] + 1) % 256
     a, _ = model(ids)
