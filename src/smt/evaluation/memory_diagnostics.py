@@ -884,6 +884,7 @@ def plot_diagnostics(result: dict, out_dir: str | Path) -> list[Path]:
         ax.bar(layers, mass, color="tab:orange", label="mass on memory slots (tokens that see a slot)")
         if a["uniform"] is not None:
             ax.axhline(a["uniform"], color="black", linestyle="--", linewidth=0.8, label="uniform over the window")
+        ax.set_xticks(layers)
         ax.set_xlabel("transformer layer")
         ax.set_ylabel("attention mass")
         ax.set_title("how much the transformer reads the memory")
