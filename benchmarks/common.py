@@ -27,10 +27,10 @@ def bench_config(size: str = "small", device: str = "cpu", **overrides) -> Strid
     """
     if size == "small":
         base = dict(n_ssm_outputs=15, m_input_tokens=50, stride=16, vocab_size=8192, d_model=256,
-                    n_layers=4, n_heads=4, ssm_layers=4)
+                    transformer_n_layers=4, n_heads=4, ssm_n_layers=4)
     elif size == "toy":
         base = dict(n_ssm_outputs=4, m_input_tokens=8, stride=4, vocab_size=256, d_model=64,
-                    n_layers=2, n_heads=4, ssm_layers=2, ssm_d_state=8)
+                    transformer_n_layers=2, n_heads=4, ssm_n_layers=2, ssm_d_state=8)
     else:
         raise ValueError(f"unknown benchmark size {size!r}; use 'small' or 'toy'")
     return StrideHybridConfig(**{**base, "device": device, **overrides})

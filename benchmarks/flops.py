@@ -19,13 +19,13 @@ from __future__ import annotations
 def ssm_matmul_params(config) -> int:
     d, di, ds, r = config.d_model, config.d_inner, config.ssm_d_state, config.dt_rank
     if config.ssm_type == "simple":
-        return config.ssm_layers * 2 * d * di
-    return config.ssm_layers * (d * 2 * di + di * (r + 2 * ds) + r * di + di * d)
+        return config.ssm_n_layers * 2 * d * di
+    return config.ssm_n_layers * (d * 2 * di + di * (r + 2 * ds) + r * di + di * d)
 
 
 def model_flops(config, context: int, batch: int = 1) -> dict[str, float]:
     """Training-step FLOPs by part (see the module docstring for the formula)."""
-    L, d, f, V = config.n_layers, config.d_model, config.ffn_dim, config.vocab_size
+    L, d, f, V = config.transformer_n_layers, config.d_model, config.ffn_dim, config.vocab_size
     T, B, M, N = context, batch, config.m_input_tokens, config.n_ssm_outputs
     memory = config.has_memory
     W = T // config.stride if memory else 0

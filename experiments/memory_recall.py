@@ -44,16 +44,23 @@ def build(arch: str, overrides: dict, vocab_size: int) -> tuple[StrideHybridConf
 
 def train(model, task: TaskConfig, steps: int, lr: float, batch_size: int, seed: int, warmup: int,
           weight_decay: float, log_every: int = 100) -> list[tuple[int, float]]:
+    """With the task's state_passing > 0, rows continue the streams that the batcher marks (see
+    TaskConfig), from the previous step's final state, detached, as the trainer's stream mode does."""
     training = TrainingConfig(batch_size=batch_size, seq_len=task.seq_len, lr=lr, warmup_steps=warmup,
                               weight_decay=weight_decay, max_steps=steps)
     optimizer = build_optimizer(model, training)
     scheduler = build_scheduler(optimizer, warmup, steps, 0.1)
     batcher = TaskBatcher(task, batch_size, seed)
     losses, running = [], []
+    carried = None
     for step in range(steps):
         batch = batcher.next_batch()
-        logits, _ = model(batch.inputs)
-        loss = F.cross_entropy(logits.float().flatten(0, 1), batch.targets.flatten(), ignore_index=-100)
+        state = None if carried is None else carried.reset_rows(batch.reset).detach()
+        logits, aux = model(batch.inputs, state=state)
+        if task.state_passing > 0:
+            carried = aux["state"]
+        loss = F.cross_entropy(logits.float().flatten(0, 1), batch.targets.flatten(), ignore_index=-100,
+                               reduction="sum") / max(batch.n_targets, 1)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -82,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weight-decay", type=float, default=0.0)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--state-passing", type=float, default=0.0,
+                        help="task state_passing: probability that a row is passed on to its lane's next row")
+    parser.add_argument("--passed-rows", default="filler", choices=["filler", "task"],
+                        help="what is passed on: unscored filler rows or scored task rows (see TaskConfig)")
     parser.add_argument("--n-values", type=int, default=8)
     parser.add_argument("--n-filler", type=int, default=16)
     parser.add_argument("--eval-samples", type=int, default=128)
@@ -92,10 +103,12 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {k: parse_yaml(v) for k, v in (item.split("=", 1) for item in args.model)}
     if args.task == "mqar":
         task = TaskConfig(name="mqar", seq_len=args.seq_len, n_pairs=args.pairs, n_queries=args.pairs,
-                          n_keys=16, n_values=16, n_filler=args.n_filler)
+                          n_keys=16, n_values=16, n_filler=args.n_filler, state_passing=args.state_passing,
+                          passed_rows=args.passed_rows)
     else:
         task = TaskConfig(name="passkey", seq_len=args.seq_len, key_length=1, n_values=args.n_values,
-                          n_filler=args.n_filler, filler="random")
+                          n_filler=args.n_filler, filler="random", state_passing=args.state_passing,
+                          passed_rows=args.passed_rows)
     torch.manual_seed(args.seed)
     smt_config, model = build(args.arch, overrides, task.vocab_size)
     if args.init_from:
@@ -113,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         accuracy = {length: passkey_accuracy_by_distance(model, task, length, n_samples=args.eval_samples,
                                                          seed=args.seed) for length in lengths}
     record = {"label": args.label or args.arch, "task": args.task, "arch": args.arch, "init_from": args.init_from, "model": overrides, "seed": args.seed,
-              "seq_len": args.seq_len, "steps": args.steps, "lr": args.lr, "R": smt_config.window_reach,
+              "seq_len": args.seq_len, "steps": args.steps, "lr": args.lr, "state_passing": args.state_passing,
+              "passed_rows": args.passed_rows, "R": smt_config.window_reach,
               "parameters": model.count_parameters()["total"], "train_seconds": round(seconds, 1),
               "losses": losses, "accuracy": accuracy, "chance": task.chance}
     if args.save:

@@ -37,21 +37,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--d-model", type=int, default=64)
     parser.add_argument("--model", nargs="*", default=[], help="StrideHybridConfig overrides key=value")
+    parser.add_argument("--state-passing", type=float, default=0.0,
+                        help="probability that a training row continues the previous batch's final state")
+    parser.add_argument("--init-from", default=None, help="start from this model or checkpoint (post-training)")
     parser.add_argument("--eval-samples", type=int, default=128)
     parser.add_argument("--label", default=None)
     parser.add_argument("--run-dir", default="runs/anchors")
     parser.add_argument("--out", default="runs/ssm_anchors.jsonl")
     args = parser.parse_args(argv)
 
-    task = TaskConfig(name=args.task, seq_len=args.seq_len, n_values=16)
+    task = TaskConfig(name=args.task, seq_len=args.seq_len, n_values=16, state_passing=args.state_passing)
     overrides = {k: parse_yaml(v) for k, v in (item.split("=", 1) for item in args.model)}
     model = StrideHybridConfig(arch="mamba", vocab_size=task.vocab_size, d_model=args.d_model,
-                               ssm_layers=args.layers, n_layers=1, n_heads=1, **overrides)
+                               ssm_n_layers=args.layers, transformer_n_layers=1, n_heads=1, **overrides)
     training = TrainingConfig(batch_size=args.batch_size, seq_len=args.seq_len, lr=args.lr, warmup_steps=args.warmup,
                               weight_decay=args.weight_decay, max_steps=args.steps, log_interval=100,
                               checkpoint_interval=10**9, eval_interval=10**9, seed=args.seed)
     label = args.label or f"{args.task}-s{args.seed}"
-    run = RunConfig(output_dir=str(Path(args.run_dir) / label), progress=False, tensorboard=False)
+    run = RunConfig(output_dir=str(Path(args.run_dir) / label), progress=False, tensorboard=False,
+                    init_from=args.init_from)
     started = time.perf_counter()
     result = train_task(FullConfig(model, training, run), task, eval_samples=args.eval_samples)
     seconds = time.perf_counter() - started
@@ -62,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     losses = result.train.losses
     record = {"label": label, "task": args.task, "seed": args.seed, "seq_len": args.seq_len, "steps": args.steps,
               "lr": args.lr, "weight_decay": args.weight_decay, "model": overrides,
+              "state_passing": args.state_passing, "init_from": args.init_from,
               "parameters": result.evaluation["parameters"], "train_seconds": round(seconds, 1),
               "losses": {str(k): round(v, 4) for k, v in sorted(losses.items())}, "accuracy": accuracy,
               "chance": task.chance}

@@ -98,7 +98,7 @@ def synthetic_demo(args: argparse.Namespace, out: Path) -> int:
                                eval_samples=16).model
             steps += args.long_steps
         models[name] = model
-        print(f"trained {name}: {config.n_layers} transformer layers, {model.count_parameters()['total']:,} "
+        print(f"trained {name}: {config.transformer_n_layers} transformer layers, {model.count_parameters()['total']:,} "
               f"parameters, {steps} steps in {time.perf_counter() - started:.0f} s")
     names = list(models)
     results = {}
@@ -167,7 +167,7 @@ def text_demo(args: argparse.Namespace, out: Path) -> int:
     from smt.data import load_tokenizer
 
     tokenizer_dir = out / "tokenizer"
-    smt_config = StrideHybridConfig.tiny(vocab_size=2048, d_model=128, n_layers=2, n_heads=4, m_input_tokens=32,
+    smt_config = StrideHybridConfig.tiny(vocab_size=2048, d_model=128, transformer_n_layers=2, n_heads=4, m_input_tokens=32,
                                          n_ssm_outputs=4, stride=8, ssm_type="simple")
     configs = {"SMT": smt_config}
     configs.update({arch.upper(): matched_baseline(smt_config, arch) for arch in args.baselines})

@@ -60,7 +60,10 @@ def main() -> int:
     if problems:
         print("\n".join(["", "problems:", *problems]))
         return 1
-    print("layout ok")
+    # the seed quick start's expected output: layout ready, total code size, total code lines
+    print("✅ 프로젝트 구조 준비 완료! (layout ok)")
+    print(f"📊 총 코드 크기: {sum(p.stat().st_size for p in sources) / 1024:.1f} KB")
+    print(f"📝 총 코드 줄: {lines(sources):,} lines")
     return 0
 
 

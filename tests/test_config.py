@@ -21,12 +21,12 @@ INVALID = [
     ({"position": "alibi"}, "position"),
     ({"attention_impl": "flash"}, "attention_impl"),
     ({"dropout": 1.0}, "dropout"),
-    ({"n_layers": 0}, "n_layers"),
+    ({"transformer_n_layers": 0}, "transformer_n_layers"),
     ({"stride": 2.5}, "stride"),
     ({"stride": True}, "stride"),
     ({"d_ff": 0}, "d_ff"),
-    ({"ssm_layers": -1}, "ssm_layers"),
-    ({"ssm_layers": 0}, "memory needs at least one SSM layer"),
+    ({"ssm_n_layers": -1}, "ssm_n_layers"),
+    ({"ssm_n_layers": 0}, "memory needs at least one SSM layer"),
     ({"rope_base": 1.0}, "rope_base"),
     ({"ssm_init": "orthogonal"}, "ssm_init"),
     ({"ssm_dt_min": 0.2, "ssm_dt_max": 0.1}, "ssm_dt_min"),
@@ -43,7 +43,7 @@ def test_invalid_model_configs_name_the_field(overrides, name):
 
 
 def test_valid_corner_cases():
-    StrideHybridConfig.tiny(n_ssm_outputs=0, ssm_layers=0)  # a window without memory needs no SSM
+    StrideHybridConfig.tiny(n_ssm_outputs=0, ssm_n_layers=0)  # a window without memory needs no SSM
     StrideHybridConfig.tiny(m_input_tokens=1, stride=1)
     StrideHybridConfig.tiny(device="cuda:1")
     StrideHybridConfig.tiny(position="learned", n_heads=3, d_model=63, pooling_heads=1)
@@ -95,4 +95,32 @@ def test_dt_init_range_defaults_differ_for_the_memory_and_the_mamba_lm():
 
 def test_window_reach_is_layers_times_window_minus_one():
     assert StrideHybridConfig.tiny().window_reach == 2 * (8 - 1)
-    assert StrideHybridConfig.tiny(n_layers=3, m_input_tokens=5).window_reach == 12
+    assert StrideHybridConfig.tiny(transformer_n_layers=3, m_input_tokens=5).window_reach == 12
+
+
+def test_the_seeds_field_names_are_canonical_and_the_old_ones_still_load(tmp_path):
+    """transformer_n_layers / ssm_n_layers (the seed quick start's names) are the fields; the old
+    n_layers / ssm_layers are accepted everywhere a config is given, and read as properties."""
+    from smt.training.run_config import load_run_config
+
+    seed = StrideHybridConfig(n_ssm_outputs=15, m_input_tokens=50, stride=16, transformer_n_layers=12,
+                              ssm_n_layers=24, d_model=768, vocab_size=50280)
+    assert seed.to_dict()["transformer_n_layers"] == 12 and "n_layers" not in seed.to_dict()
+    old = StrideHybridConfig.tiny(n_layers=3, ssm_layers=1)
+    assert (old.transformer_n_layers, old.ssm_n_layers) == (3, 1) and (old.n_layers, old.ssm_layers) == (3, 1)
+    assert StrideHybridConfig.from_dict({"n_layers": 5}).transformer_n_layers == 5
+    assert old.replace(n_layers=4).transformer_n_layers == 4
+    saved = tmp_path / "old.yaml"
+    saved.write_text("model:\n  preset: tiny\n  n_layers: 3\n  ssm_layers: 1\n", encoding="utf-8")
+    full = load_run_config(saved, ["--model.n_layers", "4", "--ssm_layers", "2"])
+    assert (full.model.transformer_n_layers, full.model.ssm_n_layers) == (4, 2)
+    with pytest.raises(ConfigError, match="both 'n_layers' and 'transformer_n_layers'"):
+        StrideHybridConfig(n_layers=2, transformer_n_layers=3)
+
+
+def test_heads_default_to_gpt2_widths():
+    """Without n_heads, heads are 64 wide as in GPT-2 (the seed's Small preset gives only d_model=512)."""
+    assert StrideHybridConfig().n_heads == 12
+    assert StrideHybridConfig(d_model=512).n_heads == 8
+    assert StrideHybridConfig(d_model=200).n_heads == 2  # the widest split not above 64 that divides
+    assert StrideHybridConfig(d_model=512, n_heads=4).n_heads == 4

@@ -19,3 +19,15 @@ def test_public_names_import_from_smt():
     for name in ("StrideHybridConfig", "StrideHybridModel", "TrainingConfig", "AttentionPoolingAnalyzer",
                  "SimpleSSM", "SimpleCausalTransformer"):
         assert hasattr(smt, name)
+
+
+def test_requirements_txt_matches_pyproject():
+    """The seed's install step (pip install -r requirements.txt) installs what pyproject.toml declares."""
+    import tomllib
+
+    root = REPO
+    declared = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["project"]["dependencies"]
+    lines = [line.strip() for line in (root / "requirements.txt").read_text(encoding="utf-8").splitlines()]
+    listed = [line for line in lines if line and not line.startswith("#")]
+    assert listed[-1] == "-e ."
+    assert sorted(listed[:-1]) == sorted(declared)

@@ -7,12 +7,13 @@ impossible configuration fails when it is built, with a message naming the field
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import math
 import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -66,13 +67,29 @@ def load_mapping(path: str | Path, expected: str = "a mapping of field names to 
 
 
 class _Serialisable:
-    """to/from dict, JSON and YAML for a dataclass config; unknown keys are an error."""
+    """to/from dict, JSON and YAML for a dataclass config; unknown keys are an error. Old field
+    names in ALIASES (old -> canonical) are accepted wherever fields are given."""
+
+    ALIASES: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def canonical_names(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """`data` with old field names replaced by their canonical ones (both given: an error)."""
+        data = dict(data)
+        for old, new in cls.ALIASES.items():
+            if old in data:
+                if new in data:
+                    raise ConfigError(f"{cls.__name__}: both {old!r} and {new!r} are given; {old!r} is the old "
+                                      f"name of {new!r}, keep only {new!r}")
+                data[new] = data.pop(old)
+        return data
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)  # type: ignore[call-overload]
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]):
+        data = cls.canonical_names(data)
         known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
         unknown = sorted(set(data) - known)
         if unknown:
@@ -100,9 +117,28 @@ class _Serialisable:
 
     def replace(self, **changes: Any):
         """A validated copy with some fields changed."""
-        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+        return dataclasses.replace(self, **self.canonical_names(changes))  # type: ignore[type-var]
 
 
+def _accept_aliases(cls):
+    """Let the dataclass constructor take the old field names too (and `...`, the seed quick start's
+    placeholder, for all defaults), and read the old names as properties."""
+    init = cls.__init__
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if args == (Ellipsis,):  # `StrideHybridConfig(...)`, the seed's placeholder: the defaults
+            args = ()
+        init(self, *args, **cls.canonical_names(kwargs))
+
+    __init__.__doc__, __init__.__signature__ = init.__doc__, inspect.signature(init)
+    cls.__init__ = __init__
+    for old, new in cls.ALIASES.items():
+        setattr(cls, old, property(lambda self, new=new: getattr(self, new),
+                                   doc=f"Old name of `{new}` (still accepted)."))
+    return cls
+
+
+@_accept_aliases
 @dataclass
 class StrideHybridConfig(_Serialisable):
     """Shape and behaviour of a Stride Memory Transformer (see DESIGN.md §1-2).
@@ -112,6 +148,8 @@ class StrideHybridConfig(_Serialisable):
     one vector and written to the SSM memory.
     """
 
+    ALIASES: ClassVar[dict[str, str]] = {"n_layers": "transformer_n_layers", "ssm_layers": "ssm_n_layers"}
+
     # window and memory
     n_ssm_outputs: int = 15
     m_input_tokens: int = 50
@@ -120,8 +158,8 @@ class StrideHybridConfig(_Serialisable):
     vocab_size: int = 50280
     d_model: int = 768
     # transformer (GPT-2 small shape)
-    n_layers: int = 12
-    n_heads: int = 12
+    transformer_n_layers: int = 12
+    n_heads: int | None = None  # default: GPT-2's 64-wide heads (12 at d_model=768, 8 at 512)
     d_ff: int | None = None  # default 4 * d_model
     position: str = "rope"  # "rope" (unbounded streams) or "learned" (GPT-2 parity)
     max_position_embeddings: int = 1024  # only used by position="learned"
@@ -134,7 +172,7 @@ class StrideHybridConfig(_Serialisable):
     pool_over_memory: bool = True  # False: pooling reads tokens only, the SSM runs in sequence mode
     # SSM memory (Mamba-130M shape)
     ssm_type: str = "mamba"
-    ssm_layers: int = 24
+    ssm_n_layers: int = 24
     ssm_d_state: int = 16
     ssm_d_conv: int = 4
     ssm_expand: int = 2
@@ -159,6 +197,11 @@ class StrideHybridConfig(_Serialisable):
     dtype: str = "float32"
 
     def __post_init__(self) -> None:
+        if self.n_heads is None and isinstance(self.d_model, int) and not isinstance(self.d_model, bool):
+            heads = max(1, self.d_model // 64)
+            while self.d_model % heads:
+                heads -= 1
+            self.n_heads = heads
         self.validate()
 
     # ------------------------------------------------------------------ derived
@@ -195,9 +238,9 @@ class StrideHybridConfig(_Serialisable):
 
     @property
     def window_reach(self) -> int:
-        """R = n_layers x (m_input_tokens - 1): the farthest back a token can see through the
+        """R = transformer_n_layers x (m_input_tokens - 1): the farthest back a token can see through the
         transformer's windows alone; beyond it only the memory can carry information."""
-        return self.n_layers * (self.m_input_tokens - 1)
+        return self.transformer_n_layers * (self.m_input_tokens - 1)
 
     @property
     def has_memory(self) -> bool:
@@ -209,7 +252,7 @@ class StrideHybridConfig(_Serialisable):
             raise ConfigError(f"{name}={getattr(self, name)!r}: {problem}; {fix}")
 
         for name in ("n_ssm_outputs", "m_input_tokens", "stride", "vocab_size", "d_model",
-                     "n_layers", "n_heads", "pooling_heads", "ssm_layers", "ssm_d_state",
+                     "transformer_n_layers", "n_heads", "pooling_heads", "ssm_n_layers", "ssm_d_state",
                      "ssm_d_conv", "ssm_expand", "max_position_embeddings"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
@@ -227,14 +270,14 @@ class StrideHybridConfig(_Serialisable):
             fail("stride", "must be >= 1 (a write every `stride` tokens)", "use stride >= 1")
         if self.vocab_size < 2:
             fail("vocab_size", "a vocabulary needs at least 2 tokens", "set it from the tokenizer")
-        for name in ("d_model", "n_layers", "n_heads", "pooling_heads", "ssm_d_state",
+        for name in ("d_model", "transformer_n_layers", "n_heads", "pooling_heads", "ssm_d_state",
                      "ssm_d_conv", "ssm_expand", "max_position_embeddings"):
             if getattr(self, name) < 1:
                 fail(name, "must be >= 1", "use a positive size")
-        if self.ssm_layers < 1 and self.arch in ("smt", "mamba") and self.n_ssm_outputs > 0:
-            fail("ssm_layers", "the memory needs at least one SSM layer", "use ssm_layers >= 1")
-        if self.ssm_layers < 0:
-            fail("ssm_layers", "cannot be negative", "use ssm_layers >= 0")
+        if self.ssm_n_layers < 1 and self.arch in ("smt", "mamba") and self.n_ssm_outputs > 0:
+            fail("ssm_n_layers", "the memory needs at least one SSM layer", "use ssm_n_layers >= 1")
+        if self.ssm_n_layers < 0:
+            fail("ssm_n_layers", "cannot be negative", "use ssm_n_layers >= 0")
         if self.d_model % self.n_heads:
             fail("n_heads", f"d_model={self.d_model} is not divisible by n_heads",
                  "choose n_heads dividing d_model")
@@ -283,16 +326,16 @@ class StrideHybridConfig(_Serialisable):
     @classmethod
     def small(cls, **overrides: Any) -> StrideHybridConfig:
         """Fast experiments: N=10 M=30 S=10, 6 transformer layers, 12 SSM layers, d=512."""
-        base = dict(n_ssm_outputs=10, m_input_tokens=30, stride=10, d_model=512, n_layers=6,
-                    n_heads=8, ssm_layers=12)
-        return cls(**{**base, **overrides})
+        base = dict(n_ssm_outputs=10, m_input_tokens=30, stride=10, d_model=512, transformer_n_layers=6,
+                    n_heads=8, ssm_n_layers=12)
+        return cls(**{**base, **cls.canonical_names(overrides)})
 
     @classmethod
     def tiny(cls, **overrides: Any) -> StrideHybridConfig:
         """Tests and CPU demos: a few hundred thousand parameters."""
         base = dict(n_ssm_outputs=4, m_input_tokens=8, stride=4, vocab_size=256, d_model=64,
-                    n_layers=2, n_heads=4, ssm_layers=2, ssm_d_state=8, pooling_heads=2)
-        return cls(**{**base, **overrides})
+                    transformer_n_layers=2, n_heads=4, ssm_n_layers=2, ssm_d_state=8, pooling_heads=2)
+        return cls(**{**base, **cls.canonical_names(overrides)})
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> StrideHybridConfig:
@@ -310,13 +353,13 @@ class StrideHybridConfig(_Serialisable):
             ("window", f"{self.n_ssm_outputs} memory slots + {self.m_input_tokens} tokens = "
                        f"{self.window_size} vectors"),
             ("memory write", f"every {self.stride} tokens (T tokens -> T // {self.stride} writes)"),
-            ("transformer", f"{self.n_layers} layers, d_model={self.d_model}, {self.n_heads} heads "
+            ("transformer", f"{self.transformer_n_layers} layers, d_model={self.d_model}, {self.n_heads} heads "
                             f"(d_head={self.d_head}), d_ff={self.ffn_dim}"),
             ("positions", self.position + (f" (table of {self.max_position_embeddings})"
                                            if self.position == "learned" else " (unbounded streams)")),
             ("attention pooling", f"{self.pooling_heads} head(s), over "
                                   f"{'memory + tokens' if self.pool_over_memory else 'tokens only'}"),
-            ("SSM memory", f"{self.ssm_type}, {self.ssm_layers} layers, d_state={self.ssm_d_state}, "
+            ("SSM memory", f"{self.ssm_type}, {self.ssm_n_layers} layers, d_state={self.ssm_d_state}, "
                            f"d_conv={self.ssm_d_conv}, expand={self.ssm_expand}, dt_rank={self.dt_rank}, "
                            f"dt init {self.dt_init_range[0]:g}..{self.dt_init_range[1]:g}, {self.ssm_init} init"),
             ("vocabulary", f"{self.vocab_size} (lm_head {'tied to' if self.tie_embeddings else 'separate from'}"

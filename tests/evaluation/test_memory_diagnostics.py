@@ -131,7 +131,7 @@ def test_mamba_retention_in_unit_interval_with_accumulation():
     keys = [5, 30, 13]
     result = untouched(model, ids, lambda: md.ssm_retention(model, ids, keys))
     assert result["kind"] == "mamba" and result["unit"] == "write" and result["n_steps"] == 8
-    assert len(result["layers"]) == model.config.ssm_layers
+    assert len(result["layers"]) == model.config.ssm_n_layers
     for stats in [*result["layers"], result["overall"]]:
         values = [stats["retention"][f"p{p}"] for p in (5, 25, 50, 75, 95)]
         assert all(0 < v <= 1 for v in values) and values == sorted(values)

@@ -54,3 +54,77 @@ def test_the_same_window_without_memory_cannot_see_beyond_its_reach():
         a, _ = smt(prompt.input_ids[None])
         b, _ = smt(other[None])
     assert not torch.equal(a[0, -1], b[0, -1])  # the memory does carry the far key to the question
+
+
+def test_state_passing_is_a_probability():
+    for bad in (-0.1, 1.0, True, "half"):
+        try:
+            TaskConfig(name="passkey", state_passing=bad)
+        except ValueError as error:
+            assert "state_passing" in str(error)
+        else:
+            raise AssertionError(f"state_passing={bad!r} was accepted")
+
+
+def test_state_passing_lanes_continue_after_filler_rows_only():
+    """passed_rows='filler': a passed row is the task's filler alone (nothing scored) and its lane's
+    next row continues it; a scored row always ends its lane's stream, so no earlier answer is
+    ever in the memory of a scored row. passed_rows='task': every row is scored, resets at random."""
+    from smt.evaluation.passkey import FIRST_VALUE
+    from smt.evaluation.tasks import TaskBatcher
+
+    passing = TaskConfig(**{**TASK.to_dict(), "state_passing": 0.5})
+    batcher = TaskBatcher(passing, 64, seed=2)
+    previous = None
+    for _ in range(4):
+        batch = batcher.next_batch()
+        filler = (batch.targets == -100).all(1)
+        assert 0 < int(filler.sum()) < 64
+        assert bool((batch.inputs[filler] >= FIRST_VALUE + TASK.n_values).all())  # filler symbols only
+        assert bool((batch.targets[~filler] != -100).any(1).all())  # every task row is scored
+        if previous is None:
+            assert bool(batch.reset.all())
+        else:
+            assert torch.equal(batch.reset, ~previous)  # continue exactly after a filler row
+        previous = filler
+    again = TaskBatcher(passing, 64, seed=2)
+    again.load_state_dict(batcher.state_dict())  # resuming repeats the lanes without extra state
+    batcher_next, again_next = batcher.next_batch(), again.next_batch()
+    assert torch.equal(batcher_next.reset, again_next.reset) and torch.equal(batcher_next.inputs, again_next.inputs)
+    paper = TaskBatcher(TaskConfig(**{**passing.to_dict(), "passed_rows": "task"}), 64, seed=2)
+    batch = paper.next_batch()
+    assert bool((batch.targets != -100).any(1).all())
+    assert 0 < int(paper.next_batch().reset.sum()) < 64
+    for name in ("mqar", "selective_copy", "induction_heads"):
+        task = TaskConfig(name=name, seq_len=64, n_values=16)
+        row = task.sample_filler(torch.Generator().manual_seed(0))
+        assert row.shape == (64,) and int(row.min()) >= 0 and int(row.max()) < task.vocab_size
+        scored = task.sample(torch.Generator().manual_seed(0))[0]
+        assert set(row.tolist()) <= set(range(task.vocab_size))
+        assert not torch.equal(row, scored)
+
+
+def test_state_passing_carries_the_memory_from_one_batch_to_the_next(tmp_path):
+    """The trainer runs a task with state passing in its stream mode: the carried state it saves
+    has lanes that went on through several batches (position beyond one row)."""
+    from safetensors.torch import load_file
+
+    from smt.training.checkpoint import list_checkpoints
+
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    task = TaskConfig(**{**TASK.to_dict(), "state_passing": 0.75})
+    training = TrainingConfig(batch_size=8, seq_len=TASK.seq_len, lr=1e-3, warmup_steps=1, max_steps=4,
+                              log_interval=1, checkpoint_interval=10**6, seed=1)
+    run = RunConfig(output_dir=str(tmp_path / "passing"), progress=False, tensorboard=False)
+    train_task(FullConfig(tiny("smt"), training, run), task, eval_samples=4)
+    assert "batching: stream" in (tmp_path / "passing" / "config.yaml").read_text()
+    carried = load_file(str(list_checkpoints(tmp_path / "passing" / "checkpoints")[-1] / "stream_state.safetensors"))
+    position = carried["position"]  # after a scored row every lane restarts: the last row ends at >= seq_len
+    assert int(position.max()) > TASK.seq_len and int(position.min()) >= TASK.seq_len
+    stream = TrainingConfig(batch_size=8, seq_len=TASK.seq_len, batching="stream", max_steps=1)
+    try:
+        train_task(FullConfig(tiny("smt"), stream, RunConfig(output_dir=str(tmp_path / "x"))), TASK)
+    except ValueError as error:
+        assert "state_passing" in str(error)
+    else:
+        raise AssertionError("stream batching without state passing was accepted")

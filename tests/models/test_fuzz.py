@@ -29,7 +29,7 @@ def test_random_configs_build_or_explain(n, m, s, d, heads, ssm, pos):
     try:
         config = StrideHybridConfig.tiny(n_ssm_outputs=n, m_input_tokens=m, stride=s, d_model=d,
                                          n_heads=heads, pooling_heads=1, ssm_type=ssm, position=pos,
-                                         ssm_layers=1)
+                                         ssm_n_layers=1)
     except (ValueError, TypeError) as error:
         assert str(error)
         return
@@ -45,7 +45,7 @@ def test_random_configs_build_or_explain(n, m, s, d, heads, ssm, pos):
        pool_over_memory=st.booleans(), length=st.integers(1, 40))
 def test_random_valid_configs_run_and_keep_the_invariants(n, m, s, heads, ssm, pos, pool_over_memory, length):
     config = StrideHybridConfig.tiny(n_ssm_outputs=n, m_input_tokens=m, stride=s, n_heads=heads,
-                                     pooling_heads=1, ssm_type=ssm, position=pos, ssm_layers=1,
+                                     pooling_heads=1, ssm_type=ssm, position=pos, ssm_n_layers=1,
                                      pool_over_memory=pool_over_memory)
     model = StrideHybridModel(config).eval()
     ids = torch.randint(0, 256, (2, length))

@@ -11,7 +11,7 @@ from tests.models.helpers import random_ids, tiny_model
 
 def test_quick_start_end_to_end(capsys):
     config = StrideHybridConfig(n_ssm_outputs=15, m_input_tokens=50, stride=16, device="cpu",
-                                vocab_size=512, d_model=64, n_layers=2, n_heads=4, ssm_layers=2)
+                                vocab_size=512, d_model=64, transformer_n_layers=2, n_heads=4, ssm_n_layers=2)
     text = config.summary()
     assert "15 memory slots + 50 tokens = 65" in text and "every 16 tokens" in text
     assert "15 memory slots" in capsys.readouterr().out

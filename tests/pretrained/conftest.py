@@ -70,13 +70,13 @@ def mamba_original_dir(mamba_dir, tmp_path_factory):
 def gpt2_parity_config(**overrides) -> StrideHybridConfig:
     """No memory, a window covering the whole sequence, learned positions: exactly GPT-2."""
     base = dict(arch="swa", n_ssm_outputs=0, m_input_tokens=GPT2_POSITIONS, position="learned",
-                max_position_embeddings=GPT2_POSITIONS, vocab_size=256, d_model=D, n_layers=LAYERS,
+                max_position_embeddings=GPT2_POSITIONS, vocab_size=256, d_model=D, transformer_n_layers=LAYERS,
                 n_heads=HEADS, layer_norm_eps=1e-5, tie_embeddings=True)
     return StrideHybridConfig.tiny(**{**base, **overrides})
 
 
 def smt_config(**overrides) -> StrideHybridConfig:
     """A memory-carrying SMT whose transformer and SSM have the tiny checkpoints' shapes."""
-    base = dict(vocab_size=256, d_model=D, n_layers=LAYERS, n_heads=HEADS, ssm_layers=LAYERS,
+    base = dict(vocab_size=256, d_model=D, transformer_n_layers=LAYERS, n_heads=HEADS, ssm_n_layers=LAYERS,
                 ssm_d_state=STATE, ssm_d_conv=4, ssm_expand=2, ssm_dt_rank=DT_RANK, rms_norm_eps=1e-5)
     return StrideHybridConfig.tiny(**{**base, **overrides})

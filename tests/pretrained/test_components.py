@@ -105,4 +105,4 @@ def test_init_model_for_training_configs(gpt2_dir, mamba_dir, tmp_path):
     with pytest.raises(ValueError, match="unknown keys"):
         init_model(config, {"gpt-2": "gpt2"})
     with pytest.raises(WeightMismatchError, match="does not fit its config"):
-        init_model(config.replace(n_layers=3), str(tmp_path / "run"))
+        init_model(config.replace(transformer_n_layers=3), str(tmp_path / "run"))

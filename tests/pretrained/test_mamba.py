@@ -75,7 +75,7 @@ def test_checkpoint_without_conv_bias_starts_it_at_zero(mamba_dir):
 
 @pytest.mark.parametrize("overrides, message", [
     (dict(d_model=32, n_heads=4), "d_model (hidden_size) 64 but config.d_model=32; set d_model=64"),
-    (dict(ssm_layers=3), "layer count 2 but config.ssm_layers=3"),
+    (dict(ssm_n_layers=3), "layer count 2 but config.ssm_n_layers=3"),
     (dict(ssm_d_state=16), "d_state (state_size) 8 but config.ssm_d_state=16"),
     (dict(ssm_expand=4), "config.ssm_expand=4; set ssm_expand=2"),
     (dict(ssm_d_conv=3), "config.ssm_d_conv=3"),

@@ -100,3 +100,23 @@ def test_prune_removes_staging_folders_of_killed_saves(tmp_path):
     (stale / "model.safetensors").write_bytes(b"partial")
     prune_checkpoints(tmp_path, keep_last=2)
     assert not stale.exists()
+
+
+def test_a_baseline_starts_from_a_saved_model_of_its_config(tmp_path):
+    """run.init_from post-trains any arch: a Mamba-only model loads its own saved weights exactly,
+    and a directory that is not there, or a component mapping, is refused with the reason."""
+    from smt.models.baselines import build_model as build_any
+    from smt.training.checkpoint import save_model_dir
+    from smt.training.model_factory import build_model
+
+    config = StrideHybridConfig(arch="mamba", vocab_size=32, d_model=32, ssm_n_layers=2, transformer_n_layers=1, n_heads=1)
+    torch.manual_seed(0)
+    saved = build_any(config)
+    save_model_dir(saved, tmp_path / "mamba")
+    torch.manual_seed(1)
+    loaded = build_model(config, str(tmp_path / "mamba"))
+    for name, tensor in saved.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[name], tensor, rtol=0, atol=0)
+    for bad in (str(tmp_path / "missing"), {"mamba": "state-spaces/mamba-130m"}):
+        with pytest.raises(ValueError, match="init_from"):
+            build_model(config, bad)

@@ -19,7 +19,7 @@ def _section_fields() -> dict[str, list[str]]:
     from smt.training.run_config import RunConfig
 
     return {
-        "model": ["preset"] + [f.name for f in fields(StrideHybridConfig)],
+        "model": ["preset"] + [f.name for f in fields(StrideHybridConfig)] + list(StrideHybridConfig.ALIASES),
         "training": [f.name for f in fields(TrainingConfig)],
         "run": [f.name for f in fields(RunConfig)],
     }
@@ -52,13 +52,14 @@ def add_parser(sub) -> None:
             flags = [f"--{section}.{name}"] + ([f"--{name}"] if counts[name] == 1 else [])
             group.add_argument(*flags, dest=f"override:{section}.{name}", metavar="VALUE",
                                default=argparse.SUPPRESS, help=argparse.SUPPRESS if counts[name] == 1
-                               and section == "model" and name not in _SHOWN else None)
+                               and section == "model" and name not in _SHOWN
+                               or name in StrideHybridConfig.ALIASES else None)
     parser.set_defaults(run=run)
 
 
 # model fields listed in --help (all are accepted)
-_SHOWN = {"preset", "n_ssm_outputs", "m_input_tokens", "stride", "vocab_size", "d_model", "n_layers",
-          "n_heads", "ssm_type", "ssm_layers", "arch"}
+_SHOWN = {"preset", "n_ssm_outputs", "m_input_tokens", "stride", "vocab_size", "d_model", "transformer_n_layers",
+          "n_heads", "ssm_type", "ssm_n_layers", "arch"}
 
 
 def overrides_from_args(args: argparse.Namespace) -> list[str]:

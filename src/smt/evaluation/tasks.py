@@ -18,8 +18,15 @@ import torch
 from torch import Tensor
 
 from smt.evaluation.mqar import MQARSample, mqar_vocab_size, synthetic_mqar, teacher_forced_accuracy
-from smt.evaluation.passkey import score_passkey, synthetic_passkey, synthetic_vocab_size
+from smt.evaluation.passkey import (
+    FIRST_VALUE,
+    score_passkey,
+    synthetic_passkey,
+    synthetic_vocab_size,
+)
 from smt.evaluation.synthetic import (
+    COPY_NOISE,
+    INDUCTION_FIRST_DATA,
     InductionHeadsSample,
     SelectiveCopySample,
     induction_heads_vocab_size,
@@ -43,6 +50,15 @@ class TaskConfig:
     selective_copy: `n_memorize` data tokens (out of `n_values` symbols) scattered among noise,
     copied in order at the end. induction_heads: random tokens (out of `n_values` symbols), the
     token after a trigger asked for at the end. Fields a task does not use are ignored.
+
+    `state_passing` (training only, any task) starts rows from states that long streams reach
+    ("state passing", Buitrago Ruiz & Gu 2025), so that a recurrent memory trained on short rows
+    meets the states of long sequences. With `passed_rows="filler"` a batch row is, with this
+    probability, an unscored row of the task's filler alone, and the same lane's next row
+    continues its stream: a scored row then starts after a history of P / (1 - P) filler rows on
+    average (geometric), and no earlier answer ever sits in its memory. With `"task"` (the paper's
+    form) every row is a scored task row that continues the previous row's stream with this
+    probability.
     """
 
     name: str = "passkey"
@@ -57,6 +73,8 @@ class TaskConfig:
     n_keys: int = 16
     filler: str = "repeat"  # passkey filler: "repeat" (a fixed cycle) or "random" symbols
     n_memorize: int = 16  # selective_copy: data tokens to copy
+    state_passing: float = 0.0  # training: probability a row is passed on to the lane's next row
+    passed_rows: str = "filler"  # what is passed on: unscored "filler" rows or scored "task" rows
 
     def __post_init__(self) -> None:
         if self.name not in TASKS:
@@ -66,6 +84,12 @@ class TaskConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"task {name}={value!r} must be a positive integer")
+        if isinstance(self.state_passing, bool) or not isinstance(self.state_passing, (int, float)) \
+                or not 0.0 <= self.state_passing < 1.0:
+            raise ValueError(f"task state_passing={self.state_passing!r} must be a probability in [0, 1) "
+                             "(0: every row starts fresh; 1 would never show the model a fresh start)")
+        if self.passed_rows not in ("filler", "task"):
+            raise ValueError(f"task passed_rows={self.passed_rows!r}: use 'filler' or 'task'")
         if self.filler not in ("repeat", "random"):
             raise ValueError(f"task filler={self.filler!r}: use 'repeat' or 'random'")
         if not 0.0 <= self.min_depth <= self.max_depth <= 1.0:
@@ -137,6 +161,20 @@ class TaskConfig:
         targets[first:] = p.answer
         return full[:-1], targets
 
+    def sample_filler(self, generator: torch.Generator) -> Tensor:
+        """A row (seq_len,) of the task's filler alone: what a long prompt holds between its parts
+        (passkey and MQAR filler symbols, selective copying's noise, induction heads' random data)."""
+        n = self.seq_len
+        if self.name == "passkey":
+            symbols = (torch.arange(n) % self.n_filler if self.filler == "repeat"
+                       else torch.randint(0, self.n_filler, (n,), generator=generator))
+            return FIRST_VALUE + self.n_values + symbols
+        if self.name == "mqar":
+            return self.n_keys + self.n_values + torch.randint(0, self.n_filler, (n,), generator=generator)
+        if self.name == "selective_copy":
+            return torch.full((n,), COPY_NOISE, dtype=torch.long)
+        return INDUCTION_FIRST_DATA + torch.randint(0, self.n_values, (n,), generator=generator)
+
     def sample_mqar(self, generator: torch.Generator) -> MQARSample:
         return synthetic_mqar(self.seq_len, generator, self.n_pairs, self.n_queries, self.n_keys,
                               self.n_values, self.n_filler)
@@ -167,13 +205,33 @@ class TaskBatcher:
     def next_batch(self):
         from smt.training.batching import Batch
 
-        generator = torch.Generator().manual_seed(int(np.random.SeedSequence(
-            [self.seed, self.index, self.rank]).generate_state(1)[0]))
+        task, index = self.task, self.index
+        generator = self._generator(index)
+        passed = self._passed(generator)
         self.index += 1
-        rows = [self.task.sample(generator) for _ in range(self.batch_size)]
+        filler = passed if task.passed_rows == "filler" else torch.zeros_like(passed)
+        ignore = torch.full((task.seq_len,), IGNORE_INDEX, dtype=torch.long)
+        rows = [(task.sample_filler(generator), ignore) if f else task.sample(generator) for f in filler.tolist()]
         inputs = torch.stack([r[0] for r in rows])
         targets = torch.stack([r[1] for r in rows])
-        return Batch(inputs, targets, torch.ones(self.batch_size, dtype=torch.bool))
+        if task.passed_rows == "task":
+            reset = ~passed
+        elif index == 0:
+            reset = torch.ones(self.batch_size, dtype=torch.bool)
+        else:  # a lane continues when its previous row was a filler row
+            reset = ~self._passed(self._generator(index - 1))
+        return Batch(inputs, targets, reset)
+
+    def _generator(self, index: int) -> torch.Generator:
+        return torch.Generator().manual_seed(int(np.random.SeedSequence(
+            [self.seed, index, self.rank]).generate_state(1)[0]))
+
+    def _passed(self, generator: torch.Generator) -> Tensor:
+        """(batch,) bool: the rows passed on to the lane's next row; drawn first from the batch's
+        generator, so any batch's draw can be repeated (resuming needs no extra state)."""
+        if self.task.state_passing <= 0:
+            return torch.zeros(self.batch_size, dtype=torch.bool)
+        return torch.rand(self.batch_size, generator=generator) < self.task.state_passing
 
     def __iter__(self):
         while True:

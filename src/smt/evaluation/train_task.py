@@ -48,8 +48,11 @@ class TaskTrainer(Trainer):
         if config.training.seq_len != task.seq_len:
             raise ValueError(f"training.seq_len={config.training.seq_len} differs from the task's seq_len="
                              f"{task.seq_len}; build the task with seq_len=training.seq_len")
-        if config.training.batching != "random":
-            raise ValueError("synthetic tasks give independent rows: use training.batching='random'")
+        if config.training.batching == "stream" and not task.state_passing:
+            raise ValueError("synthetic tasks give independent rows: use training.batching='random', or set the "
+                             "task's state_passing (> 0) to carry states from one batch to the next")
+        if task.state_passing > 0:  # rows continue earlier streams: the trainer's stream mode carries the state
+            config = FullConfig(config.model, config.training.replace(batching="stream"), config.run)
         if task.vocab_size > config.model.vocab_size:
             raise ValueError(f"the task uses {task.vocab_size} token ids but model.vocab_size is "
                              f"{config.model.vocab_size}; set model.vocab_size >= {task.vocab_size}")

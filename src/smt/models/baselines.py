@@ -5,7 +5,7 @@
   swa    StrideHybridModel without memory: a sliding-window transformer with the same window M
   gpt    FullAttentionLM: the same GPT-2 blocks with causal attention over the whole context;
          its key/value cache is the one state that grows with the stream
-  mamba  MambaLM: token embeddings straight into the SSM stack (ssm_layers deep), tied lm_head
+  mamba  MambaLM: token embeddings straight into the SSM stack (ssm_n_layers deep), tied lm_head
 
 Every model answers `logits, aux = model(input_ids, state=None)` with aux["state"] a StreamState,
 and has init_state, step, generate and count_parameters with the same breakdown keys, so the
@@ -107,7 +107,7 @@ class FullAttentionLM(_LanguageModelBase):
 
     def init_state(self, batch_size: int) -> StreamState:
         cfg, dev, dt = self.config, self.device, self.wte.weight.dtype
-        kv = torch.zeros(batch_size, cfg.n_layers, 2, cfg.n_heads, 0, cfg.d_head, device=dev, dtype=dt)
+        kv = torch.zeros(batch_size, cfg.transformer_n_layers, 2, cfg.n_heads, 0, cfg.d_head, device=dev, dtype=dt)
         return StreamState(torch.zeros(batch_size, dtype=torch.long, device=dev), {"token_kv": kv})
 
     def forward(self, input_ids: Tensor, state: StreamState | None = None) -> tuple[Tensor, dict]:
@@ -132,7 +132,7 @@ class FullAttentionLM(_LanguageModelBase):
         geom = self._geometry(p, T, cached, cfg.context_length)
         rope = rope_tables(token_pos, cfg.d_head, cfg.rope_base, x.dtype) if cfg.position == "rope" else None
         empty = kv.new_zeros(B, cfg.n_heads, 0, cfg.d_head)
-        caches = [(kv[:, i, 0], kv[:, i, 1], empty, empty) for i in range(cfg.n_layers)]
+        caches = [(kv[:, i, 0], kv[:, i, 1], empty, empty) for i in range(cfg.transformer_n_layers)]
         hidden, _, new_caches = self.transformer(x, x.new_zeros(B, 0, cfg.d_model), rope, caches, geom)
         new_kv = torch.stack([torch.stack(c[:2], 1) for c in new_caches], 1)
         keep = min(new_kv.shape[-2], int((p + T).max()))  # older keys are before every row's start
@@ -155,14 +155,14 @@ class FullAttentionLM(_LanguageModelBase):
 
 
 class MambaLM(_LanguageModelBase):
-    """Mamba-only LM: token embeddings -> the SSM stack (ssm_layers, ssm_type) -> tied lm_head."""
+    """Mamba-only LM: token embeddings -> the SSM stack (ssm_n_layers, ssm_type) -> tied lm_head."""
 
     def __init__(self, config: StrideHybridConfig) -> None:
         super().__init__(config)
         if config.arch != "mamba":
             raise ValueError(f"MambaLM is arch 'mamba', got arch={config.arch!r}; use build_model(config)")
-        if config.ssm_layers < 1:
-            raise ValueError("arch 'mamba' needs ssm_layers >= 1 (the SSM stack is the whole model)")
+        if config.ssm_n_layers < 1:
+            raise ValueError("arch 'mamba' needs ssm_n_layers >= 1 (the SSM stack is the whole model)")
         self.ssm = build_ssm(config)
         self._finish_init()
 
@@ -197,7 +197,7 @@ def build_model(config: StrideHybridConfig) -> nn.Module:
 
 
 def _depth_field(arch: str) -> str:
-    return "ssm_layers" if arch == "mamba" else "n_layers"
+    return "ssm_n_layers" if arch == "mamba" else "transformer_n_layers"
 
 
 def _stack_size(config: StrideHybridConfig, depth: int) -> int:
@@ -217,8 +217,8 @@ def _stack_size(config: StrideHybridConfig, depth: int) -> int:
 
 
 def size_to_budget(config: StrideHybridConfig, budget: int, tolerance: float = 0.1) -> StrideHybridConfig:
-    """`config` resized to about `budget` parameters: the depth of its variable stack (n_layers
-    for gpt/swa/smt, ssm_layers for mamba) closest to the budget, then, for the transformer
+    """`config` resized to about `budget` parameters: the depth of its variable stack (transformer_n_layers
+    for gpt/swa/smt, ssm_n_layers for mamba) closest to the budget, then, for the transformer
     archs, the MLP width d_ff to close the gap that whole layers leave. Raises ValueError when
     the result is off by more than `tolerance` (a fraction of the budget)."""
     if budget < 1:

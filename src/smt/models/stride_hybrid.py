@@ -12,6 +12,8 @@ one token at a time) with the same logits as one call.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -31,7 +33,11 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device={name!r} but CUDA is not available here; use device='cpu' or 'auto'")
+        # the seed's quick start builds with device='cuda' "or 'cpu'": on a machine without a GPU
+        # the model is built on the CPU, said once, rather than failing
+        warnings.warn(f"device={name!r} but CUDA is not available here: the model is built on the CPU "
+                      "(use device='cpu' or 'auto' to silence this)", stacklevel=3)
+        return torch.device("cpu")
     if name == "mps" and not torch.backends.mps.is_available():
         raise ValueError("device='mps' but MPS is not available here; use device='cpu' or 'auto'")
     return torch.device(name)
@@ -114,7 +120,7 @@ class StrideHybridModel(StreamingGeneration, nn.Module):
     def init_state(self, batch_size: int) -> StreamState:
         """The state of `batch_size` fresh streams (nothing seen yet)."""
         cfg, dev, dt = self.config, self.device, self.wte.weight.dtype
-        L, H, dh, M, N = cfg.n_layers, cfg.n_heads, cfg.d_head, cfg.m_input_tokens, self.n_memory
+        L, H, dh, M, N = cfg.transformer_n_layers, cfg.n_heads, cfg.d_head, cfg.m_input_tokens, self.n_memory
         buffers = {
             "token_kv": torch.zeros(batch_size, L, 2, H, M - 1, dh, device=dev, dtype=dt),
             "slot_kv": torch.zeros(batch_size, L, 2, H, N, dh, device=dev, dtype=dt),
@@ -194,7 +200,7 @@ class StrideHybridModel(StreamingGeneration, nn.Module):
         caches = [
             (buffers["token_kv"][:, i, 0], buffers["token_kv"][:, i, 1],
              buffers["slot_kv"][:, i, 0], buffers["slot_kv"][:, i, 1])
-            for i in range(cfg.n_layers)
+            for i in range(cfg.transformer_n_layers)
         ]
         hidden, _, new_caches = self.transformer(x, slots, rope, caches, geom)
         logits = self.lm_head(hidden)

@@ -32,9 +32,9 @@ def _check_shapes(ckpt: Checkpoint, names: dict[str, str], config: StrideHybridC
         raise WeightMismatchError(f"{where} has d_model (n_embd) {d} but config.d_model={config.d_model}; "
                                   f"set d_model={d}")
     layers = layer_indices(names, "h.")
-    if len(layers) != config.n_layers:
-        raise WeightMismatchError(f"{where} has {len(layers)} transformer layers but config.n_layers="
-                                  f"{config.n_layers}; set n_layers={len(layers)}")
+    if len(layers) != config.transformer_n_layers:
+        raise WeightMismatchError(f"{where} has {len(layers)} transformer layers but config.transformer_n_layers="
+                                  f"{config.transformer_n_layers}; set transformer_n_layers={len(layers)}")
     n_head = ckpt.config.get("n_head")
     if n_head is not None and n_head != config.n_heads:
         raise WeightMismatchError(f"{where} has n_head={n_head} but config.n_heads={config.n_heads}; "
@@ -77,7 +77,7 @@ def map_gpt2(ckpt: Checkpoint, config: StrideHybridConfig) -> MappedCheckpoint:
     tensors = ckpt.tensors
     out = MappedCheckpoint("gpt2", notes=_notes(ckpt, config))
     used = set()
-    for i in range(config.n_layers):
+    for i in range(config.transformer_n_layers):
         for param in BLOCK_PARAMS:
             ours = f"h.{i}.{param}"
             if ours not in names:

@@ -35,8 +35,8 @@ def _check_shapes(ckpt: Checkpoint, names: dict[str, str], config: StrideHybridC
     if d != config.d_model:
         fail("d_model (hidden_size)", d, "d_model", config.d_model)
     layers = layer_indices(names, "layers.")
-    if len(layers) != config.ssm_layers:
-        fail("layer count", len(layers), "ssm_layers", config.ssm_layers)
+    if len(layers) != config.ssm_n_layers:
+        fail("layer count", len(layers), "ssm_n_layers", config.ssm_n_layers)
     a_log = names.get("layers.0.mixer.A_log")
     if a_log is not None:
         d_inner, d_state = tensors[a_log].shape
@@ -76,7 +76,7 @@ def map_mamba(ckpt: Checkpoint, config: StrideHybridConfig) -> MappedCheckpoint:
     tensors = ckpt.tensors
     out = MappedCheckpoint("mamba", notes=_notes(ckpt, config))
     used = set()
-    for i in range(config.ssm_layers):
+    for i in range(config.ssm_n_layers):
         for param in LAYER_PARAMS:
             ours = f"layers.{i}.{param}"
             key = names.get(ours)

@@ -124,7 +124,7 @@ class FullConfig:
 
 
 SECTION_FIELDS = {
-    "model": {f.name for f in fields(StrideHybridConfig)} | {"preset"},
+    "model": {f.name for f in fields(StrideHybridConfig)} | {"preset"} | set(StrideHybridConfig.ALIASES),
     "training": {f.name for f in fields(TrainingConfig)},
     "run": {f.name for f in fields(RunConfig)},
 }
@@ -158,6 +158,8 @@ def parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
             if len(owners) > 1:
                 raise ConfigError(f"--{key} is ambiguous ({owners}); write e.g. --{owners[0]}.{key}")
             section = owners[0]
+        if section == "model":
+            name = StrideHybridConfig.ALIASES.get(name, name)  # old names land on the canonical field
         result.setdefault(section, {})[name] = parse_yaml(value)
     return result
 
@@ -167,8 +169,12 @@ def load_run_config(path: str | Path | None = None, overrides: list[str] | dict 
     data = _load_mapping(path) if path is not None else {}
     extra = parse_overrides(overrides) if isinstance(overrides, list) else (overrides or {})
     merged = {section: dict(data.get(section) or {}) for section in ("model", "training", "run")}
+    if isinstance(data.get("model"), dict):
+        merged["model"] = StrideHybridConfig.canonical_names(merged["model"])
     merged.update({k: v for k, v in data.items() if k not in merged})
     for section, values in extra.items():
+        if section == "model" and isinstance(values, dict):
+            values = StrideHybridConfig.canonical_names(values)
         merged.setdefault(section, {}).update(values)
     try:
         return FullConfig.from_dict(merged)

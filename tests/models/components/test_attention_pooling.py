@@ -59,3 +59,21 @@ def test_visualize_writes_a_png(tmp_path):
     weights = torch.softmax(torch.randn(2, 6, 2, 8), -1)
     path = analyzer.visualize_attention(weights, save_path=tmp_path / "pool.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_analyzer_works_on_the_class_as_the_seed_calls_it(tmp_path):
+    """The seed's quick start calls the analyzer on the class with the window as keywords."""
+    weights = torch.softmax(torch.randn(6, 65), -1)
+    on_class = AttentionPoolingAnalyzer.analyze_attention(weights, window_size=65, n_ssm=15)
+    on_instance = AttentionPoolingAnalyzer(15, 50).analyze_attention(weights)
+    assert on_class == on_instance
+    assert on_class["ssm_total"] == pytest.approx(float(weights[:, :15].sum(-1).mean()), abs=1e-6)
+    small = torch.softmax(torch.randn(3, 12), -1)
+    assert AttentionPoolingAnalyzer(4, 8).analyze_attention(small, n_ssm=2)["ssm_total"] == pytest.approx(
+        float(small[:, :2].sum(-1).mean()))
+    path = AttentionPoolingAnalyzer.visualize_attention(weights, save_path=tmp_path / "attention_pattern.png")
+    assert path.stat().st_size > 1000
+    with pytest.raises(ValueError, match="window_size=N\\+M, n_ssm=N"):
+        AttentionPoolingAnalyzer.analyze_attention(small)
+    with pytest.raises(ValueError, match="n_ssm"):
+        AttentionPoolingAnalyzer.analyze_attention(small, window_size=12, n_ssm=12)

@@ -39,7 +39,7 @@ def _assert_same(model, ids, cuts=()):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
     assert grads_fused.keys() == grads_loop.keys()
     memory_params = [n for n in grads_loop if n.startswith(("ssm.", "pooling.", "memory_proj."))]
-    assert len(memory_params) == 8 + 10 * model.config.ssm_layers  # every memory weight got a gradient
+    assert len(memory_params) == 8 + 10 * model.config.ssm_n_layers  # every memory weight got a gradient
     for name, want in grads_loop.items():  # float32 sums of many terms: tolerance relative to the largest entry
         scale = float(want.abs().max())
         torch.testing.assert_close(grads_fused[name], want, rtol=1e-4, atol=1e-5 * scale, msg=name)
@@ -49,7 +49,7 @@ def _assert_same(model, ids, cuts=()):
     {},
     {"pooling_heads": 1},
     {"position": "learned", "max_position_embeddings": 128},
-    {"ssm_d_conv": 2, "ssm_layers": 3},
+    {"ssm_d_conv": 2, "ssm_n_layers": 3},
     {"ssm_d_conv": 1},
 ])
 def test_fused_chain_equals_autograd_loop(overrides):
@@ -94,7 +94,7 @@ def test_fused_chain_under_bf16_autocast_stays_close_to_loop():
 
 
 def test_fused_chain_gradcheck_in_double_precision():
-    model = tiny_model(ssm_layers=1, d_model=16, n_heads=2, pooling_heads=2, ssm_d_state=2,
+    model = tiny_model(ssm_n_layers=1, d_model=16, n_heads=2, pooling_heads=2, ssm_d_state=2,
                        m_input_tokens=3, n_ssm_outputs=2, stride=2).double().train()
     B, L, W, N, M, H, d = 1, 2 + 8, 4, 2, 3, 2, 16  # 2 cached + 8 new tokens, a write every 2
     generator = torch.Generator().manual_seed(0)

@@ -62,8 +62,41 @@ class AttentionPooling(nn.Module):
         return self.pool(*self.project(window), mask)
 
 
+class _ClassOrInstanceMethod:
+    """A method that works on an analyzer and on the class itself, as the seed's quick start calls
+    it (`AttentionPoolingAnalyzer.analyze_attention(w, window_size=65, n_ssm=15)`). The keywords
+    window_size (N + M) and n_ssm (N) give the window; on the class they default to the config's
+    defaults (15 + 50), on an instance to its own sizes."""
+
+    def __init__(self, method) -> None:
+        self.method = method
+        self.__doc__ = method.__doc__
+
+    def __get__(self, instance, owner):
+        def call(weights, *args, window_size: int | None = None, n_ssm: int | None = None, **kwargs):
+            analyzer = instance
+            if instance is None or window_size is not None or n_ssm is not None:
+                n = n_ssm if n_ssm is not None else (instance.n_memory if instance else DEFAULT_N_SSM)
+                size = window_size if window_size is not None else (
+                    instance.n_memory + instance.n_tokens if instance else DEFAULT_N_SSM + DEFAULT_M_TOKENS)
+                if not 0 <= n < size:
+                    raise ValueError(f"window_size={size} and n_ssm={n}: the window holds n_ssm memory slots "
+                                     "and at least one token; use 0 <= n_ssm < window_size")
+                analyzer = owner(n, size - n)
+            return self.method(analyzer, weights, *args, **kwargs)
+
+        call.__doc__ = self.method.__doc__
+        return call
+
+
+DEFAULT_N_SSM, DEFAULT_M_TOKENS = 15, 50  # StrideHybridConfig's defaults (the seed's WikiText-103 window)
+
+
 class AttentionPoolingAnalyzer:
-    """Statistics and pictures of pooling weights (B, writes, [heads,] N + M)."""
+    """Statistics and pictures of pooling weights (B, writes, [heads,] N + M).
+
+    Use an instance (`AttentionPoolingAnalyzer.from_config(config)`) or call the methods on the
+    class with the window as keywords, as the seed's quick start does."""
 
     def __init__(self, n_ssm_outputs: int, m_input_tokens: int) -> None:
         self.n_memory = n_ssm_outputs
@@ -78,9 +111,11 @@ class AttentionPoolingAnalyzer:
         weights = torch.as_tensor(weights).detach().to("cpu", torch.float64)
         if weights.shape[-1] != self.n_memory + self.n_tokens:
             raise ValueError(f"weights have {weights.shape[-1]} window positions, expected "
-                             f"N + M = {self.n_memory} + {self.n_tokens}")
+                             f"N + M = {self.n_memory} + {self.n_tokens}; give the window as "
+                             "window_size=N+M, n_ssm=N")
         return weights.reshape(-1, weights.shape[-1])
 
+    @_ClassOrInstanceMethod
     def analyze_attention(self, weights: Tensor) -> dict:
         """Share of pooling weight on memory vs tokens, entropy, weight by window position.
 
@@ -112,6 +147,7 @@ class AttentionPoolingAnalyzer:
             result["ssm_share_by_write"] = by_write.tolist()
         return result
 
+    @_ClassOrInstanceMethod
     def visualize_attention(self, weights: Tensor, save_path: str | Path, title: str | None = None) -> Path:
         """Write a PNG: heatmap of weights (writes x window positions) and the mean per position."""
         import matplotlib

@@ -257,7 +257,7 @@ class SimpleSSM(_ResidualStack):
 def build_ssm(config: StrideHybridConfig) -> _ResidualStack:
     """The SSM stack a config asks for."""
     if config.ssm_type == "simple":
-        return SimpleSSM(config.d_model, config.ssm_layers, config.d_inner, config.rms_norm_eps)
-    return MambaStack(config.d_model, config.ssm_layers, config.ssm_d_state, config.ssm_d_conv,
+        return SimpleSSM(config.d_model, config.ssm_n_layers, config.d_inner, config.rms_norm_eps)
+    return MambaStack(config.d_model, config.ssm_n_layers, config.ssm_d_state, config.ssm_d_conv,
                       config.ssm_expand, config.dt_rank, config.rms_norm_eps, config.use_cuda_kernels,
                       *config.dt_init_range, config.ssm_init)

@@ -95,8 +95,10 @@ class SimpleCausalTransformer(nn.Module):
 
     def __init__(self, config: StrideHybridConfig) -> None:
         super().__init__()
+        if config is Ellipsis:  # `SimpleCausalTransformer(...)` as the seed writes it: the default shape
+            config = StrideHybridConfig()
         self.config = config
-        self.h = nn.ModuleList(Block(config) for _ in range(config.n_layers))
+        self.h = nn.ModuleList(Block(config) for _ in range(config.transformer_n_layers))
         self.ln_f = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
         self.reset_parameters()
 
@@ -108,7 +110,7 @@ class SimpleCausalTransformer(nn.Module):
             elif ".ln_" in name or name.startswith("ln_f"):
                 nn.init.ones_(p)
             elif name.endswith("c_proj.weight"):  # GPT-2: scale residual projections by depth
-                nn.init.normal_(p, std=std / math.sqrt(2 * self.config.n_layers))
+                nn.init.normal_(p, std=std / math.sqrt(2 * self.config.transformer_n_layers))
             else:
                 nn.init.normal_(p, std=std)
 
