@@ -87,7 +87,7 @@ def synthetic_demo(args: argparse.Namespace, out: Path) -> int:
         started = time.perf_counter()
         run = RunConfig(output_dir=str(out / config.arch), progress=False, tensorboard=False)
         result = train_task(FullConfig(config, training(args.seq_len, args.steps, 1e-3, 100), run), task,
-                            eval_samples=16)
+                            eval_samples=16, overwrite=True)  # a demo run starts clean every time
         model, steps = result.model, args.steps
         if name == "SMT" and args.long_steps:
             model.save_pretrained(out / "smt_short")
@@ -95,7 +95,7 @@ def synthetic_demo(args: argparse.Namespace, out: Path) -> int:
                             init_from=str(out / "smt_short"))
             long_task = TaskConfig.from_dict({**task.to_dict(), "seq_len": long_len})
             model = train_task(FullConfig(config, training(long_len, args.long_steps, 3e-4, 20), run), long_task,
-                               eval_samples=16).model
+                               eval_samples=16, overwrite=True).model
             steps += args.long_steps
         models[name] = model
         print(f"trained {name}: {config.transformer_n_layers} transformer layers, {model.count_parameters()['total']:,} "
@@ -186,7 +186,7 @@ def text_demo(args: argparse.Namespace, out: Path) -> int:
         run = RunConfig(train_data=args.data, **splits, tokenizer=str(tokenizer_dir), tokenizer_vocab_size=2048,
                         max_train_tokens=2_000_000, max_valid_tokens=50_000, output_dir=str(out / f"text_{config.arch}"),
                         progress=False, tensorboard=False, full_final_eval=False)
-        result = train_from_config(FullConfig(config, training, run))
+        result = train_from_config(FullConfig(config, training, run), overwrite=True)
         losses[name] = result.final_eval
         print(f"trained {name} on {args.data}: {args.steps} steps in {time.perf_counter() - started:.0f} s, "
               f"validation loss {result.final_eval['loss']:.3f} (ppl {result.final_eval['ppl']:.1f})")

@@ -311,6 +311,10 @@ class StrideHybridConfig(_Serialisable):
                  "use e.g. ssm_dt_min=0.0001, ssm_dt_max=0.01 (None takes the default)")
         if not float(self.rope_base) > 1:
             fail("rope_base", "must be > 1", "use e.g. 10000")
+        for name in ("layer_norm_eps", "rms_norm_eps"):  # <= 0 divides by zero (or a negative) on a flat input
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+                fail(name, "must be a small positive number", "use e.g. 1e-5")
 
     # ------------------------------------------------------------------ presets
     @classmethod

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from smt import StrideHybridConfig, StrideHybridModel
+from smt import StreamState, StrideHybridConfig, StrideHybridModel
 from tests.models.helpers import random_ids, tiny_model
 
 
@@ -201,3 +201,25 @@ def test_zero_new_tokens_returns_the_prompt():
 def test_baseline_archs_point_to_the_factory():
     with pytest.raises(ValueError, match="build_model"):
         StrideHybridModel(StrideHybridConfig.tiny(arch="gpt"))
+
+
+def test_states_with_bad_positions_or_dtypes_are_named_or_converted():
+    """A negative or non-integer position is refused by name; a float64 (or bfloat16) state
+    continues the float32 model exactly as the float32 state does."""
+    model = tiny_model()
+    ids = random_ids(2, 8)
+    _, aux = model(ids)
+    state = aux["state"]
+    bad = StreamState(state.position - 20, state.buffers)
+    with pytest.raises(ValueError, match="negative positions"):
+        model(random_ids(2, 4), state=bad)
+    with pytest.raises(ValueError, match="torch.long"):
+        model(random_ids(2, 4), state=StreamState(state.position.float(), state.buffers))
+    with pytest.raises(ValueError, match="dtype torch.int64"):
+        model(random_ids(2, 4), state=StreamState(state.position, {**state.buffers,
+                                                                   "slot_kv": state.buffers["slot_kv"].long()}))
+    more = random_ids(2, 4)
+    expected, _ = model(more, state=state)
+    wide = StreamState(state.position, {k: v.double() for k, v in state.buffers.items()})
+    got, _ = model(more, state=wide)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)

@@ -45,7 +45,8 @@ def _same_logits(a: StrideHybridModel, b: StrideHybridModel) -> None:
 def test_round_trip_with_tokenizer(tmp_path):
     model, tokenizer = _tiny_model(), _tiny_tokenizer()
     model.save_pretrained(tmp_path, tokenizer=tokenizer)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors", "tokenizer.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checksums.json", "config.json", "model.safetensors",
+                                                        "tokenizer.json"]
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["model_type"] == "smt_stride_hybrid" and config["smt_format_version"] == 1
     assert config["d_model"] == model.config.d_model
@@ -101,6 +102,7 @@ def test_overrides_that_keep_shapes_apply_and_others_are_refused(tmp_path):
 
 def test_loading_never_runs_pickled_code(tmp_path):
     save_pretrained(_tiny_model(), tmp_path, safe_serialization=False)
+    (tmp_path / "checksums.json").unlink()  # as after an edit on purpose: the loader's own checks apply
     marker = tmp_path / "pwned"
 
     class Payload:
@@ -115,6 +117,7 @@ def test_loading_never_runs_pickled_code(tmp_path):
 
 def test_bad_config_files_are_named(tmp_path, gpt2_dir):
     save_pretrained(_tiny_model(), tmp_path)
+    (tmp_path / "checksums.json").unlink()  # as after an edit on purpose: the loader's own checks apply
     config_file = tmp_path / "config.json"
     data = json.loads(config_file.read_text())
     config_file.write_text(json.dumps({**data, "n_experts": 4}))
@@ -137,12 +140,61 @@ def test_missing_and_extra_tensors_are_named(tmp_path):
     from safetensors.torch import load_file, save_file
 
     save_pretrained(_tiny_model(), tmp_path)
+    (tmp_path / "checksums.json").unlink()  # as after an edit on purpose: the loader's own checks apply
     weights = load_file(str(tmp_path / "model.safetensors"))
     weights.pop("memory_proj.weight")
     weights["extra.weight"] = torch.zeros(2)
     save_file(weights, str(tmp_path / "model.safetensors"))
     with pytest.raises(WeightMismatchError, match=r"missing tensors \['memory_proj.weight'\]; unexpected tensors \['extra.weight'\]"):
         from_pretrained(tmp_path)
+
+
+def test_edited_or_damaged_model_directories_are_refused(tmp_path):
+    """save_pretrained writes checksums.json; any later change to a file it lists is refused with
+    the file named, while the same directory without the record still loads (older saves)."""
+    import shutil
+
+    from smt.training.checkpoint import CheckpointError
+
+    model = _tiny_model()
+    save_pretrained(model, tmp_path / "m", tokenizer=_tiny_tokenizer())
+    _same_logits(model, from_pretrained(tmp_path / "m"))
+    for name, damage in (("model.safetensors", lambda b: b[:-1000] + bytes(1000)),
+                         ("config.json", lambda b: b.replace(b'"dropout": 0.0', b'"dropout": 0.5')),
+                         ("tokenizer.json", lambda b: b + b" ")):
+        copy = tmp_path / name
+        shutil.copytree(tmp_path / "m", copy)
+        (copy / name).write_bytes(damage((copy / name).read_bytes()))
+        with pytest.raises(CheckpointError, match=rf"{name} was changed or corrupted after it was saved"):
+            from_pretrained(copy)
+    (tmp_path / "config.json" / "checksums.json").unlink()  # an edit on purpose: load it unchecked
+    assert from_pretrained(tmp_path / "config.json").config.dropout == 0.5
+
+
+def test_training_step_directories_are_verified_on_every_load_path(tmp_path):
+    """from_pretrained / init_from on a training step directory check its training.json
+    checksums, as resuming and `smt generate` do."""
+    from smt import TrainingConfig
+    from smt.evaluation.tasks import TaskConfig
+    from smt.evaluation.train_task import train_task
+    from smt.pretrained import init_model
+    from smt.training.checkpoint import CheckpointError, list_checkpoints
+    from smt.training.run_config import FullConfig, RunConfig
+
+    task = TaskConfig(name="passkey", seq_len=16, key_length=1, n_values=4, n_filler=4)
+    config = StrideHybridConfig.tiny(vocab_size=task.vocab_size)
+    training = TrainingConfig(batch_size=2, seq_len=16, max_steps=1, warmup_steps=1, log_interval=1)
+    train_task(FullConfig(config, training, RunConfig(output_dir=str(tmp_path / "run"), progress=False)), task,
+               eval_samples=1)
+    step = list_checkpoints(tmp_path / "run" / "checkpoints")[-1]
+    from_pretrained(step)
+    weights = step / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1000:] = bytes(b ^ 0xFF for b in data[-1000:])
+    weights.write_bytes(bytes(data))
+    for load in (lambda: from_pretrained(step), lambda: init_model(config, str(step))):
+        with pytest.raises(CheckpointError, match="model.safetensors is corrupted or truncated"):
+            load()
 
 
 def test_hub_repo_ids_go_through_snapshot_download(monkeypatch, tmp_path):

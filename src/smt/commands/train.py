@@ -39,6 +39,8 @@ def add_parser(sub) -> None:
     parser.add_argument("--config", help="run config file (.yaml or .json); defaults apply without one")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the latest checkpoint in run.output_dir")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="run.output_dir holds an earlier run: delete its checkpoints and logs and start clean")
     parser.add_argument("--print-config", action="store_true",
                         help="print the resolved config as YAML and exit")
     sections = _section_fields()
@@ -77,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         sys.stdout.write(config.to_yaml())
         return 0
-    result = train_from_config(config, resume=args.resume)
+    result = train_from_config(config, resume=args.resume, overwrite=args.overwrite)
     if result is not None:
         summary = {"run_dir": str(result.run_dir), "steps": result.steps, "wall_s": round(result.wall_s, 1),
                    "tokens_per_s": round(result.tokens_per_s, 1),
@@ -89,12 +91,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def train_from_config(config, resume: bool = False):
+def train_from_config(config, resume: bool = False, overwrite: bool = False):
     """Tokenizer, data and trainer from a FullConfig; returns the TrainResult (rank 0) or None."""
     if config.run.task is not None:
         from smt.evaluation.train_task import train_task_from_config
 
-        outcome = train_task_from_config(config, resume=resume)
+        outcome = train_task_from_config(config, resume=resume, overwrite=overwrite)
         print(json.dumps(outcome.evaluation, indent=2, default=str))
         return outcome.train
     from smt.training.data_setup import prepare_data, prepare_tokenizer
@@ -115,7 +117,7 @@ def train_from_config(config, resume: bool = False):
             raise ValueError(f"tokenizer {config.run.tokenizer} has {tokenizer.vocab_size} tokens but "
                              f"model.vocab_size is {config.model.vocab_size}: token ids would fall outside "
                              f"the embedding; set --model.vocab_size {tokenizer.model_vocab_size}")
-        result = Trainer(config, train, valid, tokenizer, context=ctx).train(resume=resume)
+        result = Trainer(config, train, valid, tokenizer, context=ctx).train(resume=resume, overwrite=overwrite)
         return result if ctx.is_main else None
     finally:
         teardown_distributed(ctx)

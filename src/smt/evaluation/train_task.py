@@ -74,14 +74,14 @@ def load_trained_model(checkpoint: Path, device: str = "cpu") -> nn.Module:
 
 
 def train_task(config: FullConfig, task: TaskConfig | dict | str, resume: bool = False,
-               eval_samples: int = 64) -> TaskRunResult:
+               eval_samples: int = 64, overwrite: bool = False) -> TaskRunResult:
     """Train `config.model` on `task` (seq_len taken from training.seq_len), then evaluate it on
     held-out samples; writes run_dir/task_eval.json."""
     task = task if isinstance(task, TaskConfig) else TaskConfig.from_dict(task)
     if task.seq_len != config.training.seq_len:
         task = TaskConfig.from_dict({**task.to_dict(), "seq_len": config.training.seq_len})
     trainer = TaskTrainer(config, task)
-    result = trainer.train(resume=resume)
+    result = trainer.train(resume=resume, overwrite=overwrite)
     if result.last_checkpoint is None:
         raise RuntimeError(f"training wrote no checkpoint in {trainer.checkpoint_root}")
     model = load_trained_model(result.last_checkpoint, config.training.device)
@@ -94,10 +94,10 @@ def train_task(config: FullConfig, task: TaskConfig | dict | str, resume: bool =
     return TaskRunResult(result, evaluation, model)
 
 
-def train_task_from_config(config: FullConfig, resume: bool = False) -> TaskRunResult:
+def train_task_from_config(config: FullConfig, resume: bool = False, overwrite: bool = False) -> TaskRunResult:
     """`smt train` with `run.task` set (a name in smt.evaluation.tasks.TASKS or a mapping of
     TaskConfig fields)."""
     task = getattr(config.run, "task", None)
     if task is None:
         raise ValueError("run.task is not set: use task: passkey or task: {name: mqar, ...}")
-    return train_task(config, task, resume=resume)
+    return train_task(config, task, resume=resume, overwrite=overwrite)

@@ -68,18 +68,8 @@ class _LanguageModelBase(StreamingGeneration, nn.Module):
         if not isinstance(state, StreamState):
             raise TypeError("state must be a StreamState (aux['state'] of a previous call), "
                             f"got {type(state).__name__}")
-        if state.batch_size != batch:
-            raise ValueError(f"state holds {state.batch_size} streams but input_ids has batch {batch}")
-        expected = self.init_state(1).buffers
-        for name, ref in expected.items():
-            got = state.buffers.get(name)
-            fixed = ref.shape[1:] if name != "token_kv" else ref.shape[1:-2] + ref.shape[-1:]
-            shape = None if got is None else (got.shape[1:] if name != "token_kv"
-                                              else got.shape[1:-2] + got.shape[-1:])
-            if shape != fixed:
-                raise ValueError(f"state buffer {name!r} has shape {None if got is None else tuple(got.shape)}, "
-                                 f"which does not fit this model ({type(self).__name__}, arch="
-                                 f"{self.config.arch!r}): the state comes from a different model")
+        state = state.fitted_to(self.init_state(1), batch, f"{type(self).__name__} (arch={self.config.arch!r})",
+                            grows=("token_kv",))  # the full-attention KV cache grows along the stream
         return state
 
 

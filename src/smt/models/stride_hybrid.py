@@ -140,15 +140,7 @@ class StrideHybridModel(StreamingGeneration, nn.Module):
             return self.init_state(batch)
         if not isinstance(state, StreamState):
             raise TypeError(f"state must be a StreamState (aux['state'] of a previous call), got {type(state).__name__}")
-        if state.batch_size != batch:
-            raise ValueError(f"state holds {state.batch_size} streams but input_ids has batch {batch}")
-        expected = self.init_state(1).buffers
-        for name, ref in expected.items():
-            got = state.buffers.get(name)
-            if got is None or got.shape[1:] != ref.shape[1:]:
-                raise ValueError(f"state buffer {name!r} has shape {None if got is None else tuple(got.shape)}, "
-                                 f"expected (batch, {', '.join(map(str, ref.shape[1:]))}): the state comes "
-                                 "from a model with a different config")
+        state = state.fitted_to(self.init_state(1), batch, f"{type(self).__name__} (arch={self.config.arch!r})")
         phase = state.position % self.config.stride
         if bool((phase != phase[0]).any()):
             raise ValueError("all streams in a batch must be at the same position modulo stride "

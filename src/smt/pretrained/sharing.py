@@ -56,6 +56,9 @@ def save_pretrained(model: StrideHybridModel, save_directory: str | Path, tokeni
         torch.save(weights, directory / "pytorch_model.bin")
     if tokenizer is not None:
         save_tokenizer(tokenizer, directory)
+    from smt.training.checkpoint import write_checksums
+
+    write_checksums(directory)
 
 
 def read_config(directory: Path, **overrides: Any) -> StrideHybridConfig:
@@ -110,6 +113,9 @@ def from_pretrained(path_or_repo: str | Path, device: str | None = None, revisio
     directory = resolve_directory(path_or_repo, revision)
     if directory.is_file():
         raise ValueError(f"{directory} is a file; pass the directory holding config.json and the weights")
+    from smt.training.checkpoint import verify_model_files
+
+    verify_model_files(directory)  # a step directory's training.json, or save_pretrained's checksums.json
     overrides = {**config_overrides, "device": device or config_overrides.get("device", "cpu")}
     config = read_config(directory, **overrides)
     checkpoint = load_checkpoint(directory)

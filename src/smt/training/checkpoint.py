@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 TRAINING_FILE = "training.json"
+CHECKSUM_FILE = "checksums.json"  # the integrity record of a model directory (save_pretrained)
 BEST_FILE = "best.json"
 STEP_DIR = re.compile(r"^step_(\d{6,})$")
 FORMAT_VERSION = 1
@@ -95,6 +96,7 @@ def save_model_dir(model: nn.Module, directory: Path, tokenizer: Any = None) -> 
     save_file(model_tensors(model), str(directory / "model.safetensors"), metadata={"format": "pt"})
     if tokenizer is not None:
         tokenizer.save(directory)
+    write_checksums(directory)
 
 
 def read_model_config(directory: Path):
@@ -111,12 +113,50 @@ def read_model_config(directory: Path):
         raise CheckpointError(f"{file} is not a valid model config: {error}") from error
 
 
-def load_model_weights(model: nn.Module, directory: Path) -> None:
+def write_checksums(directory: Path) -> None:
+    """checksums.json: the sha256 of every file in a model directory; written last, so a save
+    that is cut off leaves a directory that fails verification instead of loading half-written."""
+    files = sorted(p.name for p in directory.iterdir()
+                   if p.is_file() and p.name != CHECKSUM_FILE and not p.name.startswith("."))
+    write_json_atomic(directory / CHECKSUM_FILE, {"sha256": {name: sha256_file(directory / name) for name in files}})
+
+
+def verify_model_files(directory: Path) -> None:
+    """Check a model or step directory against its integrity record, when it has one: training.json
+    (a training step) or checksums.json (save_pretrained). Directories with neither (saved by
+    older versions, or files copied by hand) are not checked."""
+    directory = Path(directory)
+    if (directory / TRAINING_FILE).is_file():
+        verify_checkpoint(directory)
+        return
+    file = directory / CHECKSUM_FILE
+    if not file.is_file():
+        return
+    try:
+        checksums = json.loads(file.read_text(encoding="utf-8"))["sha256"]
+        items = list(checksums.items())
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise CheckpointError(f"{file} is unreadable ({error}); re-save the model, or delete {file.name} to "
+                              "load it unchecked") from error
+    for name, expected in items:
+        path = directory / name
+        if not path.is_file():
+            raise CheckpointError(f"{path} is missing: {file.name} lists it; copy the whole directory")
+        if sha256_file(path) != expected:
+            raise CheckpointError(f"{path} was changed or corrupted after it was saved (its sha256 does not "
+                                  f"match {file.name}); re-save the model, or if you edited it on purpose, "
+                                  f"delete {file.name} to load it unchecked")
+
+
+def load_model_weights(model: nn.Module, directory: Path, verify: bool = True) -> None:
     """Load model.safetensors into `model`; every tensor must be present with the right shape
-    (tied tensors stored once count as present)."""
+    (tied tensors stored once count as present). With `verify`, the directory's checksums are
+    checked first (verify_model_files)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    if verify:
+        verify_model_files(directory)
     file = directory / "model.safetensors"
     if not file.is_file():
         raise CheckpointError(f"{file} is missing")
@@ -269,7 +309,7 @@ def load_checkpoint(directory: Path, model: nn.Module | None = None) -> LoadedCh
     directory = Path(directory)
     record = verify_checkpoint(directory)
     if model is not None:
-        load_model_weights(model, directory)
+        load_model_weights(model, directory, verify=False)  # just verified
     try:
         optimizer_state = torch.load(directory / "optimizer.pt", map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for bad pickles

@@ -7,6 +7,8 @@ one process on the same global batch (padding in stream mode included).
 
 from __future__ import annotations
 
+import hashlib
+
 import math
 import random
 import resource
@@ -16,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -52,6 +55,7 @@ from smt.training.logging import MetricsLogger, plot_loss_curve
 from smt.training.model_factory import build_model
 from smt.training.optimizer import build_optimizer
 from smt.training.run_config import FullConfig
+from smt.training.run_directory import check_run_dir, claim_run_dir
 from smt.training.schedule import build_scheduler
 
 # settings a resumed run must share with the checkpoint (the data position depends on them)
@@ -111,6 +115,17 @@ class Trainer:
             steps.append(max(1, math.ceil(float(self.tc.epochs) * len(self.train_view) / tokens_per_step)))
         return min(steps)
 
+    def _data_fingerprint(self) -> str:
+        """The training tokens' identity: their count and a hash of their first and last 64K
+        (cheap at any size; a moved copy of the same data keeps it)."""
+        if getattr(self, "_fingerprint", None) is None:
+            tokens = np.ascontiguousarray(self.train_view.tokens)
+            digest = hashlib.sha256(str(len(tokens)).encode())
+            digest.update(tokens[:65536].tobytes())
+            digest.update(tokens[-65536:].tobytes())
+            self._fingerprint = f"{len(tokens)} tokens, sha256 {digest.hexdigest()[:16]}"
+        return self._fingerprint
+
     def _make_batcher(self, ctx: DistContext):
         kind = StreamingBatcher if self.tc.batching == "stream" else RandomWindowBatcher
         return kind(self.train_view, self.tc.batch_size, self.tc.seq_len, seed=self.tc.seed,
@@ -137,6 +152,13 @@ class Trainer:
             if rows != ctx.world_size * self.tc.batch_size:
                 raise CheckpointError(f"{directory}: {rows} stream rows were saved but this launch has "
                                       f"{ctx.world_size * self.tc.batch_size}; use the same number of processes")
+        saved_data = record.get("train_data_fingerprint")
+        if saved_data is not None and saved_data != self._data_fingerprint():
+            saved_source = record.get("config", {}).get("run", {}).get("train_data")
+            raise CheckpointError(f"{directory} was trained on other data (run.train_data {saved_source!r}, "
+                                  f"{saved_data}) than this run reads ({self.run.train_data!r}, "
+                                  f"{self._data_fingerprint()}); resume with the same training data, or start a "
+                                  "new run (another output_dir, or --overwrite)")
         fingerprint = record.get("tokenizer_fingerprint")
         if fingerprint and self.tokenizer is not None and hasattr(self.tokenizer, "fingerprint") \
                 and self.tokenizer.fingerprint() != fingerprint:
@@ -144,21 +166,25 @@ class Trainer:
                                   f"{fingerprint} vs {self.tokenizer.fingerprint()}); use the run's tokenizer")
 
     # ------------------------------------------------------------------ train
-    def train(self, resume: bool = False, stop_after: int | None = None) -> TrainResult:
+    def train(self, resume: bool = False, stop_after: int | None = None, overwrite: bool = False) -> TrainResult:
         """Train to the configured number of steps (from the latest checkpoint when `resume`).
         `stop_after` ends the run after that step as if it were interrupted there (time-limited
-        jobs; the resume tests); the schedule still spans the full run."""
+        jobs; the resume tests); the schedule still spans the full run. A run directory that
+        already holds a run needs `resume` or `overwrite` (smt.training.run_directory); it is
+        locked while the training runs."""
         ctx = self.context or setup_distributed(self.tc.device, self.run.dist_timeout_s)
         try:
-            return self._train(ctx, resume, stop_after)
+            if not ctx.is_main:
+                check_run_dir(self.run_dir, resume, overwrite)
+                return self._train(ctx, resume, stop_after)
+            with claim_run_dir(self.run_dir, resume, overwrite):
+                return self._train(ctx, resume, stop_after)
         finally:
             if self.context is None:
                 teardown_distributed(ctx)
 
     def _train(self, ctx: DistContext, resume: bool, stop_after: int | None) -> TrainResult:
         tc = self.tc
-        if ctx.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
         barrier(ctx)
         torch.manual_seed(tc.seed)
         random.seed(tc.seed)
@@ -168,9 +194,6 @@ class Trainer:
         start_step, loaded = 0, None
         if resume:
             found = list_checkpoints(self.checkpoint_root)
-            if not found:
-                raise FileNotFoundError(f"--resume: no checkpoint in {self.checkpoint_root}; "
-                                        "train without --resume to start the run")
             loaded = load_checkpoint(found[-1], model)
             self._check_resumable(loaded.training_state, found[-1], ctx)
             start_step = int(loaded.training_state["step"])
@@ -382,6 +405,7 @@ class Trainer:
                     "config": self.config.to_dict(),
                     "world_size": ctx.world_size,
                     "tokenizer_fingerprint": self.tokenizer.fingerprint() if hasattr(self.tokenizer, "fingerprint") else None,
+                    "train_data_fingerprint": self._data_fingerprint(),
                 },
                 optimizer_state={
                     "optimizer": optimizer_state,

@@ -57,6 +57,37 @@ class StreamState:
             buffers[name] = value * keep
         return StreamState(position, buffers)
 
+    def fitted_to(self, fresh: StreamState, batch: int, model: str, grows: tuple[str, ...] = ()) -> StreamState:
+        """This state, checked against the fresh state (`init_state(1)`) of the model that is to
+        continue it, with floating buffers cast to that model's dtypes (a float64 or bfloat16
+        state continues a float32 model). A ValueError names what does not fit: the batch, a
+        buffer's shape (buffers in `grows` may differ along their length axis, -2) or kind, the
+        positions."""
+        if self.batch_size != batch:
+            raise ValueError(f"state holds {self.batch_size} streams but input_ids has batch {batch}")
+        if self.position.dtype.is_floating_point or self.position.dtype == torch.bool:
+            raise ValueError(f"state.position has dtype {self.position.dtype}; positions are token counts "
+                             "(torch.long), as model.init_state gives them")
+        if bool((self.position < 0).any()):
+            raise ValueError(f"state.position holds negative positions {self.position.tolist()}; a stream "
+                             "starts at 0 (model.init_state) and counts the tokens seen")
+        buffers = dict(self.buffers)
+        for name, ref in fresh.buffers.items():
+            got = self.buffers.get(name)
+
+            def fixed(shape: torch.Size, name: str = name) -> torch.Size:
+                return shape[1:-2] + shape[-1:] if name in grows else shape[1:]
+
+            if got is None or fixed(got.shape) != fixed(ref.shape):
+                raise ValueError(f"state buffer {name!r} has shape {None if got is None else tuple(got.shape)}, "
+                                 f"expected (batch, {', '.join(map(str, ref.shape[1:]))}): the state comes from "
+                                 f"a different model (or a different config) than this {model}")
+            if not got.dtype.is_floating_point:
+                raise ValueError(f"state buffer {name!r} has dtype {got.dtype}; this {model} keeps it in "
+                                 f"{ref.dtype} (start from model.init_state)")
+            buffers[name] = got.to(ref.dtype)
+        return StreamState(self.position.long(), buffers)
+
     def to(self, device: torch.device | str) -> StreamState:
         return StreamState(self.position.to(device), {k: v.to(device) for k, v in self.buffers.items()})
 
