@@ -8,7 +8,6 @@ one process on the same global batch (padding in stream mode included).
 from __future__ import annotations
 
 import hashlib
-
 import math
 import random
 import resource
