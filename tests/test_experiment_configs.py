@@ -15,10 +15,16 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
 
 
-def experiment_script():
-    spec = importlib.util.spec_from_file_location("gutenberg_configs", REPO / "experiments" / "gutenberg_configs.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+def experiment_script(name: str = "gutenberg_configs"):
+    import sys
+
+    sys.path.insert(0, str(REPO / "experiments"))  # code_configs imports gutenberg_configs beside it
+    try:
+        spec = importlib.util.spec_from_file_location(name, REPO / "experiments" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(REPO / "experiments"))
     return module
 
 
@@ -41,3 +47,17 @@ def test_gutenberg_configs_are_up_to_date_and_parameter_matched():
         smt = parameters(f"{prefix}smt")
         for arch in ("swa", "gpt", "mamba"):
             assert abs(parameters(f"{prefix}{arch}") / smt - 1) < 0.1, f"{prefix}{arch} is not within 10% of SMT"
+
+
+def test_code_configs_are_up_to_date_and_parameter_matched():
+    runs = experiment_script("code_configs").run_configs()
+
+    def parameters(name: str) -> int:
+        model_config = load_run_config(REPO / "configs" / "experiments" / f"code_{name}.yaml").model
+        return sum(p.numel() for p in build_model(model_config).parameters())
+
+    smt = parameters("smt")
+    for name, config in runs.items():
+        written = yaml.safe_load((REPO / "configs" / "experiments" / f"code_{name}.yaml").read_text())
+        assert written == config, f"configs/experiments/code_{name}.yaml is stale: run experiments/code_configs.py"
+        assert abs(parameters(name) / smt - 1) < 0.1, f"code_{name} is not within 10% of SMT"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import sys
 
@@ -10,9 +11,17 @@ import sys
 COMMANDS = ("train", "generate", "eval", "analyze", "diagnose", "report", "bench", "info")
 
 
+class _Parser(argparse.ArgumentParser):
+    """No prefix matching: `--max_step 30` must not silently run as `--max_steps 30`."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="smt", description="Stride Memory Transformer: train, evaluate, serve.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="smt", description="Stride Memory Transformer: train, evaluate, serve.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name in COMMANDS:
         try:
             module = importlib.import_module(f"smt.commands.{name}")
@@ -24,8 +33,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _unknown_options(parser: argparse.ArgumentParser, command: str, extras: list[str]) -> str:
+    """One line per unknown option, with the closest valid ones."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    valid = [option for action in sub._actions for option in action.option_strings]
+    lines = []
+    for index, item in enumerate(extras):
+        if not item.startswith("-"):
+            if index == 0 or not extras[index - 1].startswith("-") or "=" in extras[index - 1]:
+                lines.append(f"unexpected argument {item!r}")
+            continue  # else the value of the unknown option before it
+        flag = item.split("=", 1)[0]
+        close = difflib.get_close_matches(flag, valid, n=3, cutoff=0.6)
+        lines.append(f"unknown option {flag}" + (f"; did you mean {' or '.join(close)}?" if close else
+                                                 f"; see `smt {command} --help`"))
+    return "; ".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        print(f"smt {args.command}: error: {_unknown_options(parser, args.command, extras)}", file=sys.stderr)
+        return 2
     try:
         return int(args.run(args) or 0)
     except (ValueError, FileNotFoundError, TypeError) as error:

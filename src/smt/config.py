@@ -7,10 +7,12 @@ impossible configuration fails when it is built, with a message naming the field
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import inspect
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
@@ -56,7 +58,11 @@ def load_mapping(path: str | Path, expected: str = "a mapping of field names to 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {error.start}: {error.reason}); save the file as "
+                          "UTF-8") from error
     try:
         data = json.loads(text) if path.suffix == ".json" else parse_yaml(text)
     except (ValueError, yaml.YAMLError) as error:
@@ -64,6 +70,28 @@ def load_mapping(path: str | Path, expected: str = "a mapping of field names to 
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected {expected}, got {type(data).__name__}")
     return data
+
+
+def unknown_fields_error(kind: str, unknown: list[str], known: set[str],
+                         aliases: dict[str, str] | None = None) -> ConfigError:
+    """The error for fields a config does not have, with the closest valid names (a name close to
+    an old alias suggests the canonical field)."""
+    aliases = aliases or {}
+    hints = []
+    for name in unknown:
+        close = difflib.get_close_matches(str(name), sorted(known | set(aliases)), n=1, cutoff=0.6)
+        if close:
+            hints.append(f"{name!r} -> {aliases.get(close[0], close[0])!r}?")
+    hint = f" (did you mean: {', '.join(hints)})" if hints else ""
+    return ConfigError(f"unknown {kind} field(s) {unknown}{hint}; valid fields are {sorted(known)}")
+
+
+def check_numbers(config: Any, names: tuple[str, ...], fail: Callable[[str, str, str], None]) -> None:
+    """Fields that must be numbers (None allowed when the default is None): a clear error for 'fast'."""
+    for name in names:
+        value = getattr(config, name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            fail(name, f"must be a number, got {type(value).__name__}", "write a number such as 3e-4")
 
 
 class _Serialisable:
@@ -93,9 +121,7 @@ class _Serialisable:
         known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ConfigError(
-                f"unknown {cls.__name__} field(s) {unknown}; valid fields are {sorted(known)}"
-            )
+            raise unknown_fields_error(cls.__name__, unknown, known, cls.ALIASES)
         return cls(**data)
 
     def to_json(self, path: str | Path | None = None) -> str:
@@ -297,6 +323,7 @@ class StrideHybridConfig(_Serialisable):
             self.device in DEVICES or re.fullmatch(r"cuda:\d+", self.device)
         ):
             fail("device", "unknown device", f"use one of {list(DEVICES)} or cuda:N")
+        check_numbers(self, ("dropout", "initializer_range", "rope_base"), fail)
         if not 0.0 <= float(self.dropout) < 1.0:
             fail("dropout", "must be in [0, 1)", "use e.g. 0.0 or 0.1")
         if not float(self.initializer_range) > 0:
@@ -413,6 +440,8 @@ class TrainingConfig(_Serialisable):
         def fail(name: str, problem: str, fix: str) -> None:
             raise ConfigError(f"{name}={getattr(self, name)!r}: {problem}; {fix}")
 
+        check_numbers(self, ("lr", "min_lr_ratio", "weight_decay", "beta1", "beta2", "grad_clip", "epochs",
+                             "warmup_steps"), fail)
         for name in ("batch_size", "gradient_accumulation_steps", "seq_len", "eval_interval",
                      "eval_batches", "log_interval", "checkpoint_interval", "keep_last_checkpoints"):
             value = getattr(self, name)

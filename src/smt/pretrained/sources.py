@@ -84,9 +84,14 @@ def _load_bin(file: Path) -> dict[str, Tensor]:
 
 def _load_weights_file(file: Path) -> dict[str, Tensor]:
     if file.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(file), device="cpu")
+        try:
+            return load_file(str(file), device="cpu")
+        except (SafetensorError, OSError) as error:
+            raise ValueError(f"{file} cannot be read (truncated or corrupted?): {error}; re-save or re-download "
+                             "the model") from error
     if file.suffix in (".bin", ".pt", ".pth"):
         return _load_bin(file)
     if file.name.endswith(".index.json"):

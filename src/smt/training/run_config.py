@@ -20,7 +20,14 @@ from typing import Any
 
 import yaml
 
-from smt.config import ConfigError, StrideHybridConfig, TrainingConfig, load_mapping, parse_yaml
+from smt.config import (
+    ConfigError,
+    StrideHybridConfig,
+    TrainingConfig,
+    load_mapping,
+    parse_yaml,
+    unknown_fields_error,
+)
 
 
 def _load_mapping(path: str | Path) -> dict[str, Any]:
@@ -87,7 +94,7 @@ class RunConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ConfigError(f"unknown run field(s) {unknown}; valid fields are {sorted(known)}")
+            raise unknown_fields_error("run", unknown, known)
         return cls(**data)
 
 
@@ -112,15 +119,23 @@ class FullConfig:
         if unknown:
             raise ConfigError(f"unknown config section(s) {unknown}; a run config has the sections "
                               "model, training and run")
-        model = dict(data.get("model") or {})
+        sections = {}
+        for name in ("model", "training", "run"):
+            value = data.get(name) or {}
+            if not isinstance(value, dict):
+                raise ConfigError(f"the {name} section must be a mapping of field: value, got "
+                                  f"{type(value).__name__} {value!r}")
+            sections[name] = dict(value)
+        model = StrideHybridConfig.canonical_names(sections["model"])
         preset = model.pop("preset", None)
-        try:
-            model_config = (StrideHybridConfig.preset(preset, **model) if preset
-                            else StrideHybridConfig.from_dict(model))
-        except TypeError as error:
-            raise ConfigError(f"model section: {error}") from error
-        return cls(model_config, TrainingConfig.from_dict(dict(data.get("training") or {})),
-                   RunConfig.from_dict(dict(data.get("run") or {})))
+        known = {f.name for f in fields(StrideHybridConfig)}
+        unknown = sorted(set(model) - known)
+        if unknown:
+            error = unknown_fields_error("StrideHybridConfig", unknown, known, StrideHybridConfig.ALIASES)
+            raise ConfigError(f"model section: {error}")
+        model_config = (StrideHybridConfig.preset(preset, **model) if preset
+                        else StrideHybridConfig.from_dict(model))
+        return cls(model_config, TrainingConfig.from_dict(sections["training"]), RunConfig.from_dict(sections["run"]))
 
 
 SECTION_FIELDS = {
@@ -168,6 +183,11 @@ def load_run_config(path: str | Path | None = None, overrides: list[str] | dict 
     """The run config from a file (or defaults) with overrides applied, validated."""
     data = _load_mapping(path) if path is not None else {}
     extra = parse_overrides(overrides) if isinstance(overrides, list) else (overrides or {})
+    for section in ("model", "training", "run"):
+        if not isinstance(data.get(section) or {}, dict):
+            where = f"{path}: " if path is not None else ""
+            raise ConfigError(f"{where}the {section} section must be a mapping of field: value, got "
+                              f"{type(data[section]).__name__} {data[section]!r}")
     merged = {section: dict(data.get(section) or {}) for section in ("model", "training", "run")}
     if isinstance(data.get("model"), dict):
         merged["model"] = StrideHybridConfig.canonical_names(merged["model"])

@@ -1,0 +1,64 @@
+#!/usr/bin/env python
+"""The table of the code comparison (docs/MEMORY.md part 5): held-out loss by position bucket.
+
+Reads runs/code/NAME-sSEED/eval/loss_by_position.npy (written by experiments/code.sh) and prints,
+per model, the mean loss over the positions of each bucket, averaged over seeds, with the seed
+range; a JSON line per run goes to --out.
+
+    python experiments/code_report.py [--runs runs/code] [--out docs/results/memory/code.jsonl]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+
+BUCKETS = [(0, 32), (32, 64), (64, 128), (128, 256), (256, 512), (512, 1024)]
+
+
+def bucket_means(curve: np.ndarray) -> dict[str, float]:
+    return {f"{lo}-{hi - 1}": float(np.nanmean(curve[lo:hi])) for lo, hi in BUCKETS if lo < len(curve)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", default="runs/code")
+    parser.add_argument("--out", default=None, help="append one JSON line per run to this file")
+    args = parser.parse_args(argv)
+    rows: dict[str, list[dict]] = {}
+    for npy in sorted(Path(args.runs).glob("*-s*/eval/loss_by_position.npy")):
+        run = npy.parents[1].name
+        name, seed = re.fullmatch(r"(.+)-s(\d+)", run).groups()
+        record = {"model": name, "seed": int(seed), "loss": bucket_means(np.load(npy))}
+        metrics = [json.loads(line) for line in (npy.parents[1] / "metrics.jsonl").read_text().splitlines() if line]
+        train = [m for m in metrics if m.get("split") == "train"]
+        record["tokens"] = train[-1]["tokens_seen"] if train else None
+        rows.setdefault(name, []).append(record)
+        if args.out:
+            with open(args.out, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+    if not rows:
+        raise SystemExit(f"no runs with eval/loss_by_position.npy under {args.runs}; run experiments/code.sh first")
+    keys = [f"{lo}-{hi - 1}" for lo, hi in BUCKETS]
+    print("| model | seeds | tokens | " + " | ".join(f"pos {k}" for k in keys) + " |")
+    print("|---|---|---|" + "---|" * len(keys))
+    for name, runs in rows.items():
+        cells = []
+        for key in keys:
+            values = [r["loss"][key] for r in runs if key in r["loss"]]
+            if not values:
+                cells.append("")
+            elif len(values) == 1:
+                cells.append(f"{values[0]:.3f}")
+            else:
+                cells.append(f"{np.mean(values):.3f} [{min(values):.3f}-{max(values):.3f}]")
+        print(f"| {name} | {len(runs)} | {runs[0]['tokens']} | " + " | ".join(cells) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,51 @@
+"""`smt` answers bad arguments and bad config files with one line naming the problem and the fix,
+never a traceback (each case below gave a raw error or silently did something else before)."""
+
+from __future__ import annotations
+
+import pytest
+
+from smt.cli import main
+
+
+def _error(capsys, argv: list[str]) -> str:
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err and err.count("\n") == 1, err
+    return err
+
+
+def test_abbreviated_and_unknown_options_are_refused_with_suggestions(capsys):
+    assert "did you mean --max_steps" in _error(capsys, ["train", "--max_step", "30", "--print-config"])
+    assert "did you mean --model.stride" in _error(capsys, ["train", "--model.strid", "3", "--print-config"])
+    assert "unexpected argument 'foo'" in _error(capsys, ["train", "foo", "--print-config"])
+
+
+@pytest.mark.parametrize("text,message", [
+    (b"model:\n  preset: tiny\n  strid: 16\n", r"'strid' -> 'stride'"),
+    (b"model:\n  n_layer: 2\n", r"'n_layer' -> 'transformer_n_layers'"),
+    (b"training:\n  lr: fast\n", r"lr='fast': must be a number"),
+    (b"model: [1, 2, 3]\n", r"the model section must be a mapping"),
+    (b"model:\n  d_model: 64 \xff\n", r"is not UTF-8 text"),
+    (b"run:\n  outptu_dir: x\n", r"'outptu_dir' -> 'output_dir'"),
+])
+def test_bad_config_files_are_named(tmp_path, capsys, text, message):
+    import re
+
+    config = tmp_path / "bad.yaml"
+    config.write_bytes(text)
+    err = _error(capsys, ["train", "--config", str(config), "--print-config"])
+    assert "bad.yaml" in err and re.search(message, err), err
+
+
+def test_a_truncated_weights_file_is_named(tmp_path, capsys):
+    from smt import StrideHybridConfig, StrideHybridModel
+    from smt.pretrained import from_pretrained
+
+    StrideHybridModel(StrideHybridConfig.tiny()).save_pretrained(tmp_path / "m")
+    (tmp_path / "m" / "checksums.json").unlink()  # the loader's own check, not the checksum
+    weights = tmp_path / "m" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:3000])
+    with pytest.raises(ValueError, match=r"model.safetensors cannot be read \(truncated or corrupted\?\)"):
+        from_pretrained(tmp_path / "m")
