@@ -14,7 +14,8 @@ def add_parser(sub) -> None:
                                         "position, and how they change along the document; writes PNGs.")
     parser.add_argument("--checkpoint", required=True, metavar="DIR",
                         help="run, checkpoints/, step or model directory (with tokenizer.json)")
-    parser.add_argument("--text", required=True, metavar="FILE", help="a UTF-8 text file")
+    parser.add_argument("--text", required=True, metavar="FILE", help="a text file (UTF-8 unless --encoding)")
+    parser.add_argument("--encoding", default="utf-8", help="the text file's encoding (e.g. latin-1)")
     parser.add_argument("--out", default=None, help="output directory (default RUN_DIR/analysis)")
     parser.add_argument("--max-tokens", "--max_tokens", type=int, default=None)
     parser.add_argument("--segment-len", "--segment_len", type=int, default=512)
@@ -32,7 +33,14 @@ def run(args: argparse.Namespace) -> int:
     text_file = Path(args.text)
     if not text_file.is_file():
         raise FileNotFoundError(f"text file not found: {text_file}")
-    tokens = tokenizer.encode(text_file.read_text(encoding="utf-8"))
+    try:
+        text = text_file.read_text(encoding=args.encoding)
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{text_file} is not {args.encoding} text (byte {error.start}: {error.reason}); convert it "
+                         "to UTF-8 or give its encoding, e.g. --encoding latin-1") from error
+    except LookupError as error:
+        raise ValueError(f"--encoding {args.encoding!r} is not an encoding Python knows ({error})") from error
+    tokens = tokenizer.encode(text)
     if args.max_tokens:
         tokens = tokens[: args.max_tokens]
     stats = analyze_document(model, tokens, args.segment_len)

@@ -30,9 +30,11 @@ def add_parser(sub) -> None:
     parser.add_argument("--position-pieces", "--position_pieces", action="store_true",
                         help="for --positions: cut each document into streams of P+1 tokens (many "
                              "curves from a few long books) instead of reading each from its start only")
-    parser.add_argument("--passkey", default=None, metavar="LENGTHS",
+    parser.add_argument("--passkey", default=None, metavar="LENGTHS", type=_numbers(int, "--passkey", "256,512,1024"),
                         help="comma-separated context lengths for the text passkey grid")
-    parser.add_argument("--depths", default="0,0.25,0.5,0.75,1")
+    parser.add_argument("--depths", default=[0, 0.25, 0.5, 0.75, 1], type=_numbers(float, "--depths", "0,0.5,1"))
+    parser.add_argument("--encoding", default="utf-8", help="encoding of --data text files and --filler (e.g. latin-1)")
+    parser.add_argument("--text-field", "--text_field", default="text", help="the text field of .jsonl --data files")
     parser.add_argument("--samples", type=int, default=20, help="prompts per passkey cell / task samples")
     parser.add_argument("--filler", default=None, metavar="FILE", help="passkey filler text (default: grass/sky)")
     parser.add_argument("--task", default=None, help="synthetic task: passkey, mqar, selective_copy, "
@@ -76,6 +78,20 @@ def _task_from_args(text: str, checkpoint: str | Path):
     return TaskConfig.from_dict(text)
 
 
+def _numbers(kind, flag: str, example: str):
+    """An argparse type: comma-separated numbers, each positive for lengths (ints)."""
+    def parse(text: str) -> list:
+        try:
+            values = [kind(x) for x in text.split(",")]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} takes comma-separated numbers such as {example}, "
+                                             f"got {text!r}") from None
+        if kind is int and any(v < 1 for v in values):
+            raise argparse.ArgumentTypeError(f"{flag} lengths must be >= 1, got {text!r}")
+        return values
+    return parse
+
+
 def run(args: argparse.Namespace) -> int:
     model, tokenizer, directory = load_for_eval(args.checkpoint, args.device)
     out = Path(args.out) if args.out else default_out_dir(args.checkpoint, "eval")
@@ -108,7 +124,8 @@ def _perplexity(args, model, tokenizer, out: Path) -> dict:
         raise FileNotFoundError("the checkpoint has no tokenizer.json; perplexity on text needs the model's tokenizer")
     from smt.data import build_token_dataset
 
-    dataset = build_token_dataset(args.data, tokenizer, split=args.split, progress=False)
+    dataset = build_token_dataset(args.data, tokenizer, split=args.split, progress=False, encoding=args.encoding,
+                                  text_field=args.text_field)
     result = {"perplexity": evaluate_perplexity(model, dataset, args.segment_len, args.max_documents)}
     if args.positions:
         import numpy as np
@@ -140,9 +157,8 @@ def _passkey(args, model, tokenizer, out: Path) -> dict:
     if tokenizer is None:
         raise FileNotFoundError("the checkpoint has no tokenizer.json; the text passkey needs the model's "
                                 "tokenizer (use --task passkey for the token-id version)")
-    filler = Path(args.filler).read_text(encoding="utf-8") if args.filler else DEFAULT_FILLER
-    lengths = [int(x) for x in args.passkey.split(",")]
-    depths = [float(x) for x in args.depths.split(",")]
+    filler = Path(args.filler).read_text(encoding=args.encoding) if args.filler else DEFAULT_FILLER
+    lengths, depths = args.passkey, args.depths
     grid = passkey_grid(model, lambda n, d, g: text_passkey(tokenizer, n, d, g, filler_text=filler),
                         lengths, depths, args.samples, args.seed)
     png = plot_passkey_heatmap({model.config.arch: grid}, out / "passkey_heatmap.png")

@@ -59,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     model, tokenizer, directory = load_trained(args.checkpoint, not args.latest, args.device)
+    if args.num_samples < 1:
+        raise ValueError(f"--num_samples {args.num_samples}: generate at least one sample")
     ids = tokenizer.encode(args.prompt)
     if not ids:
         raise ValueError("the prompt encodes to no tokens; pass some text with --prompt")

@@ -40,7 +40,8 @@ _WHITESPACE = re.compile(r"\s")
 _COUNT_CHUNK_CHARS = 1 << 20
 _ENCODING_HINT = (
     "convert it to UTF-8 (e.g. `iconv -f latin1 -t utf-8 IN > OUT`) or pass its encoding "
-    "(encoding='latin-1', --encoding on the command line)"
+    "(encoding='latin-1'; on the command line `smt train --data_encoding latin-1`, `smt eval` / "
+    "`smt analyze --encoding latin-1`)"
 )
 
 
@@ -143,7 +144,7 @@ def _iter_jsonl(path: Path, encoding: str, text_field: str) -> Iterator[str]:
             keys = sorted(record) if isinstance(record, dict) else type(record).__name__
             raise ValueError(
                 f"{path}:{line_number}: no {text_field!r} field (found {keys}); "
-                f"choose the field with text_field=... (--text-field)"
+                f"choose the field with text_field=... (`smt train --text_field NAME`)"
             )
         text = record[text_field]
         if not isinstance(text, str):

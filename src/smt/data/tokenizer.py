@@ -13,6 +13,7 @@ import json
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
@@ -230,11 +231,13 @@ def train_bpe_tokenizer(
     save_dir: str | Path | None = None,
     min_frequency: int = 2,
     progress: bool = False,
+    **source_options: Any,
 ) -> SMTTokenizer:
     """Train a byte-level BPE with `vocab_size` ids (256 bytes + merges + '<|endoftext|>').
 
     `files` are any sources `smt.data.sources` reads (text files, directories, .jsonl, WikiText),
-    so bad files fail with the same clear errors as the data pipeline.
+    so bad files fail with the same clear errors as the data pipeline; `source_options`
+    (encoding, text_field) say how to read them.
     """
     from smt.data.sources import iter_documents
 
@@ -249,7 +252,7 @@ def train_bpe_tokenizer(
 
     def texts() -> Iterator[str]:
         for source in files:
-            for document in iter_documents(source):
+            for document in iter_documents(source, **source_options):
                 yield from split_for_encoding(document)
 
     tokenizer = _byte_level_bpe(models.BPE())

@@ -27,6 +27,10 @@ def check_generation_args(max_new_tokens: int, temperature: float, top_k: int | 
 def sample_next(logits: Tensor, temperature: float = 1.0, top_k: int | None = None,
                 top_p: float | None = None, generator: torch.Generator | None = None) -> Tensor:
     """Next token ids (B,) from logits (B, V). temperature 0 is greedy (argmax)."""
+    if not bool(torch.isfinite(logits).all()):
+        raise ValueError("the model produced NaN/inf logits, so there is nothing to sample from: its weights "
+                         "(or the stream state) hold NaN/inf, e.g. a diverged training run; load an earlier "
+                         "checkpoint")
     logits = logits.double()  # float64 so that a temperature like 1e-200 stays representable
     if temperature == 0:
         return logits.argmax(-1)

@@ -9,6 +9,11 @@ from smt.training.batching import TokenView, as_view
 from smt.training.run_config import RunConfig
 
 
+def source_options(run: RunConfig) -> dict:
+    """How to read the run's data files (smt.data.sources options)."""
+    return {"encoding": run.data_encoding, "text_field": run.text_field}
+
+
 def prepare_tokenizer(run: RunConfig, progress: bool = False):
     """Load run.tokenizer; when that path does not exist and run.tokenizer_vocab_size is set,
     train a byte-level BPE on run.train_data and save it there first (later runs reuse it)."""
@@ -25,8 +30,9 @@ def prepare_tokenizer(run: RunConfig, progress: bool = False):
         if run.train_split is not None:
             from smt.data import resolve_source
 
-            sources = [str(p) for p, _ in resolve_source(run.train_data, run.train_split).files]
-        return train_bpe_tokenizer(sources, run.tokenizer_vocab_size, save_dir=path, progress=progress)
+            sources = [str(p) for p, _ in resolve_source(run.train_data, run.train_split, **source_options(run)).files]
+        return train_bpe_tokenizer(sources, run.tokenizer_vocab_size, save_dir=path, progress=progress,
+                                   **source_options(run))
     return load_tokenizer(run.tokenizer)
 
 
@@ -38,11 +44,11 @@ def prepare_data(run: RunConfig, tokenizer, progress: bool = True) -> tuple[Toke
         raise ValueError("run.train_data is not set: pass a file, a directory of .txt files, or a "
                          "dataset name (wikitext-103, pg19)")
     train = build_token_dataset(run.train_data, tokenizer, cache_dir=run.cache_dir,
-                                split=run.train_split, progress=progress)
+                                split=run.train_split, progress=progress, **source_options(run))
     valid = None
     if run.valid_data is not None:
         valid = build_token_dataset(run.valid_data, tokenizer, cache_dir=run.cache_dir,
-                                    split=run.valid_split, progress=progress)
+                                    split=run.valid_split, progress=progress, **source_options(run))
     elif run.valid_fraction is not None:
         train, valid = split_documents(train, run.valid_fraction)
     train_view = as_view(train, run.max_train_tokens, name=f"train data {run.train_data}")

@@ -48,6 +48,8 @@ class RunConfig:
     tokenizer: str | None = None  # tokenizer.json / directory / hub name; trained when missing and
     tokenizer_vocab_size: int | None = None  # ... this is set (byte-level BPE on train_data)
     cache_dir: str | None = None  # token caches (default $SMT_CACHE_DIR or ~/.cache/smt/tokens)
+    data_encoding: str = "utf-8"  # encoding of text files (e.g. latin-1); --data_encoding
+    text_field: str = "text"  # the field holding the text in .jsonl files; --text_field
     max_train_tokens: int | None = None  # use only the first tokens (quick runs, tests)
     max_valid_tokens: int | None = None
     output_dir: str = "runs/smt"
