@@ -56,11 +56,19 @@ def main(argv: list[str] | None = None) -> int:
     if extras:
         print(f"smt {args.command}: error: {_unknown_options(parser, args.command, extras)}", file=sys.stderr)
         return 2
+    from smt.training.stop_signals import TrainingInterrupted
+
     try:
         return int(args.run(args) or 0)
     except (ValueError, FileNotFoundError, TypeError) as error:
         print(f"smt {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except TrainingInterrupted as stop:
+        print(f"smt {args.command}: {stop}", file=sys.stderr)
+        return 143 if stop.signal_name == "SIGTERM" else 130
+    except KeyboardInterrupt:
+        print(f"smt {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -247,3 +247,21 @@ def test_meta_records_checksums_and_source(corpus, gpt2_tokenizer, tmp_path):
     assert [os.path.basename(f[0]) for f in meta["source"]["files"]] == [
         f"doc{i}.txt" for i in range(4)
     ]
+
+
+def test_no_lock_files_pile_up_in_the_cache(corpus, gpt2_tokenizer, tmp_path):
+    build_token_dataset(corpus, gpt2_tokenizer, cache_dir=tmp_path, progress=False)
+    build_token_dataset(corpus, gpt2_tokenizer, cache_dir=tmp_path, progress=False)
+    assert not list(tmp_path.glob(".*.lock"))
+
+
+def test_an_unwritable_cache_directory_is_named(corpus, gpt2_tokenizer, tmp_path, monkeypatch):
+    import errno
+    import tempfile
+
+    def read_only(*args, dir=None, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(dir) + "/.tmp-x")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", read_only)
+    with pytest.raises(ValueError, match=r"cannot write the token cache in .*Read-only file system.*run.cache_dir"):
+        build_token_dataset(corpus, gpt2_tokenizer, cache_dir=tmp_path / "cache", progress=False)

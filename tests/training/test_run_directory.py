@@ -81,3 +81,18 @@ def test_resuming_on_other_training_data_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match="was trained on other data.*same training data"):
         Trainer(config, view(1)).train(resume=True)
     assert Trainer(config, view(0)).train(resume=True).last_checkpoint.name == "step_000004"
+
+
+def test_resume_from_a_named_older_checkpoint(tmp_path):
+    """`--resume step_000002`: refused while a newer checkpoint would be picked up by a later resume,
+    accepted once it is moved away; an unknown name is refused with the run's checkpoints listed."""
+    run = tmp_path / "run"
+    train_task(_config(run, 4), TASK, eval_samples=1)
+    with pytest.raises(CheckpointError, match=r"newer checkpoints \['step_000004'\]"):
+        train_task(_config(run, 4), TASK, resume="step_000002", eval_samples=1)
+    with pytest.raises(CheckpointError, match=r"not a checkpoint of this run.*step_000002"):
+        train_task(_config(run, 4), TASK, resume="step_000009", eval_samples=1)
+    (run / "checkpoints" / "step_000004").rename(tmp_path / "damaged_step_000004")
+    result = train_task(_config(run, 4), TASK, resume=str(run / "checkpoints" / "step_000002"), eval_samples=1)
+    assert result.train.last_checkpoint.name == "step_000004"
+    assert _steps_logged(run) == [1, 2, 3, 4]

@@ -37,8 +37,9 @@ def add_parser(sub) -> None:
                "  torchrun --nproc_per_node=2 -m smt.cli train --config configs/wikitext103_smt.yaml",
     )
     parser.add_argument("--config", help="run config file (.yaml or .json); defaults apply without one")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue from the latest checkpoint in run.output_dir")
+    parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="STEP_DIR",
+                        help="continue from the latest checkpoint in run.output_dir, or from the one named "
+                             "(e.g. --resume step_000400 when a newer one is damaged; move newer ones away first)")
     parser.add_argument("--overwrite", action="store_true",
                         help="run.output_dir holds an earlier run: delete its checkpoints and logs and start clean")
     parser.add_argument("--print-config", action="store_true",

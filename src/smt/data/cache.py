@@ -17,6 +17,7 @@ fails any check is rebuilt, never trusted. A lock file serialises builds of the 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -307,29 +308,52 @@ def build_token_dataset(
     resolved = resolve_source(source, split, **source_options)
     identity = resolved.identity()
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    root.mkdir(parents=True, exist_ok=True)
     key = cache_key(identity, tokenizer)
     final = root / key
-    with _build_lock(root / f".{key}.lock") as locked:
-        dataset = _load_if_valid(final)
-        if dataset is not None:
+    dataset = _load_if_valid(final)  # a finished cache is read even where nothing can be written
+    if dataset is not None:
+        return dataset
+    lock_file = root / f".{key}.lock"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with _build_lock(lock_file) as locked:
+            dataset = _load_if_valid(final)
+            if dataset is None:
+                dataset = _build(resolved, identity, tokenizer, root, key, locked, num_workers, progress)
+            if locked:  # the cache is complete: its lock file is of no more use (none pile up)
+                lock_file.unlink(missing_ok=True)
             return dataset
-        if locked:  # no build of this key runs now: leftovers are from interrupted builds
-            for stale in root.glob(f".tmp-{key}-*"):
-                shutil.rmtree(stale, ignore_errors=True)
-        temporary = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=root))
-        os.chmod(temporary, 0o755)
-        try:
-            _write_cache(resolved, identity, tokenizer, temporary, num_workers, progress)
-            os.replace(temporary, final)
-        except OSError:
-            shutil.rmtree(temporary, ignore_errors=True)
-            if locked or not final.is_dir():
-                raise
-            # Without a lock another process may have finished the same build first.
-        except BaseException:
-            shutil.rmtree(temporary, ignore_errors=True)
+    except OSError as error:  # only the cache's own files: an unreadable data file keeps its own error
+        if error.errno in (errno.EROFS, errno.EACCES, errno.EPERM) and str(error.filename or "").startswith(str(root)):
+            raise _unwritable(root, error) from error
+        raise
+
+
+def _unwritable(root: Path, error: OSError) -> ValueError:
+    return ValueError(f"cannot write the token cache in {root} ({error.strerror or error}); set run.cache_dir "
+                      "(or the SMT_CACHE_DIR environment variable) to a writable directory")
+
+
+def _build(resolved, identity: dict, tokenizer: SMTTokenizer, root: Path, key: str, locked: bool,
+           num_workers: int | None, progress: bool) -> TokenDataset:
+    """Tokenize into a temporary directory beside the cache and rename it into place."""
+    final = root / key
+    if locked:  # no build of this key runs now: leftovers are from interrupted builds
+        for stale in root.glob(f".tmp-{key}-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+    temporary = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=root))
+    os.chmod(temporary, 0o755)
+    try:
+        _write_cache(resolved, identity, tokenizer, temporary, num_workers, progress)
+        os.replace(temporary, final)
+    except OSError:
+        shutil.rmtree(temporary, ignore_errors=True)
+        if locked or not final.is_dir():
             raise
+        # Without a lock another process may have finished the same build first.
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
     return TokenDataset.load(final, verify=False)
 
 

@@ -18,6 +18,7 @@ torch.load(weights_only=True).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -237,13 +238,44 @@ def save_checkpoint(root: Path, model: nn.Module, payload: CheckpointPayload, to
             shutil.rmtree(trash, ignore_errors=True)
         else:
             os.replace(staging, final)
-    except BaseException:
+    except BaseException as error:
         shutil.rmtree(staging, ignore_errors=True)
+        if _disk_full(error):
+            raise CheckpointError(_disk_full_message(root, final.name, model, payload)) from error
         raise
     if val_loss is not None:
         _update_best(root, final, val_loss)
     prune_checkpoints(root, keep_last)
     return final
+
+
+def _disk_full(error: BaseException) -> bool:
+    """ENOSPC, as an OSError or as torch's serializer reports it (a RuntimeError from inline_container)."""
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return True
+    text = str(error)
+    return isinstance(error, RuntimeError) and ("No space left" in text or "file write failed" in text)
+
+
+def _disk_full_message(root: Path, name: str, model: nn.Module, payload: CheckpointPayload) -> str:
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    optimizer = sum(t.numel() * t.element_size() for t in _tensors(payload.optimizer_state))
+    needed = weights + optimizer
+    free = shutil.disk_usage(root).free
+    kept = list_checkpoints(root)
+    return (f"the disk is full: saving {name} into {root} needs about {needed / 2**20:.1f} MiB and "
+            f"{free / 2**20:.1f} MiB are free; free some space or move run.output_dir, then resume. "
+            f"Nothing was half-written: {('the last good checkpoint, ' + kept[-1].name + ', is intact') if kept else 'no earlier checkpoint exists'}")
+
+
+def _tensors(value) -> list[Tensor]:
+    if isinstance(value, Tensor):
+        return [value]
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _tensors(v)]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _tensors(v)]
+    return []
 
 
 def _update_best(root: Path, candidate: Path, val_loss: float) -> None:
@@ -298,7 +330,8 @@ def verify_checkpoint(directory: Path) -> dict:
             raise CheckpointError(f"{path} is missing from the checkpoint")
         if sha256_file(path) != expected:
             raise CheckpointError(f"{path} is corrupted or truncated: its sha256 does not match "
-                                  f"{file.name}; resume from an older checkpoint")
+                                  f"{file.name}; move this step directory away and resume from an older "
+                                  "one (smt train --config ... --resume step_NNNNNN)")
     return record
 
 

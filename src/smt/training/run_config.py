@@ -177,7 +177,11 @@ def parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
             section = owners[0]
         if section == "model":
             name = StrideHybridConfig.ALIASES.get(name, name)  # old names land on the canonical field
-        result.setdefault(section, {})[name] = parse_yaml(value)
+        try:
+            parsed = parse_yaml(value)
+        except yaml.YAMLError:  # not YAML (e.g. '{'): the text itself, for the field's own check to judge
+            parsed = value
+        result.setdefault(section, {})[name] = parsed
     return result
 
 

@@ -38,6 +38,7 @@ from smt.training.checkpoint import (
     list_checkpoints,
     load_checkpoint,
     save_checkpoint,
+    step_dir_name,
 )
 from smt.training.data_setup import check_vocab
 from smt.training.distributed import (
@@ -56,6 +57,7 @@ from smt.training.optimizer import build_optimizer
 from smt.training.run_config import FullConfig
 from smt.training.run_directory import check_run_dir, claim_run_dir
 from smt.training.schedule import build_scheduler
+from smt.training.stop_signals import StopOnSignal, TrainingInterrupted
 
 # settings a resumed run must share with the checkpoint (the data position depends on them)
 RESUME_MUST_MATCH = ("batch_size", "gradient_accumulation_steps", "seq_len", "batching", "seed")
@@ -130,6 +132,25 @@ class Trainer:
         return kind(self.train_view, self.tc.batch_size, self.tc.seq_len, seed=self.tc.seed,
                     rank=ctx.rank, world_size=ctx.world_size)
 
+    def _resume_from(self, resume: bool | str | Path) -> Path:
+        """The step directory to resume: the newest, or the one named (a name in checkpoints/ or a
+        path), which must then be the newest left, so that a later --resume cannot go back to a
+        newer (damaged or unwanted) one."""
+        found = list_checkpoints(self.checkpoint_root)
+        if resume is True:
+            return found[-1]
+        wanted = Path(resume)
+        chosen = next((c for c in found if c.name == wanted.name
+                       and (not wanted.parent.parts or c.resolve() == wanted.resolve())), None)
+        if chosen is None:
+            raise CheckpointError(f"--resume {resume}: not a checkpoint of this run; its checkpoints are "
+                                  f"{[c.name for c in found]} in {self.checkpoint_root}")
+        newer = [c.name for c in found if c.name > chosen.name]
+        if newer:
+            raise CheckpointError(f"--resume {chosen.name}: the run has newer checkpoints {newer}; move them out of "
+                                  f"{self.checkpoint_root} first (a later --resume would pick them up again)")
+        return chosen
+
     def _check_resumable(self, record: dict, directory: Path, ctx: DistContext) -> None:
         saved_model = record.get("config", {}).get("model")
         here = self.config.model.to_dict()
@@ -165,8 +186,10 @@ class Trainer:
                                   f"{fingerprint} vs {self.tokenizer.fingerprint()}); use the run's tokenizer")
 
     # ------------------------------------------------------------------ train
-    def train(self, resume: bool = False, stop_after: int | None = None, overwrite: bool = False) -> TrainResult:
-        """Train to the configured number of steps (from the latest checkpoint when `resume`).
+    def train(self, resume: bool | str | Path = False, stop_after: int | None = None,
+              overwrite: bool = False) -> TrainResult:
+        """Train to the configured number of steps (from the latest checkpoint when `resume` is True,
+        from the named step directory when it is a name or path).
         `stop_after` ends the run after that step as if it were interrupted there (time-limited
         jobs; the resume tests); the schedule still spans the full run. A run directory that
         already holds a run needs `resume` or `overwrite` (smt.training.run_directory); it is
@@ -192,9 +215,9 @@ class Trainer:
         batcher = self._make_batcher(ctx)
         start_step, loaded = 0, None
         if resume:
-            found = list_checkpoints(self.checkpoint_root)
-            loaded = load_checkpoint(found[-1], model)
-            self._check_resumable(loaded.training_state, found[-1], ctx)
+            chosen = self._resume_from(resume)
+            loaded = load_checkpoint(chosen, model)
+            self._check_resumable(loaded.training_state, chosen, ctx)
             start_step = int(loaded.training_state["step"])
             batcher.load_state_dict(loaded.training_state["data_position"])
         if ctx.is_main:
@@ -226,72 +249,86 @@ class Trainer:
         tokens_total, last_eval = 0, None
         step = start_step
         end_step = total_steps if stop_after is None else min(total_steps, stop_after)
-        while step < end_step:
-            step_started = time.perf_counter()
-            batches = [batcher.next_batch().to(ctx.device) for _ in range(tc.gradient_accumulation_steps)]
-            local_count = sum(b.n_targets for b in batches)
-            global_count = int(all_reduce_sum(torch.tensor([float(local_count)], device=ctx.device), ctx).item())
-            wrapped.train()
-            nll_total = torch.zeros((), device=ctx.device)
-            for index, batch in enumerate(batches):
-                last = index == len(batches) - 1
-                with no_sync(wrapped, skip_sync=not last):
-                    nll, stream_state = self._forward(forward, batch, stream_state)
-                    # sum / global count, times world size because DDP averages gradients over ranks
-                    (nll * ctx.world_size / max(global_count, 1)).backward()
-                nll_total += nll.detach()
-            loss = float(all_reduce_sum(nll_total.reshape(1), ctx).item()) / max(global_count, 1)
-            grad_norm = self._clip(params, ctx)
-            step += 1
-            if not (math.isfinite(loss) and math.isfinite(grad_norm)):
-                message = (f"non-finite {'loss' if not math.isfinite(loss) else 'gradient'} at step {step} "
-                           f"(loss={loss}, grad_norm={grad_norm})")
-                if tc.nonfinite == "stop":
-                    bar.close()
-                    kept = f"the last good checkpoint is {last_checkpoint}" if last_checkpoint else "no checkpoint was written yet"
-                    raise NonFiniteError(f"{message}; stopping (training.nonfinite='stop'); {kept}. "
-                                         "Lower the learning rate or use training.nonfinite='skip'")
-                optimizer.zero_grad(set_to_none=True)
+        with StopOnSignal() as stop:
+            while step < end_step:
+                step_started = time.perf_counter()
+                batches = [batcher.next_batch().to(ctx.device) for _ in range(tc.gradient_accumulation_steps)]
+                local_count = sum(b.n_targets for b in batches)
+                global_count = int(all_reduce_sum(torch.tensor([float(local_count)], device=ctx.device), ctx).item())
+                wrapped.train()
+                nll_total = torch.zeros((), device=ctx.device)
+                for index, batch in enumerate(batches):
+                    last = index == len(batches) - 1
+                    with no_sync(wrapped, skip_sync=not last):
+                        nll, stream_state = self._forward(forward, batch, stream_state)
+                        # sum / global count, times world size because DDP averages gradients over ranks
+                        (nll * ctx.world_size / max(global_count, 1)).backward()
+                    nll_total += nll.detach()
+                loss = float(all_reduce_sum(nll_total.reshape(1), ctx).item()) / max(global_count, 1)
+                grad_norm = self._clip(params, ctx)
+                step += 1
+                if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+                    message = (f"non-finite {'loss' if not math.isfinite(loss) else 'gradient'} at step {step} "
+                               f"(loss={loss}, grad_norm={grad_norm})")
+                    if tc.nonfinite == "stop":
+                        bar.close()
+                        kept = f"the last good checkpoint is {last_checkpoint}" if last_checkpoint else "no checkpoint was written yet"
+                        raise NonFiniteError(f"{message}; stopping (training.nonfinite='stop'); {kept}. "
+                                             "Lower the learning rate or use training.nonfinite='skip'")
+                    optimizer.zero_grad(set_to_none=True)
+                    scheduler.step()
+                    stream_state = _reset_nonfinite_rows(stream_state)
+                    result.skipped_steps.append(step)
+                    tqdm.write(f"warning: {message}; step skipped (training.nonfinite='skip')", file=sys.stderr)
+                    continue
+                lr = optimizer.param_groups[0]["lr"]
+                optimizer.step()
                 scheduler.step()
-                stream_state = _reset_nonfinite_rows(stream_state)
-                result.skipped_steps.append(step)
-                tqdm.write(f"warning: {message}; step skipped (training.nonfinite='skip')", file=sys.stderr)
-                continue
-            lr = optimizer.param_groups[0]["lr"]
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            result.losses[step] = loss
-            step_tokens = global_count
-            tokens_total += step_tokens
-            window["nll"] += loss * global_count
-            window["count"] += global_count
-            window["tokens"] += step_tokens
-            window["time"] += time.perf_counter() - step_started
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}")
-            if step % tc.log_interval == 0 or step == total_steps:
-                mean = window["nll"] / max(window["count"], 1)
-                record = {"step": step, "split": "train", "loss": mean, "ppl": _ppl(mean),
-                          "tokens_per_s": window["tokens"] / max(window["time"], 1e-9), "lr": lr,
-                          "grad_norm": grad_norm, "tokens_seen": tokens_total,
-                          "elapsed_s": time.perf_counter() - started, "peak_rss_mib": _peak_rss_mib()}
-                if logger:
-                    logger.log(record)
-                window = {"nll": 0.0, "count": 0, "tokens": 0, "time": 0.0}
-            final = step == total_steps
-            if self.valid_view is not None and (step % tc.eval_interval == 0 or final):
-                full = final and self.run.full_final_eval
-                last_eval = self.evaluate(wrapped, ctx, None if full else tc.eval_batches)
-                last_eval.update(step=step, split="valid", elapsed_s=time.perf_counter() - started)
-                if logger:
-                    logger.log(last_eval)
-                    tqdm.write(f"step {step}: valid loss {last_eval['loss']:.4f} ppl {last_eval['ppl']:.2f}"
-                               + (f" word ppl {last_eval['word_ppl']:.2f}" if last_eval.get("word_ppl") else ""))
-            if step % tc.checkpoint_interval == 0 or final:
-                val_loss = last_eval["loss"] if last_eval and last_eval["step"] == step else None
-                last_checkpoint = self._save(model, wrapped, optimizer, scheduler, batcher, stream_state,
-                                             step, val_loss, ctx)
+                optimizer.zero_grad(set_to_none=True)
+                result.losses[step] = loss
+                step_tokens = global_count
+                tokens_total += step_tokens
+                window["nll"] += loss * global_count
+                window["count"] += global_count
+                window["tokens"] += step_tokens
+                window["time"] += time.perf_counter() - step_started
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}")
+                if step % tc.log_interval == 0 or step == total_steps:
+                    mean = window["nll"] / max(window["count"], 1)
+                    record = {"step": step, "split": "train", "loss": mean, "ppl": _ppl(mean),
+                              "tokens_per_s": window["tokens"] / max(window["time"], 1e-9), "lr": lr,
+                              "grad_norm": grad_norm, "tokens_seen": tokens_total,
+                              "elapsed_s": time.perf_counter() - started, "peak_rss_mib": _peak_rss_mib()}
+                    if logger:
+                        logger.log(record)
+                    window = {"nll": 0.0, "count": 0, "tokens": 0, "time": 0.0}
+                final = step == total_steps
+                if self.valid_view is not None and (step % tc.eval_interval == 0 or final):
+                    full = final and self.run.full_final_eval
+                    last_eval = self.evaluate(wrapped, ctx, None if full else tc.eval_batches)
+                    last_eval.update(step=step, split="valid", elapsed_s=time.perf_counter() - started)
+                    if logger:
+                        logger.log(last_eval)
+                        tqdm.write(f"step {step}: valid loss {last_eval['loss']:.4f} ppl {last_eval['ppl']:.2f}"
+                                   + (f" word ppl {last_eval['word_ppl']:.2f}" if last_eval.get("word_ppl") else ""))
+                if step % tc.checkpoint_interval == 0 or final:
+                    val_loss = last_eval["loss"] if last_eval and last_eval["step"] == step else None
+                    last_checkpoint = self._save(model, wrapped, optimizer, scheduler, batcher, stream_state,
+                                                 step, val_loss, ctx)
+                requested = stop.requested
+                if ctx.world_size > 1:  # every process stops at the same step when any of them got the signal
+                    flag = torch.tensor([1.0 if requested else 0.0], device=ctx.device)
+                    requested = requested or ("SIGTERM" if all_reduce_sum(flag, ctx).item() > 0 else None)
+                if requested:  # Ctrl-C or SIGTERM: this step is done; keep it and stop
+                    if last_checkpoint is None or last_checkpoint.name != step_dir_name(step):
+                        val_loss = last_eval["loss"] if last_eval and last_eval["step"] == step else None
+                        last_checkpoint = self._save(model, wrapped, optimizer, scheduler, batcher, stream_state,
+                                                     step, val_loss, ctx)
+                    bar.close()
+                    if logger:
+                        logger.close()
+                    raise TrainingInterrupted(requested, step, last_checkpoint)
         bar.close()
         result.wall_s = time.perf_counter() - started
         result.tokens_per_s = tokens_total / max(result.wall_s, 1e-9)

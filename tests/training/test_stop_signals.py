@@ -1,0 +1,60 @@
+"""Ctrl-C (SIGINT) and SIGTERM stop `smt train` at a step boundary with a checkpoint of that step
+and a message saying how to resume; the resumed run continues from there (no step lost or
+logged twice). Before: a raw KeyboardInterrupt from inside torch, and the steps since the last
+checkpoint lost."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import yaml
+
+from tests.conftest import REPO
+
+
+def _steps(run_dir) -> list[int]:
+    file = run_dir / "metrics.jsonl"
+    if not file.is_file():
+        return []
+    lines = [line for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [json.loads(line)["step"] for line in lines if '"split": "train"' in line]
+
+
+def _train_until_signal(config, run_dir, sig, resume: bool, after_steps: int) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "smt.cli", "train", "--config", str(config)] + (["--resume"] if resume else [])
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    goal = len(_steps(run_dir)) + after_steps
+    deadline = time.time() + 120
+    while len(_steps(run_dir)) < goal and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(sig)
+    out, err = process.communicate(timeout=120)
+    return subprocess.CompletedProcess(command, process.returncode, out, err)
+
+
+def test_sigint_then_sigterm_stop_at_a_step_with_a_checkpoint_and_resume_continues(tmp_path):
+    run_dir = tmp_path / "run"
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "model": {"preset": "tiny", "vocab_size": 16},
+        "training": {"batch_size": 2, "seq_len": 16, "max_steps": 100000, "warmup_steps": 1, "log_interval": 1,
+                     "checkpoint_interval": 100000, "eval_interval": 100000},
+        "run": {"task": {"name": "passkey", "seq_len": 16, "key_length": 1, "n_values": 4, "n_filler": 4},
+                "output_dir": str(run_dir), "progress": False, "tensorboard": False},
+    }), encoding="utf-8")
+    first = _train_until_signal(config, run_dir, signal.SIGINT, resume=False, after_steps=3)
+    assert first.returncode == 130, first.stderr[-2000:]
+    assert "Traceback" not in first.stderr and "--resume" in first.stderr, first.stderr[-2000:]
+    steps = _steps(run_dir)
+    saved = sorted(p.name for p in (run_dir / "checkpoints").iterdir() if p.name.startswith("step_"))
+    assert saved == [f"step_{steps[-1]:06d}"]  # the step it stopped after, though no checkpoint was due
+    second = _train_until_signal(config, run_dir, signal.SIGTERM, resume=True, after_steps=3)
+    assert second.returncode == 143, second.stderr[-2000:]
+    again = _steps(run_dir)
+    assert again == list(range(1, len(again) + 1)) and len(again) >= len(steps) + 3  # continued, no repeats
