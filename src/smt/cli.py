@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     if extras:
         print(f"smt {args.command}: error: {_unknown_options(parser, args.command, extras)}", file=sys.stderr)
         return 2
-    from smt.training.stop_signals import TrainingInterrupted
+    from smt.training.stop_signals import StopGraceExpired, TrainingInterrupted
 
     try:
         return int(args.run(args) or 0)
@@ -66,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingInterrupted as stop:
         print(f"smt {args.command}: {stop}", file=sys.stderr)
         return 143 if stop.signal_name == "SIGTERM" else 130
+    except StopGraceExpired as stop:
+        print(f"smt {args.command}: {stop}; continue with the same command plus --resume", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print(f"smt {args.command}: interrupted", file=sys.stderr)
         return 130

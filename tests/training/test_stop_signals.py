@@ -58,3 +58,21 @@ def test_sigint_then_sigterm_stop_at_a_step_with_a_checkpoint_and_resume_continu
     assert second.returncode == 143, second.stderr[-2000:]
     again = _steps(run_dir)
     assert again == list(range(1, len(again) + 1)) and len(again) >= len(steps) + 3  # continued, no repeats
+
+
+def test_a_step_that_outlasts_the_grace_period_after_sigterm_is_stopped():
+    """run.stop_grace_s: a scheduler's SIGTERM is followed by a kill; a step still running after the
+    grace period is abandoned (StopGraceExpired) so that the job ends on its own terms."""
+    import pytest
+
+    from smt.training.stop_signals import StopGraceExpired, StopOnSignal
+
+    with pytest.raises(StopGraceExpired, match="grace period"):
+        with StopOnSignal(grace_s=0.2) as stop:
+            os.kill(os.getpid(), signal.SIGTERM)
+            deadline = time.time() + 5
+            while time.time() < deadline:  # a long step
+                time.sleep(0.01)
+            assert stop.requested == "SIGTERM"
+    assert signal.getsignal(signal.SIGTERM) is signal.default_int_handler or \
+        signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # handlers restored

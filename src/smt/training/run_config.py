@@ -13,6 +13,7 @@ The resolved configuration is saved as run_dir/config.yaml and loads back unchan
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -58,6 +59,7 @@ class RunConfig:
     full_final_eval: bool = True  # the last evaluation reads the whole validation set
     parallel: str = "ddp"  # with several processes: "ddp" or "fsdp" (sharded, large models)
     dist_timeout_s: int = 600  # a collective waiting longer than this ends the run with an error
+    stop_grace_s: float | None = 300.0  # after SIGTERM, the step in progress may take this long (None: no limit)
     progress: bool = True
     tensorboard: bool = True  # also log to TensorBoard when it is installed
 
@@ -68,6 +70,15 @@ class RunConfig:
         def fail(name: str, problem: str, fix: str) -> None:
             raise ConfigError(f"run.{name}={getattr(self, name)!r}: {problem}; {fix}")
 
+        grace = self.stop_grace_s
+        if grace is not None and (isinstance(grace, bool) or not isinstance(grace, (int, float)) or not grace > 0):
+            fail("stop_grace_s", "must be a positive number of seconds or null", "e.g. 300")
+        try:
+            codecs.lookup(str(self.data_encoding))
+        except LookupError:
+            fail("data_encoding", "is not an encoding Python knows", "e.g. utf-8 or latin-1")
+        if not isinstance(self.text_field, str) or not self.text_field:
+            fail("text_field", "must name a field of the .jsonl records", "e.g. text")
         for name in ("tokenizer_vocab_size", "max_train_tokens", "max_valid_tokens"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 2):

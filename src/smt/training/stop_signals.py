@@ -23,13 +23,22 @@ class TrainingInterrupted(KeyboardInterrupt):
                          "command plus --resume")
 
 
+class StopGraceExpired(KeyboardInterrupt):
+    """The step in progress did not end within the grace period after SIGTERM."""
+
+
 class StopOnSignal:
-    """`with StopOnSignal() as stop: ... if stop.requested: ...`"""
+    """`with StopOnSignal(grace_s) as stop: ... if stop.requested: ...`
+
+    After SIGTERM the step in progress has `grace_s` seconds to end (schedulers kill a job some
+    time after asking it to stop); past that, StopGraceExpired is raised where the training is,
+    and the last saved checkpoint is what a resume continues from."""
 
     SIGNALS = ("SIGINT", "SIGTERM")
 
-    def __init__(self) -> None:
+    def __init__(self, grace_s: float | None = None) -> None:
         self.requested: str | None = None
+        self.grace_s = grace_s
         self._previous: dict[int, object] = {}
 
     def _handle(self, number: int, frame) -> None:
@@ -39,6 +48,14 @@ class StopOnSignal:
             signal.raise_signal(number)
             return
         self.requested = name
+        if name == "SIGTERM" and self.grace_s and hasattr(signal, "setitimer"):
+            self._previous.setdefault(signal.SIGALRM, signal.getsignal(signal.SIGALRM))
+            signal.signal(signal.SIGALRM, self._expired)
+            signal.setitimer(signal.ITIMER_REAL, float(self.grace_s))
+
+    def _expired(self, number: int, frame) -> None:
+        raise StopGraceExpired(f"SIGTERM: the step in progress did not end within the grace period "
+                               f"({self.grace_s} s, run.stop_grace_s); stopped without saving it")
 
     def __enter__(self) -> StopOnSignal:
         if threading.current_thread() is threading.main_thread():
@@ -49,6 +66,8 @@ class StopOnSignal:
         return self
 
     def __exit__(self, *exc) -> None:
+        if hasattr(signal, "setitimer") and signal.SIGALRM in self._previous:
+            signal.setitimer(signal.ITIMER_REAL, 0)
         for number, previous in self._previous.items():
             signal.signal(number, previous)
         self._previous.clear()

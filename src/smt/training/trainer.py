@@ -249,7 +249,7 @@ class Trainer:
         tokens_total, last_eval = 0, None
         step = start_step
         end_step = total_steps if stop_after is None else min(total_steps, stop_after)
-        with StopOnSignal() as stop:
+        with StopOnSignal(self.run.stop_grace_s) as stop:
             while step < end_step:
                 step_started = time.perf_counter()
                 batches = [batcher.next_batch().to(ctx.device) for _ in range(tc.gradient_accumulation_steps)]
