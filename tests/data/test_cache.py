@@ -250,9 +250,13 @@ def test_meta_records_checksums_and_source(corpus, gpt2_tokenizer, tmp_path):
 
 
 def test_no_lock_files_pile_up_in_the_cache(corpus, gpt2_tokenizer, tmp_path):
+    """A build leaves no lock file, and sweeps the ones older versions left beside finished caches."""
+    (tmp_path / "old-source-0123").mkdir()
+    (tmp_path / ".old-source-0123.lock").write_text("")
+    (tmp_path / ".building-4567.lock").write_text("")  # no finished cache beside it: kept
     build_token_dataset(corpus, gpt2_tokenizer, cache_dir=tmp_path, progress=False)
     build_token_dataset(corpus, gpt2_tokenizer, cache_dir=tmp_path, progress=False)
-    assert not list(tmp_path.glob(".*.lock"))
+    assert [p.name for p in tmp_path.glob(".*.lock")] == [".building-4567.lock"]
 
 
 def test_an_unwritable_cache_directory_is_named(corpus, gpt2_tokenizer, tmp_path, monkeypatch):

@@ -322,11 +322,30 @@ def build_token_dataset(
                 dataset = _build(resolved, identity, tokenizer, root, key, locked, num_workers, progress)
             if locked:  # the cache is complete: its lock file is of no more use (none pile up)
                 lock_file.unlink(missing_ok=True)
+                _sweep_stale_locks(root)
             return dataset
     except OSError as error:  # only the cache's own files: an unreadable data file keeps its own error
         if error.errno in (errno.EROFS, errno.EACCES, errno.EPERM) and str(error.filename or "").startswith(str(root)):
             raise _unwritable(root, error) from error
         raise
+
+
+def _sweep_stale_locks(root: Path) -> None:
+    """Delete the lock files that earlier versions left beside finished caches (one per source
+    ever seen), each only while holding it, so a build in progress keeps its own."""
+    try:
+        import fcntl
+    except ImportError:
+        return
+    for lock in root.glob(".*.lock"):
+        if not (root / lock.name[1:-len(".lock")]).is_dir():
+            continue  # no finished cache beside it: a build may still need it
+        try:
+            with open(lock, "a+") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                lock.unlink(missing_ok=True)
+        except OSError:
+            continue  # held by a running build, or not ours to delete
 
 
 def _unwritable(root: Path, error: OSError) -> ValueError:
