@@ -49,3 +49,24 @@ def test_a_truncated_weights_file_is_named(tmp_path, capsys):
     weights.write_bytes(weights.read_bytes()[:3000])
     with pytest.raises(ValueError, match=r"model.safetensors cannot be read \(truncated or corrupted\?\)"):
         from_pretrained(tmp_path / "m")
+
+
+def test_generate_refuses_zero_samples_and_nan_weights(tmp_path, capsys):
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from smt import StrideHybridConfig, StrideHybridModel
+
+    words = ["<unk>", "the", "memory", "stride", "<|endoftext|>"]
+    tokenizer = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    model = StrideHybridModel(StrideHybridConfig.tiny(vocab_size=8))
+    model.save_pretrained(tmp_path / "m", tokenizer=tokenizer)
+    assert "--num_samples 0" in _error(capsys, ["generate", "--checkpoint", str(tmp_path / "m"), "--prompt",
+                                                "the memory", "--num_samples", "0"])
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.fill_(float("nan"))
+    model.save_pretrained(tmp_path / "nan", tokenizer=tokenizer)
+    assert "NaN/inf logits" in _error(capsys, ["generate", "--checkpoint", str(tmp_path / "nan"), "--prompt",
+                                               "the memory", "--max-new-tokens", "2"])
