@@ -59,7 +59,8 @@ def main() -> None:
     print("| tokens seen | mode | RSS MiB | growth since first row MiB | state bytes | all finite |")
     print("|---:|---|---:|---:|---:|---|")
     for row in rows:
-        print(f"| {row['tokens']:,} | {row['mode']} | {row['rss_mib']:.1f} | {row['rss_mib'] - rows[0]['rss_mib']:+.1f} "
+        growth = row['rss_mib'] - rows[0]['rss_mib']
+        print(f"| {row['tokens']:,} | {row['mode']} | {row['rss_mib']:.1f} | {growth:+.1f} "
               f"| {row['state_bytes']:,} | {row['all_finite']} |")
 
 

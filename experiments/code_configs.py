@@ -13,11 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
+from gutenberg_configs import GPT_CONTEXT, model_fields  # the script beside this one
 
 from smt import StrideHybridConfig
 from smt.models.baselines import matched_baseline
-
-from gutenberg_configs import GPT_CONTEXT, model_fields  # noqa: E402  (same folder)
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "experiments"
 BASE = CONFIGS / "code_smt.yaml"

@@ -95,8 +95,10 @@ def perplexity_table(runs: Path, names: list[str]) -> str:
         gut = (read_json(runs / name / "eval" / "eval.json") or {}).get("perplexity", {})
         wiki = (read_json(runs / name / "eval_wikitext" / "eval.json") or {}).get("perplexity", {})
         rows.append(f"| {label(name)} | {summary['parameters']:,} | {summary['steps']} | {summary['tokens']:,} | "
-                    f"{summary['wall_min']:.1f} | {summary['tokens_per_s']:.0f} | {fmt(summary['peak_rss_mib'], '.0f')} | "
-                    f"{fmt(gut.get('loss'))} | {fmt(gut.get('token_ppl'), '.1f')} | {fmt(gut.get('word_ppl'), '.1f')} | "
+                    f"{summary['wall_min']:.1f} | {summary['tokens_per_s']:.0f} | "
+                    f"{fmt(summary['peak_rss_mib'], '.0f')} | "
+                    f"{fmt(gut.get('loss'))} | {fmt(gut.get('token_ppl'), '.1f')} | "
+                    f"{fmt(gut.get('word_ppl'), '.1f')} | "
                     f"{fmt(wiki.get('loss'))} | {fmt(wiki.get('token_ppl'), '.0f')} |")
     return "\n".join(rows)
 
@@ -213,7 +215,8 @@ def main() -> int:
             plot_loss_by_position(curves, out / png, window=32, memory_span=32 + 8 * 8,
                                   title=f"Gutenberg valid: loss by position ({title})")
             sections.append(f"## Loss by position ({title})\n\n{position_table(curves)}\n\n![]({png})")
-    heatmap = "![](passkey_text_likelihood.png)" if passkey_heatmap(runs, MAIN, out / "passkey_text_likelihood.png") else ""
+    has_heatmap = passkey_heatmap(runs, MAIN, out / "passkey_text_likelihood.png")
+    heatmap = "![](passkey_text_likelihood.png)" if has_heatmap else ""
     sections.append(f"## Text passkey (text-trained models)\n\n{passkey_tables(runs, MAIN)}\n\n{heatmap}")
     sections.append(f"## Passkey task (trained on it)\n\n{task_table(runs, PASSKEY)}")
     pictures = "\n".join(f"![]({name})" for name in copy_analysis_plots(runs, out))

@@ -125,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         accuracy = {length: passkey_accuracy_by_distance(model, task, length, n_samples=args.eval_samples,
                                                          seed=args.seed) for length in lengths}
-    record = {"label": args.label or args.arch, "task": args.task, "arch": args.arch, "init_from": args.init_from, "model": overrides, "seed": args.seed,
+    record = {"label": args.label or args.arch, "task": args.task, "arch": args.arch, "init_from": args.init_from,
+              "model": overrides, "seed": args.seed,
               "seq_len": args.seq_len, "steps": args.steps, "lr": args.lr, "state_passing": args.state_passing,
               "passed_rows": args.passed_rows, "R": smt_config.window_reach,
               "parameters": model.count_parameters()["total"], "train_seconds": round(seconds, 1),

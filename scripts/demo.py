@@ -55,7 +55,8 @@ def symbols(ids) -> str:
     out = []
     for i in ids:
         i = int(i)
-        out.append("K" if i == KEY_MARK else "?" if i == QUERY_MARK else str(i - 2) if i < 10 else "abcdefghijklmnop"[(i - 10) % 16])
+        filler = "abcdefghijklmnop"[(i - 10) % 16]
+        out.append("K" if i == KEY_MARK else "?" if i == QUERY_MARK else str(i - 2) if i < 10 else filler)
     return "".join(out)
 
 
@@ -98,7 +99,8 @@ def synthetic_demo(args: argparse.Namespace, out: Path) -> int:
                                eval_samples=16, overwrite=True).model
             steps += args.long_steps
         models[name] = model
-        print(f"trained {name}: {config.transformer_n_layers} transformer layers, {model.count_parameters()['total']:,} "
+        print(f"trained {name}: {config.transformer_n_layers} transformer layers, "
+              f"{model.count_parameters()['total']:,} "
               f"parameters, {steps} steps in {time.perf_counter() - started:.0f} s")
     names = list(models)
     results = {}
@@ -167,7 +169,8 @@ def text_demo(args: argparse.Namespace, out: Path) -> int:
     from smt.data import load_tokenizer
 
     tokenizer_dir = out / "tokenizer"
-    smt_config = StrideHybridConfig.tiny(vocab_size=2048, d_model=128, transformer_n_layers=2, n_heads=4, m_input_tokens=32,
+    smt_config = StrideHybridConfig.tiny(vocab_size=2048, d_model=128, transformer_n_layers=2, n_heads=4,
+                                         m_input_tokens=32,
                                          n_ssm_outputs=4, stride=8, ssm_type="simple")
     configs = {"SMT": smt_config}
     configs.update({arch.upper(): matched_baseline(smt_config, arch) for arch in args.baselines})
@@ -184,7 +187,8 @@ def text_demo(args: argparse.Namespace, out: Path) -> int:
     for name, config in configs.items():
         started = time.perf_counter()
         run = RunConfig(train_data=args.data, **splits, tokenizer=str(tokenizer_dir), tokenizer_vocab_size=2048,
-                        max_train_tokens=2_000_000, max_valid_tokens=50_000, output_dir=str(out / f"text_{config.arch}"),
+                        max_train_tokens=2_000_000, max_valid_tokens=50_000,
+                        output_dir=str(out / f"text_{config.arch}"),
                         progress=False, tensorboard=False, full_final_eval=False)
         result = train_from_config(FullConfig(config, training, run), overwrite=True)
         losses[name] = result.final_eval

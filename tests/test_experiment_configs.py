@@ -37,7 +37,8 @@ def test_gutenberg_configs_are_up_to_date_and_parameter_matched():
     runs = experiment_script().run_configs()
     for name, config in runs.items():
         written = yaml.safe_load((REPO / "configs" / "experiments" / f"gutenberg_{name}.yaml").read_text())
-        assert written == config, f"configs/experiments/gutenberg_{name}.yaml is stale: run experiments/gutenberg_configs.py"
+        assert written == config, (f"configs/experiments/gutenberg_{name}.yaml is stale: "
+                                   "run experiments/gutenberg_configs.py")
 
     def parameters(name: str) -> int:
         model_config = load_run_config(REPO / "configs" / "experiments" / f"gutenberg_{name}.yaml").model

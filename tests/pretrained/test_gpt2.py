@@ -82,7 +82,8 @@ def test_the_method_on_the_model_class_delegates(gpt2_dir, capsys):
 
 @pytest.mark.parametrize("overrides, message", [
     (dict(d_model=32, n_heads=4), "d_model (n_embd) 64 but config.d_model=32; set d_model=64"),
-    (dict(transformer_n_layers=3), "2 transformer layers but config.transformer_n_layers=3; set transformer_n_layers=2"),
+    (dict(transformer_n_layers=3),
+     "2 transformer layers but config.transformer_n_layers=3; set transformer_n_layers=2"),
     (dict(n_heads=8), "n_head=4 but config.n_heads=8"),
     (dict(d_ff=128), "MLP width of 256"),
     (dict(vocab_size=512), "config.vocab_size=512"),

@@ -145,7 +145,8 @@ def test_missing_and_extra_tensors_are_named(tmp_path):
     weights.pop("memory_proj.weight")
     weights["extra.weight"] = torch.zeros(2)
     save_file(weights, str(tmp_path / "model.safetensors"))
-    with pytest.raises(WeightMismatchError, match=r"missing tensors \['memory_proj.weight'\]; unexpected tensors \['extra.weight'\]"):
+    expected = r"missing tensors \['memory_proj.weight'\]; unexpected tensors \['extra.weight'\]"
+    with pytest.raises(WeightMismatchError, match=expected):
         from_pretrained(tmp_path)
 
 

@@ -129,7 +129,8 @@ def test_streamed_state_matches_whole_document_and_resets():
             seen[-1].append(batch.inputs[0, :n])
             logits_by_doc[-1].append(logits[0, :n])
         for doc_index, (inputs, logits) in enumerate(zip(seen, logits_by_doc)):
-            document = torch.from_numpy(view.tokens[view.doc_offsets[doc_index]:view.doc_offsets[doc_index + 1] - 1].astype(np.int64))
+            start, end = view.doc_offsets[doc_index], view.doc_offsets[doc_index + 1] - 1
+            document = torch.from_numpy(view.tokens[start:end].astype(np.int64))
             assert torch.equal(torch.cat(inputs), document)
             reference, _ = model(document[None])
             torch.testing.assert_close(torch.cat(logits), reference[0], rtol=1e-4, atol=1e-4)

@@ -109,7 +109,8 @@ def test_a_baseline_starts_from_a_saved_model_of_its_config(tmp_path):
     from smt.training.checkpoint import save_model_dir
     from smt.training.model_factory import build_model
 
-    config = StrideHybridConfig(arch="mamba", vocab_size=32, d_model=32, ssm_n_layers=2, transformer_n_layers=1, n_heads=1)
+    config = StrideHybridConfig(arch="mamba", vocab_size=32, d_model=32, ssm_n_layers=2, transformer_n_layers=1,
+                                n_heads=1)
     torch.manual_seed(0)
     saved = build_any(config)
     save_model_dir(saved, tmp_path / "mamba")

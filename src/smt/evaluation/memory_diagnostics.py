@@ -729,7 +729,8 @@ def diagnose(model, task_config, n_samples: int = 64, seed: int = 0) -> dict:
     ids, targets, keys = prompts["input_ids"], prompts["targets"], prompts["key_positions"]
     T = ids.shape[1]
     result: dict = {
-        "model": {"arch": cfg.arch, "n_memory": int(getattr(model, "n_memory", 0)), "m_input_tokens": cfg.m_input_tokens,
+        "model": {"arch": cfg.arch, "n_memory": int(getattr(model, "n_memory", 0)),
+                  "m_input_tokens": cfg.m_input_tokens,
                   "stride": cfg.stride, "n_layers": cfg.transformer_n_layers, "ssm_type": cfg.ssm_type,
                   "ssm_n_layers": cfg.ssm_n_layers, "pool_over_memory": bool(cfg.pool_over_memory),
                   "d_model": cfg.d_model, "vocab_size": cfg.vocab_size},
@@ -758,7 +759,8 @@ def summarize(result: dict) -> str:
                  f"{m['ssm_n_layers']} {m['ssm_type']} SSM layers, pooling over "
                  f"{'memory + tokens' if m['pool_over_memory'] else 'tokens only'}")
     else:
-        shape = f"model: arch={m['arch']}, {m['ssm_n_layers']} {m['ssm_type']} SSM layers over the tokens (no memory slots)"
+        shape = (f"model: arch={m['arch']}, {m['ssm_n_layers']} {m['ssm_type']} SSM layers over the tokens "
+                 "(no memory slots)")
     lines = [shape,
              f"prompts: {p['n_samples']} passkey prompts of {p['seq_len']} tokens, key distance "
              f"{min(p['key_distance'])}..{max(p['key_distance'])} tokens"

@@ -63,7 +63,8 @@ def build_report(run_dir: str | Path) -> str:
         if valid:
             best = min(valid, key=lambda r: r.get("loss", float("inf")))
             lines += [f"Validation: last loss {valid[-1].get('loss', float('nan')):.4f} at step "
-                      f"{valid[-1].get('step')}, best {best.get('loss', float('nan')):.4f} at step {best.get('step')}.", ""]
+                      f"{valid[-1].get('step')}, best {best.get('loss', float('nan')):.4f} "
+                      f"at step {best.get('step')}.", ""]
     task = _read_json(run / "task_eval.json")
     if task:
         lines += ["## Synthetic task", "", *_table(task), ""]

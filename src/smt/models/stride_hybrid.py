@@ -139,7 +139,8 @@ class StrideHybridModel(StreamingGeneration, nn.Module):
         if state is None:
             return self.init_state(batch)
         if not isinstance(state, StreamState):
-            raise TypeError(f"state must be a StreamState (aux['state'] of a previous call), got {type(state).__name__}")
+            raise TypeError("state must be a StreamState (aux['state'] of a previous call), "
+                            f"got {type(state).__name__}")
         state = state.fitted_to(self.init_state(1), batch, f"{type(self).__name__} (arch={self.config.arch!r})")
         phase = state.position % self.config.stride
         if bool((phase != phase[0]).any()):
@@ -219,7 +220,8 @@ class StrideHybridModel(StreamingGeneration, nn.Module):
 
         slot_offsets = self.wpe(slot_token_pos) if self.wpe is not None else None
         result = write_chain(
-            self.pooling, self.ssm, self.memory_proj, slot_offsets, token_scores, token_values, token_valid, write_index,
+            self.pooling, self.ssm, self.memory_proj, slot_offsets, token_scores, token_values, token_valid,
+            write_index,
             buffers["pool_slot_scores"], buffers["pool_slot_values"], slot_valid, ssm_state, M,
             cfg.pool_over_memory, self.fused_write_chain,
         )

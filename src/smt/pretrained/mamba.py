@@ -81,7 +81,8 @@ def map_mamba(ckpt: Checkpoint, config: StrideHybridConfig) -> MappedCheckpoint:
             ours = f"layers.{i}.{param}"
             key = names.get(ours)
             if key is None and param == "mixer.conv1d.bias":
-                out.zero_init[f"ssm.{ours}"] = "the source has no conv1d bias (use_conv_bias=False); zero keeps its function"
+                out.zero_init[f"ssm.{ours}"] = ("the source has no conv1d bias (use_conv_bias=False); "
+                                                "zero keeps its function")
                 continue
             if key is None:
                 raise WeightMismatchError(f"Mamba checkpoint {ckpt.name} lacks {ours}")

@@ -265,7 +265,8 @@ def _disk_full_message(root: Path, name: str, model: nn.Module, payload: Checkpo
     kept = list_checkpoints(root)
     return (f"the disk is full: saving {name} into {root} needs about {needed / 2**20:.1f} MiB and "
             f"{free / 2**20:.1f} MiB are free; free some space or move run.output_dir, then resume. "
-            f"Nothing was half-written: {('the last good checkpoint, ' + kept[-1].name + ', is intact') if kept else 'no earlier checkpoint exists'}")
+            "Nothing was half-written: "
+            + (f"the last good checkpoint, {kept[-1].name}, is intact" if kept else "no earlier checkpoint exists"))
 
 
 def _tensors(value) -> list[Tensor]:

@@ -164,7 +164,8 @@ class Trainer:
         saved_training = record.get("config", {}).get("training", {})
         diff = [k for k in RESUME_MUST_MATCH if saved_training.get(k) != getattr(self.tc, k)]
         if diff:
-            details = ", ".join(f"{k}: checkpoint {saved_training.get(k)!r} vs config {getattr(self.tc, k)!r}" for k in diff)
+            details = ", ".join(f"{k}: checkpoint {saved_training.get(k)!r} vs config {getattr(self.tc, k)!r}"
+                                for k in diff)
             raise CheckpointError(f"{directory}: cannot continue its data stream with different settings ({details})")
         if self.tc.batching == "stream" and record.get("world_size") != ctx.world_size \
                 and record.get("world_size") is not None and saved_training.get("batch_size") is not None:
@@ -272,7 +273,8 @@ class Trainer:
                                f"(loss={loss}, grad_norm={grad_norm})")
                     if tc.nonfinite == "stop":
                         bar.close()
-                        kept = f"the last good checkpoint is {last_checkpoint}" if last_checkpoint else "no checkpoint was written yet"
+                        kept = (f"the last good checkpoint is {last_checkpoint}" if last_checkpoint
+                                else "no checkpoint was written yet")
                         raise NonFiniteError(f"{message}; stopping (training.nonfinite='stop'); {kept}. "
                                              "Lower the learning rate or use training.nonfinite='skip'")
                     optimizer.zero_grad(set_to_none=True)
@@ -440,7 +442,8 @@ class Trainer:
                     "data_position": batcher.state_dict(),
                     "config": self.config.to_dict(),
                     "world_size": ctx.world_size,
-                    "tokenizer_fingerprint": self.tokenizer.fingerprint() if hasattr(self.tokenizer, "fingerprint") else None,
+                    "tokenizer_fingerprint": (self.tokenizer.fingerprint() if hasattr(self.tokenizer, "fingerprint")
+                                              else None),
                     "train_data_fingerprint": self._data_fingerprint(),
                 },
                 optimizer_state={
