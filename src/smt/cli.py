@@ -23,13 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="smt", description="Stride Memory Transformer: train, evaluate, serve.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"smt.commands.{name}")
-        except ModuleNotFoundError as error:
-            if error.name == f"smt.commands.{name}":
-                continue  # command not part of this build
-            raise
-        module.add_parser(sub)
+        importlib.import_module(f"smt.commands.{name}").add_parser(sub)
     return parser
 
 

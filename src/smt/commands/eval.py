@@ -21,8 +21,6 @@ def add_parser(sub) -> None:
                         help="run, checkpoints/, step or model directory")
     parser.add_argument("--data", default=None, help="text file, directory or dataset name for perplexity")
     parser.add_argument("--split", default=None, help="split of --data (e.g. valid, test)")
-    parser.add_argument("--stream", action="store_true", default=True,
-                        help="whole documents with the state carried (the default and only mode)")
     parser.add_argument("--segment-len", "--segment_len", type=int, default=512)
     parser.add_argument("--max-documents", "--max_documents", type=int, default=None)
     parser.add_argument("--positions", type=int, default=None, metavar="P",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Any
 
@@ -29,17 +28,11 @@ def save_tokenizer(tokenizer: Any, directory: Path) -> None:
 
 
 def load_tokenizer(directory: Path) -> Any | None:
-    """The tokenizer saved in `directory`, or None when there is none: an SMTTokenizer
-    (smt.data.tokenizer) when that module is present, else a plain tokenizers.Tokenizer."""
+    """The tokenizer saved in `directory` (an SMTTokenizer, smt.data.tokenizer), or None when there
+    is none."""
     file = directory / TOKENIZER_FILE
     if not file.is_file():
         return None
-    try:
-        module = importlib.import_module("smt.data.tokenizer")
-    except ModuleNotFoundError as error:
-        if error.name not in ("smt.data.tokenizer", "smt.data"):
-            raise
-        from tokenizers import Tokenizer
+    from smt.data.tokenizer import load_tokenizer as load_smt_tokenizer
 
-        return Tokenizer.from_file(str(file))
-    return module.load_tokenizer(file)
+    return load_smt_tokenizer(file)

@@ -11,9 +11,9 @@ from smt.config import StrideHybridConfig
 
 
 def build_model(config: StrideHybridConfig, init_from: Any = None) -> nn.Module:
-    """The model for `config`: smt.models.baselines.build_model when that module is installed,
-    else StrideHybridModel (arch smt/swa). `init_from` is smt.pretrained.init_model's for SMT; for
-    the baselines, a model or checkpoint directory of the same config (post-training)."""
+    """The model for `config` (smt.models.baselines.build_model). `init_from` is
+    smt.pretrained.init_model's for SMT; for the baselines, a model or checkpoint directory of the
+    same config (post-training)."""
     if init_from is not None and config.arch not in ("smt", "swa"):
         if not isinstance(init_from, (str, Path)) or not Path(init_from).is_dir():
             raise ValueError(f"run.init_from={init_from!r}: a {config.arch} model starts from a local model "
@@ -27,17 +27,6 @@ def build_model(config: StrideHybridConfig, init_from: Any = None) -> nn.Module:
         from smt.pretrained import init_model
 
         return init_model(config, init_from)
-    try:
-        from smt.models.baselines import build_model as build_any
-    except ModuleNotFoundError as error:
-        if error.name != "smt.models.baselines":
-            raise
-        build_any = None
-    if build_any is not None:
-        return build_any(config)
-    if config.arch not in ("smt", "swa"):
-        raise ValueError(f"arch={config.arch!r} needs smt.models.baselines, which this installation "
-                         "lacks; use arch 'smt' or 'swa'")
-    from smt.models.stride_hybrid import StrideHybridModel
+    from smt.models.baselines import build_model as build_any
 
-    return StrideHybridModel(config)
+    return build_any(config)

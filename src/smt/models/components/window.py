@@ -99,12 +99,3 @@ class StreamState:
     def from_state_dict(cls, tensors: dict[str, Tensor]) -> StreamState:
         buffers = {k.removeprefix("buffers."): v for k, v in tensors.items() if k != "position"}
         return cls(tensors["position"], buffers)
-
-
-def shift_in(buffer: Tensor, new: Tensor, dim: int = 1) -> Tensor:
-    """Append `new` along `dim` and keep the last buffer.shape[dim] entries (fixed size)."""
-    size = buffer.shape[dim]
-    if size == 0:
-        return buffer
-    joined = torch.cat([buffer, new], dim=dim)
-    return joined.narrow(dim, joined.shape[dim] - size, size)
