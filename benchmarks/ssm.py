@@ -36,7 +36,7 @@ def run(length: int = 2048, d_model: int = 256, n_layers: int = 1, batch: int = 
     x = torch.randn(batch, length, d_model, device=device, requires_grad=True)
     modes = {
         "sequence": lambda: stack(x)[0],
-        "sequence-loop": lambda: stack(x, chunked=False)[0],
+        "sequence-loop": lambda: stack(x, reference=True)[0],
         "step-loop": lambda: step_loop(stack, x),
     }
     rows = []

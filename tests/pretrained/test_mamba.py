@@ -29,7 +29,7 @@ def test_sequence_mode_matches_transformers(request, mamba_dir, layout):
     ids = torch.randint(0, MAMBA_VOCAB, (2, 24))
     with torch.no_grad():
         ours, _ = model.ssm(model.wte(ids), state=None)
-        unchunked, _ = model.ssm(model.wte(ids), state=None, chunked=False)
+        unchunked, _ = model.ssm(model.wte(ids), state=None, reference=True)
     reference = _reference_hidden(mamba_dir, ids)
     torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(unchunked, reference, atol=1e-5, rtol=1e-5)

@@ -35,8 +35,8 @@ def test_selective_scan_modes_agree_and_run_in_float32_for_bf16_inputs():
     u, delta = torch.randn(1, 40, 6), torch.rand(1, 40, 6) * 0.1
     A, D = -torch.rand(6, 4) - 0.5, torch.randn(6)
     B, C = torch.randn(1, 40, 4), torch.randn(1, 40, 4)
-    y_fast, h_fast = selective_scan(u, delta, A, B, C, D, chunked=True)
-    y_ref, h_ref = selective_scan(u, delta, A, B, C, D, chunked=False)
+    y_fast, h_fast = selective_scan(u, delta, A, B, C, D, reference=False)
+    y_ref, h_ref = selective_scan(u, delta, A, B, C, D, reference=True)
     torch.testing.assert_close(y_fast, y_ref, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(h_fast, h_ref, rtol=1e-5, atol=1e-5)
     y16, h16 = selective_scan(u.bfloat16(), delta.bfloat16(), A, B.bfloat16(), C.bfloat16(), D)
@@ -65,8 +65,8 @@ def test_fused_selective_scan_matches_the_reference_loop_values_and_gradients(le
     weights_y, weights_h = torch.randn(2, length, 6), torch.randn(2, 6, 4)
     inputs = [x for x in (u, delta, A, B, C, D, h0) if x is not None]
     results = []
-    for chunked in (True, False):
-        y, last = selective_scan(u, delta, A, B, C, D, h0, chunked=chunked)
+    for reference in (False, True):
+        y, last = selective_scan(u, delta, A, B, C, D, h0, reference=reference)
         loss = (y * weights_y).sum() + (last * weights_h).sum()
         results.append((y, last, torch.autograd.grad(loss, inputs)))
     (y, last, grads), (y_ref, last_ref, grads_ref) = results

@@ -10,7 +10,7 @@ whatever the input dtype.
 
 `selective_scan` (Mamba) uses neither by default: `_FusedSelectiveScan` runs the recurrence one
 in-place update per timestep, in cache-sized blocks, with a hand-written backward (the fast
-path); `chunked=False` runs the per-timestep reference through autograd (the oracle the tests
+path); `reference=True` runs the per-timestep reference through autograd (the oracle the tests
 compare it with).
 """
 
@@ -180,9 +180,9 @@ def selective_scan(
     C: Tensor,
     D: Tensor,
     h0: Tensor | None = None,
-    chunked: bool = True,
+    reference: bool = False,
 ) -> tuple[Tensor, Tensor]:
-    """Mamba's selective scan in float32: the fused fast path, or with chunked=False the plain
+    """Mamba's selective scan in float32: the fused fast path, or with reference=True the plain
     per-timestep reference (the flag keeps the name every SSM's forward uses for fast vs oracle).
 
     u, delta: (batch, L, d_inner); A: (d_inner, d_state); B, C: (batch, L, d_state); D: (d_inner,)
@@ -192,7 +192,7 @@ def selective_scan(
     dtype = u.dtype
     u, delta, B, C = u.float(), delta.float(), B.float(), C.float()
     h0 = None if h0 is None else h0.float()
-    if chunked:
+    if not reference:
         y, last = selective_scan_fused(u, delta, A.float(), B, C, h0)
         return (y + u * D.float()).to(dtype), last
     decay = torch.exp(delta.unsqueeze(-1) * A.float())  # (b, L, di, ds)

@@ -93,7 +93,7 @@ class MambaMixer(nn.Module):
         return F.softplus(self.dt_proj(dt)), B, C
 
     def forward(self, hidden: Tensor, state: tuple[Tensor, Tensor] | None = None,
-                chunked: bool = True) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+                reference: bool = False) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         """Sequence mode: hidden (B, L, d) -> (B, L, d), new (conv, scan) state."""
         kernels = _cuda_kernels() if (self.use_cuda_kernels and hidden.is_cuda and state is None) else None
         if kernels is not None:
@@ -111,7 +111,7 @@ class MambaMixer(nn.Module):
         x = x.transpose(1, 2)  # (B, L, di)
         delta, Bm, Cm = self._ssm_inputs(x)
         A = -torch.exp(self.A_log.float())
-        y, last = selective_scan(x, delta, A, Bm, Cm, self.D, scan_state, chunked=chunked)
+        y, last = selective_scan(x, delta, A, Bm, Cm, self.D, scan_state, reference=reference)
         y = y * F.silu(z)
         return self.out_proj(y), (new_conv.float(), last)
 
@@ -165,11 +165,11 @@ class _ResidualStack(nn.Module):
     def init_state(self, batch: int, device=None) -> dict[str, Tensor]:
         return self._pack_state([layer.mixer.init_state(batch, device) for layer in self.layers])
 
-    def forward(self, x: Tensor, state: dict[str, Tensor] | None = None, chunked: bool = True):
+    def forward(self, x: Tensor, state: dict[str, Tensor] | None = None, reference: bool = False):
         residual = x.float()
         new_states = []
         for i, layer in enumerate(self.layers):
-            out, s = layer.mixer(layer.norm(residual.to(x.dtype)), self._layer_state(state, i), chunked=chunked)
+            out, s = layer.mixer(layer.norm(residual.to(x.dtype)), self._layer_state(state, i), reference=reference)
             residual = residual + out.float()
             new_states.append(s)
         return self.norm_f(residual.to(x.dtype)), self._pack_state(new_states)
@@ -228,11 +228,11 @@ class DiagonalRecurrence(nn.Module):
     def init_state(self, batch: int, device=None) -> tuple[Tensor]:
         return (torch.zeros(batch, self.d_hidden, device=device),)
 
-    def forward(self, x: Tensor, state: tuple[Tensor] | None = None, chunked: bool = True):
+    def forward(self, x: Tensor, state: tuple[Tensor] | None = None, reference: bool = False):
         a = torch.sigmoid(self.decay_logit.float())
         drive = (1 - a) * self.in_proj(x).float()
         h0 = None if state is None else state[0].float()
-        scan = linear_scan_chunked if chunked else linear_scan_reference
+        scan = linear_scan_reference if reference else linear_scan_chunked
         states = scan(a.expand_as(drive), drive, h0)
         return self.out_proj(states.to(x.dtype)), (states[:, -1],)
 
