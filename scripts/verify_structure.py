@@ -19,7 +19,7 @@ REQUIRED = [
     "src/smt/models/stride_hybrid.py",
     "src/smt/models/generation.py",
     "src/smt/models/components/attention_pooling.py",
-    "src/smt/models/components/window.py",
+    "src/smt/models/components/stream_state.py",
     "src/smt/models/components/windowed_attention.py",
     "src/smt/models/components/transformer.py",
     "src/smt/models/components/ssm.py",

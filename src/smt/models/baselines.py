@@ -22,8 +22,8 @@ from smt.config import StrideHybridConfig
 from smt.models.components.attention_pooling import AttentionPooling
 from smt.models.components.rope import rope_tables
 from smt.models.components.ssm import build_ssm
+from smt.models.components.stream_state import StreamState
 from smt.models.components.transformer import SimpleCausalTransformer
-from smt.models.components.window import StreamState
 from smt.models.components.windowed_attention import WindowGeometry
 from smt.models.generation import StreamingGeneration
 from smt.models.stride_hybrid import StrideHybridModel, check_input_ids, resolve_device

@@ -230,7 +230,7 @@ class Trainer:
         if loaded is not None:
             self._restore_optimizer(wrapped, optimizer, scheduler, loaded.optimizer_state)
             if loaded.stream_state is not None:
-                from smt.models.components.window import StreamState
+                from smt.models.components.stream_state import StreamState
 
                 rows = slice(ctx.rank * tc.batch_size, (ctx.rank + 1) * tc.batch_size)
                 full = StreamState.from_state_dict(loaded.stream_state)

@@ -2,8 +2,8 @@
 
 from smt.models.components.attention_pooling import AttentionPooling, AttentionPoolingAnalyzer
 from smt.models.components.ssm import MambaMixer, MambaStack, RMSNorm, SimpleSSM, build_ssm
+from smt.models.components.stream_state import StreamState
 from smt.models.components.transformer import SimpleCausalTransformer
-from smt.models.components.window import StreamState
 
 __all__ = [
     "AttentionPooling",
