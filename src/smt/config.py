@@ -167,7 +167,7 @@ def _accept_aliases(cls):
 @_accept_aliases
 @dataclass
 class StrideHybridConfig(_Serialisable):
-    """Shape and behaviour of a Stride Memory Transformer (see DESIGN.md §1-2).
+    """Shape and behaviour of a Stride Memory Transformer (docs/architecture.md, "The semantics and the invariants").
 
     The transformer reads a window of the `n_ssm_outputs` (N) newest memory slots and the
     `m_input_tokens` (M) newest tokens; every `stride` (S) tokens the window is pooled into

@@ -1,4 +1,4 @@
-"""The four invariants of DESIGN.md §2, on small random float32 models."""
+"""The four invariants of docs/architecture.md ("The semantics and the invariants"), on small random float32 models."""
 
 from __future__ import annotations
 

@@ -587,7 +587,7 @@ def memory_attention_mass(model, input_ids, check: bool = True) -> dict:
 
     The attention runs through SDPA, which returns no probabilities; a pre-hook on every layer's
     attention module keeps its input, and the probabilities are recomputed in float32 from the
-    layer's own c_attn (and RoPE), with the window of DESIGN.md §2 (token i: tokens i-M+1..i and
+    layer's own c_attn (and RoPE), with the window of docs/architecture.md (semantics) (token i: tokens i-M+1..i and
     slots written after tokens < i, the latest N of them), in query blocks so memory stays linear
     in T. With `check`, the recomputed probabilities times the values, through c_proj, must
     reproduce the layer's actual output (else RuntimeError): the numbers are those of the model.

@@ -1,4 +1,4 @@
-"""Baselines that share SMT's blocks, interface and state handling (DESIGN.md §6).
+"""Baselines that share SMT's blocks, interface and state handling (docs/evaluation.md).
 
 `build_model(config)` dispatches on `config.arch`:
   smt    StrideHybridModel (window + SSM memory)

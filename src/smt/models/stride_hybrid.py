@@ -1,4 +1,4 @@
-"""StrideHybridModel: the Stride Memory Transformer (DESIGN.md §1-3).
+"""StrideHybridModel: the Stride Memory Transformer (its semantics: docs/architecture.md).
 
 One forward call, for T new tokens continuing a stream (or starting one):
   (a) token embeddings for all T tokens (the vectors that enter the transformer);
