@@ -27,10 +27,10 @@ import torch
 
 from smt import StrideHybridConfig, TrainingConfig
 from smt.evaluation.passkey import KEY_MARK, QUERY_MARK, synthetic_passkey
+from smt.evaluation.pooling_analyzer import AttentionPoolingAnalyzer
 from smt.evaluation.tasks import TaskConfig, key_distances, passkey_accuracy_by_distance
 from smt.evaluation.train_task import train_task
 from smt.models.baselines import matched_baseline
-from smt.models.components.attention_pooling import AttentionPoolingAnalyzer
 from smt.training.run_config import FullConfig, RunConfig
 
 

@@ -1,10 +1,10 @@
 """SMT: the Stride Memory Transformer, a windowed transformer with a state-space memory."""
 
 from smt.config import ConfigError, StrideHybridConfig, TrainingConfig, pad_vocab_size
+from smt.evaluation.pooling_analyzer import AttentionPoolingAnalyzer
 from smt.models.baselines import FullAttentionLM, MambaLM, build_model
 from smt.models.components import (
     AttentionPooling,
-    AttentionPoolingAnalyzer,
     MambaStack,
     SimpleCausalTransformer,
     SimpleSSM,

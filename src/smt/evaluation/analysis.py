@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from smt.models.components.attention_pooling import AttentionPoolingAnalyzer
+from smt.evaluation.pooling_analyzer import AttentionPoolingAnalyzer
 
 
 @torch.no_grad()

@@ -1,0 +1,138 @@
+"""AttentionPoolingAnalyzer: statistics and pictures of a model's attention-pooling weights.
+
+The weights come from `aux["attention_weights"]` (or `["attention_weights_per_head"]`) of a
+forward call: per write, the share of the pooling weight on the N memory slots vs the M tokens,
+the entropy, the weight by window position, and a heatmap. The methods work on an instance
+(`AttentionPoolingAnalyzer.from_config(config)`) and, as the seed quick start calls them, on the
+class with the window given as keywords.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+
+class _ClassOrInstanceMethod:
+    """A method that works on an analyzer and on the class itself, as the seed's quick start calls
+    it (`AttentionPoolingAnalyzer.analyze_attention(w, window_size=65, n_ssm=15)`). The keywords
+    window_size (N + M) and n_ssm (N) give the window; on the class they default to the config's
+    defaults (15 + 50), on an instance to its own sizes."""
+
+    def __init__(self, method) -> None:
+        self.method = method
+        self.__doc__ = method.__doc__
+
+    def __get__(self, instance, owner):
+        def call(weights, *args, window_size: int | None = None, n_ssm: int | None = None, **kwargs):
+            analyzer = instance
+            if instance is None or window_size is not None or n_ssm is not None:
+                n = n_ssm if n_ssm is not None else (instance.n_memory if instance else DEFAULT_N_SSM)
+                size = window_size if window_size is not None else (
+                    instance.n_memory + instance.n_tokens if instance else DEFAULT_N_SSM + DEFAULT_M_TOKENS)
+                if not 0 <= n < size:
+                    raise ValueError(f"window_size={size} and n_ssm={n}: the window holds n_ssm memory slots "
+                                     "and at least one token; use 0 <= n_ssm < window_size")
+                analyzer = owner(n, size - n)
+            return self.method(analyzer, weights, *args, **kwargs)
+
+        call.__doc__ = self.method.__doc__
+        return call
+
+
+DEFAULT_N_SSM, DEFAULT_M_TOKENS = 15, 50  # StrideHybridConfig's defaults (the seed's WikiText-103 window)
+
+
+class AttentionPoolingAnalyzer:
+    """Statistics and pictures of pooling weights (B, writes, [heads,] N + M).
+
+    Use an instance (`AttentionPoolingAnalyzer.from_config(config)`) or call the methods on the
+    class with the window as keywords, as the seed's quick start does."""
+
+    def __init__(self, n_ssm_outputs: int, m_input_tokens: int) -> None:
+        self.n_memory = n_ssm_outputs
+        self.n_tokens = m_input_tokens
+
+    @classmethod
+    def from_config(cls, config) -> AttentionPoolingAnalyzer:
+        return cls(config.n_ssm_outputs, config.m_input_tokens)
+
+    def _as_writes(self, weights: Tensor) -> Tensor:
+        """Any of (L,), (W, L), (B, W, L), (B, W, H, L) -> (rows, L) float64 on CPU."""
+        weights = torch.as_tensor(weights).detach().to("cpu", torch.float64)
+        if weights.shape[-1] != self.n_memory + self.n_tokens:
+            raise ValueError(f"weights have {weights.shape[-1]} window positions, expected "
+                             f"N + M = {self.n_memory} + {self.n_tokens}; give the window as "
+                             "window_size=N+M, n_ssm=N")
+        return weights.reshape(-1, weights.shape[-1])
+
+    @_ClassOrInstanceMethod
+    def analyze_attention(self, weights: Tensor) -> dict:
+        """Share of pooling weight on memory vs tokens, entropy, weight by window position.
+
+        Returns ssm_total / input_total (mean shares, sum to 1), entropy (mean, nats),
+        max_entropy (log of the window size), per_position (mean weight at each of the N + M
+        positions) and ssm_share_by_write (memory share at each write, averaged over batch
+        and heads) when the input has a writes axis.
+        """
+        rows = self._as_writes(weights)
+        if rows.numel() == 0:
+            raise ValueError("no pooling weights to analyse (the sequence made no memory writes)")
+        memory_share = rows[:, : self.n_memory].sum(-1)
+        entropy = -(rows * rows.clamp_min(1e-30).log()).sum(-1)
+        result = {
+            "ssm_total": float(memory_share.mean()),
+            "input_total": float(rows[:, self.n_memory:].sum(-1).mean()),
+            "entropy": float(entropy.mean()),
+            "max_entropy": math.log(rows.shape[-1]),
+            "per_position": rows.mean(0).tolist(),
+            "n_writes": int(rows.shape[0]),
+        }
+        w = torch.as_tensor(weights).detach().to("cpu", torch.float64)
+        if w.dim() >= 2:
+            by_write = w[..., : self.n_memory].sum(-1)
+            if w.dim() == 4:
+                by_write = by_write.mean(2)
+            if by_write.dim() == 2:
+                by_write = by_write.mean(0)
+            result["ssm_share_by_write"] = by_write.tolist()
+        return result
+
+    @_ClassOrInstanceMethod
+    def visualize_attention(self, weights: Tensor, save_path: str | Path, title: str | None = None) -> Path:
+        """Write a PNG: heatmap of weights (writes x window positions) and the mean per position."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        w = torch.as_tensor(weights).detach().to("cpu", torch.float64)
+        if w.dim() == 4:
+            w = w.mean(2)
+        if w.dim() == 3:
+            w = w.mean(0)
+        if w.dim() == 1:
+            w = w.unsqueeze(0)
+        stats = self.analyze_attention(w)
+        fig, (ax_map, ax_bar) = plt.subplots(2, 1, figsize=(10, 7), height_ratios=[3, 1.3])
+        image = ax_map.imshow(w.numpy(), aspect="auto", cmap="viridis", interpolation="nearest")
+        ax_map.axvline(self.n_memory - 0.5, color="white", linewidth=1.5)
+        ax_map.set_ylabel("write")
+        ax_map.set_title(title or f"attention pooling: {stats['ssm_total']:.1%} on memory, "
+                                  f"entropy {stats['entropy']:.2f} / {stats['max_entropy']:.2f} nats")
+        fig.colorbar(image, ax=ax_map)
+        positions = list(range(w.shape[-1]))
+        colors = ["tab:orange"] * self.n_memory + ["tab:blue"] * self.n_tokens
+        ax_bar.bar(positions, stats["per_position"], color=colors)
+        ax_bar.set_xlabel(f"window position (0..{self.n_memory - 1}: memory slots, "
+                          f"{self.n_memory}..{self.n_memory + self.n_tokens - 1}: tokens)")
+        ax_bar.set_ylabel("mean weight")
+        fig.tight_layout()
+        save_path = Path(save_path)
+        save_path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(save_path, dpi=110)
+        plt.close(fig)
+        return save_path
