@@ -79,6 +79,30 @@ class TrainResult:
     last_checkpoint: Path | None = None
 
 
+@dataclass
+class _RunState:
+    """What one training run carries from step to step (built by Trainer._setup)."""
+
+    model: nn.Module
+    wrapped: nn.Module  # the model as DDP / FSDP wrap it (the model itself on one process)
+    forward: Any  # wrapped, or torch.compile(wrapped)
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    batcher: Any
+    stream_state: Any
+    logger: MetricsLogger | None
+    bar: Any
+    result: TrainResult
+    total_steps: int
+    step: int
+    last_checkpoint: Path | None
+    params: list[Tensor]
+    started: float
+    tokens_total: int = 0
+    last_eval: dict | None = None
+    window: dict = field(default_factory=lambda: {"nll": 0.0, "count": 0, "tokens": 0, "time": 0.0})
+
+
 class Trainer:
     """Train `config.model` on token views (TokenDataset-like objects); see smt.training."""
 
@@ -206,7 +230,25 @@ class Trainer:
             if self.context is None:
                 teardown_distributed(ctx)
 
-    def _train(self, ctx: DistContext, resume: bool, stop_after: int | None) -> TrainResult:
+    def _train(self, ctx: DistContext, resume: bool | str | Path, stop_after: int | None) -> TrainResult:
+        run = self._setup(ctx, resume)
+        end_step = run.total_steps if stop_after is None else min(run.total_steps, stop_after)
+        with StopOnSignal(self.run.stop_grace_s) as stop:
+            while run.step < end_step:
+                outcome = self._step(run, ctx)
+                if outcome is None:  # a non-finite step, skipped by training.nonfinite='skip'
+                    continue
+                loss, grad_norm, lr = outcome
+                self._log(run, loss, grad_norm, lr)
+                final = run.step == run.total_steps
+                self._evaluate_if_due(run, ctx, final)
+                if run.step % self.tc.checkpoint_interval == 0 or final:
+                    self._save_step(run, ctx)
+                self._stop_if_signalled(run, ctx, stop)
+        return self._finish(run)
+
+    def _setup(self, ctx: DistContext, resume: bool | str | Path) -> _RunState:
+        """Model, optimizer, schedule, data position and carried state: fresh or from a checkpoint."""
         tc = self.tc
         barrier(ctx)
         torch.manual_seed(tc.seed)
@@ -235,110 +277,130 @@ class Trainer:
                 rows = slice(ctx.rank * tc.batch_size, (ctx.rank + 1) * tc.batch_size)
                 full = StreamState.from_state_dict(loaded.stream_state)
                 stream_state = full.select(torch.arange(rows.start, rows.stop)).to(ctx.device)
-        forward = torch.compile(wrapped) if tc.compile else wrapped
         if stream_state is None and tc.batching == "stream":
             stream_state = model.init_state(tc.batch_size)
         logger = MetricsLogger(self.run_dir, start_step if resume else None, self.run.tensorboard) \
             if ctx.is_main else None
-        result = TrainResult(self.run_dir, total_steps)
-        last_checkpoint = loaded.directory if loaded is not None else None
-        params = [p for p in wrapped.parameters() if p.requires_grad]
         bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step",
                    disable=not (self.run.progress and ctx.is_main), dynamic_ncols=True)
-        window = {"nll": 0.0, "count": 0, "tokens": 0, "time": 0.0}
-        started = time.perf_counter()
-        tokens_total, last_eval = 0, None
-        step = start_step
-        end_step = total_steps if stop_after is None else min(total_steps, stop_after)
-        with StopOnSignal(self.run.stop_grace_s) as stop:
-            while step < end_step:
-                step_started = time.perf_counter()
-                batches = [batcher.next_batch().to(ctx.device) for _ in range(tc.gradient_accumulation_steps)]
-                local_count = sum(b.n_targets for b in batches)
-                global_count = int(all_reduce_sum(torch.tensor([float(local_count)], device=ctx.device), ctx).item())
-                wrapped.train()
-                nll_total = torch.zeros((), device=ctx.device)
-                for index, batch in enumerate(batches):
-                    last = index == len(batches) - 1
-                    with no_sync(wrapped, skip_sync=not last):
-                        nll, stream_state = self._forward(forward, batch, stream_state)
-                        # sum / global count, times world size because DDP averages gradients over ranks
-                        (nll * ctx.world_size / max(global_count, 1)).backward()
-                    nll_total += nll.detach()
-                loss = float(all_reduce_sum(nll_total.reshape(1), ctx).item()) / max(global_count, 1)
-                grad_norm = self._clip(params, ctx)
-                step += 1
-                if not (math.isfinite(loss) and math.isfinite(grad_norm)):
-                    message = (f"non-finite {'loss' if not math.isfinite(loss) else 'gradient'} at step {step} "
-                               f"(loss={loss}, grad_norm={grad_norm})")
-                    if tc.nonfinite == "stop":
-                        bar.close()
-                        kept = (f"the last good checkpoint is {last_checkpoint}" if last_checkpoint
-                                else "no checkpoint was written yet")
-                        raise NonFiniteError(f"{message}; stopping (training.nonfinite='stop'); {kept}. "
-                                             "Lower the learning rate or use training.nonfinite='skip'")
-                    optimizer.zero_grad(set_to_none=True)
-                    scheduler.step()
-                    stream_state = _reset_nonfinite_rows(stream_state)
-                    result.skipped_steps.append(step)
-                    tqdm.write(f"warning: {message}; step skipped (training.nonfinite='skip')", file=sys.stderr)
-                    continue
-                lr = optimizer.param_groups[0]["lr"]
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                result.losses[step] = loss
-                step_tokens = global_count
-                tokens_total += step_tokens
-                window["nll"] += loss * global_count
-                window["count"] += global_count
-                window["tokens"] += step_tokens
-                window["time"] += time.perf_counter() - step_started
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}")
-                if step % tc.log_interval == 0 or step == total_steps:
-                    mean = window["nll"] / max(window["count"], 1)
-                    record = {"step": step, "split": "train", "loss": mean, "ppl": _ppl(mean),
-                              "tokens_per_s": window["tokens"] / max(window["time"], 1e-9), "lr": lr,
-                              "grad_norm": grad_norm, "tokens_seen": tokens_total,
-                              "elapsed_s": time.perf_counter() - started, "peak_rss_mib": _peak_rss_mib()}
-                    if logger:
-                        logger.log(record)
-                    window = {"nll": 0.0, "count": 0, "tokens": 0, "time": 0.0}
-                final = step == total_steps
-                if self.valid_view is not None and (step % tc.eval_interval == 0 or final):
-                    full = final and self.run.full_final_eval
-                    last_eval = self.evaluate(wrapped, ctx, None if full else tc.eval_batches)
-                    last_eval.update(step=step, split="valid", elapsed_s=time.perf_counter() - started)
-                    if logger:
-                        logger.log(last_eval)
-                        tqdm.write(f"step {step}: valid loss {last_eval['loss']:.4f} ppl {last_eval['ppl']:.2f}"
-                                   + (f" word ppl {last_eval['word_ppl']:.2f}" if last_eval.get("word_ppl") else ""))
-                if step % tc.checkpoint_interval == 0 or final:
-                    val_loss = last_eval["loss"] if last_eval and last_eval["step"] == step else None
-                    last_checkpoint = self._save(model, wrapped, optimizer, scheduler, batcher, stream_state,
-                                                 step, val_loss, ctx)
-                requested = stop.requested
-                if ctx.world_size > 1:  # every process stops at the same step when any of them got the signal
-                    flag = torch.tensor([1.0 if requested else 0.0], device=ctx.device)
-                    requested = requested or ("SIGTERM" if all_reduce_sum(flag, ctx).item() > 0 else None)
-                if requested:  # Ctrl-C or SIGTERM: this step is done; keep it and stop
-                    if last_checkpoint is None or last_checkpoint.name != step_dir_name(step):
-                        val_loss = last_eval["loss"] if last_eval and last_eval["step"] == step else None
-                        last_checkpoint = self._save(model, wrapped, optimizer, scheduler, batcher, stream_state,
-                                                     step, val_loss, ctx)
-                    bar.close()
-                    if logger:
-                        logger.close()
-                    raise TrainingInterrupted(requested, step, last_checkpoint)
-        bar.close()
-        result.wall_s = time.perf_counter() - started
-        result.tokens_per_s = tokens_total / max(result.wall_s, 1e-9)
-        result.final_eval = last_eval
-        result.last_checkpoint = last_checkpoint
-        if logger:
-            plot_loss_curve(logger.records, self.run_dir / "loss_curve.png")
-            logger.close()
+        return _RunState(
+            model=model, wrapped=wrapped, forward=torch.compile(wrapped) if tc.compile else wrapped,
+            optimizer=optimizer, scheduler=scheduler, batcher=batcher, stream_state=stream_state, logger=logger,
+            bar=bar, result=TrainResult(self.run_dir, total_steps), total_steps=total_steps, step=start_step,
+            last_checkpoint=loaded.directory if loaded is not None else None,
+            params=[p for p in wrapped.parameters() if p.requires_grad], started=time.perf_counter())
+
+    def _step(self, run: _RunState, ctx: DistContext) -> tuple[float, float, float] | None:
+        """One optimizer step over gradient_accumulation_steps micro-batches: (loss, grad norm, lr),
+        or None when the step was non-finite and skipped."""
+        tc = self.tc
+        step_started = time.perf_counter()
+        batches = [run.batcher.next_batch().to(ctx.device) for _ in range(tc.gradient_accumulation_steps)]
+        local_count = sum(b.n_targets for b in batches)
+        global_count = int(all_reduce_sum(torch.tensor([float(local_count)], device=ctx.device), ctx).item())
+        run.wrapped.train()
+        nll_total = torch.zeros((), device=ctx.device)
+        for index, batch in enumerate(batches):
+            last = index == len(batches) - 1
+            with no_sync(run.wrapped, skip_sync=not last):
+                nll, run.stream_state = self._forward(run.forward, batch, run.stream_state)
+                # sum / global count, times world size because DDP averages gradients over ranks
+                (nll * ctx.world_size / max(global_count, 1)).backward()
+            nll_total += nll.detach()
+        loss = float(all_reduce_sum(nll_total.reshape(1), ctx).item()) / max(global_count, 1)
+        grad_norm = self._clip(run.params, ctx)
+        run.step += 1
+        if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+            self._nonfinite(run, loss, grad_norm)
+            return None
+        lr = run.optimizer.param_groups[0]["lr"]
+        run.optimizer.step()
+        run.scheduler.step()
+        run.optimizer.zero_grad(set_to_none=True)
+        run.result.losses[run.step] = loss
+        run.tokens_total += global_count
+        window = run.window
+        window["nll"] += loss * global_count
+        window["count"] += global_count
+        window["tokens"] += global_count
+        window["time"] += time.perf_counter() - step_started
+        return loss, grad_norm, lr
+
+    def _nonfinite(self, run: _RunState, loss: float, grad_norm: float) -> None:
+        """training.nonfinite: 'stop' raises NonFiniteError; 'skip' drops the step's update and
+        resets the carried state of rows that went non-finite."""
+        message = (f"non-finite {'loss' if not math.isfinite(loss) else 'gradient'} at step {run.step} "
+                   f"(loss={loss}, grad_norm={grad_norm})")
+        if self.tc.nonfinite == "stop":
+            run.bar.close()
+            kept = (f"the last good checkpoint is {run.last_checkpoint}" if run.last_checkpoint
+                    else "no checkpoint was written yet")
+            raise NonFiniteError(f"{message}; stopping (training.nonfinite='stop'); {kept}. "
+                                 "Lower the learning rate or use training.nonfinite='skip'")
+        run.optimizer.zero_grad(set_to_none=True)
+        run.scheduler.step()
+        run.stream_state = _reset_nonfinite_rows(run.stream_state)
+        run.result.skipped_steps.append(run.step)
+        tqdm.write(f"warning: {message}; step skipped (training.nonfinite='skip')", file=sys.stderr)
+
+    def _log(self, run: _RunState, loss: float, grad_norm: float, lr: float) -> None:
+        """The progress bar every step; a train record every log_interval steps."""
+        run.bar.update(1)
+        run.bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}")
+        if run.step % self.tc.log_interval and run.step != run.total_steps:
+            return
+        window = run.window
+        mean = window["nll"] / max(window["count"], 1)
+        record = {"step": run.step, "split": "train", "loss": mean, "ppl": _ppl(mean),
+                  "tokens_per_s": window["tokens"] / max(window["time"], 1e-9), "lr": lr,
+                  "grad_norm": grad_norm, "tokens_seen": run.tokens_total,
+                  "elapsed_s": time.perf_counter() - run.started, "peak_rss_mib": _peak_rss_mib()}
+        if run.logger:
+            run.logger.log(record)
+        run.window = {"nll": 0.0, "count": 0, "tokens": 0, "time": 0.0}
+
+    def _evaluate_if_due(self, run: _RunState, ctx: DistContext, final: bool) -> None:
+        if self.valid_view is None or not (run.step % self.tc.eval_interval == 0 or final):
+            return
+        full = final and self.run.full_final_eval
+        run.last_eval = self.evaluate(run.wrapped, ctx, None if full else self.tc.eval_batches)
+        run.last_eval.update(step=run.step, split="valid", elapsed_s=time.perf_counter() - run.started)
+        if run.logger:
+            run.logger.log(run.last_eval)
+            word = f" word ppl {run.last_eval['word_ppl']:.2f}" if run.last_eval.get("word_ppl") else ""
+            tqdm.write(f"step {run.step}: valid loss {run.last_eval['loss']:.4f} ppl {run.last_eval['ppl']:.2f}{word}")
+
+    def _save_step(self, run: _RunState, ctx: DistContext) -> None:
+        last_eval = run.last_eval
+        val_loss = last_eval["loss"] if last_eval and last_eval["step"] == run.step else None
+        run.last_checkpoint = self._save(run.model, run.wrapped, run.optimizer, run.scheduler, run.batcher,
+                                         run.stream_state, run.step, val_loss, ctx)
+
+    def _stop_if_signalled(self, run: _RunState, ctx: DistContext, stop: StopOnSignal) -> None:
+        """After Ctrl-C or SIGTERM: keep the step just finished in a checkpoint and stop."""
+        requested = stop.requested
+        if ctx.world_size > 1:  # every process stops at the same step when any of them got the signal
+            flag = torch.tensor([1.0 if requested else 0.0], device=ctx.device)
+            requested = requested or ("SIGTERM" if all_reduce_sum(flag, ctx).item() > 0 else None)
+        if not requested:
+            return
+        if run.last_checkpoint is None or run.last_checkpoint.name != step_dir_name(run.step):
+            self._save_step(run, ctx)
+        run.bar.close()
+        if run.logger:
+            run.logger.close()
+        raise TrainingInterrupted(requested, run.step, run.last_checkpoint)
+
+    def _finish(self, run: _RunState) -> TrainResult:
+        run.bar.close()
+        result = run.result
+        result.wall_s = time.perf_counter() - run.started
+        result.tokens_per_s = run.tokens_total / max(result.wall_s, 1e-9)
+        result.final_eval = run.last_eval
+        result.last_checkpoint = run.last_checkpoint
+        if run.logger:
+            plot_loss_curve(run.logger.records, self.run_dir / "loss_curve.png")
+            run.logger.close()
         return result
 
     # ------------------------------------------------------------- pieces
