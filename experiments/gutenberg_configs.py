@@ -51,19 +51,37 @@ def model_fields(config: StrideHybridConfig, keep: dict, default: StrideHybridCo
     return out
 
 
-def run_configs() -> dict[str, dict]:
-    base = yaml.safe_load(BASE.read_text(encoding="utf-8"))
+def matched_runs(base: dict, output_root: str) -> dict[str, dict]:
+    """The swa / gpt / mamba runs of a base SMT run config: its model replaced by the
+    parameter-matched baseline; full attention reads a 1024-token context on random windows with
+    the same tokens per step."""
     smt = StrideHybridConfig.from_dict(base["model"])
     runs = {}
     for arch in ("swa", "gpt", "mamba"):
         matched = matched_baseline(smt, arch)
         training = dict(base["training"])
-        if arch == "gpt":  # full attention over a 1024-token context, trained on random windows
+        if arch == "gpt":
             matched = matched.replace(context_length=GPT_CONTEXT)
             tokens_per_step = training["batch_size"] * training["seq_len"]
             training.update(seq_len=GPT_CONTEXT, batch_size=tokens_per_step // GPT_CONTEXT, batching="random")
         runs[arch] = {"model": model_fields(matched, base["model"]), "training": training,
-                      "run": {**base["run"], "output_dir": f"runs/gutenberg/{arch}"}}
+                      "run": {**base["run"], "output_dir": f"{output_root}/{arch}"}}
+    return runs
+
+
+def write_configs(runs: dict[str, dict], prefix: str, script: str, doc: str) -> None:
+    """configs/experiments/PREFIX_NAME.yaml for every run, with a header naming their source."""
+    for name, config in runs.items():
+        path = CONFIGS / f"{prefix}_{name}.yaml"
+        header = (f"# Written by experiments/{script} from {prefix}_smt.yaml: the '{name}' run of\n"
+                  f"# {doc}. Edit {prefix}_smt.yaml or the script, not this file.\n")
+        path.write_text(header + yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+        print(path)
+
+
+def run_configs() -> dict[str, dict]:
+    base = yaml.safe_load(BASE.read_text(encoding="utf-8"))
+    runs = matched_runs(base, "runs/gutenberg")
     tiny = StrideHybridConfig.preset("tiny", **{k: v for k, v in PASSKEY_MODEL.items() if k != "preset"})
     for arch in ("smt", "swa", "gpt", "mamba"):
         matched = matched_baseline(tiny, arch)
@@ -78,12 +96,7 @@ def run_configs() -> dict[str, dict]:
 
 
 def main() -> None:
-    for name, config in run_configs().items():
-        path = CONFIGS / f"gutenberg_{name}.yaml"
-        header = (f"# Written by experiments/gutenberg_configs.py from gutenberg_smt.yaml: the '{name}' run of\n"
-                  "# docs/RESULTS.md. Edit gutenberg_smt.yaml or the script, not this file.\n")
-        path.write_text(header + yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-        print(path)
+    write_configs(run_configs(), "gutenberg", "gutenberg_configs.py", "docs/RESULTS.md")
 
 
 if __name__ == "__main__":

@@ -139,14 +139,20 @@ def verify_model_files(directory: Path) -> None:
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise CheckpointError(f"{file} is unreadable ({error}); re-save the model, or delete {file.name} to "
                               "load it unchecked") from error
-    for name, expected in items:
+    _check_files(directory, dict(items), missing=f"{file.name} lists it; copy the whole directory",
+                 changed=f"was changed or corrupted after it was saved (its sha256 does not match {file.name}); "
+                         f"re-save the model, or if you edited it on purpose, delete {file.name} to load it "
+                         "unchecked")
+
+
+def _check_files(directory: Path, checksums: dict[str, str], missing: str, changed: str) -> None:
+    """Every file of `checksums` present with its sha256, else a CheckpointError naming it."""
+    for name, expected in checksums.items():
         path = directory / name
         if not path.is_file():
-            raise CheckpointError(f"{path} is missing: {file.name} lists it; copy the whole directory")
+            raise CheckpointError(f"{path} is missing: {missing}")
         if sha256_file(path) != expected:
-            raise CheckpointError(f"{path} was changed or corrupted after it was saved (its sha256 does not "
-                                  f"match {file.name}); re-save the model, or if you edited it on purpose, "
-                                  f"delete {file.name} to load it unchecked")
+            raise CheckpointError(f"{path} {changed}")
 
 
 def load_model_weights(model: nn.Module, directory: Path, verify: bool = True) -> None:
@@ -325,14 +331,9 @@ def verify_checkpoint(directory: Path) -> dict:
         checksums = record["checksums"]
     except (ValueError, KeyError, TypeError) as error:
         raise CheckpointError(f"{file} is unreadable or incomplete ({error})") from error
-    for name, expected in checksums.items():
-        path = directory / name
-        if not path.is_file():
-            raise CheckpointError(f"{path} is missing from the checkpoint")
-        if sha256_file(path) != expected:
-            raise CheckpointError(f"{path} is corrupted or truncated: its sha256 does not match "
-                                  f"{file.name}; move this step directory away and resume from an older "
-                                  "one (smt train --config ... --resume step_NNNNNN)")
+    _check_files(directory, checksums, missing="the checkpoint is incomplete",
+                 changed=f"is corrupted or truncated: its sha256 does not match {file.name}; move this step "
+                         "directory away and resume from an older one (smt train --config ... --resume step_NNNNNN)")
     return record
 
 
