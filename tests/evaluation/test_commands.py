@@ -46,7 +46,14 @@ def test_eval_analyze_report(tmp_path, shared_data, monkeypatch, capsys):
     assert main(["report", str(out)]) == 0
     report = (out / "REPORT.md").read_text()
     assert "## Evaluation: eval" in report and "pooling_window.png" in report
-    capsys.readouterr()
+    err = capsys.readouterr().err
+    assert "perplexity" in err and "loss by position" in err and "passkey" in err  # progress bars
+    # a section that fails keeps what the earlier ones wrote
+    assert main(["eval", "--checkpoint", str(model_dir), "--data", str(data), "--task", "no_such_task",
+                 "--out", str(out / "partial")]) == 2
+    partial = json.loads((out / "partial" / "eval.json").read_text())
+    assert partial["perplexity"]["n_documents"] == 1 and "task" not in partial
+    assert "no_such_task" in capsys.readouterr().err
 
 
 def test_analyze_refuses_a_model_without_memory(tmp_path, shared_data, capsys):

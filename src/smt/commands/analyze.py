@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     tokens = tokenizer.encode(text)
     if args.max_tokens:
         tokens = tokens[: args.max_tokens]
-    stats = analyze_document(model, tokens, args.segment_len)
+    stats = analyze_document(model, tokens, args.segment_len, progress=True)
     out = Path(args.out) if args.out else default_out_dir(args.checkpoint, "analysis")
     pictures = write_analysis_plots(model, stats, out)
     summary = {k: v for k, v in stats.items() if k not in ("weights", "memory_share_by_write", "entropy_by_write")}

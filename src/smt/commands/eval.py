@@ -13,6 +13,8 @@ import argparse
 import json
 from pathlib import Path
 
+from smt.training.checkpoint import write_json_atomic
+
 
 def add_parser(sub) -> None:
     parser = sub.add_parser("eval", help="evaluate a checkpoint: perplexity, loss by position, passkey, tasks",
@@ -94,23 +96,25 @@ def run(args: argparse.Namespace) -> int:
     model, tokenizer, directory = load_for_eval(args.checkpoint, args.device)
     out = Path(args.out) if args.out else default_out_dir(args.checkpoint, "eval")
     out.mkdir(parents=True, exist_ok=True)
+    if not (args.data or args.passkey or args.task):
+        raise ValueError("nothing to evaluate: pass --data PATH, --passkey LENGTHS and/or --task NAME")
     results: dict = {"checkpoint": str(directory), "arch": model.config.arch}
-    did_something = False
+
+    def section(compute) -> None:
+        """Run one section and write eval.json right after it: an error in a later section keeps
+        what the earlier ones computed."""
+        results.update(compute())
+        write_json_atomic(out / "eval.json", json.loads(json.dumps(results, default=str)))
+
     if args.data:
-        results.update(_perplexity(args, model, tokenizer, out))
-        did_something = True
+        section(lambda: _perplexity(args, model, tokenizer, out))
     if args.passkey:
-        results["passkey"] = _passkey(args, model, tokenizer, out)
-        did_something = True
+        section(lambda: {"passkey": _passkey(args, model, tokenizer, out)})
     if args.task:
         from smt.evaluation.tasks import evaluate_task
 
         task = _task_from_args(args.task, args.checkpoint)
-        results["task"] = evaluate_task(model, task, n_samples=args.samples, seed=args.seed)
-        did_something = True
-    if not did_something:
-        raise ValueError("nothing to evaluate: pass --data PATH, --passkey LENGTHS and/or --task NAME")
-    (out / "eval.json").write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
+        section(lambda: {"task": evaluate_task(model, task, n_samples=args.samples, seed=args.seed)})
     print(json.dumps(results, indent=2, default=str))
     return 0
 
@@ -124,14 +128,14 @@ def _perplexity(args, model, tokenizer, out: Path) -> dict:
 
     dataset = build_token_dataset(args.data, tokenizer, split=args.split, progress=False, encoding=args.encoding,
                                   text_field=args.text_field)
-    result = {"perplexity": evaluate_perplexity(model, dataset, args.segment_len, args.max_documents)}
+    result = {"perplexity": evaluate_perplexity(model, dataset, args.segment_len, args.max_documents, progress=True)}
     if args.positions:
         import numpy as np
 
         from smt.evaluation.position_loss import loss_by_position, plot_loss_by_position
 
         curve, counts = loss_by_position(model, dataset, args.positions, args.segment_len, args.max_documents,
-                                         pieces=args.position_pieces)
+                                         pieces=args.position_pieces, progress=True)
         np.save(out / "loss_by_position.npy", curve)
         cfg = model.config
         png = plot_loss_by_position({cfg.arch: curve}, out / "loss_by_position.png",
@@ -158,6 +162,6 @@ def _passkey(args, model, tokenizer, out: Path) -> dict:
     filler = Path(args.filler).read_text(encoding=args.encoding) if args.filler else DEFAULT_FILLER
     lengths, depths = args.passkey, args.depths
     grid = passkey_grid(model, lambda n, d, g: text_passkey(tokenizer, n, d, g, filler_text=filler),
-                        lengths, depths, args.samples, args.seed)
+                        lengths, depths, args.samples, args.seed, progress=True)
     png = plot_passkey_heatmap({model.config.arch: grid}, out / "passkey_heatmap.png")
     return {**grid.to_dict(), "png": str(png)}

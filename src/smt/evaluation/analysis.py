@@ -19,15 +19,18 @@ from smt.evaluation.pooling_analyzer import AttentionPoolingAnalyzer
 
 
 @torch.no_grad()
-def pooling_weights(model, tokens, segment_len: int = 512) -> torch.Tensor:
+def pooling_weights(model, tokens, segment_len: int = 512, progress: bool = False) -> torch.Tensor:
     """Pooling weights of every write of one document, (writes, N + M), heads averaged."""
+    from tqdm.auto import tqdm
+
     if not getattr(model, "n_memory", 0):
         raise ValueError("this model has no memory writes (arch swa/gpt/mamba or n_ssm_outputs=0); "
                          "attention-pooling analysis needs an SMT model")
     model.eval()
     device = next(model.parameters()).device
     state, pieces = None, []
-    for start in range(0, len(tokens), segment_len):
+    starts = range(0, len(tokens), segment_len)
+    for start in tqdm(starts, desc="analyze", unit="segment", disable=not progress, dynamic_ncols=True):
         ids = torch.as_tensor(np.asarray(tokens[start : start + segment_len], dtype=np.int64), device=device)
         _, aux = model(ids[None], state=state)
         state = aux["state"]
@@ -39,10 +42,10 @@ def pooling_weights(model, tokens, segment_len: int = 512) -> torch.Tensor:
     return torch.cat(pieces)
 
 
-def analyze_document(model, tokens, segment_len: int = 512, n_bins: int = 10) -> dict:
+def analyze_document(model, tokens, segment_len: int = 512, n_bins: int = 10, progress: bool = False) -> dict:
     """Pooling statistics of one document (see the module docstring); `weights` holds the raw
     (writes, N + M) tensor for plotting."""
-    weights = pooling_weights(model, tokens, segment_len)
+    weights = pooling_weights(model, tokens, segment_len, progress)
     analyzer = AttentionPoolingAnalyzer.from_config(model.config)
     stats = analyzer.analyze_attention(weights)
     n = model.config.n_ssm_outputs

@@ -223,19 +223,22 @@ class PasskeyGrid:
 
 def passkey_grid(model, make_sample: Callable[[int, float, torch.Generator], PasskeySample],
                  context_lengths: Sequence[int], depths: Sequence[float], n_samples: int = 20,
-                 seed: int = 0, batch_size: int = 16) -> PasskeyGrid:
-    """Score `n_samples` prompts per (context length, depth) cell; the same seed gives the same prompts."""
+                 seed: int = 0, batch_size: int = 16, progress: bool = False) -> PasskeyGrid:
+    """Score `n_samples` prompts per (context length, depth) cell; the same seed gives the same
+    prompts. `progress` shows a bar over the cells (on stderr)."""
+    from tqdm.auto import tqdm
+
     if n_samples < 1:
         raise ValueError(f"n_samples={n_samples} must be >= 1")
     exact = np.zeros((len(context_lengths), len(depths)))
     likely = np.zeros_like(exact)
-    for i, length in enumerate(context_lengths):
-        for j, depth in enumerate(depths):
-            generator = torch.Generator().manual_seed(seed * 1_000_003 + i * 1009 + j)
-            samples = [make_sample(int(length), float(depth), generator) for _ in range(n_samples)]
-            scores = score_passkey(model, samples, batch_size)
-            exact[i, j] = np.mean(scores["exact"])
-            likely[i, j] = np.mean(scores["likelihood"])
+    cells = [(i, length, j, depth) for i, length in enumerate(context_lengths) for j, depth in enumerate(depths)]
+    for i, length, j, depth in tqdm(cells, desc="passkey", unit="cell", disable=not progress, dynamic_ncols=True):
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + i * 1009 + j)
+        samples = [make_sample(int(length), float(depth), generator) for _ in range(n_samples)]
+        scores = score_passkey(model, samples, batch_size)
+        exact[i, j] = np.mean(scores["exact"])
+        likely[i, j] = np.mean(scores["likelihood"])
     return PasskeyGrid([int(n) for n in context_lengths], [float(d) for d in depths], exact, likely, n_samples)
 
 

@@ -16,7 +16,8 @@ from smt.evaluation.streaming import iter_documents, stream_nll
 
 
 def loss_by_position(model, dataset, max_positions: int, segment_len: int = 512,
-                     max_documents: int | None = None, pieces: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                     max_documents: int | None = None, pieces: bool = False,
+                     progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(mean NLL per position (P,), number of streams reaching each position (P,)), over the
     documents of a token dataset, each streamed from its start for up to P predictions. With
     `pieces`, every document is cut into consecutive streams of P + 1 tokens, each read from a
@@ -25,7 +26,7 @@ def loss_by_position(model, dataset, max_positions: int, segment_len: int = 512,
         raise ValueError(f"max_positions={max_positions} must be >= 1")
     sums = np.zeros(max_positions, dtype=np.float64)
     counts = np.zeros(max_positions, dtype=np.int64)
-    for _, tokens in iter_documents(dataset, max_documents):
+    for _, tokens in iter_documents(dataset, max_documents, progress="loss by position" if progress else None):
         starts = range(0, len(tokens) - 1, max_positions + 1) if pieces else [0]
         for start in starts:
             piece = tokens[start: start + max_positions + 1]

@@ -42,8 +42,20 @@ def stream_nll(model, tokens, segment_len: int = 512) -> np.ndarray:
     return out
 
 
-def iter_documents(dataset, max_documents: int | None = None, min_tokens: int = 2) -> Iterator[tuple[int, object]]:
-    """(index, tokens) of each document of a TokenDataset-like object (tokens + doc_offsets)."""
+def iter_documents(dataset, max_documents: int | None = None, min_tokens: int = 2,
+                   progress: str | None = None) -> Iterator[tuple[int, object]]:
+    """(index, tokens) of each document of a TokenDataset-like object (tokens + doc_offsets);
+    `progress` names a progress bar over the documents (on stderr)."""
+    if progress:
+        from tqdm.auto import tqdm
+
+        total = len(dataset.doc_offsets) - 1
+        total = total if max_documents is None else min(total, max_documents)
+        with tqdm(total=total, desc=progress, unit="doc", dynamic_ncols=True) as bar:
+            for item in iter_documents(dataset, max_documents, min_tokens):
+                yield item
+                bar.update(1)
+        return
     for attribute in ("tokens", "doc_offsets"):
         if not hasattr(dataset, attribute):
             raise TypeError(f"expected a token dataset with .tokens and .doc_offsets (smt.data."
@@ -60,12 +72,12 @@ def iter_documents(dataset, max_documents: int | None = None, min_tokens: int = 
 
 
 def evaluate_perplexity(model, dataset, segment_len: int = 512, max_documents: int | None = None,
-                        max_tokens_per_document: int | None = None) -> dict:
+                        max_tokens_per_document: int | None = None, progress: bool = False) -> dict:
     """Streaming perplexity over whole documents: loss, token_ppl, bits_per_token, and word_ppl when
     the dataset has word counts and every document was read whole."""
     nll_sum, n_tokens, n_words, documents, whole = 0.0, 0, 0, 0, True
     words = getattr(dataset, "doc_word_counts", None)
-    for index, tokens in iter_documents(dataset, max_documents):
+    for index, tokens in iter_documents(dataset, max_documents, progress="perplexity" if progress else None):
         if max_tokens_per_document is not None and len(tokens) > max_tokens_per_document:
             tokens, whole = tokens[:max_tokens_per_document], False
         nll = stream_nll(model, tokens, segment_len)
