@@ -86,7 +86,7 @@ def test_resume_tolerates_a_metrics_line_cut_off_by_a_kill(tmp_path):
     from smt.training.logging import MetricsLogger
 
     (tmp_path / "metrics.jsonl").write_text('{"step": 1, "split": "train", "loss": 1.0}\n{"step": 2, "spl')
-    logger = MetricsLogger(tmp_path, resume_step=1, tensorboard=False)
+    logger = MetricsLogger(tmp_path, resume_step=1)
     assert [r["step"] for r in logger.records] == [1]
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [1]

@@ -1,11 +1,17 @@
-"""Run logs: metrics.jsonl and metrics.csv always, TensorBoard when installed, a loss-curve PNG."""
+"""Run logs: metrics.jsonl and metrics.csv always, a loss-curve PNG, and the trackers named in
+`run.logger` (tensorboard, wandb, mlflow) when their packages are installed: a requested tracker
+that is missing is named in a warning, never silently skipped."""
 
 from __future__ import annotations
 
 import csv
 import json
 import math
+import sys
 from pathlib import Path
+from typing import Any
+
+TRACKERS = ("csv", "tensorboard", "wandb", "mlflow")  # csv: metrics.jsonl + metrics.csv, always written
 
 CSV_FIELDS = ("step", "split", "loss", "ppl", "word_ppl", "tokens_per_s", "lr", "grad_norm",
               "tokens_seen", "elapsed_s", "peak_rss_mib", "complete")
@@ -15,7 +21,8 @@ class MetricsLogger:
     """Appends one record per log event; on resume, records after the resumed step are dropped
     so the files read as one uninterrupted run."""
 
-    def __init__(self, run_dir: Path, resume_step: int | None = None, tensorboard: bool = True) -> None:
+    def __init__(self, run_dir: Path, resume_step: int | None = None, trackers: tuple[str, ...] = (),
+                 run_config: dict | None = None) -> None:
         self.jsonl = run_dir / "metrics.jsonl"
         self.csv = run_dir / "metrics.csv"
         self.records: list[dict] = []
@@ -29,7 +36,7 @@ class MetricsLogger:
                     if record.get("step", 0) <= resume_step:
                         self.records.append(record)
         self._rewrite()
-        self.writer = _tensorboard_writer(run_dir / "tensorboard") if tensorboard else None
+        self.trackers = [t for t in (_open_tracker(name, run_dir, run_config or {}) for name in trackers) if t]
 
     def _rewrite(self) -> None:
         with open(self.jsonl, "w", encoding="utf-8") as out:
@@ -46,23 +53,87 @@ class MetricsLogger:
             out.write(json.dumps(record) + "\n")
         with open(self.csv, "a", encoding="utf-8", newline="") as out:
             csv.DictWriter(out, CSV_FIELDS, extrasaction="ignore").writerow(record)
-        if self.writer is not None:
-            for key, value in record.items():
-                if key not in ("step", "split") and isinstance(value, (int, float)) and math.isfinite(value):
-                    self.writer.add_scalar(f"{record['split']}/{key}", value, record["step"])
-            self.writer.flush()
+        scalars = {f"{record['split']}/{key}": value for key, value in record.items()
+                   if key not in ("step", "split") and isinstance(value, (int, float))
+                   and not isinstance(value, bool) and math.isfinite(value)}
+        for tracker in self.trackers:
+            tracker.log(scalars, int(record["step"]))
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+        for tracker in self.trackers:
+            tracker.close()
+        self.trackers = []
 
 
-def _tensorboard_writer(directory: Path):
-    try:
+class _TensorBoard:
+    def __init__(self, directory: Path) -> None:
         from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is optional: pip install tensorboard
+
+        self.writer = SummaryWriter(str(directory))
+
+    def log(self, scalars: dict[str, float], step: int) -> None:
+        for key, value in scalars.items():
+            self.writer.add_scalar(key, value, step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class _WandB:
+    """Weights & Biases; runs offline with WANDB_MODE=offline (files under RUN_DIR/wandb)."""
+
+    def __init__(self, run_dir: Path, run_config: dict) -> None:
+        import wandb
+
+        self.wandb = wandb
+        self.run = wandb.init(project="smt", name=run_dir.name, dir=str(run_dir), config=run_config,
+                              reinit=True)
+
+    def log(self, scalars: dict[str, float], step: int) -> None:
+        self.run.log(scalars, step=step)
+
+    def close(self) -> None:
+        self.run.finish()
+
+
+class _MLflow:
+    """MLflow; writes to the tracking URI it is given (MLFLOW_TRACKING_URI), by default ./mlruns."""
+
+    def __init__(self, run_dir: Path, run_config: dict) -> None:
+        import mlflow
+
+        self.mlflow = mlflow
+        self.run = mlflow.start_run(run_name=run_dir.name)
+        flat = {f"{section}.{key}": value for section, fields in run_config.items() if isinstance(fields, dict)
+                for key, value in fields.items()}
+        mlflow.log_params({k: str(v)[:250] for k, v in flat.items()})
+
+    def log(self, scalars: dict[str, float], step: int) -> None:
+        self.mlflow.log_metrics({k.replace("/", "_"): v for k, v in scalars.items()}, step=step)
+
+    def close(self) -> None:
+        self.mlflow.end_run()
+
+
+_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
+
+
+def _open_tracker(name: str, run_dir: Path, run_config: dict) -> Any:
+    """The tracker `name`, or None (csv is always on; a missing package is named in a warning)."""
+    if name == "csv":
         return None
-    return SummaryWriter(str(directory))
+    try:
+        if name == "tensorboard":
+            return _TensorBoard(run_dir / "tensorboard")
+        if name == "wandb":
+            return _WandB(run_dir, run_config)
+        return _MLflow(run_dir, run_config)
+    except ImportError as error:
+        print(f"warning: run.logger asks for {name}, but it cannot be imported ({error}); logging to "
+              f"metrics.jsonl / metrics.csv only. Install it with: pip install {_PACKAGES[name]}",
+              file=sys.stderr)
+        return None
 
 
 def plot_loss_curve(records: list[dict], path: Path) -> Path | None:

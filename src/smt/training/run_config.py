@@ -29,6 +29,7 @@ from smt.config import (
     parse_yaml,
     unknown_fields_error,
 )
+from smt.training.logging import TRACKERS
 
 
 def _load_mapping(path: str | Path) -> dict[str, Any]:
@@ -61,7 +62,8 @@ class RunConfig:
     dist_timeout_s: int = 600  # a collective waiting longer than this ends the run with an error
     stop_grace_s: float | None = 300.0  # after SIGTERM, the step in progress may take this long (None: no limit)
     progress: bool = True
-    tensorboard: bool = True  # also log to TensorBoard when it is installed
+    logger: str | list[str] = "csv"  # trackers: csv (always) plus any of tensorboard, wandb, mlflow
+    tensorboard: bool = False  # old switch: true adds "tensorboard" to logger
 
     def __post_init__(self) -> None:
         self.validate()
@@ -70,6 +72,9 @@ class RunConfig:
         def fail(name: str, problem: str, fix: str) -> None:
             raise ConfigError(f"run.{name}={getattr(self, name)!r}: {problem}; {fix}")
 
+        loggers = [self.logger] if isinstance(self.logger, str) else self.logger
+        if not isinstance(loggers, list) or not loggers or any(name not in TRACKERS for name in loggers):
+            fail("logger", f"must be one of {list(TRACKERS)} or a list of them", "e.g. csv or [csv, wandb]")
         grace = self.stop_grace_s
         if grace is not None and (isinstance(grace, bool) or not isinstance(grace, (int, float)) or not grace > 0):
             fail("stop_grace_s", "must be a positive number of seconds or null", "e.g. 300")
@@ -109,6 +114,15 @@ class RunConfig:
         if unknown:
             raise unknown_fields_error("run", unknown, known)
         return cls(**data)
+
+
+    @property
+    def trackers(self) -> tuple[str, ...]:
+        """The loggers asked for, tensorboard included when the old `tensorboard: true` is set."""
+        names = [self.logger] if isinstance(self.logger, str) else list(self.logger)
+        if self.tensorboard and "tensorboard" not in names:
+            names.append("tensorboard")
+        return tuple(dict.fromkeys(names))
 
 
 @dataclass

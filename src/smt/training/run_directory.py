@@ -19,7 +19,7 @@ from pathlib import Path
 
 LOCK_FILE = ".lock"
 TRAINER_OUTPUTS = ("checkpoints", "metrics.jsonl", "metrics.csv", "config.yaml", "loss_curve.png",
-                   "task_eval.json", "tensorboard")
+                   "task_eval.json", "tensorboard", "wandb")
 
 
 class RunDirectoryError(ValueError):

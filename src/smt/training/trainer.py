@@ -279,8 +279,8 @@ class Trainer:
                 stream_state = full.select(torch.arange(rows.start, rows.stop)).to(ctx.device)
         if stream_state is None and tc.batching == "stream":
             stream_state = model.init_state(tc.batch_size)
-        logger = MetricsLogger(self.run_dir, start_step if resume else None, self.run.tensorboard) \
-            if ctx.is_main else None
+        logger = MetricsLogger(self.run_dir, start_step if resume else None, self.run.trackers,
+                               self.config.to_dict()) if ctx.is_main else None
         bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step",
                    disable=not (self.run.progress and ctx.is_main), dynamic_ncols=True)
         return _RunState(

@@ -1,0 +1,63 @@
+"""run.logger: metrics.jsonl / metrics.csv always, plus the trackers asked for; a tracker whose
+package is missing is named in a warning (before: `tensorboard: true` silently did nothing)."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import pytest
+
+from smt import StrideHybridConfig, TrainingConfig
+from smt.config import ConfigError
+from smt.evaluation.tasks import TaskConfig
+from smt.evaluation.train_task import train_task
+from smt.training.run_config import FullConfig, RunConfig
+
+TASK = TaskConfig(name="passkey", seq_len=16, key_length=1, n_values=4, n_filler=4)
+
+
+def _train(tmp_path, **run_fields):
+    training = TrainingConfig(batch_size=2, seq_len=16, max_steps=3, warmup_steps=1, log_interval=1,
+                              checkpoint_interval=10**6)
+    run = RunConfig(output_dir=str(tmp_path / "run"), progress=False, **run_fields)
+    return train_task(FullConfig(StrideHybridConfig.tiny(vocab_size=TASK.vocab_size), training, run), TASK,
+                      eval_samples=1)
+
+
+def test_wandb_gets_every_record_and_the_config(tmp_path, monkeypatch):
+    calls = {"log": [], "finish": 0}
+
+    class Run:
+        def log(self, scalars, step):
+            calls["log"].append((step, scalars))
+
+        def finish(self):
+            calls["finish"] += 1
+
+    def init(**kwargs):
+        calls["init"] = kwargs
+        return Run()
+
+    monkeypatch.setitem(sys.modules, "wandb", types.SimpleNamespace(init=init))
+    _train(tmp_path, logger=["csv", "wandb"])
+    assert calls["init"]["config"]["model"]["stride"] == 4 and calls["init"]["dir"] == str(tmp_path / "run")
+    assert [step for step, _ in calls["log"]] == [1, 2, 3]
+    assert {"train/loss", "train/lr", "train/tokens_per_s"} <= set(calls["log"][0][1])
+    assert calls["finish"] == 1
+    assert (tmp_path / "run" / "metrics.jsonl").read_text().count("\n") == 3  # csv logging stays on
+
+
+def test_a_missing_tracker_is_named(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # import mlflow -> ImportError
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
+    _train(tmp_path, logger="mlflow", tensorboard=True)
+    err = capsys.readouterr().err
+    assert "run.logger asks for mlflow" in err and "pip install mlflow" in err
+    assert "run.logger asks for tensorboard" in err and "pip install tensorboard" in err
+    assert (tmp_path / "run" / "metrics.csv").is_file()
+
+
+def test_unknown_trackers_are_refused():
+    with pytest.raises(ConfigError, match="run.logger"):
+        RunConfig(logger=["csv", "comet"])
