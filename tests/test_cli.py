@@ -70,3 +70,15 @@ def test_generate_refuses_zero_samples_and_nan_weights(tmp_path, capsys):
     model.save_pretrained(tmp_path / "nan", tokenizer=tokenizer)
     assert "NaN/inf logits" in _error(capsys, ["generate", "--checkpoint", str(tmp_path / "nan"), "--prompt",
                                                "the memory", "--max-new-tokens", "2"])
+
+
+def test_train_help_gives_every_field_its_type_default_and_meaning(capsys):
+    import pytest as _pytest
+
+    with _pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--model.position VALUE, --position VALUE str, default 'rope': \"rope\" (unbounded streams)" in text
+    assert "--training.lr VALUE, --lr VALUE float, default" in text
+    assert "--run.logger VALUE, --logger VALUE str | list[str], default 'csv'" in text
+    assert "--model.n_layers" not in text  # old names are accepted, not advertised

@@ -8,6 +8,7 @@ Every config field is also an option: `--lr 3e-4`, `--training.max_steps 200`,
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from dataclasses import fields
@@ -49,20 +50,39 @@ def add_parser(sub) -> None:
     for names in sections.values():
         for name in names:
             counts[name] = counts.get(name, 0) + 1
+    described = _field_help()
     for section, names in sections.items():
-        group = parser.add_argument_group(f"{section} settings")
+        group = parser.add_argument_group(f"{section} settings (--{section}.FIELD VALUE; values are YAML)")
         for name in names:
             flags = [f"--{section}.{name}"] + ([f"--{name}"] if counts[name] == 1 else [])
+            text = argparse.SUPPRESS if name in StrideHybridConfig.ALIASES else described.get((section, name))
             group.add_argument(*flags, dest=f"override:{section}.{name}", metavar="VALUE",
-                               default=argparse.SUPPRESS, help=argparse.SUPPRESS if counts[name] == 1
-                               and section == "model" and name not in _SHOWN
-                               or name in StrideHybridConfig.ALIASES else None)
+                               default=argparse.SUPPRESS, help=text)
     parser.set_defaults(run=run)
 
 
-# model fields listed in --help (all are accepted)
-_SHOWN = {"preset", "n_ssm_outputs", "m_input_tokens", "stride", "vocab_size", "d_model", "transformer_n_layers",
-          "n_heads", "ssm_type", "ssm_n_layers", "arch"}
+def _field_help() -> dict[tuple[str, str], str]:
+    """(section, field) -> "type, default D: what it is", from each config dataclass's own
+    annotations, defaults and the comment on the field's line (so --help cannot drift from them)."""
+    import inspect
+    import re
+
+    from smt.training.run_config import RunConfig
+
+    described = {("model", "preset"): "str: start from a named preset (wikitext103, pg19, small, tiny), "
+                                      "then apply the other model fields"}
+    for section, cls in (("model", StrideHybridConfig), ("training", TrainingConfig), ("run", RunConfig)):
+        comments = {}
+        for line in inspect.getsource(cls).splitlines():
+            match = re.match(r"\s+(\w+): [^=]+=\s*.+?\s+#\s*(.+)$", line)
+            if match:
+                comments[match.group(1)] = match.group(2).strip()
+        for f in fields(cls):
+            kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+            default = f.default if f.default is not dataclasses.MISSING else "(computed)"
+            text = f"{kind}, default {default!r}"
+            described[(section, f.name)] = text + (f": {comments[f.name]}" if f.name in comments else "")
+    return {key: value.replace("%", "%%") for key, value in described.items()}
 
 
 def overrides_from_args(args: argparse.Namespace) -> list[str]:
