@@ -182,19 +182,29 @@ def selective_scan(
     h0: Tensor | None = None,
     reference: bool = False,
 ) -> tuple[Tensor, Tensor]:
-    """Mamba's selective scan in float32: the fused fast path, or with reference=True the plain
-    per-timestep reference (the flag keeps the name every SSM's forward uses for fast vs oracle).
+    """Mamba's selective scan in float32: the fused fast path, or with reference=True
+    `selective_scan_ref`, the per-timestep reference (the flag every SSM's forward takes).
 
     u, delta: (batch, L, d_inner); A: (d_inner, d_state); B, C: (batch, L, d_state); D: (d_inner,)
     h_t = exp(delta_t * A) * h_{t-1} + delta_t * B_t * u_t;  y_t = C_t . h_t + D * u_t
     Returns y (batch, L, d_inner) and the last state (batch, d_inner, d_state).
     """
+    if reference:
+        return selective_scan_ref(u, delta, A, B, C, D, h0)
     dtype = u.dtype
     u, delta, B, C = u.float(), delta.float(), B.float(), C.float()
     h0 = None if h0 is None else h0.float()
-    if not reference:
-        y, last = selective_scan_fused(u, delta, A.float(), B, C, h0)
-        return (y + u * D.float()).to(dtype), last
+    y, last = selective_scan_fused(u, delta, A.float(), B, C, h0)
+    return (y + u * D.float()).to(dtype), last
+
+
+def selective_scan_ref(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor,
+                       h0: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """The selective scan written as its definition, one timestep at a time through autograd:
+    the oracle `selective_scan`'s fast path is tested against (same arguments and results)."""
+    dtype = u.dtype
+    u, delta, B, C = u.float(), delta.float(), B.float(), C.float()
+    h0 = None if h0 is None else h0.float()
     decay = torch.exp(delta.unsqueeze(-1) * A.float())  # (b, L, di, ds)
     drive = (delta * u).unsqueeze(-1) * B.unsqueeze(2)  # (b, L, di, ds)
     states = linear_scan_reference(decay, drive, h0)
