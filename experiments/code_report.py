@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from smt.evaluation.figures import save_figure
+
 BUCKETS = [(0, 32), (32, 64), (64, 128), (128, 256), (256, 512), (512, 1024)]
 
 
@@ -45,10 +47,7 @@ def plot_curves(curves: dict[str, list[np.ndarray]], path: Path) -> None:
     ax.set_title("held-out CPython modules, streamed whole")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:

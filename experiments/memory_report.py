@@ -14,6 +14,8 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
+from smt.evaluation.figures import save_figure
+
 
 def load(paths: list[str]) -> list[dict]:
     return [json.loads(line) for path in paths for line in Path(path).read_text().splitlines() if line.strip()]
@@ -80,10 +82,7 @@ def plot(records: list[dict], path: Path, length: int) -> None:
     ax.set_ylim(0, 1.05)
     ax.set_title(f"passkey recall, random filler, evaluated at {length} tokens")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from smt.evaluation.figures import save_figure
+
 
 class _ClassOrInstanceMethod:
     """A method that works on an analyzer and on the class itself, as the seed's quick start calls
@@ -130,9 +132,4 @@ class AttentionPoolingAnalyzer:
         ax_bar.set_xlabel(f"window position (0..{self.n_memory - 1}: memory slots, "
                           f"{self.n_memory}..{self.n_memory + self.n_tokens - 1}: tokens)")
         ax_bar.set_ylabel("mean weight")
-        fig.tight_layout()
-        save_path = Path(save_path)
-        save_path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(save_path, dpi=110)
-        plt.close(fig)
-        return save_path
+        return save_figure(fig, save_path)

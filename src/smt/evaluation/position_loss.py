@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from smt.evaluation.figures import save_figure
 from smt.evaluation.streaming import iter_documents, stream_nll
 
 
@@ -81,9 +82,4 @@ def plot_loss_by_position(curves: dict[str, np.ndarray], save_path: str | Path, 
     ax.set_title(title or "loss by position")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    save_path = Path(save_path)
-    save_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(save_path, dpi=110)
-    plt.close(fig)
-    return save_path
+    return save_figure(fig, save_path)
