@@ -96,3 +96,9 @@ def test_resume_from_a_named_older_checkpoint(tmp_path):
     result = train_task(_config(run, 4), TASK, resume=str(run / "checkpoints" / "step_000002"), eval_samples=1)
     assert result.train.last_checkpoint.name == "step_000004"
     assert _steps_logged(run) == [1, 2, 3, 4]
+
+
+def test_an_output_dir_that_is_a_file_is_named(tmp_path):
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(RunDirectoryError, match="is a file, not a directory"):
+        train_task(_config(tmp_path / "file", 2), TASK, eval_samples=1)

@@ -66,6 +66,8 @@ def claim_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> RunLock:
     then created and locked (a second training on it stops here, naming the holder), then
     cleared of the trainer's earlier outputs when `overwrite`. Release the lock with `with`."""
     run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunDirectoryError(f"output_dir {run_dir} is a file, not a directory; choose another --output_dir")
     if not run_dir.is_dir():
         check_run_dir(run_dir, resume, overwrite)  # e.g. --resume into nothing: create nothing
     run_dir.mkdir(parents=True, exist_ok=True)
