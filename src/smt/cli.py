@@ -51,10 +51,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"smt {args.command}: error: {_unknown_options(parser, args.command, extras)}", file=sys.stderr)
         return 2
     from smt.training.stop_signals import StopGraceExpired, TrainingInterrupted
+    from smt.training.trainer import NonFiniteError
 
     try:
         return int(args.run(args) or 0)
-    except (ValueError, FileNotFoundError, TypeError) as error:
+    except (ValueError, FileNotFoundError, TypeError, NonFiniteError) as error:
         print(f"smt {args.command}: error: {error}", file=sys.stderr)
         return 2
     except TrainingInterrupted as stop:
