@@ -24,7 +24,7 @@ from smt.models.components.rope import rope_tables
 from smt.models.components.ssm import build_ssm
 from smt.models.components.stream_state import StreamState
 from smt.models.components.transformer import SimpleCausalTransformer
-from smt.models.components.windowed_attention import WindowGeometry
+from smt.models.components.windowed_attention import full_attention_geometry
 from smt.models.generation import StreamingGeneration
 from smt.models.stride_hybrid import StrideHybridModel, check_input_ids, resolve_device
 
@@ -119,7 +119,7 @@ class FullAttentionLM(_LanguageModelBase):
         x = torch.nn.functional.dropout(x, cfg.dropout, self.training)
         kv = state.buffers["token_kv"]  # at most context_length - 1 keys: cut below
         cached = kv.shape[-2]
-        geom = self._geometry(p, T, cached, cfg.context_length)
+        geom = full_attention_geometry(p, T, cached, cfg.context_length)
         rope = rope_tables(token_pos, cfg.d_head, cfg.rope_base, x.dtype) if cfg.position == "rope" else None
         empty = kv.new_zeros(B, cfg.n_heads, 0, cfg.d_head)
         caches = [(kv[:, i, 0], kv[:, i, 1], empty, empty) for i in range(cfg.transformer_n_layers)]
@@ -130,18 +130,6 @@ class FullAttentionLM(_LanguageModelBase):
             keep = min(keep, cfg.context_length - 1)
         new_kv = new_kv[..., new_kv.shape[-2] - keep:, :]
         return self.lm_head(hidden), {"n_writes": 0, "state": StreamState(p + T, {"token_kv": new_kv})}
-
-    @staticmethod
-    def _geometry(position: Tensor, n_tokens: int, cached: int, context: int | None) -> WindowGeometry:
-        if cached == 0 and (context is None or n_tokens <= context):
-            return WindowGeometry(n_tokens, 0, 0, 0, None, causal_only=True, full_context=True)
-        i = torch.arange(n_tokens, device=position.device)[:, None]
-        j = torch.arange(cached + n_tokens, device=position.device)[None, :]
-        visible = j <= i + cached
-        if context is not None:
-            visible = visible & (j > i + cached - context)
-        started = j >= (cached - position.clamp(max=cached))[:, None, None]  # (B, 1, keys)
-        return WindowGeometry(n_tokens, 0, cached, 0, (visible[None] & started)[:, None], full_context=True)
 
 
 class MambaLM(_LanguageModelBase):

@@ -56,28 +56,33 @@ def _slot_validity(position: Tensor, n_slots: int, stride: int, length: int) -> 
     return s[None, :] >= (n_slots - (position // stride).clamp(max=n_slots))[:, None]
 
 
+def full_attention_geometry(position: Tensor, n_tokens: int, cached: int, context: int | None) -> WindowGeometry:
+    """Masks of the full-attention baseline: T new tokens at `position` (B,) see the `cached` keys
+    before them and themselves causally, at most `context` tokens back (None: no limit)."""
+    if cached == 0 and (context is None or n_tokens <= context):
+        return WindowGeometry(n_tokens, 0, 0, 0, None, causal_only=True, full_context=True)
+    i = torch.arange(n_tokens, device=position.device)[:, None]
+    j = torch.arange(cached + n_tokens, device=position.device)[None, :]
+    visible = j <= i + cached
+    if context is not None:
+        visible = visible & (j > i + cached - context)
+    started = j >= (cached - position.clamp(max=cached))[:, None, None]  # (B, 1, keys)
+    return WindowGeometry(n_tokens, 0, cached, 0, (visible[None] & started)[:, None], full_context=True)
+
+
 def build_geometry(
     position: Tensor,
     n_tokens: int,
-    window: int | None,
+    window: int,
     n_slots: int,
     stride: int,
     impl: str,
     block_size: int,
-    cached_tokens: int | None = None,
 ) -> WindowGeometry:
-    """Masks for T new tokens at `position` (B,). window=None means full causal attention."""
+    """Masks of SMT (and SWA, N = 0) for T new tokens at `position` (B,): a window of `window`
+    tokens and `n_slots` memory slots; the full-attention baseline's are full_attention_geometry."""
     device = position.device
     T, N = n_tokens, n_slots
-    if window is None:  # full attention over a growing cache, no memory slots
-        cached = int(cached_tokens or 0)
-        if cached == 0:
-            return WindowGeometry(T, 0, 0, 0, None, causal_only=True, full_context=True)
-        i = torch.arange(T, device=device)[:, None]
-        j = torch.arange(cached + T, device=device)[None, :]
-        mask = (j <= i + cached)[None, None]
-        return WindowGeometry(T, 0, cached, 0, mask, full_context=True)
-
     M = window
     cached = M - 1
     r = int(position[0]) % stride
