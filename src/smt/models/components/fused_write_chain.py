@@ -30,8 +30,56 @@ _silu_backward = torch.ops.aten.silu_backward
 _silu_backward_into = torch.ops.aten.silu_backward.grad_input
 _softplus_backward = torch.ops.aten.softplus_backward
 _layer_norm_backward = torch.ops.aten.native_layer_norm_backward
-N_POOL_PARAMS = 8
-N_LAYER_PARAMS = 10
+
+
+class PoolWeights(NamedTuple):
+    """The chain's weights outside the Mamba layers, in the order `_FusedWriteChain` takes them."""
+
+    norm_w: Tensor  # pooling LayerNorm
+    norm_b: Tensor
+    query: Tensor  # (heads, d_head)
+    key_w: Tensor
+    value_w: Tensor
+    out_w: Tensor  # pooling output projection
+    norm_f_w: Tensor  # the memory stack's final RMSNorm
+    mem_w: Tensor  # memory_proj: SSM output -> slot
+
+
+class LayerWeights(NamedTuple):
+    """One Mamba layer's weights, in the order `_FusedWriteChain` takes them."""
+
+    norm_w: Tensor  # the layer's RMSNorm
+    in_proj: Tensor
+    conv_w: Tensor
+    conv_b: Tensor
+    x_proj: Tensor
+    dt_w: Tensor
+    dt_b: Tensor
+    A_log: Tensor
+    D: Tensor
+    out_proj: Tensor
+
+
+N_POOL_PARAMS = len(PoolWeights._fields)
+N_LAYER_PARAMS = len(LayerWeights._fields)
+
+
+def chain_weights(pooling: nn.Module, ssm: nn.Module, memory_proj: nn.Linear) -> tuple[PoolWeights, list[LayerWeights]]:
+    """The chain's weights, named; the one place that knows where each lives in the modules."""
+    pool = PoolWeights(pooling.norm.weight, pooling.norm.bias, pooling.query, pooling.key.weight,
+                       pooling.value.weight, pooling.out.weight, ssm.norm_f.weight, memory_proj.weight)
+    layers = [LayerWeights(layer.norm.weight, layer.mixer.in_proj.weight, layer.mixer.conv1d.weight,
+                           layer.mixer.conv1d.bias, layer.mixer.x_proj.weight, layer.mixer.dt_proj.weight,
+                           layer.mixer.dt_proj.bias, layer.mixer.A_log, layer.mixer.D, layer.mixer.out_proj.weight)
+              for layer in ssm.layers]
+    return pool, layers
+
+
+def _named(flat: list[Tensor]) -> tuple[PoolWeights, list[LayerWeights]]:
+    """The flat tensor list autograd hands over, named again (inverse of flattening chain_weights)."""
+    pool = PoolWeights(*flat[:N_POOL_PARAMS])
+    rest = flat[N_POOL_PARAMS:]
+    return pool, [LayerWeights(*rest[i:i + N_LAYER_PARAMS]) for i in range(0, len(rest), N_LAYER_PARAMS)]
 
 
 @dataclass(frozen=True)
@@ -49,8 +97,8 @@ class _Shape:
 class _Layer:
     """One Mamba layer's weights in the compute dtype, in the layouts the loops multiply with."""
 
-    def __init__(self, params: list[Tensor]) -> None:
-        norm, in_proj, conv_w, self.conv_b, x_proj, dt_w, self.dt_b, A_log, self.D, out_proj = params
+    def __init__(self, weights: LayerWeights) -> None:
+        norm, in_proj, conv_w, self.conv_b, x_proj, dt_w, self.dt_b, A_log, self.D, out_proj = weights
         d_inner = in_proj.shape[0] // 2
         self.norm, self.in_proj = norm, in_proj
         self.in_x, self.in_z = (in_proj * norm).split(d_inner)  # RMSNorm weight folded in
@@ -171,9 +219,9 @@ class _FusedWriteChain(torch.autograd.Function):
         # float32 (float64 only for float64 inputs, so gradcheck can check this in double precision)
         cd = torch.float64 if token_values.dtype == torch.float64 else torch.float32
         cparams = [p.to(cd) for p in params]
-        pool_norm_w, pool_norm_b, query, key_w, value_w, pool_out_w, norm_f_w, mem_w = cparams[:N_POOL_PARAMS]
-        layers = [_Layer(cparams[N_POOL_PARAMS + N_LAYER_PARAMS * i:N_POOL_PARAMS + N_LAYER_PARAMS * (i + 1)])
-                  for i in range(shape.n_layers)]
+        pool, layer_weights = _named(cparams)
+        pool_norm_w, pool_norm_b, query, key_w, value_w, pool_out_w, norm_f_w, mem_w = pool
+        layers = [_Layer(weights) for weights in layer_weights]
         dc = layers[0].conv_w.shape[0]
         # a vector's pooling score is LN(v) @ q_eff: the learned query folded into the key projection
         q_eff = torch.einsum("hed,he->dh", key_w.view(H, dh, d), query) / math.sqrt(dh)
@@ -251,7 +299,8 @@ class _FusedWriteChain(torch.autograd.Function):
         (window,) = ctx.saved_tensors
         N, H, R, S, eps = shape.n_slots, shape.heads, shape.dt_rank, shape.d_state, shape.norm_eps
         keep, layers = ctx.pool_keep, ctx.layers
-        pool_norm_w, pool_out_w, norm_f_w, mem_w = ctx.cparams[0], ctx.cparams[5], ctx.cparams[6], ctx.cparams[7]
+        pool = _named(ctx.cparams)[0]
+        pool_norm_w, pool_out_w, norm_f_w, mem_w = pool.norm_w, pool.out_w, pool.norm_f_w, pool.mem_w
         dc = layers[0].conv_w.shape[0]
         cd = ctx.ring.dtype
         g_slots, g_weights = g_slots.to(cd), g_weights.to(cd)
@@ -316,7 +365,7 @@ def _finish(ctx, grads, layer_grads, g_ring, g_conv_pre, g_hist_ext, g_scan_carr
     shape, (B, W, d, dh) = ctx.shape, ctx.dims
     N, H, R = shape.n_slots, shape.heads, shape.dt_rank
     keep = ctx.pool_keep
-    pool_norm_w, pool_norm_b, query, key_w, value_w, pool_out_w, norm_f_w, mem_w = ctx.cparams[:N_POOL_PARAMS]
+    pool_norm_w, pool_norm_b, query, key_w, value_w, pool_out_w, norm_f_w, mem_w = _named(ctx.cparams)[0]
 
     def rows(values: list[Tensor]) -> Tensor:  # per-write tensors gathered in reverse -> (W*B, ...)
         return torch.stack(values[::-1]).flatten(0, 1)
@@ -346,8 +395,9 @@ def _finish(ctx, grads, layer_grads, g_ring, g_conv_pre, g_hist_ext, g_scan_carr
     g_ln = rows(grads["ln"])
     g_slot = rows(grads["slot"])
     m_final = g_slot.t() @ f_normed.flatten(0, 1)  # d loss / d (mem_w * norm_f_w)
-    param_grads = [(g_ln * x_hat).sum(0), g_ln.sum(0), g_query, g_key, g_value, g_pool_out,
-                   (m_final * mem_w).sum(0), m_final * norm_f_w]
+    param_grads = list(PoolWeights(norm_w=(g_ln * x_hat).sum(0), norm_b=g_ln.sum(0), query=g_query, key_w=g_key,
+                                   value_w=g_value, out_w=g_pool_out, norm_f_w=(m_final * mem_w).sum(0),
+                                   mem_w=m_final * norm_f_w))
     g_conv0 = []
     for layer, recs, step_grads, hist, g_pre, g_ext, gA, (h_normed, _) in zip(
             ctx.layers, ctx.records, layer_grads, ctx.conv_in, g_conv_pre, g_hist_ext, g_A, rms):
@@ -357,18 +407,18 @@ def _finish(ctx, grads, layer_grads, g_ring, g_conv_pre, g_hist_ext, g_scan_carr
         g_out, g_x, g_z, g_xp, g_dpre, g_y = (rows(list(field)) for field in zip(*step_grads))
         m_in = torch.cat([g_x, g_z], dim=-1).t() @ h_normed.flatten(0, 1)  # d loss / d (in_proj * norm weight)
         g_c = g_pre[dc - 1:dc - 1 + W]  # (W, B, d_inner)
-        param_grads += [
-            (m_in * layer.in_proj).sum(0),
-            m_in * layer.norm,
-            torch.stack([(g_c * hist[j:j + W]).sum((0, 1)) for j in range(dc)], -1).unsqueeze(1),
-            g_c.sum((0, 1)),
-            g_xp.t() @ u,
-            g_dpre.t() @ xp[:, :R],
-            g_dpre.sum(0),
-            gA.sum(0) * layer.A,
-            (g_y * u).sum(0),
-            g_out.t() @ yg,
-        ]
+        param_grads += LayerWeights(
+            norm_w=(m_in * layer.in_proj).sum(0),
+            in_proj=m_in * layer.norm,
+            conv_w=torch.stack([(g_c * hist[j:j + W]).sum((0, 1)) for j in range(dc)], -1).unsqueeze(1),
+            conv_b=g_c.sum((0, 1)),
+            x_proj=g_xp.t() @ u,
+            dt_w=g_dpre.t() @ xp[:, :R],
+            dt_b=g_dpre.sum(0),
+            A_log=gA.sum(0) * layer.A,
+            D=(g_y * u).sum(0),
+            out_proj=g_out.t() @ yg,
+        )
         # the conv state before this call: rows 0..dc-2 of the history
         g_conv0.append(torch.stack([(g_pre[r:r + dc] * layer.conv_w_rev).sum(0) + g_ext[r] for r in range(dc - 1)], -1)
                        if dc > 1 else g_ext[:0].permute(1, 2, 0))
@@ -394,12 +444,8 @@ def fused_write_chain(pooling: nn.Module, ssm: nn.Module, memory_proj: nn.Linear
                    dt_rank=mixer.dt_rank, n_layers=len(ssm.layers), norm_eps=ssm.norm_f.eps,
                    pool_eps=pooling.norm.eps, has_offsets=slot_offsets is not None)
     offsets = slot_offsets if slot_offsets is not None else token_values.new_zeros(0)
-    params = [pooling.norm.weight, pooling.norm.bias, pooling.query, pooling.key.weight, pooling.value.weight,
-              pooling.out.weight, ssm.norm_f.weight, memory_proj.weight]
-    for layer in ssm.layers:
-        m = layer.mixer
-        params += [layer.norm.weight, m.in_proj.weight, m.conv1d.weight, m.conv1d.bias, m.x_proj.weight,
-                   m.dt_proj.weight, m.dt_proj.bias, m.A_log, m.D, m.out_proj.weight]
+    pool, layers = chain_weights(pooling, ssm, memory_proj)
+    params = [*pool, *(weight for layer in layers for weight in layer)]
     with torch.autocast(token_values.device.type, enabled=False):
         slots, weights, scores, values, conv, scan = _FusedWriteChain.apply(
             shape, window, token_valid, slot_valid, token_scores, token_values, slot_scores, slot_values,
