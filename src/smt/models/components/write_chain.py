@@ -7,6 +7,9 @@ loop only scores the one new slot per write, takes a softmax over N + M numbers 
 SSM. With `pool_over_memory=False` the windows hold tokens only, so all writes are pooled at
 once and the SSM runs in sequence mode: no loop at all.
 
+`write_chain` is a dispatcher over three paths with one signature (`ChainInputs` -> `WriteResult`):
+`tokens_only_chain` (pool_over_memory=False), `fused_write_chain` (a Mamba memory, >= FUSED_MIN_WRITES
+writes) and `loop_chain` (through autograd, every other case, and the fused path's reference).
 `write_chain_reference` builds every window explicitly and calls the pooling module on it;
 it is the oracle the fast chain is tested against.
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -63,38 +67,74 @@ def write_chain(
     `fused_write_chain` (the loop below, through autograd, is its reference and runs every other case).
     """
     M = window_tokens
-    B, N = slot_scores.shape[0], slot_scores.shape[1]
     window = write_index[:, None] - (M - 1) + torch.arange(M, device=write_index.device)  # (W, M)
-    W = window.shape[0]
+    chain = ChainInputs(pooling, ssm, memory_proj, slot_offsets, token_scores, token_values, token_valid, window,
+                        slot_scores, slot_values, slot_valid, ssm_state)
+    W, N = window.shape[0], slot_scores.shape[1]
     if W == 0:
+        B = slot_scores.shape[0]
         empty_weights = token_scores.new_zeros(B, 0, pooling.n_heads, N + M)
         return WriteResult(token_values.new_zeros(B, 0, token_values.shape[-1]), empty_weights,
                            slot_scores, slot_values, ssm_state)
+    if not pool_over_memory:
+        return tokens_only_chain(chain)
+    if fused and isinstance(ssm, MambaStack) and N > 0 and W >= FUSED_MIN_WRITES:
+        return WriteResult(*fused_write_chain(*chain))
+    return loop_chain(chain)
 
-    def to_slot(ssm_out: Tensor, w: int | None) -> Tensor:
-        slot = memory_proj(ssm_out)
-        if slot_offsets is not None:
-            slot = slot + (slot_offsets if w is None else slot_offsets[:, w])
+
+class ChainInputs(NamedTuple):
+    """What every path of the chain takes (see `write_chain`); window (W, M) holds the index into
+    the token_* tensors of every window position of every write."""
+
+    pooling: AttentionPooling
+    ssm: nn.Module
+    memory_proj: nn.Linear
+    slot_offsets: Tensor | None
+    token_scores: Tensor
+    token_values: Tensor
+    token_valid: Tensor
+    window: Tensor
+    slot_scores: Tensor
+    slot_values: Tensor
+    slot_valid: Tensor
+    ssm_state: dict[str, Tensor]
+
+    def windows(self) -> tuple[Tensor, Tensor, Tensor]:
+        """The token half of every write's window: scores (B, W, M, heads), values, validity."""
+        return self.token_scores[:, self.window], self.token_values[:, self.window], self.token_valid[:, self.window]
+
+    def to_slot(self, ssm_out: Tensor, w: int | None) -> Tensor:
+        """A write's slot: the memory projection of the SSM output (+ its learned position)."""
+        slot = self.memory_proj(ssm_out)
+        if self.slot_offsets is not None:
+            slot = slot + (self.slot_offsets if w is None else self.slot_offsets[:, w])
         return slot
 
-    if pool_over_memory and fused and isinstance(ssm, MambaStack) and N > 0 and W >= FUSED_MIN_WRITES:
-        slots, weights, slot_scores, slot_values, ssm_state = fused_write_chain(
-            pooling, ssm, memory_proj, slot_offsets, token_scores, token_values, token_valid, window,
-            slot_scores, slot_values, slot_valid, ssm_state)
-        return WriteResult(slots, weights, slot_scores, slot_values, ssm_state)
 
-    win_scores, win_values, win_valid = token_scores[:, window], token_values[:, window], token_valid[:, window]
-    if not pool_over_memory:
-        pooled, weights = pooling.pool(win_scores.flatten(0, 1), win_values.flatten(0, 1), win_valid.flatten(0, 1))
-        out, ssm_state = ssm(pooled.view(B, W, -1), ssm_state)
-        slots = to_slot(out, None)
-        new_scores, new_values = pooling.project(slots)
-        weights = weights.view(B, W, pooling.n_heads, M)
-        weights = torch.cat([weights.new_zeros(B, W, pooling.n_heads, N), weights], dim=-1)
-        slot_scores = torch.cat([slot_scores, new_scores], dim=1)[:, W:]
-        slot_values = torch.cat([slot_values, new_values.to(slot_values.dtype)], dim=1)[:, W:]
-        return WriteResult(slots, weights, slot_scores, slot_values, ssm_state)
+def tokens_only_chain(c: ChainInputs) -> WriteResult:
+    """pool_over_memory=False: the windows hold tokens only, so every write is pooled at once and
+    the SSM runs in sequence mode (no loop)."""
+    B, N, (W, M) = c.slot_scores.shape[0], c.slot_scores.shape[1], c.window.shape
+    pooling = c.pooling
+    win_scores, win_values, win_valid = c.windows()
+    pooled, weights = pooling.pool(win_scores.flatten(0, 1), win_values.flatten(0, 1), win_valid.flatten(0, 1))
+    out, ssm_state = c.ssm(pooled.view(B, W, -1), c.ssm_state)
+    slots = c.to_slot(out, None)
+    new_scores, new_values = pooling.project(slots)
+    weights = weights.view(B, W, pooling.n_heads, M)
+    weights = torch.cat([weights.new_zeros(B, W, pooling.n_heads, N), weights], dim=-1)
+    slot_scores = torch.cat([c.slot_scores, new_scores], dim=1)[:, W:]
+    slot_values = torch.cat([c.slot_values, new_values.to(c.slot_values.dtype)], dim=1)[:, W:]
+    return WriteResult(slots, weights, slot_scores, slot_values, ssm_state)
 
+
+def loop_chain(c: ChainInputs) -> WriteResult:
+    """One write at a time through autograd: any memory SSM, and the reference of the fused path."""
+    B, N, W = c.slot_scores.shape[0], c.slot_scores.shape[1], c.window.shape[0]
+    pooling, slot_scores, slot_values, slot_valid, ssm_state = (c.pooling, c.slot_scores, c.slot_values,
+                                                                c.slot_valid, c.ssm_state)
+    win_scores, win_values, win_valid = c.windows()
     # unbind once: indexing [:, w] inside the loop would make every write's backward
     # allocate and accumulate a gradient the size of all windows
     step_scores, step_values = win_scores.unbind(1), win_values.to(slot_values.dtype).unbind(1)
@@ -105,8 +145,8 @@ def write_chain(
         values = torch.cat([slot_values, step_values[w]], dim=1)
         valid = torch.cat([slot_valid, step_valid[w]], dim=1)
         pooled, weights = pooling.pool(scores, values, valid)
-        out, ssm_state = ssm.step(pooled, ssm_state)
-        slot = to_slot(out, w)
+        out, ssm_state = c.ssm.step(pooled, ssm_state)
+        slot = c.to_slot(out, w)
         new_score, new_value = pooling.project(slot)
         if N > 0:
             slot_scores = torch.cat([slot_scores[:, 1:], new_score[:, None]], dim=1)
