@@ -24,7 +24,7 @@ from smt.models.components.rope import rope_tables
 from smt.models.components.ssm import build_ssm
 from smt.models.components.stream_state import StreamState
 from smt.models.components.transformer import SimpleCausalTransformer
-from smt.models.components.windowed_attention import build_geometry
+from smt.models.components.windowed_attention import WriteLayout, build_geometry
 from smt.models.components.write_chain import write_chain
 from smt.models.generation import StreamingGeneration
 
@@ -173,20 +173,18 @@ class StrideHybridModel(StreamingGeneration, nn.Module):
 
         buffers = state.buffers
         new_buffers: dict[str, Tensor] = {}
-        r = int(p[0]) % S
-        W = (r + T) // S if N > 0 else 0
-        write_pos = (p // S)[:, None] + torch.arange(W, device=ids.device)  # global write index (B, W)
-        slot_token_pos = (write_pos + 1) * S - 1  # the token each slot summarises
-        aux: dict = {"n_writes": W}
+        layout = WriteLayout.of(p, T, M, N, S)
+        slot_token_pos = layout.slot_token_pos  # the token each new slot summarises
+        aux: dict = {"n_writes": layout.n_writes}
         if N > 0:
-            slots, weights = self._write(x, buffers, new_buffers, p, slot_token_pos, T)
+            slots, weights = self._write(x, buffers, new_buffers, layout)
             aux["attention_weights_per_head"] = weights
             aux["attention_weights"] = weights.mean(2)
             aux["memory"] = slots
         else:
             slots = x.new_zeros(B, 0, cfg.d_model)
 
-        geom = build_geometry(p, T, M, N, S, cfg.attention_impl, cfg.block_size)
+        geom = build_geometry(p, T, M, N, S, cfg.attention_impl, cfg.block_size, layout)
         rope = None
         if cfg.position == "rope":
             rope = rope_tables(torch.cat([token_pos, slot_token_pos], 1), cfg.d_head, cfg.rope_base, x.dtype)
@@ -202,28 +200,19 @@ class StrideHybridModel(StreamingGeneration, nn.Module):
         aux["state"] = StreamState(p + T, new_buffers)
         return logits, aux
 
-    def _write(self, x: Tensor, buffers: dict, new_buffers: dict, p: Tensor, slot_token_pos: Tensor, T: int):
+    def _write(self, x: Tensor, buffers: dict, new_buffers: dict, layout: WriteLayout):
         """Run the write chain for this call; fills new_buffers with the pooling and SSM state."""
         cfg = self.config
-        M, N, S = cfg.m_input_tokens, self.n_memory, cfg.stride
+        M = cfg.m_input_tokens
         scores, values = self.pooling.project(x)
         token_scores = torch.cat([buffers["pool_token_scores"], scores], 1)
         token_values = torch.cat([buffers["pool_token_values"].to(values.dtype), values], 1)
-        j = torch.arange(M - 1 + T, device=x.device)
-        token_valid = j[None, :] >= (M - 1 - p.clamp(max=M - 1))[:, None]
-        r = int(p[0]) % S
-        W = slot_token_pos.shape[1]
-        write_index = (M - 1) + (S - 1 - r) + S * torch.arange(W, device=x.device)
-        s = torch.arange(N, device=x.device)
-        slot_valid = s[None, :] >= (N - (p // S).clamp(max=N))[:, None]
         ssm_state = {k: v for k, v in buffers.items() if k.startswith("ssm_")}
-
-        slot_offsets = self.wpe(slot_token_pos) if self.wpe is not None else None
+        slot_offsets = self.wpe(layout.slot_token_pos) if self.wpe is not None else None
         result = write_chain(
-            self.pooling, self.ssm, self.memory_proj, slot_offsets, token_scores, token_values, token_valid,
-            write_index,
-            buffers["pool_slot_scores"], buffers["pool_slot_values"], slot_valid, ssm_state, M,
-            cfg.pool_over_memory, self.fused_write_chain,
+            self.pooling, self.ssm, self.memory_proj, slot_offsets, token_scores, token_values, layout,
+            buffers["pool_slot_scores"], buffers["pool_slot_values"], ssm_state, M, cfg.pool_over_memory,
+            self.fused_write_chain,
         )
         new_buffers["pool_token_scores"] = token_scores[:, token_scores.shape[1] - (M - 1):]
         new_buffers["pool_token_values"] = token_values[:, token_values.shape[1] - (M - 1):]

@@ -45,6 +45,31 @@ class WindowGeometry:
     full_context: bool = False  # the full-attention baseline: the token cache grows
 
 
+@dataclass(frozen=True)
+class WriteLayout:
+    """Where the memory writes of one call fall, computed once (`WriteLayout.of`) and shared by the
+    forward, the write chain and the attention masks."""
+
+    phase: int  # r = position % stride, the same for every row
+    n_writes: int  # W = (r + T) // stride (0 without memory)
+    write_pos: Tensor  # (B, W) global index of each write
+    slot_token_pos: Tensor  # (B, W) the token each new slot summarises (its position)
+    write_index: Tensor  # (W,) index into [M-1 cached tokens, T new] of the token that triggers each write
+    token_valid: Tensor  # (B, M-1+T) the token keys that exist (not before the stream's start)
+    slot_valid: Tensor  # (B, N) the slots before this call that exist
+
+    @classmethod
+    def of(cls, position: Tensor, n_tokens: int, window: int, n_slots: int, stride: int) -> WriteLayout:
+        device = position.device
+        r = int(position[0]) % stride
+        W = (r + n_tokens) // stride if n_slots > 0 else 0
+        write_pos = (position // stride)[:, None] + torch.arange(W, device=device)
+        write_index = (window - 1) + (stride - 1 - r) + stride * torch.arange(W, device=device)
+        return cls(r, W, write_pos, (write_pos + 1) * stride - 1, write_index,
+                   _token_validity(position, window - 1, window - 1 + n_tokens),
+                   _slot_validity(position, n_slots, stride, n_slots))
+
+
 def _token_validity(position: Tensor, cached: int, length: int) -> Tensor:
     """(B, length) True where token key j exists (is not before the stream start)."""
     j = torch.arange(length, device=position.device)
@@ -78,19 +103,21 @@ def build_geometry(
     stride: int,
     impl: str,
     block_size: int,
+    layout: WriteLayout | None = None,
 ) -> WindowGeometry:
     """Masks of SMT (and SWA, N = 0) for T new tokens at `position` (B,): a window of `window`
-    tokens and `n_slots` memory slots; the full-attention baseline's are full_attention_geometry."""
+    tokens and `n_slots` memory slots (`layout`: the call's WriteLayout, computed when not given);
+    the full-attention baseline's are full_attention_geometry."""
     device = position.device
     T, N = n_tokens, n_slots
     M = window
     cached = M - 1
-    r = int(position[0]) % stride
-    W = (r + T) // stride if N > 0 else 0
+    layout = layout or WriteLayout.of(position, T, M, N, stride)
+    r, W = layout.phase, layout.n_writes
     i = torch.arange(T, device=device)
     visible = (r + i) // stride  # v_i
-    tok_valid = _token_validity(position, cached, cached + T)  # (B, Lk)
-    slot_valid = _slot_validity(position, N, stride, N + W)  # (B, Ls)
+    tok_valid = layout.token_valid  # (B, Lk)
+    slot_valid = torch.cat([layout.slot_valid, layout.slot_valid.new_ones(position.shape[0], W)], 1)  # (B, N + W)
 
     slot_mask = None
     if W > 0:

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from smt.models.components.attention_pooling import AttentionPooling
 from smt.models.components.fused_write_chain import fused_write_chain
 from smt.models.components.ssm import MambaStack
+from smt.models.components.windowed_attention import WriteLayout
 
 # below this many writes per call (generation: one write every S tokens) the fused chain's per-call
 # weight preparation costs more than it saves
@@ -48,11 +49,9 @@ def write_chain(
     slot_offsets: Tensor | None,
     token_scores: Tensor,
     token_values: Tensor,
-    token_valid: Tensor,
-    write_index: Tensor,
+    layout: WriteLayout,
     slot_scores: Tensor,
     slot_values: Tensor,
-    slot_valid: Tensor,
     ssm_state: dict[str, Tensor],
     window_tokens: int,
     pool_over_memory: bool = True,
@@ -60,16 +59,17 @@ def write_chain(
 ) -> WriteResult:
     """Run the writes of one call.
 
-    token_* cover [M-1 cached tokens, T new tokens]: scores (B, L, H), values (B, L, d), valid
-    (B, L). write_index (W,) indexes the token that triggers each write. slot_* hold the latest N
-    slots before this call. A slot is memory_proj(SSM output) + slot_offsets[:, w] (B, W, d; learned
-    positions, or None). fused=True runs a Mamba memory's chain of >= FUSED_MIN_WRITES writes through
-    `fused_write_chain` (the loop below, through autograd, is its reference and runs every other case).
+    token_* cover [M-1 cached tokens, T new tokens]: scores (B, L, H), values (B, L, d); `layout`
+    (the call's WriteLayout) says which tokens exist, which token triggers each write and which of
+    the latest N slots (slot_*, before this call) exist. A slot is memory_proj(SSM output) +
+    slot_offsets[:, w] (B, W, d; learned positions, or None). fused=True runs a Mamba memory's chain
+    of >= FUSED_MIN_WRITES writes through `fused_write_chain` (`loop_chain`, through autograd, is its
+    reference and runs every other case).
     """
-    M = window_tokens
+    M, write_index = window_tokens, layout.write_index
     window = write_index[:, None] - (M - 1) + torch.arange(M, device=write_index.device)  # (W, M)
-    chain = ChainInputs(pooling, ssm, memory_proj, slot_offsets, token_scores, token_values, token_valid, window,
-                        slot_scores, slot_values, slot_valid, ssm_state)
+    chain = ChainInputs(pooling, ssm, memory_proj, slot_offsets, token_scores, token_values, layout.token_valid,
+                        window, slot_scores, slot_values, layout.slot_valid, ssm_state)
     W, N = window.shape[0], slot_scores.shape[1]
     if W == 0:
         B = slot_scores.shape[0]
