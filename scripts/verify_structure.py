@@ -16,6 +16,7 @@ REQUIRED = [
     "src/smt/__init__.py",
     "src/smt/config.py",
     "src/smt/cli.py",
+    "src/smt/models/base.py",
     "src/smt/models/stride_hybrid.py",
     "src/smt/models/generation.py",
     "src/smt/models/components/attention_pooling.py",

@@ -19,61 +19,17 @@ import torch
 from torch import Tensor, nn
 
 from smt.config import StrideHybridConfig
+from smt.models.base import LanguageModel, count
 from smt.models.components.attention_pooling import AttentionPooling
 from smt.models.components.rope import rope_tables
 from smt.models.components.ssm import build_ssm
 from smt.models.components.stream_state import StreamState
 from smt.models.components.transformer import SimpleCausalTransformer
 from smt.models.components.windowed_attention import full_attention_geometry
-from smt.models.generation import StreamingGeneration
-from smt.models.stride_hybrid import StrideHybridModel, check_input_ids, resolve_device
+from smt.models.stride_hybrid import StrideHybridModel, check_input_ids
 
 
-def _count(module: nn.Module | None) -> int:
-    return 0 if module is None else sum(p.numel() for p in module.parameters())
-
-
-class _LanguageModelBase(StreamingGeneration, nn.Module):
-    """Embedding, tied lm_head, state checks and the shared generate/step/count_parameters."""
-
-    def __init__(self, config: StrideHybridConfig) -> None:
-        super().__init__()
-        self.config = config
-        self.wte = nn.Embedding(config.vocab_size, config.d_model)
-        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
-        nn.init.normal_(self.wte.weight, std=config.initializer_range)
-        if config.tie_embeddings:
-            self.lm_head.weight = self.wte.weight
-        else:
-            nn.init.normal_(self.lm_head.weight, std=config.initializer_range)
-
-    def _finish_init(self) -> None:
-        self.to(device=resolve_device(self.config.device), dtype=getattr(torch, self.config.dtype))
-
-    @property
-    def device(self) -> torch.device:
-        return self.wte.weight.device
-
-    def count_parameters(self) -> dict:
-        """Total (tied weights counted once) and a breakdown with StrideHybridModel's keys."""
-        tied = self.lm_head.weight is self.wte.weight
-        breakdown = {"embedding": 0, "transformer": 0, "attention_pooling": 0, "ssm": 0,
-                     "lm_head": 0 if tied else _count(self.lm_head), **self._breakdown()}  # type: ignore[attr-defined]
-        return {"total": sum(p.numel() for p in self.parameters()), "breakdown": breakdown,
-                "lm_head_tied": tied}
-
-    def _check_state(self, state: StreamState | None, batch: int) -> StreamState:
-        if state is None:
-            return self.init_state(batch)
-        if not isinstance(state, StreamState):
-            raise TypeError("state must be a StreamState (aux['state'] of a previous call), "
-                            f"got {type(state).__name__}")
-        state = state.fitted_to(self.init_state(1), batch, f"{type(self).__name__} (arch={self.config.arch!r})",
-                            grows=("token_kv",))  # the full-attention KV cache grows along the stream
-        return state
-
-
-class FullAttentionLM(_LanguageModelBase):
+class FullAttentionLM(LanguageModel):
     """GPT: SMT's transformer blocks with causal attention over everything seen so far.
 
     The state's `token_kv` (B, layers, 2, heads, cached, d_head) grows with the stream; it is
@@ -81,11 +37,14 @@ class FullAttentionLM(_LanguageModelBase):
     `reset_rows`) are masked, so rows may sit at different positions.
     """
 
+    growing_state = ("token_kv",)
+
     def __init__(self, config: StrideHybridConfig) -> None:
         super().__init__(config)
         if config.arch != "gpt":
             raise ValueError(f"FullAttentionLM is arch 'gpt', got arch={config.arch!r}; use build_model(config)")
-        self.wpe = None
+        self._make_embedding()
+        self._make_head()
         if config.position == "learned":
             self.wpe = nn.Embedding(config.max_position_embeddings, config.d_model)
             nn.init.normal_(self.wpe.weight, std=config.initializer_range / 2)
@@ -93,7 +52,7 @@ class FullAttentionLM(_LanguageModelBase):
         self._finish_init()
 
     def _breakdown(self) -> dict[str, int]:
-        return {"embedding": _count(self.wte) + _count(self.wpe), "transformer": _count(self.transformer)}
+        return {"transformer": count(self.transformer)}
 
     def init_state(self, batch_size: int) -> StreamState:
         cfg, dev, dt = self.config, self.device, self.wte.weight.dtype
@@ -132,7 +91,7 @@ class FullAttentionLM(_LanguageModelBase):
         return self.lm_head(hidden), {"n_writes": 0, "state": StreamState(p + T, {"token_kv": new_kv})}
 
 
-class MambaLM(_LanguageModelBase):
+class MambaLM(LanguageModel):
     """Mamba-only LM: token embeddings -> the SSM stack (ssm_n_layers, ssm_type) -> tied lm_head."""
 
     def __init__(self, config: StrideHybridConfig) -> None:
@@ -141,11 +100,13 @@ class MambaLM(_LanguageModelBase):
             raise ValueError(f"MambaLM is arch 'mamba', got arch={config.arch!r}; use build_model(config)")
         if config.ssm_n_layers < 1:
             raise ValueError("arch 'mamba' needs ssm_n_layers >= 1 (the SSM stack is the whole model)")
+        self._make_embedding()
+        self._make_head()
         self.ssm = build_ssm(config)
         self._finish_init()
 
     def _breakdown(self) -> dict[str, int]:
-        return {"embedding": _count(self.wte), "ssm": _count(self.ssm)}
+        return {"ssm": count(self.ssm)}
 
     def init_state(self, batch_size: int) -> StreamState:
         dev = self.device
@@ -186,11 +147,11 @@ def _stack_size(config: StrideHybridConfig, depth: int) -> int:
     embedding = V * d + (cfg.max_position_embeddings * d if cfg.position == "learned" and cfg.arch != "mamba" else 0)
     head = 0 if cfg.tie_embeddings else V * d
     if cfg.arch == "mamba":
-        return embedding + head + _count(build_ssm(cfg))
-    total = embedding + head + _count(SimpleCausalTransformer(cfg))
+        return embedding + head + count(build_ssm(cfg))
+    total = embedding + head + count(SimpleCausalTransformer(cfg))
     if cfg.has_memory:
         pooling = AttentionPooling(d, cfg.pooling_heads)
-        total += _count(pooling) + _count(build_ssm(cfg)) + d * d  # d * d: memory_proj
+        total += count(pooling) + count(build_ssm(cfg)) + d * d  # d * d: memory_proj
     return total
 
 

@@ -12,13 +12,12 @@ one token at a time) with the same logits as one call.
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from smt.config import StrideHybridConfig
+from smt.models.base import LanguageModel, count
 from smt.models.components.attention_pooling import AttentionPooling
 from smt.models.components.rope import rope_tables
 from smt.models.components.ssm import build_ssm
@@ -26,21 +25,6 @@ from smt.models.components.stream_state import StreamState
 from smt.models.components.transformer import SimpleCausalTransformer
 from smt.models.components.windowed_attention import WriteLayout, build_geometry
 from smt.models.components.write_chain import write_chain
-from smt.models.generation import StreamingGeneration
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        # the seed's quick start builds with device='cuda' "or 'cpu'": on a machine without a GPU
-        # the model is built on the CPU, said once, rather than failing
-        warnings.warn(f"device={name!r} but CUDA is not available here: the model is built on the CPU "
-                      "(use device='cpu' or 'auto' to silence this)", stacklevel=3)
-        return torch.device("cpu")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise ValueError("device='mps' but MPS is not available here; use device='cpu' or 'auto'")
-    return torch.device(name)
 
 
 def check_input_ids(input_ids: Tensor, vocab_size: int) -> Tensor:
@@ -63,60 +47,35 @@ def check_input_ids(input_ids: Tensor, vocab_size: int) -> Tensor:
     return input_ids.long()
 
 
-class StrideHybridModel(StreamingGeneration, nn.Module):
+class StrideHybridModel(LanguageModel):
     """The Stride Memory Transformer; also the sliding-window baseline (arch='swa' or N=0)."""
 
     # the hand-differentiated write chain for a Mamba memory; False runs the autograd loop (its reference)
     fused_write_chain: bool = True
 
     def __init__(self, config: StrideHybridConfig) -> None:
-        super().__init__()
+        super().__init__(config)
         if config.arch not in ("smt", "swa"):
             raise ValueError(f"arch={config.arch!r} is a baseline with its own class; "
                              "build it with smt.models.build_model(config)")
-        self.config = config
         d = config.d_model
         self.n_memory = config.n_ssm_outputs if config.has_memory else 0
-        self.wte = nn.Embedding(config.vocab_size, d)
-        self.wpe = nn.Embedding(config.max_position_embeddings, d) if config.position == "learned" else None
+        self._make_embedding(positions=config.position == "learned")
         self.transformer = SimpleCausalTransformer(config)
         if self.n_memory > 0:
             self.pooling = AttentionPooling(d, config.pooling_heads, config.layer_norm_eps, config.initializer_range)
             self.ssm = build_ssm(config)
             self.memory_proj = nn.Linear(d, d, bias=False)
             nn.init.normal_(self.memory_proj.weight, std=config.initializer_range)
-        self.lm_head = nn.Linear(d, config.vocab_size, bias=False)
-        nn.init.normal_(self.wte.weight, std=config.initializer_range)
-        if self.wpe is not None:
-            nn.init.normal_(self.wpe.weight, std=config.initializer_range / 2)
-        if config.tie_embeddings:
-            self.lm_head.weight = self.wte.weight
-        else:
-            nn.init.normal_(self.lm_head.weight, std=config.initializer_range)
-        self.to(device=resolve_device(config.device), dtype=getattr(torch, config.dtype))
+        self._make_head()
+        self._finish_init()
 
     # ------------------------------------------------------------------ sizes
-    def count_parameters(self) -> dict:
-        """Total (tied weights counted once) and a breakdown by part."""
-        def count(module: nn.Module | None) -> int:
-            return 0 if module is None else sum(p.numel() for p in module.parameters())
-
-        tied = self.lm_head.weight is self.wte.weight
-        breakdown = {
-            "embedding": count(self.wte) + count(self.wpe),
-            "transformer": count(self.transformer),
-            "attention_pooling": count(getattr(self, "pooling", None)),
-            "ssm": count(getattr(self, "ssm", None)) + count(getattr(self, "memory_proj", None)),
-            "lm_head": 0 if tied else count(self.lm_head),
-        }
-        total = sum(p.numel() for p in self.parameters())  # parameters() yields shared tensors once
-        return {"total": total, "breakdown": breakdown, "lm_head_tied": tied}
+    def _breakdown(self) -> dict[str, int]:
+        return {"transformer": count(self.transformer), "attention_pooling": count(getattr(self, "pooling", None)),
+                "ssm": count(getattr(self, "ssm", None)) + count(getattr(self, "memory_proj", None))}
 
     # ------------------------------------------------------------------ state
-    @property
-    def device(self) -> torch.device:
-        return self.wte.weight.device
-
     def init_state(self, batch_size: int) -> StreamState:
         """The state of `batch_size` fresh streams (nothing seen yet)."""
         cfg, dev, dt = self.config, self.device, self.wte.weight.dtype
@@ -136,12 +95,7 @@ class StrideHybridModel(StreamingGeneration, nn.Module):
         return StreamState(position, buffers)
 
     def _check_state(self, state: StreamState | None, batch: int) -> StreamState:
-        if state is None:
-            return self.init_state(batch)
-        if not isinstance(state, StreamState):
-            raise TypeError("state must be a StreamState (aux['state'] of a previous call), "
-                            f"got {type(state).__name__}")
-        state = state.fitted_to(self.init_state(1), batch, f"{type(self).__name__} (arch={self.config.arch!r})")
+        state = super()._check_state(state, batch)
         phase = state.position % self.config.stride
         if bool((phase != phase[0]).any()):
             raise ValueError("all streams in a batch must be at the same position modulo stride "

@@ -1,0 +1,95 @@
+"""LanguageModel: what SMT and its baselines share (embeddings, the tied head, device and dtype,
+parameter counts, the check of a carried stream state) on top of StreamingGeneration's
+generate / step.
+
+The embedding and the head are made by two calls, `_make_embedding` and `_make_head`, that each
+model places where its parameters have always been initialised: the random draws happen in the
+same order as before, so a seed gives the same model (and every recorded result its numbers).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from smt.config import StrideHybridConfig
+from smt.models.components.stream_state import StreamState
+from smt.models.generation import StreamingGeneration
+
+
+def resolve_device(name: str) -> torch.device:
+    import warnings
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        # the seed's quick start builds with device='cuda' "or 'cpu'": on a machine without a GPU
+        # the model is built on the CPU, said once, rather than failing
+        warnings.warn(f"device={name!r} but CUDA is not available here: the model is built on the CPU "
+                      "(use device='cpu' or 'auto' to silence this)", stacklevel=3)
+        return torch.device("cpu")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("device='mps' but MPS is not available here; use device='cpu' or 'auto'")
+    return torch.device(name)
+
+
+def count(module: nn.Module | None) -> int:
+    return 0 if module is None else sum(p.numel() for p in module.parameters())
+
+
+class LanguageModel(StreamingGeneration, nn.Module):
+    """Subclasses call `_make_embedding`, build their body, `_make_head` (in the order that fixes
+    their initialisation), then `_finish_init`; they provide `_breakdown`, `init_state`, `forward`."""
+
+    # buffers of the stream state whose length axis (-2) grows along the stream
+    growing_state: tuple[str, ...] = ()
+
+    def __init__(self, config: StrideHybridConfig) -> None:
+        super().__init__()
+        self.config = config
+
+    def _make_embedding(self, positions: bool = False) -> None:
+        cfg = self.config
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.wpe = nn.Embedding(cfg.max_position_embeddings, cfg.d_model) if positions else None
+
+    def _make_head(self) -> None:
+        """The lm_head (tied to the embedding unless config.tie_embeddings is false), and the
+        embeddings' initialisation."""
+        cfg = self.config
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        nn.init.normal_(self.wte.weight, std=cfg.initializer_range)
+        if self.wpe is not None:
+            nn.init.normal_(self.wpe.weight, std=cfg.initializer_range / 2)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.wte.weight
+        else:
+            nn.init.normal_(self.lm_head.weight, std=cfg.initializer_range)
+
+    def _finish_init(self) -> None:
+        self.to(device=resolve_device(self.config.device), dtype=getattr(torch, self.config.dtype))
+
+    @property
+    def device(self) -> torch.device:
+        return self.wte.weight.device
+
+    def _breakdown(self) -> dict[str, int]:
+        """The model's parts beyond the embedding and head (transformer / attention_pooling / ssm)."""
+        return {}
+
+    def count_parameters(self) -> dict:
+        """Total (tied weights counted once) and a breakdown by part, the same keys for every model."""
+        tied = self.lm_head.weight is self.wte.weight
+        breakdown = {"embedding": count(self.wte) + count(self.wpe), "transformer": 0, "attention_pooling": 0,
+                     "ssm": 0, "lm_head": 0 if tied else count(self.lm_head), **self._breakdown()}
+        return {"total": sum(p.numel() for p in self.parameters()), "breakdown": breakdown, "lm_head_tied": tied}
+
+    def _check_state(self, state: StreamState | None, batch: int) -> StreamState:
+        """A fresh state for `batch` streams, or `state` checked (and cast) for this model."""
+        if state is None:
+            return self.init_state(batch)  # type: ignore[attr-defined]
+        if not isinstance(state, StreamState):
+            raise TypeError("state must be a StreamState (aux['state'] of a previous call), "
+                            f"got {type(state).__name__}")
+        return state.fitted_to(self.init_state(1), batch,  # type: ignore[attr-defined]
+                               f"{type(self).__name__} (arch={self.config.arch!r})", grows=self.growing_state)
