@@ -9,6 +9,8 @@ same order as before, so a seed gives the same model (and every recorded result 
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 
@@ -18,8 +20,6 @@ from smt.models.generation import StreamingGeneration
 
 
 def resolve_device(name: str) -> torch.device:
-    import warnings
-
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():

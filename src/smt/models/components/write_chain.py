@@ -79,7 +79,7 @@ def write_chain(
     if not pool_over_memory:
         return tokens_only_chain(chain)
     if fused and isinstance(ssm, MambaStack) and N > 0 and W >= FUSED_MIN_WRITES:
-        return WriteResult(*fused_write_chain(*chain))
+        return WriteResult(*fused_write_chain(**chain._asdict()))  # by name: the fields are its parameters
     return loop_chain(chain)
 
 
