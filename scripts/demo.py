@@ -194,10 +194,10 @@ def text_demo(args: argparse.Namespace, out: Path) -> int:
         losses[name] = result.final_eval
         print(f"trained {name} on {args.data}: {args.steps} steps in {time.perf_counter() - started:.0f} s, "
               f"validation loss {result.final_eval['loss']:.3f} (ppl {result.final_eval['ppl']:.1f})")
-    from smt.evaluation.train_task import load_trained_model
+    from smt.models import load_model
 
     tokenizer = load_tokenizer(tokenizer_dir)
-    model = load_trained_model(out / "text_smt" / "checkpoints" / f"step_{args.steps:06d}")
+    model = load_model(out / "text_smt" / "checkpoints" / f"step_{args.steps:06d}")
     prompt = "The"
     ids = torch.tensor([tokenizer.encode(prompt)])
     text = tokenizer.decode(model.generate(ids, max_new_tokens=80, temperature=0.8, top_p=0.95, seed=args.seed)[0])

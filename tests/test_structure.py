@@ -31,3 +31,28 @@ def test_requirements_txt_matches_pyproject():
     listed = [line for line in lines if line and not line.startswith("#")]
     assert listed[-1] == "-e ."
     assert sorted(listed[:-1]) == sorted(declared)
+
+
+def _smt_imports(path) -> set[str]:
+    """The smt modules a source file imports, at the top or inside functions."""
+    import ast
+
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("smt"):
+            names.add(node.module)
+        elif isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names if alias.name.startswith("smt"))
+    return names
+
+
+def test_the_layers_import_downwards_only():
+    """config <- model_directory <- models <- pretrained / training / evaluation: the model format
+    needs no model, and the models need neither the pretrained mappings nor the trainer (the old
+    models <-> pretrained cycle is gone)."""
+    package = REPO / "src" / "smt"
+    assert _smt_imports(package / "model_directory.py") <= {"smt.config", "smt.data.tokenizer"}
+    for path in (package / "models").rglob("*.py"):
+        higher = {m for m in _smt_imports(path) if m.startswith(("smt.pretrained", "smt.training", "smt.evaluation",
+                                                                 "smt.commands"))}
+        assert not higher, f"{path.relative_to(package)} imports {sorted(higher)}"

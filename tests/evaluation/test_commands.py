@@ -8,8 +8,8 @@ import torch
 
 from smt import StrideHybridConfig
 from smt.cli import main
+from smt.model_directory import save_model_dir
 from smt.models.baselines import build_model
-from smt.training.checkpoint import save_model_dir
 
 
 def saved_model(tmp_path, shared_data, arch: str = "smt"):

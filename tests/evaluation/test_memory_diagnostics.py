@@ -250,7 +250,7 @@ def test_diagnose_plots_and_refuses_models_without_memory(tmp_path):
 
 
 def test_diagnose_command(tmp_path, capsys):
-    from smt.training.checkpoint import save_model_dir
+    from smt.model_directory import save_model_dir
 
     tiny().save_pretrained(tmp_path / "smt")
     out = tmp_path / "diag"

@@ -41,7 +41,7 @@ def test_chunked_equals_whole_equals_token_by_token(arch):
 
 def test_build_model_dispatch():
     assert isinstance(make("smt"), StrideHybridModel)
-    assert isinstance(make("swa"), StrideHybridModel) and make("swa").n_memory == 0
+    assert isinstance(make("swa"), StrideHybridModel) and make("swa").n_slots == 0
     assert isinstance(make("gpt"), FullAttentionLM)
     assert isinstance(make("mamba"), MambaLM)
     with pytest.raises(TypeError, match="StrideHybridConfig"):

@@ -75,7 +75,7 @@ def test_gpt2model_layout_with_mask_buffers_and_no_config(gpt2_dir):
 
 
 def test_the_method_on_the_model_class_delegates(gpt2_dir, capsys):
-    model = StrideHybridModel.from_components(gpt2_parity_config(), gpt2=str(gpt2_dir))
+    model = from_components(gpt2_parity_config(), gpt2=str(gpt2_dir))
     assert "token embedding from: gpt2" in capsys.readouterr().out
     assert isinstance(model, StrideHybridModel)
 

@@ -13,7 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
-from smt.training.checkpoint import write_json_atomic
+from smt.model_directory import write_json_atomic
 
 
 def add_parser(sub) -> None:
@@ -47,11 +47,11 @@ def add_parser(sub) -> None:
 
 def load_for_eval(path: str | Path, device: str = "cpu"):
     """(model in eval mode, tokenizer or None, directory) from any checkpoint/model directory."""
-    from smt.evaluation.train_task import load_trained_model
+    from smt.models import load_model
     from smt.training.checkpoint import resolve_checkpoint
 
     directory = resolve_checkpoint(path)
-    model = load_trained_model(directory, device)
+    model = load_model(directory, device)
     tokenizer = None
     if (directory / "tokenizer.json").is_file():
         from smt.data import load_tokenizer

@@ -26,32 +26,20 @@ def add_parser(sub) -> None:
 
 def load_trained(path: str | Path, prefer_best: bool = True, device: str = "cpu"):
     """(model in eval mode, tokenizer, step directory) from a run/checkpoint/model directory."""
-    from smt.training.checkpoint import (
-        TRAINING_FILE,
-        load_model_weights,
-        read_model_config,
-        resolve_checkpoint,
-        verify_checkpoint,
-    )
-    from smt.training.model_factory import build_model
+    from smt.data import load_tokenizer
+    from smt.models import load_model
+    from smt.training.checkpoint import resolve_checkpoint
 
     directory = resolve_checkpoint(path, prefer_best)
-    if (directory / TRAINING_FILE).is_file():
-        verify_checkpoint(directory)
+    model = load_model(directory, device)  # checks the directory's checksums first
     tokenizer_file = directory / "tokenizer.json"
     if not tokenizer_file.is_file():
         raise FileNotFoundError(f"{tokenizer_file} is missing: the checkpoint has no tokenizer; copy the "
                                 "run's tokenizer.json into it")
-    from smt.data import load_tokenizer
-
     tokenizer = load_tokenizer(tokenizer_file)
-    config = read_model_config(directory).replace(device=device)
-    if tokenizer.vocab_size > config.vocab_size:
+    if tokenizer.vocab_size > model.config.vocab_size:
         raise ValueError(f"{tokenizer_file} has {tokenizer.vocab_size} tokens but the model in {directory} has "
-                         f"vocab_size {config.vocab_size}: the tokenizer does not belong to this model")
-    model = build_model(config)
-    load_model_weights(model, directory)
-    model.eval()
+                         f"vocab_size {model.config.vocab_size}: the tokenizer does not belong to this model")
     return model, tokenizer, directory
 
 

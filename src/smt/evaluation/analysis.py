@@ -23,7 +23,7 @@ def pooling_weights(model, tokens, segment_len: int = 512, progress: bool = Fals
     """Pooling weights of every write of one document, (writes, N + M), heads averaged."""
     from tqdm.auto import tqdm
 
-    if not getattr(model, "n_memory", 0):
+    if not getattr(model, "n_slots", 0):
         raise ValueError("this model has no memory writes (arch swa/gpt/mamba or n_ssm_outputs=0); "
                          "attention-pooling analysis needs an SMT model")
     model.eval()

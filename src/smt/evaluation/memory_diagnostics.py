@@ -48,9 +48,9 @@ def _arch(model) -> str:
 
 
 def _require_memory(model, what: str) -> None:
-    if not getattr(model, "n_memory", 0):
+    if not getattr(model, "n_slots", 0):
         raise ValueError(f"{what} needs a model with memory writes; this model (arch={_arch(model)!r}, "
-                         f"n_memory={getattr(model, 'n_memory', 0)}) has none (swa/gpt/mamba baselines or "
+                         f"n_slots={getattr(model, 'n_slots', 0)}) has none (swa/gpt/mamba baselines or "
                          "n_ssm_outputs=0)")
 
 
@@ -319,7 +319,7 @@ def write_gradient_by_distance(model, input_ids, targets) -> dict:
 
 
 # --------------------------------------------------------------- 2. pooling weight on the key
-def covering_writes(key_position: int, n_writes: int, n_memory: int, window: int, stride: int) -> list[tuple[int, int]]:
+def covering_writes(key_position: int, n_writes: int, n_slots: int, window: int, stride: int) -> list[tuple[int, int]]:
     """(write k, window position) of every write whose token window holds `key_position` (fresh
     stream): write k after token t_k = (k+1)*S - 1 pools tokens t_k-M+1..t_k at window positions
     N..N+M-1, so the key sits at N + M - 1 - (t_k - key_position)."""
@@ -329,7 +329,7 @@ def covering_writes(key_position: int, n_writes: int, n_memory: int, window: int
         if t - key_position > window - 1:
             break
         if t >= key_position:
-            out.append((k, n_memory + window - 1 - (t - key_position)))
+            out.append((k, n_slots + window - 1 - (t - key_position)))
     return out
 
 
@@ -351,7 +351,7 @@ def key_pooling_weight(model, input_ids, key_positions, query_positions=None) ->
     keys = _positions(key_positions, B, "key_positions", T)
     queries = _positions(T - 1 if query_positions is None else query_positions, B, "query_positions", T)
     cfg = model.config
-    N, M, S = model.n_memory, cfg.m_input_tokens, cfg.stride
+    N, M, S = model.n_slots, cfg.m_input_tokens, cfg.stride
     with _diagnostic_mode(model):
         _, aux = model(ids)
     W = int(aux["n_writes"])
@@ -398,7 +398,7 @@ def key_pooling_weight(model, input_ids, key_positions, query_positions=None) ->
     }
     per_sample = {"key_position": keys.tolist(), "distance": (queries - keys).tolist(),
                   **{k: (v if k == "n_covering_writes" else _nums(v)) for k, v in rows.items()}}
-    return {"uniform": uniform, "n_memory": N, "window_tokens": M, "stride": S, "n_writes": W,
+    return {"uniform": uniform, "n_slots": N, "window_tokens": M, "stride": S, "n_writes": W,
             "per_sample": per_sample, "summary": summary}
 
 
@@ -418,7 +418,7 @@ def _ssm_layers(model) -> tuple[str, list[nn.Module]]:
 
 
 def _ssm_unit(model) -> str:
-    return "write" if getattr(model, "n_memory", 0) else "token"
+    return "write" if getattr(model, "n_slots", 0) else "token"
 
 
 def _expected_steps(model, T: int) -> int:
@@ -499,7 +499,7 @@ def _key_query_steps(model, T: int, keys: Tensor, queries: Tensor) -> tuple[list
     S, M, W = cfg.stride, cfg.m_input_tokens, T // cfg.stride
     key_steps = []
     for kp in keys.tolist():
-        cover = covering_writes(kp, W, model.n_memory, M, S)
+        cover = covering_writes(kp, W, model.n_slots, M, S)
         key_steps.append(cover[-1][0] if cover else None)
     return key_steps, [q // S - 1 for q in queries.tolist()]
 
@@ -604,7 +604,7 @@ def memory_attention_mass(model, input_ids, check: bool = True) -> dict:
     ids = _ids(model, input_ids)
     B, T = ids.shape
     cfg = model.config
-    N, M, S = model.n_memory, cfg.m_input_tokens, cfg.stride
+    N, M, S = model.n_slots, cfg.m_input_tokens, cfg.stride
     blocks = list(model.transformer.h)
     captured: list[dict] = [{} for _ in blocks]
     handles = []
@@ -719,7 +719,7 @@ def diagnose(model, task_config, n_samples: int = 64, seed: int = 0) -> dict:
     A model without memory raises ValueError, except a Mamba LM, whose SSM retention (per token)
     is still measured."""
     cfg = model.config
-    has_memory = bool(getattr(model, "n_memory", 0))
+    has_memory = bool(getattr(model, "n_slots", 0))
     has_ssm = hasattr(getattr(model, "ssm", None), "layers")
     if not has_memory and not has_ssm:
         raise ValueError(f"this model (arch={cfg.arch!r}) has no memory and no SSM: none of the memory "
@@ -729,7 +729,7 @@ def diagnose(model, task_config, n_samples: int = 64, seed: int = 0) -> dict:
     ids, targets, keys = prompts["input_ids"], prompts["targets"], prompts["key_positions"]
     T = ids.shape[1]
     result: dict = {
-        "model": {"arch": cfg.arch, "n_memory": int(getattr(model, "n_memory", 0)),
+        "model": {"arch": cfg.arch, "n_slots": int(getattr(model, "n_slots", 0)),
                   "m_input_tokens": cfg.m_input_tokens,
                   "stride": cfg.stride, "n_layers": cfg.transformer_n_layers, "ssm_type": cfg.ssm_type,
                   "ssm_n_layers": cfg.ssm_n_layers, "pool_over_memory": bool(cfg.pool_over_memory),
@@ -754,8 +754,8 @@ def diagnose(model, task_config, n_samples: int = 64, seed: int = 0) -> dict:
 def summarize(result: dict) -> str:
     """A short readable summary of `diagnose`'s result."""
     m, p = result["model"], result["prompts"]
-    if m["n_memory"]:
-        shape = (f"model: arch={m['arch']} N={m['n_memory']} M={m['m_input_tokens']} S={m['stride']}, "
+    if m["n_slots"]:
+        shape = (f"model: arch={m['arch']} N={m['n_slots']} M={m['m_input_tokens']} S={m['stride']}, "
                  f"{m['ssm_n_layers']} {m['ssm_type']} SSM layers, pooling over "
                  f"{'memory + tokens' if m['pool_over_memory'] else 'tokens only'}")
     else:

@@ -32,9 +32,9 @@ class _ClassOrInstanceMethod:
         def call(weights, *args, window_size: int | None = None, n_ssm: int | None = None, **kwargs):
             analyzer = instance
             if instance is None or window_size is not None or n_ssm is not None:
-                n = n_ssm if n_ssm is not None else (instance.n_memory if instance else DEFAULT_N_SSM)
+                n = n_ssm if n_ssm is not None else (instance.n_slots if instance else DEFAULT_N_SSM)
                 size = window_size if window_size is not None else (
-                    instance.n_memory + instance.n_tokens if instance else DEFAULT_N_SSM + DEFAULT_M_TOKENS)
+                    instance.n_slots + instance.n_tokens if instance else DEFAULT_N_SSM + DEFAULT_M_TOKENS)
                 if not 0 <= n < size:
                     raise ValueError(f"window_size={size} and n_ssm={n}: the window holds n_ssm memory slots "
                                      "and at least one token; use 0 <= n_ssm < window_size")
@@ -55,7 +55,7 @@ class AttentionPoolingAnalyzer:
     class with the window as keywords, as the seed's quick start does."""
 
     def __init__(self, n_ssm_outputs: int, m_input_tokens: int) -> None:
-        self.n_memory = n_ssm_outputs
+        self.n_slots = n_ssm_outputs
         self.n_tokens = m_input_tokens
 
     @classmethod
@@ -65,9 +65,9 @@ class AttentionPoolingAnalyzer:
     def _as_writes(self, weights: Tensor) -> Tensor:
         """Any of (L,), (W, L), (B, W, L), (B, W, H, L) -> (rows, L) float64 on CPU."""
         weights = torch.as_tensor(weights).detach().to("cpu", torch.float64)
-        if weights.shape[-1] != self.n_memory + self.n_tokens:
+        if weights.shape[-1] != self.n_slots + self.n_tokens:
             raise ValueError(f"weights have {weights.shape[-1]} window positions, expected "
-                             f"N + M = {self.n_memory} + {self.n_tokens}; give the window as "
+                             f"N + M = {self.n_slots} + {self.n_tokens}; give the window as "
                              "window_size=N+M, n_ssm=N")
         return weights.reshape(-1, weights.shape[-1])
 
@@ -83,11 +83,11 @@ class AttentionPoolingAnalyzer:
         rows = self._as_writes(weights)
         if rows.numel() == 0:
             raise ValueError("no pooling weights to analyse (the sequence made no memory writes)")
-        memory_share = rows[:, : self.n_memory].sum(-1)
+        memory_share = rows[:, : self.n_slots].sum(-1)
         entropy = -(rows * rows.clamp_min(1e-30).log()).sum(-1)
         result = {
             "ssm_total": float(memory_share.mean()),
-            "input_total": float(rows[:, self.n_memory:].sum(-1).mean()),
+            "input_total": float(rows[:, self.n_slots:].sum(-1).mean()),
             "entropy": float(entropy.mean()),
             "max_entropy": math.log(rows.shape[-1]),
             "per_position": rows.mean(0).tolist(),
@@ -95,7 +95,7 @@ class AttentionPoolingAnalyzer:
         }
         w = torch.as_tensor(weights).detach().to("cpu", torch.float64)
         if w.dim() >= 2:
-            by_write = w[..., : self.n_memory].sum(-1)
+            by_write = w[..., : self.n_slots].sum(-1)
             if w.dim() == 4:
                 by_write = by_write.mean(2)
             if by_write.dim() == 2:
@@ -121,15 +121,15 @@ class AttentionPoolingAnalyzer:
         stats = self.analyze_attention(w)
         fig, (ax_map, ax_bar) = plt.subplots(2, 1, figsize=(10, 7), height_ratios=[3, 1.3])
         image = ax_map.imshow(w.numpy(), aspect="auto", cmap="viridis", interpolation="nearest")
-        ax_map.axvline(self.n_memory - 0.5, color="white", linewidth=1.5)
+        ax_map.axvline(self.n_slots - 0.5, color="white", linewidth=1.5)
         ax_map.set_ylabel("write")
         ax_map.set_title(title or f"attention pooling: {stats['ssm_total']:.1%} on memory, "
                                   f"entropy {stats['entropy']:.2f} / {stats['max_entropy']:.2f} nats")
         fig.colorbar(image, ax=ax_map)
         positions = list(range(w.shape[-1]))
-        colors = ["tab:orange"] * self.n_memory + ["tab:blue"] * self.n_tokens
+        colors = ["tab:orange"] * self.n_slots + ["tab:blue"] * self.n_tokens
         ax_bar.bar(positions, stats["per_position"], color=colors)
-        ax_bar.set_xlabel(f"window position (0..{self.n_memory - 1}: memory slots, "
-                          f"{self.n_memory}..{self.n_memory + self.n_tokens - 1}: tokens)")
+        ax_bar.set_xlabel(f"window position (0..{self.n_slots - 1}: memory slots, "
+                          f"{self.n_slots}..{self.n_slots + self.n_tokens - 1}: tokens)")
         ax_bar.set_ylabel("mean weight")
         return save_figure(fig, save_path)

@@ -19,6 +19,7 @@ import numpy as np
 from torch import nn
 
 from smt.evaluation.tasks import TaskBatcher, TaskConfig, evaluate_task
+from smt.models import load_model
 from smt.training.batching import TokenView
 from smt.training.run_config import FullConfig
 from smt.training.trainer import Trainer, TrainResult
@@ -63,16 +64,6 @@ class TaskTrainer(Trainer):
         return TaskBatcher(self.task, self.tc.batch_size, self.tc.seed, ctx.rank, ctx.world_size)
 
 
-def load_trained_model(checkpoint: Path, device: str = "cpu") -> nn.Module:
-    """The model of a checkpoint or model directory (any arch), in eval mode."""
-    from smt.training.checkpoint import load_model_weights, read_model_config
-    from smt.training.model_factory import build_model
-
-    model = build_model(read_model_config(Path(checkpoint)).replace(device=device))
-    load_model_weights(model, Path(checkpoint))
-    return model.eval()
-
-
 def train_task(config: FullConfig, task: TaskConfig | dict | str, resume: bool = False,
                eval_samples: int = 64, overwrite: bool = False) -> TaskRunResult:
     """Train `config.model` on `task` (seq_len taken from training.seq_len), then evaluate it on
@@ -84,7 +75,7 @@ def train_task(config: FullConfig, task: TaskConfig | dict | str, resume: bool =
     result = trainer.train(resume=resume, overwrite=overwrite)
     if result.last_checkpoint is None:
         raise RuntimeError(f"training wrote no checkpoint in {trainer.checkpoint_root}")
-    model = load_trained_model(result.last_checkpoint, config.training.device)
+    model = load_model(result.last_checkpoint, config.training.device)
     evaluation = evaluate_task(model, task, n_samples=eval_samples, seed=config.training.seed)
     evaluation["arch"] = config.model.arch
     evaluation["parameters"] = model.count_parameters()["total"]

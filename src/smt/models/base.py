@@ -10,11 +10,15 @@ same order as before, so a seed gives the same model (and every recorded result 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from smt.config import StrideHybridConfig
+from smt.model_directory import load_weights, read_config, resolve_directory, save_model_dir, verify_model_files
 from smt.models.components.stream_state import StreamState
 from smt.models.generation import StreamingGeneration
 
@@ -93,3 +97,33 @@ class LanguageModel(StreamingGeneration, nn.Module):
                             f"got {type(state).__name__}")
         return state.fitted_to(self.init_state(1), batch,  # type: ignore[attr-defined]
                                f"{type(self).__name__} (arch={self.config.arch!r})", grows=self.growing_state)
+
+    # ------------------------------------------------------------- sharing
+    def save_pretrained(self, save_directory: str | Path, tokenizer: Any = None,
+                        safe_serialization: bool = True) -> None:
+        """Write the model directory (config.json, model.safetensors, the tokenizer when given,
+        checksums.json): smt.model_directory."""
+        save_model_dir(self, save_directory, tokenizer, safe_serialization)
+
+    @classmethod
+    def from_pretrained(cls, path_or_repo: str | Path, device: str | None = None, revision: str | None = None,
+                        **config_overrides: Any):
+        """Load a model directory or training step directory (a local path, or a hub repo id when
+        online) into this class, on `device` ('cpu' when None, like Hugging Face; or 'cuda',
+        'auto'). config_overrides change fields that keep the weight shapes (attention_impl,
+        use_cuda_kernels, dtype, dropout, ...); a shape-changing override is refused."""
+        return load_pretrained(path_or_repo, cls, device, revision, **config_overrides)
+
+
+def load_pretrained(path_or_repo: str | Path, build: Callable[[StrideHybridConfig], nn.Module],
+                    device: str | None = None, revision: str | None = None, **config_overrides: Any) -> Any:
+    """`build(config)` with the weights of a model or step directory, in eval mode; the directory's
+    integrity record (checksums.json or training.json) is checked first."""
+    directory = resolve_directory(path_or_repo, revision)
+    if directory.is_file():
+        raise ValueError(f"{directory} is a file; pass the directory holding config.json and the weights")
+    verify_model_files(directory)
+    config = read_config(directory, **{**config_overrides, "device": device or config_overrides.get("device", "cpu")})
+    model = build(config)
+    load_weights(model, directory, verify=False)  # just verified
+    return model.eval()

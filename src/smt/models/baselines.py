@@ -15,11 +15,14 @@ baseline so its parameter count matches a budget (by default the SMT model's).
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
 from smt.config import StrideHybridConfig
-from smt.models.base import LanguageModel, count
+from smt.models.base import LanguageModel, count, load_pretrained
 from smt.models.components.attention_pooling import AttentionPooling
 from smt.models.components.rope import rope_tables
 from smt.models.components.ssm import build_ssm
@@ -133,6 +136,13 @@ def build_model(config: StrideHybridConfig) -> nn.Module:
     if config.arch == "gpt":
         return FullAttentionLM(config)
     return MambaLM(config)
+
+
+def load_model(path_or_repo: str | Path, device: str | None = None, revision: str | None = None,
+               **config_overrides: Any) -> nn.Module:
+    """The model of a model directory or training step directory, whatever its arch, in eval mode
+    (`StrideHybridModel.from_pretrained` for SMT only)."""
+    return load_pretrained(path_or_repo, build_model, device, revision, **config_overrides)
 
 
 def _depth_field(arch: str) -> str:

@@ -59,10 +59,10 @@ class StrideHybridModel(LanguageModel):
             raise ValueError(f"arch={config.arch!r} is a baseline with its own class; "
                              "build it with smt.models.build_model(config)")
         d = config.d_model
-        self.n_memory = config.n_ssm_outputs if config.has_memory else 0
+        self.n_slots = config.n_ssm_outputs if config.has_memory else 0
         self._make_embedding(positions=config.position == "learned")
         self.transformer = SimpleCausalTransformer(config)
-        if self.n_memory > 0:
+        if self.n_slots > 0:
             self.pooling = AttentionPooling(d, config.pooling_heads, config.layer_norm_eps, config.initializer_range)
             self.ssm = build_ssm(config)
             self.memory_proj = nn.Linear(d, d, bias=False)
@@ -79,7 +79,7 @@ class StrideHybridModel(LanguageModel):
     def init_state(self, batch_size: int) -> StreamState:
         """The state of `batch_size` fresh streams (nothing seen yet)."""
         cfg, dev, dt = self.config, self.device, self.wte.weight.dtype
-        L, H, dh, M, N = cfg.transformer_n_layers, cfg.n_heads, cfg.d_head, cfg.m_input_tokens, self.n_memory
+        L, H, dh, M, N = cfg.transformer_n_layers, cfg.n_heads, cfg.d_head, cfg.m_input_tokens, self.n_slots
         buffers = {
             "token_kv": torch.zeros(batch_size, L, 2, H, M - 1, dh, device=dev, dtype=dt),
             "slot_kv": torch.zeros(batch_size, L, 2, H, N, dh, device=dev, dtype=dt),
@@ -111,7 +111,7 @@ class StrideHybridModel(LanguageModel):
         B, T = ids.shape
         state = self._check_state(state, B)
         p = state.position
-        M, N, S = cfg.m_input_tokens, self.n_memory, cfg.stride
+        M, N, S = cfg.m_input_tokens, self.n_slots, cfg.stride
         arange_t = torch.arange(T, device=ids.device)
         token_pos = p[:, None] + arange_t
         x = self.wte(ids)
@@ -174,24 +174,3 @@ class StrideHybridModel(LanguageModel):
         new_buffers["pool_slot_values"] = result.slot_values
         new_buffers.update(result.ssm_state)
         return result.slots, result.weights
-
-    # ------------------------------------------------------------- sharing
-    def save_pretrained(self, save_directory, **kwargs) -> None:
-        """Write config.json + model.safetensors (and the tokenizer, if given) to a directory."""
-        from smt.pretrained import save_pretrained
-
-        save_pretrained(self, save_directory, **kwargs)
-
-    @classmethod
-    def from_pretrained(cls, path_or_repo, **kwargs) -> StrideHybridModel:
-        """Load a model saved with save_pretrained (a local directory, or a hub repo when online)."""
-        from smt.pretrained import from_pretrained
-
-        return from_pretrained(path_or_repo, **kwargs)
-
-    @classmethod
-    def from_components(cls, config: StrideHybridConfig, gpt2=None, mamba=None, **kwargs) -> StrideHybridModel:
-        """A model whose transformer starts from GPT-2 weights and whose SSM from Mamba weights."""
-        from smt.pretrained import from_components
-
-        return from_components(config, gpt2=gpt2, mamba=mamba, **kwargs)

@@ -7,6 +7,7 @@
 - init_model(config, init_from): the starting model for a training config's `init_from:`.
 """
 
+from smt.model_directory import read_config
 from smt.pretrained.components import from_components
 from smt.pretrained.mapping import WeightMismatchError
 from smt.pretrained.report import LoadReport
@@ -15,7 +16,6 @@ from smt.pretrained.sharing import (
     init_model,
     is_model_dir,
     load_model_dir,
-    read_config,
     save_pretrained,
 )
 

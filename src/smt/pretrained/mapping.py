@@ -6,9 +6,7 @@ from dataclasses import dataclass, field
 
 from torch import Tensor
 
-
-class WeightMismatchError(ValueError):
-    """A checkpoint whose shapes or names cannot fit the configured model."""
+from smt.model_directory import WeightMismatchError  # noqa: F401 - raised by the GPT-2 / Mamba mappings
 
 
 @dataclass

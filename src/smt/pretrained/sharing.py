@@ -1,34 +1,23 @@
-"""Saving and loading SMT models the Hugging Face way: config.json + model.safetensors (+ tokenizer).
-
-config.json is StrideHybridConfig.to_dict() plus two markers (model_type, smt_format_version).
-Weights are safetensors (or a plain-tensor pytorch_model.bin read with weights_only=True), so
-loading never unpickles code. A hub repo id is downloaded with huggingface_hub when online.
+"""Sharing SMT models the Hugging Face way: save_pretrained / from_pretrained on a local
+directory or a hub repo (downloaded with huggingface_hub when online). The format itself
+(config.json + model.safetensors + tokenizer.json + checksums.json) is smt.model_directory.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from smt.config import ConfigError, StrideHybridConfig
+from smt.config import StrideHybridConfig
+from smt.model_directory import (
+    CONFIG_FILE,
+    MODEL_TYPE,
+    load_tokenizer,
+    read_json,
+    resolve_directory,
+    save_model_dir,
+)
 from smt.models.stride_hybrid import StrideHybridModel
-from smt.pretrained.mapping import WeightMismatchError
-from smt.pretrained.sources import load_checkpoint, read_json, resolve_directory
-from smt.pretrained.tokenizer_files import load_tokenizer, save_tokenizer
-
-MODEL_TYPE = "smt_stride_hybrid"
-FORMAT_VERSION = 1
-CONFIG_FILE = "config.json"
-MARKERS = ("model_type", "smt_format_version", "architectures")
-
-
-def _weights_to_save(model: StrideHybridModel) -> dict[str, torch.Tensor]:
-    tied = model.lm_head.weight is model.wte.weight
-    return {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()
-            if not (tied and name == "lm_head.weight")}
 
 
 def save_pretrained(model: StrideHybridModel, save_directory: str | Path, tokenizer: Any = None,
@@ -37,93 +26,13 @@ def save_pretrained(model: StrideHybridModel, save_directory: str | Path, tokeni
     and the tokenizer as tokenizer.json when given, into `save_directory`."""
     if not isinstance(model, StrideHybridModel):
         raise TypeError(f"save_pretrained saves a StrideHybridModel, got {type(model).__name__}")
-    directory = Path(save_directory)
-    if directory.exists() and not directory.is_dir():
-        raise ValueError(f"{directory} exists and is not a directory")
-    directory.mkdir(parents=True, exist_ok=True)
-    config = {**model.config.to_dict(), "model_type": MODEL_TYPE, "smt_format_version": FORMAT_VERSION,
-              "architectures": ["StrideHybridModel"]}
-    (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    weights = _weights_to_save(model)
-    stale = "pytorch_model.bin" if safe_serialization else "model.safetensors"
-    (directory / stale).unlink(missing_ok=True)  # never leave two disagreeing weight files
-    if safe_serialization:
-        from safetensors.torch import save_file
-
-        save_file(weights, str(directory / "model.safetensors"),
-                  metadata={"format": "pt", "smt_format_version": str(FORMAT_VERSION)})
-    else:
-        torch.save(weights, directory / "pytorch_model.bin")
-    if tokenizer is not None:
-        save_tokenizer(tokenizer, directory)
-    from smt.training.checkpoint import write_checksums
-
-    write_checksums(directory)
-
-
-def read_config(directory: Path, **overrides: Any) -> StrideHybridConfig:
-    """The StrideHybridConfig of a saved model directory (validated), with overrides applied."""
-    file = directory / CONFIG_FILE
-    if not file.is_file():
-        raise FileNotFoundError(f"{directory}: no {CONFIG_FILE}; is this a directory written by save_pretrained?")
-    data = read_json(file)
-    model_type = data.get("model_type")
-    if model_type != MODEL_TYPE:
-        foreign = model_type in ("gpt2", "mamba") or ("d_model" in data and "n_layer" in data)
-        hint = (" To start from GPT-2 or Mamba weights use StrideHybridModel.from_components(config, "
-                "gpt2=..., mamba=...)." if foreign else "")
-        raise ValueError(f"{file}: not an SMT model (model_type={model_type!r}, expected {MODEL_TYPE!r}).{hint}")
-    version = data.get("smt_format_version")
-    if version != FORMAT_VERSION:
-        raise ValueError(f"{file}: smt_format_version={version!r}, this smt reads version {FORMAT_VERSION}; "
-                         "upgrade smt or re-save the model")
-    fields = {k: v for k, v in data.items() if k not in MARKERS}
-    try:
-        return StrideHybridConfig.from_dict({**fields, **overrides})
-    except (ConfigError, TypeError) as error:
-        raise ConfigError(f"{file}: {error}") from error
-
-
-def _check_weights(model: StrideHybridModel, tensors: dict[str, torch.Tensor], file: str) -> None:
-    expected = {name: tuple(t.shape) for name, t in _weights_to_save(model).items()}
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    wrong = [f"{n}: file {tuple(tensors[n].shape)} vs config {expected[n]}"
-             for n in sorted(set(expected) & set(tensors)) if tuple(tensors[n].shape) != expected[n]]
-    problems = []
-    if missing:
-        problems.append(f"missing tensors {missing[:6]}")
-    if unexpected:
-        problems.append(f"unexpected tensors {unexpected[:6]}")
-    if wrong:
-        problems.append(f"shape mismatches {wrong[:6]}")
-    if problems:
-        raise WeightMismatchError(f"{file} does not fit its config: {'; '.join(problems)}. The config.json "
-                                  "beside it (or a config override) does not describe these weights")
+    save_model_dir(model, save_directory, tokenizer, safe_serialization)
 
 
 def from_pretrained(path_or_repo: str | Path, device: str | None = None, revision: str | None = None,
                     **config_overrides: Any) -> StrideHybridModel:
-    """Load a model written by save_pretrained: a local directory, or a hub repo id when online.
-
-    The model goes to `device` ('cpu' when None, like Hugging Face; or 'cuda', 'auto', ...).
-    config_overrides change config fields that do not alter weight shapes (attention_impl,
-    use_cuda_kernels, dtype, dropout, ...); a shape-changing override is refused.
-    """
-    directory = resolve_directory(path_or_repo, revision)
-    if directory.is_file():
-        raise ValueError(f"{directory} is a file; pass the directory holding config.json and the weights")
-    from smt.training.checkpoint import verify_model_files
-
-    verify_model_files(directory)  # a step directory's training.json, or save_pretrained's checksums.json
-    overrides = {**config_overrides, "device": device or config_overrides.get("device", "cpu")}
-    config = read_config(directory, **overrides)
-    checkpoint = load_checkpoint(directory)
-    model = StrideHybridModel(config)
-    _check_weights(model, checkpoint.tensors, checkpoint.weights_file)
-    model.load_state_dict(checkpoint.tensors, strict=False)  # lm_head is absent when tied; checked above
-    model.eval()
-    return model
+    """StrideHybridModel.from_pretrained: a local directory, or a hub repo id when online."""
+    return StrideHybridModel.from_pretrained(path_or_repo, device=device, revision=revision, **config_overrides)
 
 
 def is_model_dir(path: str | Path) -> bool:

@@ -2,8 +2,8 @@
 
 run_dir/checkpoints/
   step_000100/
-    config.json          model config (smt.pretrained format: from_pretrained reads this directory)
-    model.safetensors    weights (tied tensors once)
+    config.json          the model directory (smt.model_directory: from_pretrained reads it)
+    model.safetensors
     tokenizer.json       the run's tokenizer
     optimizer.pt         optimizer + scheduler + torch RNG states (plain tensors; weights_only load)
     stream_state.safetensors   stream mode: the carried model state of every batch row
@@ -19,7 +19,6 @@ torch.load(weights_only=True).
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import re
@@ -32,155 +31,19 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-TRAINING_FILE = "training.json"
-CHECKSUM_FILE = "checksums.json"  # the integrity record of a model directory (save_pretrained)
+from smt.model_directory import (
+    TRAINING_FILE,
+    CheckpointError,
+    load_weights,
+    save_model_dir,
+    sha256_file,
+    verify_training_record,
+    write_json_atomic,
+)
+
 BEST_FILE = "best.json"
 STEP_DIR = re.compile(r"^step_(\d{6,})$")
 FORMAT_VERSION = 1
-MARKERS = ("model_type", "smt_format_version", "architectures")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, incomplete, corrupted, or from a different configuration."""
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temporary file beside `path`, fsync it, then rename over `path`."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(handle, "w", encoding="utf-8") as out:
-        json.dump(data, out, indent=1)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(temporary, path)
-
-
-def model_tensors(model: nn.Module) -> dict[str, Tensor]:
-    """The state dict on CPU with shared (tied) tensors kept once, under their first name."""
-    seen: set[int] = set()
-    tensors = {}
-    for name, tensor in model.state_dict(keep_vars=True).items():
-        key = id(tensor)
-        if key in seen:
-            continue
-        seen.add(key)
-        tensors[name] = tensor.detach().cpu().contiguous()
-    return tensors
-
-
-def save_model_dir(model: nn.Module, directory: Path, tokenizer: Any = None) -> None:
-    """config.json + model.safetensors (+ tokenizer.json): smt.pretrained.save_pretrained for
-    StrideHybridModel, the same layout for the baselines."""
-    from smt.models.stride_hybrid import StrideHybridModel
-
-    if isinstance(model, StrideHybridModel):
-        from smt.pretrained import save_pretrained
-
-        save_pretrained(model, directory, tokenizer=tokenizer)
-        return
-    from safetensors.torch import save_file
-
-    from smt.pretrained.sharing import FORMAT_VERSION as MODEL_FORMAT
-    from smt.pretrained.sharing import MODEL_TYPE
-
-    directory.mkdir(parents=True, exist_ok=True)
-    config = {**model.config.to_dict(), "model_type": MODEL_TYPE, "smt_format_version": MODEL_FORMAT,
-              "architectures": [type(model).__name__]}
-    (directory / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    save_file(model_tensors(model), str(directory / "model.safetensors"), metadata={"format": "pt"})
-    if tokenizer is not None:
-        tokenizer.save(directory)
-    write_checksums(directory)
-
-
-def read_model_config(directory: Path):
-    """The StrideHybridConfig saved in a checkpoint or model directory."""
-    from smt.config import ConfigError, StrideHybridConfig
-
-    file = directory / "config.json"
-    if not file.is_file():
-        raise CheckpointError(f"{file} is missing: {directory} is not a checkpoint or model directory")
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-        return StrideHybridConfig.from_dict({k: v for k, v in data.items() if k not in MARKERS})
-    except (ValueError, TypeError, ConfigError) as error:
-        raise CheckpointError(f"{file} is not a valid model config: {error}") from error
-
-
-def write_checksums(directory: Path) -> None:
-    """checksums.json: the sha256 of every file in a model directory; written last, so a save
-    that is cut off leaves a directory that fails verification instead of loading half-written."""
-    files = sorted(p.name for p in directory.iterdir()
-                   if p.is_file() and p.name != CHECKSUM_FILE and not p.name.startswith("."))
-    write_json_atomic(directory / CHECKSUM_FILE, {"sha256": {name: sha256_file(directory / name) for name in files}})
-
-
-def verify_model_files(directory: Path) -> None:
-    """Check a model or step directory against its integrity record, when it has one: training.json
-    (a training step) or checksums.json (save_pretrained). Directories with neither (saved by
-    older versions, or files copied by hand) are not checked."""
-    directory = Path(directory)
-    if (directory / TRAINING_FILE).is_file():
-        verify_checkpoint(directory)
-        return
-    file = directory / CHECKSUM_FILE
-    if not file.is_file():
-        return
-    try:
-        checksums = json.loads(file.read_text(encoding="utf-8"))["sha256"]
-        items = list(checksums.items())
-    except (ValueError, KeyError, TypeError, AttributeError) as error:
-        raise CheckpointError(f"{file} is unreadable ({error}); re-save the model, or delete {file.name} to "
-                              "load it unchecked") from error
-    _check_files(directory, dict(items), missing=f"{file.name} lists it; copy the whole directory",
-                 changed=f"was changed or corrupted after it was saved (its sha256 does not match {file.name}); "
-                         f"re-save the model, or if you edited it on purpose, delete {file.name} to load it "
-                         "unchecked")
-
-
-def _check_files(directory: Path, checksums: dict[str, str], missing: str, changed: str) -> None:
-    """Every file of `checksums` present with its sha256, else a CheckpointError naming it."""
-    for name, expected in checksums.items():
-        path = directory / name
-        if not path.is_file():
-            raise CheckpointError(f"{path} is missing: {missing}")
-        if sha256_file(path) != expected:
-            raise CheckpointError(f"{path} {changed}")
-
-
-def load_model_weights(model: nn.Module, directory: Path, verify: bool = True) -> None:
-    """Load model.safetensors into `model`; every tensor must be present with the right shape
-    (tied tensors stored once count as present). With `verify`, the directory's checksums are
-    checked first (verify_model_files)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    if verify:
-        verify_model_files(directory)
-    file = directory / "model.safetensors"
-    if not file.is_file():
-        raise CheckpointError(f"{file} is missing")
-    try:
-        tensors = load_file(str(file))
-    except (SafetensorError, OSError, ValueError) as error:
-        raise CheckpointError(f"{file} cannot be read (truncated or corrupted?): {error}") from error
-    expected = model_tensors(model)
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(model.state_dict()))
-    wrong = [f"{n}: file {tuple(tensors[n].shape)} vs model {tuple(expected[n].shape)}"
-             for n in sorted(set(expected) & set(tensors)) if tensors[n].shape != expected[n].shape]
-    if missing or unexpected or wrong:
-        raise CheckpointError(f"{file} does not fit the model: missing {missing[:5]}, unexpected "
-                              f"{unexpected[:5]}, shape mismatches {wrong[:5]}; the checkpoint comes "
-                              "from a different model config")
-    model.load_state_dict(tensors, strict=False)
 
 
 def step_dir_name(step: int) -> str:
@@ -319,22 +182,8 @@ class LoadedCheckpoint:
 
 
 def verify_checkpoint(directory: Path) -> dict:
-    """training.json of `directory`, after checking every listed file against its checksum."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise CheckpointError(f"checkpoint directory not found: {directory}")
-    file = directory / TRAINING_FILE
-    if not file.is_file():
-        raise CheckpointError(f"{file} is missing: the checkpoint is incomplete (an interrupted save?)")
-    try:
-        record = json.loads(file.read_text(encoding="utf-8"))
-        checksums = record["checksums"]
-    except (ValueError, KeyError, TypeError) as error:
-        raise CheckpointError(f"{file} is unreadable or incomplete ({error})") from error
-    _check_files(directory, checksums, missing="the checkpoint is incomplete",
-                 changed=f"is corrupted or truncated: its sha256 does not match {file.name}; move this step "
-                         "directory away and resume from an older one (smt train --config ... --resume step_NNNNNN)")
-    return record
+    """training.json of a step directory, after checking every listed file against its checksum."""
+    return verify_training_record(Path(directory))
 
 
 def load_checkpoint(directory: Path, model: nn.Module | None = None) -> LoadedCheckpoint:
@@ -344,7 +193,7 @@ def load_checkpoint(directory: Path, model: nn.Module | None = None) -> LoadedCh
     directory = Path(directory)
     record = verify_checkpoint(directory)
     if model is not None:
-        load_model_weights(model, directory, verify=False)  # just verified
+        load_weights(model, directory, verify=False)  # just verified
     try:
         optimizer_state = torch.load(directory / "optimizer.pt", map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for bad pickles

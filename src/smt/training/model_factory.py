@@ -18,10 +18,10 @@ def build_model(config: StrideHybridConfig, init_from: Any = None) -> nn.Module:
         if not isinstance(init_from, (str, Path)) or not Path(init_from).is_dir():
             raise ValueError(f"run.init_from={init_from!r}: a {config.arch} model starts from a local model "
                              "or checkpoint directory of the same config (gpt2/mamba components are for SMT)")
-        from smt.training.checkpoint import load_model_weights
+        from smt.model_directory import load_weights
 
         model = build_model(config)
-        load_model_weights(model, Path(init_from))
+        load_weights(model, Path(init_from))
         return model
     if init_from is not None:
         from smt.pretrained import init_model
