@@ -22,6 +22,7 @@ import yaml
 ARCHITECTURES = ("smt", "gpt", "swa", "mamba")
 SSM_TYPES = ("mamba", "simple")
 SSM_INITS = ("mamba", "mimetic")
+MEMORY_READS = ("slots", "slots+state")
 POSITION_TYPES = ("rope", "learned")
 ATTENTION_IMPLS = ("chunked", "dense")
 DEVICES = ("cpu", "cuda", "mps", "auto")
@@ -196,6 +197,10 @@ class StrideHybridConfig(_Serialisable):
     # attention pooling
     pooling_heads: int = 1
     pool_over_memory: bool = True  # False: pooling reads tokens only, the SSM runs in sequence mode
+    pool_position_bias: bool = False  # a learned pooling score per window position (the newest tokens)
+    # "slots": the transformer reads the memory through its N slots only (the seed's design);
+    # "slots+state": each token also reads the memory's last SSM state with its own query (issue 13)
+    memory_read: str = "slots"
     # SSM memory (Mamba-130M shape)
     ssm_type: str = "mamba"
     ssm_n_layers: int = 24
@@ -314,7 +319,7 @@ class StrideHybridConfig(_Serialisable):
             fail("pooling_heads", f"d_model={self.d_model} is not divisible by pooling_heads",
                  "choose pooling_heads dividing d_model")
         choices = {"arch": ARCHITECTURES, "ssm_type": SSM_TYPES, "ssm_init": SSM_INITS,
-                   "position": POSITION_TYPES,
+                   "position": POSITION_TYPES, "memory_read": MEMORY_READS,
                    "attention_impl": ATTENTION_IMPLS, "dtype": DTYPES}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -323,6 +328,9 @@ class StrideHybridConfig(_Serialisable):
             self.device in DEVICES or re.fullmatch(r"cuda:\d+", self.device)
         ):
             fail("device", "unknown device", f"use one of {list(DEVICES)} or cuda:N")
+        if self.memory_read == "slots+state" and self.ssm_type != "mamba":
+            fail("memory_read", "reads the (d_inner x d_state) state of a Mamba memory",
+                 "use ssm_type='mamba' or memory_read='slots'")
         check_numbers(self, ("dropout", "initializer_range", "rope_base"), fail)
         if not 0.0 <= float(self.dropout) < 1.0:
             fail("dropout", "must be in [0, 1)", "use e.g. 0.0 or 0.1")
@@ -389,7 +397,9 @@ class StrideHybridConfig(_Serialisable):
             ("positions", self.position + (f" (table of {self.max_position_embeddings})"
                                            if self.position == "learned" else " (unbounded streams)")),
             ("attention pooling", f"{self.pooling_heads} head(s), over "
-                                  f"{'memory + tokens' if self.pool_over_memory else 'tokens only'}"),
+                                  f"{'memory + tokens' if self.pool_over_memory else 'tokens only'}"
+                                  f"{', position bias' if self.pool_position_bias else ''}"),
+            ("memory read", "slots" if self.memory_read == "slots" else "slots + per-token read of the SSM state"),
             ("SSM memory", f"{self.ssm_type}, {self.ssm_n_layers} layers, d_state={self.ssm_d_state}, "
                            f"d_conv={self.ssm_d_conv}, expand={self.ssm_expand}, dt_rank={self.dt_rank}, "
                            f"dt init {self.dt_init_range[0]:g}..{self.dt_init_range[1]:g}, {self.ssm_init} init"),

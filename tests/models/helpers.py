@@ -7,9 +7,16 @@ import torch
 from smt import StrideHybridConfig, StrideHybridModel
 
 
-def tiny_model(**overrides) -> StrideHybridModel:
+def tiny_model(randomise_position_bias: bool = False, **overrides) -> StrideHybridModel:
+    """randomise_position_bias: the pooling's position bias starts at zero, where a window laid out
+    in the wrong order would go unnoticed; random values make every position count."""
     torch.manual_seed(0)
-    return StrideHybridModel(StrideHybridConfig.tiny(**overrides)).eval()
+    model = StrideHybridModel(StrideHybridConfig.tiny(**overrides)).eval()
+    bias = getattr(getattr(model, "pooling", None), "position_bias", None)
+    if randomise_position_bias and bias is not None:
+        with torch.no_grad():
+            bias.normal_()
+    return model
 
 
 def random_ids(batch: int, length: int, vocab: int = 256, seed: int = 1) -> torch.Tensor:

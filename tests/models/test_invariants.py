@@ -16,12 +16,18 @@ VARIANTS = {
     "stride-not-dividing-window": {"stride": 3, "m_input_tokens": 7, "n_ssm_outputs": 5},
     "one-pooling-head-small-block": {"pooling_heads": 1, "attention_block_size": 5},
     "mimetic-ssm-init-mamba-dt-range": {"ssm_init": "mimetic", "ssm_dt_min": 1e-3, "ssm_dt_max": 0.1},
+    "pool-position-bias": {"pool_position_bias": True},
+    "memory-read-state": {"memory_read": "slots+state"},
+    "memory-read-state-stride-3": {"memory_read": "slots+state", "stride": 3, "m_input_tokens": 7,
+                                   "n_ssm_outputs": 5},
+    "tokens-only-read-state-position-bias": {"pool_over_memory": False, "memory_read": "slots+state",
+                                             "pool_position_bias": True, "stride": 2},
 }
 
 
 @pytest.mark.parametrize("overrides", VARIANTS.values(), ids=VARIANTS.keys())
 def test_causality(overrides):
-    model = tiny_model(**overrides)
+    model = tiny_model(randomise_position_bias=True, **overrides)
     ids = random_ids(2, 45)
     logits, _ = model(ids)
     for j in (0, 9, 23, 44):
@@ -34,7 +40,7 @@ def test_causality(overrides):
 
 @pytest.mark.parametrize("overrides", VARIANTS.values(), ids=VARIANTS.keys())
 def test_chunked_equals_whole_equals_token_by_token(overrides):
-    model = tiny_model(**overrides)
+    model = tiny_model(randomise_position_bias=True, **overrides)
     ids = random_ids(2, 41)
     whole, aux = model(ids)
     for cuts in ([4, 8, 12], [1, 2, 3, 17], [5, 13, 30], [9, 10, 40]):

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from smt.config import StrideHybridConfig
 from smt.models.base import LanguageModel, count
 from smt.models.components.attention_pooling import AttentionPooling
+from smt.models.components.memory_read import MemoryRead
 from smt.models.components.rope import rope_tables
 from smt.models.components.ssm import build_ssm
 from smt.models.components.stream_state import StreamState
@@ -63,17 +64,23 @@ class StrideHybridModel(LanguageModel):
         self._make_embedding(positions=config.position == "learned")
         self.transformer = SimpleCausalTransformer(config)
         if self.n_slots > 0:
-            self.pooling = AttentionPooling(d, config.pooling_heads, config.layer_norm_eps, config.initializer_range)
+            window = config.window_size if config.pool_position_bias else None
+            self.pooling = AttentionPooling(d, config.pooling_heads, config.layer_norm_eps, config.initializer_range,
+                                            window)
             self.ssm = build_ssm(config)
             self.memory_proj = nn.Linear(d, d, bias=False)
             nn.init.normal_(self.memory_proj.weight, std=config.initializer_range)
+            if config.memory_read == "slots+state":
+                self.memory_read = MemoryRead(d, config.d_inner, config.ssm_d_state, config.layer_norm_eps,
+                                              config.initializer_range)
         self._make_head()
         self._finish_init()
 
     # ------------------------------------------------------------------ sizes
     def _breakdown(self) -> dict[str, int]:
         return {"transformer": count(self.transformer), "attention_pooling": count(getattr(self, "pooling", None)),
-                "ssm": count(getattr(self, "ssm", None)) + count(getattr(self, "memory_proj", None))}
+                "ssm": count(getattr(self, "ssm", None)) + count(getattr(self, "memory_proj", None))
+                + count(getattr(self, "memory_read", None))}
 
     # ------------------------------------------------------------------ state
     def init_state(self, batch_size: int) -> StreamState:
@@ -131,7 +138,10 @@ class StrideHybridModel(LanguageModel):
         slot_token_pos = layout.slot_token_pos  # the token each new slot summarises
         aux: dict = {"n_writes": layout.n_writes}
         if N > 0:
-            slots, weights = self._write(x, buffers, new_buffers, layout)
+            slots, weights, read_states = self._write(x, buffers, new_buffers, layout)
+            if read_states is not None:  # memory_read='slots+state': the state before this call, then per write
+                states = torch.cat([buffers["ssm_scan"][:, -1:].to(read_states.dtype), read_states], 1)
+                x = x + self.memory_read(x, states, layout.phase, S)
             aux["attention_weights_per_head"] = weights
             aux["attention_weights"] = weights.mean(2)
             aux["memory"] = slots
@@ -166,11 +176,11 @@ class StrideHybridModel(LanguageModel):
         result = write_chain(
             self.pooling, self.ssm, self.memory_proj, slot_offsets, token_scores, token_values, layout,
             buffers["pool_slot_scores"], buffers["pool_slot_values"], ssm_state, M, cfg.pool_over_memory,
-            self.fused_write_chain,
+            self.fused_write_chain, keep_states=hasattr(self, "memory_read"),
         )
         new_buffers["pool_token_scores"] = token_scores[:, token_scores.shape[1] - (M - 1):]
         new_buffers["pool_token_values"] = token_values[:, token_values.shape[1] - (M - 1):]
         new_buffers["pool_slot_scores"] = result.slot_scores
         new_buffers["pool_slot_values"] = result.slot_values
         new_buffers.update(result.ssm_state)
-        return result.slots, result.weights
+        return result.slots, result.weights, result.read_states

@@ -10,6 +10,11 @@ used as the reference.
 Window layout everywhere: positions 0..N-1 are memory slots, oldest to newest (empty slots
 at the front are masked), positions N..N+M-1 are tokens, oldest to newest (the last one is
 the token that triggers the write).
+
+With `window` given, a learned score bias per window position and head (`position_bias`, zero
+at the start) is added before the softmax: the seed's pooling is content-only, so it cannot
+prefer the newest tokens, and a write cannot single out the last key-value pair it covers. The
+bias is indexed from the end, so a tokens-only window (M positions) uses the token half.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ from torch import Tensor, nn
 
 
 class AttentionPooling(nn.Module):
-    def __init__(self, d_model: int, n_heads: int = 1, eps: float = 1e-5, init_std: float = 0.02) -> None:
+    def __init__(self, d_model: int, n_heads: int = 1, eps: float = 1e-5, init_std: float = 0.02,
+                 window: int | None = None) -> None:
         super().__init__()
         if d_model % n_heads:
             raise ValueError(f"d_model={d_model} must be divisible by pooling heads={n_heads}")
@@ -34,6 +40,7 @@ class AttentionPooling(nn.Module):
         self.out = nn.Linear(d_model, d_model, bias=False)
         for lin in (self.key, self.value, self.out):
             nn.init.normal_(lin.weight, std=init_std)
+        self.position_bias = nn.Parameter(torch.zeros(window, n_heads)) if window else None
 
     def project(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Per-vector scores (..., heads) in float32 and values (..., d)."""
@@ -48,7 +55,10 @@ class AttentionPooling(nn.Module):
         Returns pooled (B, d) and weights (B, H, L) that sum to 1 over visible positions.
         The softmax runs in float32; masked positions get exactly zero weight.
         """
-        scores = scores.float().masked_fill(~mask.unsqueeze(-1), float("-inf"))
+        scores = scores.float()
+        if self.position_bias is not None:
+            scores = scores + self.position_bias[self.position_bias.shape[0] - scores.shape[1]:].float()
+        scores = scores.masked_fill(~mask.unsqueeze(-1), float("-inf"))
         weights = torch.softmax(scores, dim=1).transpose(1, 2)  # (B, H, L)
         heads = values.unflatten(-1, (self.n_heads, self.d_head))  # (B, L, H, dh)
         pooled = torch.einsum("bhl,blhd->bhd", weights.to(values.dtype), heads)

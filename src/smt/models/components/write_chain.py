@@ -40,6 +40,8 @@ class WriteResult:
     slot_scores: Tensor  # (B, N, heads) pooling scores of the latest N slots, for the next call
     slot_values: Tensor  # (B, N, d)
     ssm_state: dict[str, Tensor]
+    # with keep_states: (B, W, d_inner, d_state) the last Mamba layer's scan state after each write
+    read_states: Tensor | None = None
 
 
 def write_chain(
@@ -56,6 +58,7 @@ def write_chain(
     window_tokens: int,
     pool_over_memory: bool = True,
     fused: bool = True,
+    keep_states: bool = False,
 ) -> WriteResult:
     """Run the writes of one call.
 
@@ -64,7 +67,9 @@ def write_chain(
     the latest N slots (slot_*, before this call) exist. A slot is memory_proj(SSM output) +
     slot_offsets[:, w] (B, W, d; learned positions, or None). fused=True runs a Mamba memory's chain
     of >= FUSED_MIN_WRITES writes through `fused_write_chain` (`loop_chain`, through autograd, is its
-    reference and runs every other case).
+    reference and runs every other case). keep_states=True also returns the scan state after every
+    write (`WriteResult.read_states`, for memory_read='slots+state'); the fused chain does not keep
+    them, and neither does it know the pooling's position bias, so those variants run the loop.
     """
     M, write_index = window_tokens, layout.write_index
     window = write_index[:, None] - (M - 1) + torch.arange(M, device=write_index.device)  # (W, M)
@@ -74,13 +79,15 @@ def write_chain(
     if W == 0:
         B = slot_scores.shape[0]
         empty_weights = token_scores.new_zeros(B, 0, pooling.n_heads, N + M)
+        no_states = ssm_state["ssm_scan"][:, :0] if keep_states else None  # (B, 0, di, ds)
         return WriteResult(token_values.new_zeros(B, 0, token_values.shape[-1]), empty_weights,
-                           slot_scores, slot_values, ssm_state)
+                           slot_scores, slot_values, ssm_state, no_states)
     if not pool_over_memory:
-        return tokens_only_chain(chain)
-    if fused and isinstance(ssm, MambaStack) and N > 0 and W >= FUSED_MIN_WRITES:
+        return tokens_only_chain(chain, keep_states)
+    if (fused and isinstance(ssm, MambaStack) and N > 0 and W >= FUSED_MIN_WRITES
+            and pooling.position_bias is None and not keep_states):
         return WriteResult(*fused_write_chain(**chain._asdict()))  # by name: the fields are its parameters
-    return loop_chain(chain)
+    return loop_chain(chain, keep_states)
 
 
 class ChainInputs(NamedTuple):
@@ -112,24 +119,33 @@ class ChainInputs(NamedTuple):
         return slot
 
 
-def tokens_only_chain(c: ChainInputs) -> WriteResult:
+def tokens_only_chain(c: ChainInputs, keep_states: bool = False) -> WriteResult:
     """pool_over_memory=False: the windows hold tokens only, so every write is pooled at once and
-    the SSM runs in sequence mode (no loop)."""
+    the SSM runs in sequence mode (no loop; with keep_states, step by step to keep every state)."""
     B, N, (W, M) = c.slot_scores.shape[0], c.slot_scores.shape[1], c.window.shape
     pooling = c.pooling
     win_scores, win_values, win_valid = c.windows()
     pooled, weights = pooling.pool(win_scores.flatten(0, 1), win_values.flatten(0, 1), win_valid.flatten(0, 1))
-    out, ssm_state = c.ssm(pooled.view(B, W, -1), c.ssm_state)
+    read_states = None
+    if keep_states:
+        outs, kept, ssm_state = [], [], c.ssm_state
+        for step_input in pooled.view(B, W, -1).unbind(1):
+            step_out, ssm_state = c.ssm.step(step_input, ssm_state)
+            outs.append(step_out)
+            kept.append(ssm_state["ssm_scan"][:, -1])
+        out, read_states = torch.stack(outs, 1), torch.stack(kept, 1)
+    else:
+        out, ssm_state = c.ssm(pooled.view(B, W, -1), c.ssm_state)
     slots = c.to_slot(out, None)
     new_scores, new_values = pooling.project(slots)
     weights = weights.view(B, W, pooling.n_heads, M)
     weights = torch.cat([weights.new_zeros(B, W, pooling.n_heads, N), weights], dim=-1)
     slot_scores = torch.cat([c.slot_scores, new_scores], dim=1)[:, W:]
     slot_values = torch.cat([c.slot_values, new_values.to(c.slot_values.dtype)], dim=1)[:, W:]
-    return WriteResult(slots, weights, slot_scores, slot_values, ssm_state)
+    return WriteResult(slots, weights, slot_scores, slot_values, ssm_state, read_states)
 
 
-def loop_chain(c: ChainInputs) -> WriteResult:
+def loop_chain(c: ChainInputs, keep_states: bool = False) -> WriteResult:
     """One write at a time through autograd: any memory SSM, and the reference of the fused path."""
     B, N, W = c.slot_scores.shape[0], c.slot_scores.shape[1], c.window.shape[0]
     pooling, slot_scores, slot_values, slot_valid, ssm_state = (c.pooling, c.slot_scores, c.slot_values,
@@ -139,7 +155,7 @@ def loop_chain(c: ChainInputs) -> WriteResult:
     # allocate and accumulate a gradient the size of all windows
     step_scores, step_values = win_scores.unbind(1), win_values.to(slot_values.dtype).unbind(1)
     step_valid = win_valid.unbind(1)
-    slots, all_weights = [], []
+    slots, all_weights, kept = [], [], []
     for w in range(W):
         scores = torch.cat([slot_scores, step_scores[w]], dim=1)
         values = torch.cat([slot_values, step_values[w]], dim=1)
@@ -154,7 +170,11 @@ def loop_chain(c: ChainInputs) -> WriteResult:
             slot_valid = torch.cat([slot_valid[:, 1:], slot_valid.new_ones(B, 1)], dim=1)
         slots.append(slot)
         all_weights.append(weights)
-    return WriteResult(torch.stack(slots, 1), torch.stack(all_weights, 1), slot_scores, slot_values, ssm_state)
+        if keep_states:
+            kept.append(ssm_state["ssm_scan"][:, -1])
+    read_states = torch.stack(kept, 1) if keep_states else None
+    return WriteResult(torch.stack(slots, 1), torch.stack(all_weights, 1), slot_scores, slot_values, ssm_state,
+                       read_states)
 
 
 def write_chain_reference(
