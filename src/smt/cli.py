@@ -1,4 +1,4 @@
-"""The `smt` command: one subcommand per module in smt.commands (train, generate, eval, ...)."""
+"""The `smt` command: one subcommand per module in smt.commands (train, generate, eval, evaluate, ...)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import importlib
 import sys
 
 # each module defines add_parser(subparsers) and run(args) -> int
-COMMANDS = ("train", "generate", "eval", "analyze", "diagnose", "report", "bench", "info")
+COMMANDS = ("train", "generate", "eval", "evaluate", "analyze", "diagnose", "report", "bench", "info")
 
 
 class _Parser(argparse.ArgumentParser):
