@@ -1,17 +1,23 @@
 """The model directory: the one on-disk format of every SMT model and baseline.
 
-    config.json          StrideHybridConfig.to_dict() + model_type, smt_format_version, architectures
+    config.json          StrideHybridConfig.to_dict() + model_type, smt_format_version, architectures,
+                         auto_map (transformers: AutoConfig / AutoModelForCausalLM -> the two files below)
     model.safetensors    the weights, tied tensors once (pytorch_model.bin with safe_serialization=False)
     tokenizer.json       the tokenizer, when one was given
+    tokenizer_config.json  with a tokenizer: its class for transformers' AutoTokenizer, eos and pad tokens
+    generation_config.json eos / pad token ids for transformers' generate (empty without a tokenizer)
+    configuration_smt.py, modeling_smt.py  one import each from smt.hf (trust_remote_code=True)
+    README.md            the model card: configuration, parameter counts, evaluation numbers when given
     checksums.json       the sha256 of every file above, written last
 
 `save_pretrained`, every training checkpoint (a step directory adds optimizer.pt, the stream state
 and training.json, which then holds the checksums) and the baselines all write it through
 `save_model_dir`; every loader (from_pretrained, `smt generate` / `smt eval`, `run.init_from`,
 resume, the task trainer) reads it through `read_config`, `verify_model_files` and `load_weights`.
-This module depends on nothing of smt but the config, so the models can use it (and the
-`pretrained` and `training` packages build on it). Loading never unpickles code: safetensors, or
-torch.load(weights_only=True).
+This module depends on nothing of smt but the config (and the tokenizer's end-of-document token),
+so the models can use it (and the `pretrained`, `training` and `hf` packages build on it).
+`push_to_hub` uploads a model directory with huggingface_hub (online only). Loading never
+unpickles code: safetensors, or torch.load(weights_only=True).
 """
 
 from __future__ import annotations
@@ -32,13 +38,30 @@ from smt.config import ConfigError, StrideHybridConfig
 
 MODEL_TYPE = "smt_stride_hybrid"
 FORMAT_VERSION = 1
-MARKERS = ("model_type", "smt_format_version", "architectures")
+# config.json keys that are not StrideHybridConfig fields (read_config skips them)
+MARKERS = ("model_type", "smt_format_version", "architectures", "auto_map")
 CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.json"
 CHECKSUM_FILE = "checksums.json"  # the integrity record of a model directory
 TRAINING_FILE = "training.json"  # the integrity record of a training step directory (smt.training.checkpoint)
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json",
                 "pytorch_model.bin", "pytorch_model.bin.index.json")
+TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
+GENERATION_CONFIG_FILE = "generation_config.json"
+MODEL_CARD_FILE = "README.md"
+# transformers' trust_remote_code entry points: two files beside the weights, each one import from smt.hf
+AUTO_MAP = {"AutoConfig": "configuration_smt.SMTConfig", "AutoModelForCausalLM": "modeling_smt.SMTForCausalLM"}
+
+
+def _remote_code(auto_class: str, module: str, name: str) -> str:
+    return (f'"""The {auto_class} entry point of an SMT model directory (transformers, trust_remote_code=True).\n\n'
+            f"{name} lives in the smt package (the Stride Memory Transformer): install it to load this model.\n"
+            f'With smt installed, `import smt.hf` registers it, and trust_remote_code is not needed.\n"""\n\n'
+            f'from {module} import {name}\n\n__all__ = ["{name}"]\n')
+
+
+REMOTE_CODE = {"configuration_smt.py": _remote_code("AutoConfig", "smt.hf.configuration", "SMTConfig"),
+               "modeling_smt.py": _remote_code("AutoModelForCausalLM", "smt.hf.modeling", "SMTForCausalLM")}
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 HUB_METADATA = ["config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                 "vocab.json", "merges.txt", "generation_config.json"]
@@ -211,15 +234,21 @@ def load_tokenizer(directory: Path) -> Any | None:
 
 # ------------------------------------------------------------------ save
 def save_model_dir(model: nn.Module, directory: str | Path, tokenizer: Any = None,
-                   safe_serialization: bool = True) -> None:
-    """Write config.json, the weights (model.safetensors, or pytorch_model.bin when
-    safe_serialization=False), the tokenizer when given, and checksums.json last."""
+                   safe_serialization: bool = True, evaluation: Mapping[str, Any] | None = None) -> None:
+    """Write config.json (with transformers' auto_map), the weights (model.safetensors, or
+    pytorch_model.bin when safe_serialization=False), the tokenizer when given (with
+    tokenizer_config.json), generation_config.json, the two remote-code files, the model card
+    README.md (with the `evaluation` numbers when given, e.g. {"val_loss": 3.2}), and
+    checksums.json last."""
+    model = getattr(model, "smt_model", model)  # smt.hf.SMTForCausalLM: its native model, the same parameters
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise ValueError(f"{directory} exists and is not a directory")
+    if evaluation is not None and not isinstance(evaluation, Mapping):
+        raise TypeError(f"evaluation must be a mapping of metric names to values, got {type(evaluation).__name__}")
     directory.mkdir(parents=True, exist_ok=True)
     config = {**model.config.to_dict(), "model_type": MODEL_TYPE, "smt_format_version": FORMAT_VERSION,
-              "architectures": [type(model).__name__]}
+              "architectures": [type(model).__name__], "auto_map": AUTO_MAP}
     (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     weights = tensors_to_save(model)
     stale = "pytorch_model.bin" if safe_serialization else "model.safetensors"
@@ -231,9 +260,105 @@ def save_model_dir(model: nn.Module, directory: str | Path, tokenizer: Any = Non
                   metadata={"format": "pt", "smt_format_version": str(FORMAT_VERSION)})
     else:
         torch.save(weights, directory / "pytorch_model.bin")
+    eos = None
     if tokenizer is not None:
         save_tokenizer(tokenizer, directory)
+        eos = end_of_document_token(tokenizer, directory, model.config.vocab_size)
+        if not hasattr(tokenizer, "save_pretrained"):  # a transformers tokenizer wrote its own
+            write_tokenizer_config(directory, eos)
+    generation = {} if eos is None else {"eos_token_id": eos[1], "pad_token_id": eos[1]}
+    (directory / GENERATION_CONFIG_FILE).write_text(json.dumps(generation, indent=2) + "\n", encoding="utf-8")
+    for name, code in REMOTE_CODE.items():
+        (directory / name).write_text(code, encoding="utf-8")
+    write_model_card(model, directory, evaluation, has_tokenizer=tokenizer is not None)
     write_checksums(directory)
+
+
+def end_of_document_token(tokenizer: Any, directory: Path, vocab_size: int) -> tuple[str, int] | None:
+    """(token, id) of the end-of-document token of the tokenizer saved in `directory`: the
+    tokenizer's own `eos_token` (SMTTokenizer, transformers tokenizers), else smt's EOS_TOKEN
+    when the vocabulary has it; None when it has neither (or its id is beyond the model's vocabulary)."""
+    from tokenizers import Tokenizer
+
+    from smt.data.tokenizer import EOS_TOKEN
+
+    own = getattr(tokenizer, "eos_token", None)
+    token = own if isinstance(own, str) and own else EOS_TOKEN
+    token_id = Tokenizer.from_file(str(directory / TOKENIZER_FILE)).token_to_id(token)
+    if token_id is None or token_id >= vocab_size:
+        return None
+    return token, int(token_id)
+
+
+def write_tokenizer_config(directory: Path, eos: tuple[str, int] | None) -> None:
+    """tokenizer_config.json: transformers' AutoTokenizer reads tokenizer.json as a
+    PreTrainedTokenizerFast, with the end-of-document token as eos and pad (pad = eos: SMT has
+    no padding token, and generate then never mistakes a prompt token for padding)."""
+    data: dict[str, Any] = {"tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": False,
+                            "model_input_names": ["input_ids", "attention_mask"]}
+    if eos is not None:
+        data.update(eos_token=eos[0], pad_token=eos[0])
+    (directory / TOKENIZER_CONFIG_FILE).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def parameter_counts(model: nn.Module) -> dict[str, Any]:
+    """model.count_parameters() when the model has it (total and breakdown), else the total."""
+    if callable(getattr(model, "count_parameters", None)):
+        return model.count_parameters()
+    return {"total": sum(p.numel() for p in model.parameters()), "breakdown": {}, "lm_head_tied": None}
+
+
+def write_model_card(model: nn.Module, directory: Path, evaluation: Mapping[str, Any] | None = None,
+                     has_tokenizer: bool = False) -> None:
+    """README.md, the Hub's model card (huggingface_hub.ModelCard): how to load the model, its
+    configuration, its parameter counts and, when given, its evaluation numbers."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    cfg = model.config
+    counts = parameter_counts(model)
+    kind = {"smt": "Stride Memory Transformer", "swa": "sliding-window transformer (SMT baseline)",
+            "gpt": "full-attention transformer (SMT baseline)", "mamba": "Mamba language model (SMT baseline)"}
+    data = ModelCardData(library_name="transformers", pipeline_tag="text-generation",
+                         tags=["smt", "stride-memory-transformer", f"arch-{cfg.arch}", "custom_code"])
+    rows = [f"| {name} | {value!r} |" for name, value in cfg.to_dict().items()]
+    if cfg.arch == "mamba":
+        window = "token embeddings through a stack of Mamba layers, a fixed-size state per stream"
+    elif cfg.arch == "gpt":
+        window = "causal attention over the whole context, a key/value cache that grows with the stream"
+    else:
+        memory = f"the {cfg.n_ssm_outputs} newest memory slots and " if cfg.arch == "smt" else ""
+        window = (f"each token reads {memory}the {cfg.m_input_tokens} newest tokens"
+                  + (f"; a memory write every {cfg.stride} tokens" if cfg.arch == "smt" else ""))
+    sizes = [f"| total | {counts['total']:,} |"]
+    sizes += [f"| {part} | {n:,} |" for part, n in counts.get("breakdown", {}).items()]
+    if counts.get("lm_head_tied") is not None:
+        sizes.append(f"| lm_head tied to the embedding | {counts['lm_head_tied']} |")
+    text = [
+        f"# {cfg.arch}: {kind.get(cfg.arch, cfg.arch)}", "",
+        f"An SMT model directory (`model_type: {MODEL_TYPE}`, format version {FORMAT_VERSION}, arch "
+        f"`{cfg.arch}`) written by `smt.model_directory.save_model_dir`: {window}.", "",
+        "## Use", "",
+        "With the smt package installed:", "",
+        "```python",
+        "from smt.models import load_model",
+        "model = load_model(\"path/or/repo\")          # native: model(input_ids, state=...), step, generate",
+        "",
+        "from transformers import AutoModelForCausalLM" + (", AutoTokenizer, pipeline" if has_tokenizer else ""),
+        "model = AutoModelForCausalLM.from_pretrained(\"path/or/repo\", trust_remote_code=True)",
+    ]
+    if has_tokenizer:
+        text += ["tokenizer = AutoTokenizer.from_pretrained(\"path/or/repo\")",
+                 "generator = pipeline(\"text-generation\", model=model, tokenizer=tokenizer)"]
+    text += ["```", "",
+             "Batches with padding (an attention_mask with zeros) are refused: generate prompts of different "
+             "lengths one at a time.", "",
+             "## Parameters", "", "| part | parameters |", "|---|---:|", *sizes, "",
+             "## Configuration", "", "| field | value |", "|---|---|", *rows, ""]
+    if evaluation:
+        text += ["## Evaluation", "", "| metric | value |", "|---|---:|",
+                 *[f"| {name} | {value} |" for name, value in evaluation.items()], ""]
+    card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(text))
+    card.save(str(directory / MODEL_CARD_FILE))
 
 
 def write_checksums(directory: Path) -> None:
@@ -341,3 +466,40 @@ def load_weights(model: nn.Module, directory: str | Path, verify: bool = True) -
         raise WeightMismatchError(f"{file} does not fit the model: {'; '.join(problems)}. The weights come from "
                                   "another model config (an edited config.json, or an override that changes shapes)")
     model.load_state_dict(tensors, strict=False)  # a tied lm_head is absent from the file; checked above
+
+
+# ------------------------------------------------------------------ hub
+def push_to_hub(repo_id: str, model_or_directory: nn.Module | str | Path, tokenizer: Any = None,
+                evaluation: Mapping[str, Any] | None = None, *, token: str | None = None,
+                private: bool | None = None, revision: str | None = None, commit_message: str | None = None,
+                create_pr: bool = False) -> Any:
+    """Upload a model directory (or a model, saved first with save_model_dir into a temporary
+    directory, with `tokenizer` and `evaluation`) to the Hugging Face Hub repo `repo_id`, creating
+    the repo when needed (huggingface_hub create_repo + upload_folder; online, with a token from
+    `hf auth login` or `token=`). Returns huggingface_hub's CommitInfo."""
+    import huggingface_hub
+
+    if not isinstance(repo_id, str) or not REPO_ID.match(repo_id) or repo_id.startswith((".", "/", "~")):
+        raise ValueError(f"repo_id={repo_id!r} is not a hub repo id; use 'name' or 'user/name'")
+    if isinstance(model_or_directory, nn.Module):
+        with tempfile.TemporaryDirectory(prefix="smt-push-") as temporary:
+            save_model_dir(model_or_directory, temporary, tokenizer, evaluation=evaluation)
+            return push_to_hub(repo_id, temporary, token=token, private=private, revision=revision,
+                               commit_message=commit_message, create_pr=create_pr)
+    if tokenizer is not None or evaluation is not None:
+        raise ValueError("tokenizer= and evaluation= apply when pushing a model; a directory is pushed as it is "
+                         "(save it again with save_model_dir(model, dir, tokenizer, evaluation=...) to change them)")
+    directory = Path(model_or_directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory}: no such model directory")
+    if (directory / TRAINING_FILE).is_file():
+        raise ValueError(f"{directory} is a training step directory (optimizer state, training.json); export the "
+                         "model first: smt.models.load_model(step_dir).save_pretrained(out_dir, tokenizer=...), "
+                         "then push out_dir")
+    read_config(directory)  # an SMT model directory, else a ValueError naming what it is
+    verify_model_files(directory)
+    huggingface_hub.create_repo(repo_id, token=token, private=private, exist_ok=True, repo_type="model")
+    return huggingface_hub.upload_folder(
+        repo_id=repo_id, folder_path=str(directory), repo_type="model", token=token, revision=revision,
+        commit_message=commit_message or f"Upload SMT model ({directory.name})", create_pr=create_pr,
+        ignore_patterns=[".*"])

@@ -45,8 +45,9 @@ def _same_logits(a: StrideHybridModel, b: StrideHybridModel) -> None:
 def test_round_trip_with_tokenizer(tmp_path):
     model, tokenizer = _tiny_model(), _tiny_tokenizer()
     model.save_pretrained(tmp_path, tokenizer=tokenizer)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["checksums.json", "config.json", "model.safetensors",
-                                                        "tokenizer.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "README.md", "checksums.json", "config.json", "configuration_smt.py", "generation_config.json",
+        "model.safetensors", "modeling_smt.py", "tokenizer.json", "tokenizer_config.json"]
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["model_type"] == "smt_stride_hybrid" and config["smt_format_version"] == 1
     assert config["d_model"] == model.config.d_model

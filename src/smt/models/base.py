@@ -71,7 +71,14 @@ class LanguageModel(StreamingGeneration, nn.Module):
             nn.init.normal_(self.lm_head.weight, std=cfg.initializer_range)
 
     def _finish_init(self) -> None:
-        self.to(device=resolve_device(self.config.device), dtype=getattr(torch, self.config.dtype))
+        """Cast to config.dtype and move to config.device; a model built on the meta device
+        (`with torch.device("meta")`, as transformers builds models before loading weights) is
+        only cast: its parameters have no data to move, and the loader places them."""
+        dtype = getattr(torch, self.config.dtype)
+        if any(p.is_meta for p in self.parameters()):
+            self.to(dtype=dtype)
+        else:
+            self.to(device=resolve_device(self.config.device), dtype=dtype)
 
     @property
     def device(self) -> torch.device:
@@ -99,11 +106,12 @@ class LanguageModel(StreamingGeneration, nn.Module):
                                f"{type(self).__name__} (arch={self.config.arch!r})", grows=self.growing_state)
 
     # ------------------------------------------------------------- sharing
-    def save_pretrained(self, save_directory: str | Path, tokenizer: Any = None,
-                        safe_serialization: bool = True) -> None:
-        """Write the model directory (config.json, model.safetensors, the tokenizer when given,
-        checksums.json): smt.model_directory."""
-        save_model_dir(self, save_directory, tokenizer, safe_serialization)
+    def save_pretrained(self, save_directory: str | Path, tokenizer: Any = None, safe_serialization: bool = True,
+                        evaluation: dict[str, Any] | None = None) -> None:
+        """Write the model directory (config.json, model.safetensors, the tokenizer when given, the
+        transformers files, a model card with the `evaluation` numbers when given, checksums.json):
+        smt.model_directory."""
+        save_model_dir(self, save_directory, tokenizer, safe_serialization, evaluation)
 
     @classmethod
     def from_pretrained(cls, path_or_repo: str | Path, device: str | None = None, revision: str | None = None,
