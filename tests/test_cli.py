@@ -82,3 +82,14 @@ def test_train_help_gives_every_field_its_type_default_and_meaning(capsys):
     assert "--training.lr VALUE, --lr VALUE float, default" in text
     assert "--run.logger VALUE, --logger VALUE str | list[str], default 'csv'" in text
     assert "--model.n_layers" not in text  # old names are accepted, not advertised
+
+
+def test_help_promises_only_commands_that_exist(capsys):
+    from smt.cli import COMMANDS
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert "serve" not in text
+    assert all(command in text for command in COMMANDS)

@@ -20,7 +20,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="smt", description="Stride Memory Transformer: train, evaluate, serve.")
+    parser = _Parser(prog="smt", description="Stride Memory Transformer: train, evaluate, generate.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name in COMMANDS:
         importlib.import_module(f"smt.commands.{name}").add_parser(sub)

@@ -437,7 +437,7 @@ class TrainingConfig(_Serialisable):
     checkpoint_interval: int = 500
     keep_last_checkpoints: int = 3
     seed: int = 1337
-    dtype: str = "float32"  # float32 or bfloat16 (autocast)
+    dtype: str = "float32"  # float32, bfloat16 (autocast) or float16 (autocast + loss scaling, GPUs without bf16)
     compile: bool = False
     batching: str = "random"  # "random" windows or "stream" (long documents, state carried)
     nonfinite: str = "stop"  # what to do on a NaN/inf loss or gradient: "stop" or "skip"
@@ -476,8 +476,8 @@ class TrainingConfig(_Serialisable):
             fail("max_steps", "must be >= 1", "use a positive number of steps")
         if self.epochs is not None and not float(self.epochs) > 0:
             fail("epochs", "must be > 0", "use a positive number of epochs")
-        if self.dtype not in ("float32", "bfloat16"):
-            fail("dtype", "unknown training dtype", "use float32 or bfloat16")
+        if self.dtype not in ("float32", "bfloat16", "float16"):
+            fail("dtype", "unknown training dtype", "use float32, bfloat16 or float16")
         if self.batching not in ("random", "stream"):
             fail("batching", "unknown batching mode", "use random or stream")
         if self.nonfinite not in ("stop", "skip"):

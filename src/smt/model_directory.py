@@ -84,9 +84,19 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def shared_mode(directory: bool = False) -> int:
+    """The mode a plain open() / mkdir() gives under the process umask (0644 / 0755 with the usual
+    022), for files and folders made by mkstemp / mkdtemp (0600 / 0700): checkpoints on a cluster
+    are read by other jobs and users."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return (0o777 if directory else 0o666) & ~mask
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON to a temporary file beside `path`, fsync it, then rename over `path`."""
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.chmod(temporary, shared_mode())
     with os.fdopen(handle, "w", encoding="utf-8") as out:
         json.dump(data, out, indent=1)
         out.flush()
@@ -258,6 +268,7 @@ def save_model_dir(model: nn.Module, directory: str | Path, tokenizer: Any = Non
 
         save_file(weights, str(directory / "model.safetensors"),
                   metadata={"format": "pt", "smt_format_version": str(FORMAT_VERSION)})
+        os.chmod(directory / "model.safetensors", shared_mode())  # safetensors writes 0600
     else:
         torch.save(weights, directory / "pytorch_model.bin")
     eos = None

@@ -140,3 +140,19 @@ def test_a_full_disk_is_named_and_the_last_good_checkpoint_stays(tmp_path, monke
     monkeypatch.undo()
     assert [p.name for p in tmp_path.iterdir()] == ["step_000001"]
     load_checkpoint(good, StrideHybridModel(StrideHybridConfig.tiny()))
+
+
+def test_checkpoints_are_readable_by_others_under_the_usual_umask(tmp_path):
+    """Folders 0755 and files 0644 under umask 022 (mkdtemp / mkstemp alone give 0700 / 0600)."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        path = _save(tmp_path, StrideHybridModel(StrideHybridConfig.tiny()), 1, val_loss=2.0)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o755
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in path.iterdir()}
+    assert modes and all(mode == 0o644 for mode in modes.values()), modes
+    assert stat.S_IMODE((tmp_path / "best.json").stat().st_mode) == 0o644

@@ -7,6 +7,7 @@ import torch
 
 from smt.commands.train import train_from_config
 from smt.training.checkpoint import list_checkpoints, verify_checkpoint
+from smt.training.distributed import DistContext
 from smt.training.run_config import load_run_config
 from smt.training.trainer import NonFiniteError, Trainer
 from tests.training.helpers import synthetic_view, tiny_config
@@ -182,3 +183,20 @@ def test_compile_flag_trains_like_eager(tmp_path):
     assert sorted(compiled.losses) == [1, 2, 3]
     for step, loss in eager.losses.items():
         assert math.isclose(compiled.losses[step], loss, rel_tol=1e-4), (step, compiled.losses[step], loss)
+
+
+def test_float16_trains_with_a_loss_scaler_that_resumes(tmp_path):
+    """training.dtype float16 (GPUs without bf16): autocast to float16 with a GradScaler, whose
+    scale is saved with the optimizer and restored on resume; the loss still falls."""
+    view = synthetic_view()
+    result = Trainer(tiny_config(tmp_path, dtype="float16", max_steps=12), view, view).train()
+    losses = [result.losses[s] for s in sorted(result.losses)]
+    assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]
+    saved = torch.load(tmp_path / "checkpoints" / "step_000012" / "optimizer.pt", weights_only=True)
+    assert saved["grad_scaler"]["scale"] > 0
+    resumed = Trainer(tiny_config(tmp_path, dtype="float16", max_steps=14), view, view)
+    run = resumed._setup(DistContext(), resume=True)
+    assert run.scaler.is_enabled() and run.scaler.get_scale() == saved["grad_scaler"]["scale"]
+    (tmp_path / "fp32").mkdir()
+    float32 = Trainer(tiny_config(tmp_path / "fp32", max_steps=1), view, view)
+    assert not float32._setup(DistContext(), resume=False).scaler.is_enabled()

@@ -37,6 +37,7 @@ from smt.model_directory import (
     load_weights,
     save_model_dir,
     sha256_file,
+    shared_mode,
     verify_training_record,
     write_json_atomic,
 )
@@ -87,6 +88,7 @@ def save_checkpoint(root: Path, model: nn.Module, payload: CheckpointPayload, to
     root.mkdir(parents=True, exist_ok=True)
     final = root / step_dir_name(payload.step)
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=root))
+    os.chmod(staging, shared_mode(directory=True))
     try:
         save_model_dir(model, staging, tokenizer)
         torch.save(payload.optimizer_state, staging / "optimizer.pt")
@@ -95,6 +97,7 @@ def save_checkpoint(root: Path, model: nn.Module, payload: CheckpointPayload, to
             save_file(tensors, str(staging / "stream_state.safetensors"))
         files = sorted(p.name for p in staging.iterdir())
         for name in files:
+            os.chmod(staging / name, shared_mode())  # safetensors writes 0600
             with open(staging / name, "rb+") as handle:
                 os.fsync(handle.fileno())
         record = {**payload.training_state, "format_version": FORMAT_VERSION, "step": payload.step,

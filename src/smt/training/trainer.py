@@ -60,6 +60,7 @@ from smt.training.schedule import build_scheduler
 from smt.training.stop_signals import StopOnSignal, TrainingInterrupted
 
 # settings a resumed run must share with the checkpoint (the data position depends on them)
+AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}  # training.dtype -> autocast
 RESUME_MUST_MATCH = ("batch_size", "gradient_accumulation_steps", "seq_len", "batching", "seed")
 
 
@@ -98,6 +99,7 @@ class _RunState:
     last_checkpoint: Path | None
     params: list[Tensor]
     started: float
+    scaler: Any = None  # torch.amp.GradScaler: enabled for training.dtype float16, a pass-through otherwise
     tokens_total: int = 0
     last_eval: dict | None = None
     window: dict = field(default_factory=lambda: {"nll": 0.0, "count": 0, "tokens": 0, "time": 0.0})
@@ -279,6 +281,10 @@ class Trainer:
                 stream_state = full.select(torch.arange(rows.start, rows.stop)).to(ctx.device)
         if stream_state is None and tc.batching == "stream":
             stream_state = model.init_state(tc.batch_size)
+        # float16 needs loss scaling (its range underflows small gradients); bfloat16 and float32 do not
+        scaler = torch.amp.GradScaler(ctx.device.type, enabled=tc.dtype == "float16")
+        if loaded is not None and loaded.optimizer_state.get("grad_scaler"):
+            scaler.load_state_dict(loaded.optimizer_state["grad_scaler"])
         logger = MetricsLogger(self.run_dir, start_step if resume else None, self.run.trackers,
                                self.config.to_dict()) if ctx.is_main else None
         bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step",
@@ -288,7 +294,7 @@ class Trainer:
             optimizer=optimizer, scheduler=scheduler, batcher=batcher, stream_state=stream_state, logger=logger,
             bar=bar, result=TrainResult(self.run_dir, total_steps), total_steps=total_steps, step=start_step,
             last_checkpoint=loaded.directory if loaded is not None else None,
-            params=[p for p in wrapped.parameters() if p.requires_grad], started=time.perf_counter())
+            params=[p for p in wrapped.parameters() if p.requires_grad], started=time.perf_counter(), scaler=scaler)
 
     def _step(self, run: _RunState, ctx: DistContext) -> tuple[float, float, float] | None:
         """One optimizer step over gradient_accumulation_steps micro-batches: (loss, grad norm, lr),
@@ -305,16 +311,21 @@ class Trainer:
             with no_sync(run.wrapped, skip_sync=not last):
                 nll, run.stream_state = self._forward(run.forward, batch, run.stream_state)
                 # sum / global count, times world size because DDP averages gradients over ranks
-                (nll * ctx.world_size / max(global_count, 1)).backward()
+                run.scaler.scale(nll * ctx.world_size / max(global_count, 1)).backward()
             nll_total += nll.detach()
         loss = float(all_reduce_sum(nll_total.reshape(1), ctx).item()) / max(global_count, 1)
+        run.scaler.unscale_(run.optimizer)
         grad_norm = self._clip(run.params, ctx)
         run.step += 1
-        if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+        # float16: an overflowing gradient is the loss scale's business (the scaler skips the update
+        # and lowers the scale); a non-finite loss, or any non-finite gradient otherwise, is not
+        overflow = run.scaler.is_enabled() and math.isfinite(loss)
+        if not (math.isfinite(loss) and (math.isfinite(grad_norm) or overflow)):
             self._nonfinite(run, loss, grad_norm)
             return None
         lr = run.optimizer.param_groups[0]["lr"]
-        run.optimizer.step()
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
         run.scheduler.step()
         run.optimizer.zero_grad(set_to_none=True)
         run.result.losses[run.step] = loss
@@ -373,7 +384,7 @@ class Trainer:
     def _save_step(self, run: _RunState, ctx: DistContext) -> None:
         last_eval = run.last_eval
         val_loss = last_eval["loss"] if last_eval and last_eval["step"] == run.step else None
-        run.last_checkpoint = self._save(run.model, run.wrapped, run.optimizer, run.scheduler, run.batcher,
+        run.last_checkpoint = self._save(run.model, run.wrapped, run.optimizer, run.scheduler, run.scaler, run.batcher,
                                          run.stream_state, run.step, val_loss, ctx)
 
     def _stop_if_signalled(self, run: _RunState, ctx: DistContext, stop: StopOnSignal) -> None:
@@ -406,8 +417,8 @@ class Trainer:
     # ------------------------------------------------------------- pieces
     def _forward(self, model: nn.Module, batch: Batch, state):
         """Summed next-token NLL of one micro-batch, and the carried state (stream mode)."""
-        autocast = torch.autocast(device_type=batch.inputs.device.type, dtype=torch.bfloat16,
-                                  enabled=self.tc.dtype == "bfloat16")
+        autocast = torch.autocast(device_type=batch.inputs.device.type, dtype=AUTOCAST_DTYPES.get(self.tc.dtype),
+                                  enabled=self.tc.dtype in AUTOCAST_DTYPES)
         with autocast:
             if state is not None:
                 state = state.reset_rows(batch.reset).detach()
@@ -475,7 +486,7 @@ class Trainer:
             torch.cuda.set_rng_state(state["cuda_rng"])
         random.setstate(_python_rng_from(state["python_rng"]))
 
-    def _save(self, model, wrapped, optimizer, scheduler, batcher, stream_state, step, val_loss, ctx) -> Path:
+    def _save(self, model, wrapped, optimizer, scheduler, scaler, batcher, stream_state, step, val_loss, ctx) -> Path:
         fsdp = self.run.parallel == "fsdp" and ctx.enabled
         if fsdp:
             from torch.distributed.checkpoint.state_dict import (
@@ -512,6 +523,7 @@ class Trainer:
                     "optimizer": optimizer_state,
                     "fsdp": fsdp,
                     "scheduler": scheduler.state_dict(),
+                    "grad_scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
                     "torch_rng": torch.get_rng_state(),
                     "cuda_rng": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
                     "python_rng": _python_rng_to_plain(random.getstate()),
