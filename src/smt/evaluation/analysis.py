@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from smt.evaluation.figures import save_figure
 from smt.evaluation.pooling_analyzer import AttentionPoolingAnalyzer
 
 
@@ -81,7 +82,7 @@ def write_analysis_plots(model, stats: dict, out_dir: str | Path) -> list[Path]:
     window_png = analyzer.visualize_attention(weights[:200], out / "pooling_window.png")
     stride = model.config.stride
     x = (np.arange(len(stats["memory_share_by_write"])) + 1) * stride
-    fig, ax = plt.subplots(figsize=(8, 3.8))
+    fig, ax = plt.subplots(figsize=(8, 4.2), layout="constrained")
     ax.plot(x, stats["memory_share_by_write"], color="tab:orange", linewidth=0.8, label="share on memory slots")
     ax.set_xlabel("token position of the write")
     ax.set_ylabel("pooling weight on memory")
@@ -91,9 +92,5 @@ def write_analysis_plots(model, stats: dict, out_dir: str | Path) -> list[Path]:
     twin.axhline(stats["max_entropy"], color="tab:blue", linestyle=":", linewidth=0.8)
     twin.set_ylabel("entropy (nats; dotted: uniform)")
     ax.set_title("attention pooling along the document")
-    fig.legend(loc="upper right")
-    fig.tight_layout()
-    along_png = out / "pooling_along_document.png"
-    fig.savefig(along_png, dpi=110)
-    plt.close(fig)
-    return [window_png, along_png]
+    fig.legend(loc="outside lower center", ncols=2, fontsize=8)
+    return [window_png, save_figure(fig, out / "pooling_along_document.png")]

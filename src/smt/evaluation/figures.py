@@ -9,7 +9,8 @@ def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
     """Lay out `fig`, write it to `path` (parents created) and close it; returns the path."""
     import matplotlib.pyplot as plt
 
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:  # figures made with layout="constrained" lay themselves out
+        fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi)

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from smt.evaluation.figures import save_figure
+
 KEY_MARK = 0
 QUERY_MARK = 1
 FIRST_VALUE = 2
@@ -251,19 +253,18 @@ def plot_passkey_heatmap(grids: dict[str, PasskeyGrid], save_path: str | Path, m
 
     if not grids:
         raise ValueError("no passkey grids to plot")
-    fig, axes = plt.subplots(1, len(grids), figsize=(4.2 * len(grids), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(grids), figsize=(4.2 * len(grids) + 1.2, 3.8), squeeze=False,
+                             layout="constrained")
     for ax, (name, grid) in zip(axes[0], grids.items()):
         image = ax.imshow(getattr(grid, metric), vmin=0, vmax=1, cmap="RdYlGn", aspect="auto", origin="lower")
         ax.set_xticks(range(len(grid.depths)), [f"{d:.2f}" for d in grid.depths])
         ax.set_yticks(range(len(grid.context_lengths)), [str(n) for n in grid.context_lengths])
         ax.set_xlabel("key depth (0 = start)")
         ax.set_ylabel("context length (tokens)")
-        ax.set_title(f"{name}: passkey {metric}")
+        ax.set_title(name, fontsize=10)
         for (r, c), value in np.ndenumerate(getattr(grid, metric)):
             ax.text(c, r, f"{value:.2f}", ha="center", va="center", fontsize=8)
-    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8)
-    save_path = Path(save_path)
-    save_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(save_path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return save_path
+    label = "exact-match accuracy" if metric == "exact" else "share of prompts: passkey beats every distractor"
+    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.9, label=label)
+    fig.suptitle(f"passkey retrieval by context length and key depth ({metric})", fontsize=11)
+    return save_figure(fig, save_path)

@@ -119,13 +119,15 @@ class AttentionPoolingAnalyzer:
         if w.dim() == 1:
             w = w.unsqueeze(0)
         stats = self.analyze_attention(w)
-        fig, (ax_map, ax_bar) = plt.subplots(2, 1, figsize=(10, 7), height_ratios=[3, 1.3])
+        fig, (ax_map, ax_bar) = plt.subplots(2, 1, figsize=(10, 7), height_ratios=[3, 1.3], layout="constrained")
         image = ax_map.imshow(w.numpy(), aspect="auto", cmap="viridis", interpolation="nearest")
         ax_map.axvline(self.n_slots - 0.5, color="white", linewidth=1.5)
-        ax_map.set_ylabel("write")
+        ax_map.set_ylabel("write (oldest at the top)")
+        ax_map.set_xlabel(f"window position (left of the white line: {self.n_slots} memory slots; right: "
+                          f"{self.n_tokens} tokens, newest last)")
         ax_map.set_title(title or f"attention pooling: {stats['ssm_total']:.1%} on memory, "
                                   f"entropy {stats['entropy']:.2f} / {stats['max_entropy']:.2f} nats")
-        fig.colorbar(image, ax=ax_map)
+        fig.colorbar(image, ax=ax_map, label="pooling weight")
         positions = list(range(w.shape[-1]))
         colors = ["tab:orange"] * self.n_slots + ["tab:blue"] * self.n_tokens
         ax_bar.bar(positions, stats["per_position"], color=colors)
