@@ -83,7 +83,7 @@ def test_training_config():
     with pytest.raises(ConfigError, match="batch_size"):
         TrainingConfig(batch_size=0)
     with pytest.raises(ConfigError, match="dtype"):
-        TrainingConfig(dtype="float16")
+        TrainingConfig(dtype="float8")
     with pytest.raises(ConfigError, match="max_steps or epochs"):
         TrainingConfig(max_steps=None, epochs=None)
 
