@@ -25,6 +25,8 @@ VARIANTS = {
     "SimpleSSM memory": {"ssm_type": "simple"},
     "Mamba's dt range [1e-3, 1e-1]": {"ssm_dt_min": 1e-3, "ssm_dt_max": 0.1},
     "mimetic init": {"ssm_init": "mimetic"},
+    "per-token read of the SSM state (memory_read: slots+state)": {"memory_read": "slots+state"},
+    "pooling position bias": {"pool_position_bias": True},
 }
 
 
