@@ -230,3 +230,22 @@ def test_lm_eval_command_line_with_the_smt_model(setup, tmp_path):
     rolling = lm.loglikelihood_rolling([_instance("loglikelihood_rolling", d) for d in PPL_DOCS], disable_tqdm=True)
     words = sum(len(re.split(r"\s+", d)) for d in PPL_DOCS)
     assert ppl["word_perplexity,none"] == pytest.approx(math.exp(-sum(rolling) / words), rel=1e-9)
+
+
+def test_plain_lm_eval_with_the_hf_model_and_remote_code(setup, tmp_path):
+    """`lm_eval --model hf --model_args pretrained=DIR,trust_remote_code=True`: lm_eval's own
+    command, unchanged, loads the model directory through transformers (auto_map, smt.hf) and
+    scores the multiple-choice task like the smt adapter does."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-m", "lm_eval", "--model", "hf", "--model_args",
+               f"pretrained={setup['model_dir']},trust_remote_code=True,dtype=float32", "--tasks", "smt_test_mc",
+               "--include_path", str(setup["tasks"]), "--batch_size", "1", "--output_path", str(tmp_path / "out")]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    [written] = list((tmp_path / "out").rglob("results_*.json"))
+    accuracy = json.loads(written.read_text())["results"]["smt_test_mc"]["acc,none"]
+    lm = _adapter(setup)
+    requests = [_instance("loglikelihood", q, " " + c) for q, _ in QUESTIONS for c in CHOICES]
+    scores = [s for s, _ in lm.loglikelihood(requests, disable_tqdm=True)]
+    expected = sum(max(range(4), key=lambda k: scores[4 * i + k]) == label for i, (_, label) in enumerate(QUESTIONS))
+    assert accuracy == pytest.approx(expected / len(QUESTIONS))
