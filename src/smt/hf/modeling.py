@@ -101,8 +101,8 @@ class SMTCache(Cache):
 
     def crop(self, tokens_to_remove: int) -> None:
         if tokens_to_remove:
-            raise NotImplementedError("an SMT stream state cannot be cropped: the memory cannot forget its last "
-                                      "tokens; keep the state from before them instead")
+            raise ValueError("an SMT stream state cannot be cropped: the memory cannot forget its last "
+                             "tokens; keep the state from before them instead")
 
     def reset(self) -> None:
         self.state = None
@@ -207,8 +207,8 @@ class SMTForCausalLM(SMTPreTrainedModel, GenerationMixin):
         return self.lm_head
 
     def resize_token_embeddings(self, *args: Any, **kwargs: Any):
-        raise NotImplementedError("resize_token_embeddings is not supported for SMT models: build a model with the "
-                                  "new vocab_size (StrideHybridConfig(vocab_size=...)) and load the weights that fit")
+        raise ValueError("resize_token_embeddings is not supported for SMT models: build a model with the "
+                         "new vocab_size (StrideHybridConfig(vocab_size=...)) and load the weights that fit")
 
     @classmethod
     def _supports_default_dynamic_cache(cls) -> bool:
