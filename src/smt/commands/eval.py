@@ -45,12 +45,13 @@ def add_parser(sub) -> None:
     parser.set_defaults(run=run)
 
 
-def load_for_eval(path: str | Path, device: str = "cpu"):
-    """(model in eval mode, tokenizer or None, directory) from any checkpoint/model directory."""
+def load_for_eval(path: str | Path, device: str = "cpu", prefer_best: bool = True):
+    """(model in eval mode, tokenizer or None, directory) from any checkpoint/model directory (a run's
+    best checkpoint when known and `prefer_best`, else its latest); the checksums are checked first."""
     from smt.models import load_model
     from smt.training.checkpoint import resolve_checkpoint
 
-    directory = resolve_checkpoint(path)
+    directory = resolve_checkpoint(path, prefer_best)
     model = load_model(directory, device)
     tokenizer = None
     if (directory / "tokenizer.json").is_file():

@@ -25,18 +25,15 @@ def add_parser(sub) -> None:
 
 
 def load_trained(path: str | Path, prefer_best: bool = True, device: str = "cpu"):
-    """(model in eval mode, tokenizer, step directory) from a run/checkpoint/model directory."""
-    from smt.data import load_tokenizer
-    from smt.models import load_model
-    from smt.training.checkpoint import resolve_checkpoint
+    """(model in eval mode, tokenizer, step directory) from a run/checkpoint/model directory; the
+    tokenizer must be there and fit the model."""
+    from smt.commands.eval import load_for_eval
 
-    directory = resolve_checkpoint(path, prefer_best)
-    model = load_model(directory, device)  # checks the directory's checksums first
+    model, tokenizer, directory = load_for_eval(path, device, prefer_best)
     tokenizer_file = directory / "tokenizer.json"
-    if not tokenizer_file.is_file():
+    if tokenizer is None:
         raise FileNotFoundError(f"{tokenizer_file} is missing: the checkpoint has no tokenizer; copy the "
                                 "run's tokenizer.json into it")
-    tokenizer = load_tokenizer(tokenizer_file)
     if tokenizer.vocab_size > model.config.vocab_size:
         raise ValueError(f"{tokenizer_file} has {tokenizer.vocab_size} tokens but the model in {directory} has "
                          f"vocab_size {model.config.vocab_size}: the tokenizer does not belong to this model")
