@@ -77,7 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", default="smt", choices=["smt", "swa", "gpt", "mamba"])
     parser.add_argument("--task", default="passkey", choices=["passkey", "mqar"])
-    parser.add_argument("--pairs", type=int, default=8, help="mqar: key-value pairs (all queried)")
+    parser.add_argument("--pairs", type=int, default=8, help="mqar: key-value pairs")
+    parser.add_argument("--queries", type=int, default=None,
+                        help="mqar: pairs queried, each once (default: all)")
+    parser.add_argument("--answers", default="hidden", choices=["hidden", "given"],
+                        help="mqar: 'given' puts each answer after its query (Zoology's form, with the "
+                             "elimination shortcut; every MQAR row before docs/MEMORY.md Q10), 'hidden' does not")
     parser.add_argument("--init-from", default=None, help="start from this saved model (a curriculum stage)")
     parser.add_argument("--model", nargs="*", default=[], help="StrideHybridConfig overrides key=value")
     parser.add_argument("--label", default=None, help="name of the variant in the results")
@@ -102,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
 
     overrides = {k: parse_yaml(v) for k, v in (item.split("=", 1) for item in args.model)}
     if args.task == "mqar":
-        task = TaskConfig(name="mqar", seq_len=args.seq_len, n_pairs=args.pairs, n_queries=args.pairs,
+        task = TaskConfig(name="mqar", seq_len=args.seq_len, n_pairs=args.pairs, n_queries=args.queries or args.pairs,
+                          mqar_answers=args.answers,
                           n_keys=16, n_values=16, n_filler=args.n_filler, state_passing=args.state_passing,
                           passed_rows=args.passed_rows)
     else:
@@ -119,9 +125,14 @@ def main(argv: list[str] | None = None) -> int:
     losses = train(model, task, args.steps, args.lr, args.batch_size, args.seed, args.warmup, args.weight_decay)
     seconds = time.perf_counter() - started
     lengths = [args.seq_len, *args.eval_lengths]
+    extra = {}
     if args.task == "mqar":
-        accuracy = {length: evaluate_task(model, task, args.eval_samples, args.seed, seq_len=length)["accuracy"]
-                    for length in lengths}
+        scores = {length: evaluate_task(model, task, args.eval_samples, args.seed, seq_len=length)
+                  for length in lengths}
+        accuracy = {length: score["accuracy"] for length, score in scores.items()}
+        extra = {"queries": task.n_queries, "answers": task.mqar_answers,
+                 "first_query": {k: v["first_query"] for k, v in scores.items()},
+                 "by_query": {k: v["by_query"] for k, v in scores.items()}}
     else:
         accuracy = {length: passkey_accuracy_by_distance(model, task, length, n_samples=args.eval_samples,
                                                          seed=args.seed) for length in lengths}
@@ -130,13 +141,14 @@ def main(argv: list[str] | None = None) -> int:
               "seq_len": args.seq_len, "steps": args.steps, "lr": args.lr, "state_passing": args.state_passing,
               "passed_rows": args.passed_rows, "R": smt_config.window_reach,
               "parameters": model.count_parameters()["total"], "train_seconds": round(seconds, 1),
-              "losses": losses, "accuracy": accuracy, "chance": task.chance}
+              "losses": losses, "accuracy": accuracy, "chance": task.chance, **extra}
     if args.save:
         model.save_pretrained(args.save)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "a", encoding="utf-8") as handle:
         handle.write(json.dumps(record) + "\n")
-    print(json.dumps({k: record[k] for k in ("label", "seed", "R", "train_seconds", "accuracy")}))
+    print(json.dumps({k: record[k] for k in ("label", "seed", "R", "train_seconds", "accuracy", "first_query")
+                      if k in record}))
     print("loss:", " ".join(f"{s}:{v:.3f}" for s, v in losses))
     return 0
 

@@ -1,12 +1,14 @@
 #!/usr/bin/env python
 """MQAR accuracy of a saved model by the queried pair's place: which pair (1st..Pth in the
 sequence) and which half of the memory write that covers it (a write summarises S tokens, so at
-S = 4 two pairs share one write). A diagnostic for docs/MEMORY.md Q9: if one SSM write cannot bind
-two pairs, the pair written first and the one written second of a write are recalled unequally.
+S = 4 two pairs share one write), and by the query's place in the query section beside the
+elimination floor (docs/MEMORY.md Q10: with every pair queried once, later answers can be guessed
+from the values not yet given). A diagnostic for docs/MEMORY.md Q9-Q10: if one SSM write cannot
+bind two pairs, the pair written first and the one written second of a write are recalled unequally.
 
     python experiments/memory_recall.py --task mqar --pairs 8 --steps 2000 --model memory_read=slots+state \
         --save runs/mq/read_s1
-    python experiments/mqar_by_pair.py runs/mq/read_s1 --pairs 8 --seq-len 64 --seed 1
+    python experiments/mqar_by_pair.py runs/mq/read_s1 --pairs 8 --seq-len 64 --seed 1 --answers given
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections import defaultdict
 
 import torch
 
+from smt.evaluation.mqar import accuracy_by_query, elimination_floor
 from smt.evaluation.tasks import EVAL_SEED_OFFSET, TaskConfig
 from smt.models import load_model
 
@@ -44,11 +47,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seq-len", type=int, default=64)
     parser.add_argument("--samples", type=int, default=512)
     parser.add_argument("--seed", type=int, default=1, help="the run's seed (held-out samples are drawn from it)")
+    parser.add_argument("--answers", default="hidden", choices=["hidden", "given"],
+                        help="the MQAR form the model was trained on (Q9's models: given)")
     parser.add_argument("--out", default=None, help="append one JSON line here")
     args = parser.parse_args(argv)
     model = load_model(args.model).eval()
     task = TaskConfig(name="mqar", seq_len=args.seq_len, n_pairs=args.pairs, n_queries=args.pairs, n_keys=16,
-                      n_values=16, n_filler=16)
+                      n_values=16, n_filler=16, mqar_answers=args.answers)
     by_pair = accuracy_by_pair(model, task, args.samples, args.seed)
     stride = model.config.stride
     # pair i's value sits at token 2i + 1; the write after token t covers it when t is the next multiple
@@ -63,10 +68,18 @@ def main(argv: list[str] | None = None) -> int:
     print("| place in its write | " + " | ".join(str(place[p] + 1) for p in by_pair) + " |")
     summary = {p + 1: sum(v) / len(v) for p, v in sorted(by_place.items())}
     print("mean accuracy by place in the write:", {k: round(v, 3) for k, v in summary.items()})
+    generator = torch.Generator().manual_seed(args.seed + EVAL_SEED_OFFSET)
+    by_query = accuracy_by_query(model, [task.sample_sequence(generator) for _ in range(args.samples)])
+    floor = elimination_floor(args.pairs, args.pairs)
+    print("| query (place in the query section) | " + " | ".join(str(j + 1) for j in range(len(by_query))) + " |")
+    print("|---|" + "---|" * len(by_query))
+    print("| accuracy | " + " | ".join(f"{a:.2f}" for a in by_query) + " |")
+    print("| elimination floor 1 / (P - j) | " + " | ".join(f"{a:.2f}" for a in floor) + " |")
     if args.out:
         with open(args.out, "a", encoding="utf-8") as out:
             out.write(json.dumps({"model": args.model, "stride": stride, "by_pair": by_pair,
-                                  "by_place_in_write": summary, "samples": args.samples}) + "\n")
+                                  "by_place_in_write": summary, "by_query": by_query,
+                                  "samples": args.samples}) + "\n")
     return 0
 
 

@@ -159,3 +159,64 @@ def test_passkey_accuracy_by_distance_puts_the_key_where_it_says():
     assert scores == {16: 0.0, 17: 1.0, 18: 0.0}
     with pytest.raises(ValueError, match="does not fit"):
         passkey_accuracy_by_distance(oracle, task, 20, distances=[25])
+
+
+
+class _MQAROracle(torch.nn.Module):
+    """Answers MQAR queries from the input ids alone: with `bind`, the value paired with the asked key;
+    without, the lowest value of the sequence not yet given as an answer (the elimination shortcut)."""
+
+    def __init__(self, vocab: int, n_pairs: int, bind: bool) -> None:
+        super().__init__()
+        self.vocab, self.n_pairs, self.bind = vocab, n_pairs, bind
+        self.unused = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, inputs):
+        logits = torch.zeros(*inputs.shape, self.vocab)
+        for row, ids in enumerate(inputs.tolist()):
+            keys, values = ids[0 : 2 * self.n_pairs : 2], ids[1 : 2 * self.n_pairs : 2]
+            remaining = list(values)
+            for position in range(2 * self.n_pairs, len(ids)):
+                if ids[position] not in keys:
+                    continue
+                answer = values[keys.index(ids[position])] if self.bind else min(remaining)
+                logits[row, position, answer] = 1.0
+                if position + 1 < len(ids):  # the teacher-forced answer, seen from here on
+                    remaining.remove(ids[position + 1])
+        return logits, {}
+
+
+def test_mqar_accuracy_by_query_separates_binding_from_elimination():
+    from smt.evaluation.mqar import accuracy_by_query, elimination_floor
+    from smt.evaluation.tasks import evaluate_task
+
+    task = TaskConfig(name="mqar", seq_len=40, n_pairs=4, n_queries=4, n_keys=16, n_values=16, n_filler=4,
+                      mqar_answers="given")
+    samples = [task.sample_sequence(gen(seed)) for seed in range(64)]
+    binding = accuracy_by_query(_MQAROracle(task.vocab_size, 4, bind=True), samples)
+    assert binding == [1.0, 1.0, 1.0, 1.0]
+    shortcut = accuracy_by_query(_MQAROracle(task.vocab_size, 4, bind=False), samples)
+    assert shortcut[-1] == 1.0  # the last answer is whatever value is left
+    assert shortcut[0] < 0.5 < shortcut[-1]  # the first query has nothing to eliminate
+    assert elimination_floor(4, 4) == [0.25, 1 / 3, 0.5, 1.0]
+    result = evaluate_task(_MQAROracle(task.vocab_size, 4, bind=False), task, n_samples=32)
+    assert result["first_query"] == result["by_query"][0] < result["accuracy"]
+
+
+def test_mqar_hidden_answers_leave_nothing_to_eliminate():
+    s = synthetic_mqar(40, gen(2), n_pairs=4, n_queries=4, n_keys=16, n_values=16, n_filler=4, answers="hidden")
+    assert len(s.input_ids) == 40
+    keys, values = s.input_ids[s.pair_positions], s.input_ids[s.pair_positions + 1]
+    assert torch.equal(s.query_positions, torch.arange(36, 40))  # the queries follow each other, at the end
+    assert sorted(s.input_ids[s.query_positions].tolist()) == sorted(keys.tolist())
+    assert not bool(((s.input_ids[8:] >= 16) & (s.input_ids[8:] < 32)).any())  # no value after the pairs
+    pairs = dict(zip(keys.tolist(), values.tolist()))
+    assert [int(s.targets[q]) for q in s.query_positions] == [pairs[int(s.input_ids[q])] for q in s.query_positions]
+    # the given form draws the same pairs and queries from the same generator state
+    given = synthetic_mqar(40, gen(2), 4, 4, 16, 16, 4, answers="given")
+    assert torch.equal(given.input_ids[:8], s.input_ids[:8])
+    assert given.input_ids[given.query_positions].tolist() == s.input_ids[s.query_positions].tolist()
+    with pytest.raises(ValueError, match="answers"):
+        synthetic_mqar(40, gen(2), answers="shown")
+    with pytest.raises(ValueError, match="mqar_answers"):
+        TaskConfig(name="mqar", mqar_answers="shown")

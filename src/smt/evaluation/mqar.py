@@ -1,11 +1,19 @@
 """Multi-query associative recall (MQAR): key-value pairs, a gap, then queries for some keys.
 
-A sequence of `seq_len` input tokens (token ids, no tokenizer):
-    k1 v1 k2 v2 ... kP vP | filler ... | q1 a1 q2 a2 ... qQ aQ
-keys are distinct within a sequence; each query q is one of the keys and a is its value. The
-model is scored on predicting a right after q (teacher forced: the query section is given), so
-accuracy is the fraction of queried values whose argmax prediction is right. The filler gap
-puts the pairs many windows before the queries.
+A sequence of `seq_len` input tokens (token ids, no tokenizer), in one of two forms:
+    answers="hidden":  k1 v1 k2 v2 ... kP vP | filler ... | q1 q2 ... qQ
+    answers="given":   k1 v1 k2 v2 ... kP vP | filler ... | q1 a1 q2 a2 ... qQ aQ
+keys are distinct within a sequence; each query q is one of the keys (each queried at most once)
+and a is its value. The model is scored on predicting a at q's position. The filler gap puts the
+pairs many windows before the queries.
+
+"given" is Zoology's teacher-forced form (each answer is the next input). It has a shortcut: the
+answers to earlier queries are in the input, so when every pair is queried once, the j-th answer
+is one of the P - j values not yet given, and a model that knows only *which* values the
+sequence holds (no key-value binding at all) reaches mean(1 / (P - j)) over the queries (0.34 for
+P = 8; 1.00 on the last query). `accuracy_by_query` separates that shortcut from recall (the first
+query has nothing to eliminate). "hidden" (the default) never shows an answer: the queries follow
+each other, so every query measures the binding.
 
 Token ids: keys [0, n_keys), values [n_keys, n_keys + n_values), filler after them.
 """
@@ -33,30 +41,38 @@ class MQARSample:
     query_positions: Tensor  # (Q,) index of each query key in input_ids
 
 
+MQAR_ANSWERS = ("hidden", "given")
+
+
 def synthetic_mqar(seq_len: int, generator: torch.Generator, n_pairs: int = 4, n_queries: int = 4,
-                   n_keys: int = 16, n_values: int = 16, n_filler: int = 8) -> MQARSample:
+                   n_keys: int = 16, n_values: int = 16, n_filler: int = 8, answers: str = "hidden") -> MQARSample:
     """One MQAR sequence (see the module docstring); the same generator state gives the same sample."""
+    if answers not in MQAR_ANSWERS:
+        raise ValueError(f"answers={answers!r}: use 'hidden' (queries only) or 'given' (each answer after its query)")
     if n_pairs > n_keys:
         raise ValueError(f"n_pairs={n_pairs} needs as many distinct keys, n_keys={n_keys}; raise n_keys")
     if not 1 <= n_queries <= n_pairs:
         raise ValueError(f"n_queries={n_queries} must be in [1, n_pairs={n_pairs}] (each pair queried at most once)")
-    gap = seq_len + 1 - 2 * n_pairs - 2 * n_queries
+    per_query = 2 if answers == "given" else 1
+    gap = seq_len + per_query - 1 - 2 * n_pairs - per_query * n_queries
     if gap < 0:
         raise ValueError(f"seq_len={seq_len} cannot hold {n_pairs} pairs and {n_queries} queries "
-                         f"({2 * (n_pairs + n_queries) - 1} tokens); raise seq_len")
+                         f"({2 * n_pairs + per_query * n_queries - per_query + 1} tokens); raise seq_len")
     if n_filler < 1 and gap > 0:
         raise ValueError("a gap between pairs and queries needs n_filler >= 1")
     keys = torch.randperm(n_keys, generator=generator)[:n_pairs]
     values = n_keys + torch.randint(0, n_values, (n_pairs,), generator=generator)
     asked = torch.randperm(n_pairs, generator=generator)[:n_queries]
     pairs = torch.stack([keys, values], 1).flatten()
-    queries = torch.stack([keys[asked], values[asked]], 1).flatten()
     filler = n_keys + n_values + torch.randint(0, max(n_filler, 1), (gap,), generator=generator)
-    sequence = torch.cat([pairs, filler, queries]).long()  # seq_len + 1 tokens
-    input_ids, next_ids = sequence[:-1], sequence[1:]
-    query_positions = 2 * n_pairs + gap + 2 * torch.arange(n_queries)
+    query_positions = 2 * n_pairs + gap + per_query * torch.arange(n_queries)
+    if answers == "given":
+        queries = torch.stack([keys[asked], values[asked]], 1).flatten()
+        input_ids = torch.cat([pairs, filler, queries]).long()[:-1]  # the last answer is only a target
+    else:
+        input_ids = torch.cat([pairs, filler, keys[asked]]).long()
     targets = torch.full_like(input_ids, IGNORE_INDEX)
-    targets[query_positions] = next_ids[query_positions]
+    targets[query_positions] = values[asked]
     return MQARSample(input_ids, targets, 2 * torch.arange(n_pairs), query_positions)
 
 
@@ -88,6 +104,34 @@ def teacher_forced_accuracy(model, samples: Sequence, batch_size: int = 16) -> f
     if counted == 0:
         raise ValueError("the samples have no scored targets (all are IGNORE_INDEX)")
     return correct / counted
+
+
+@torch.no_grad()
+def accuracy_by_query(model, samples: Sequence[MQARSample], batch_size: int = 16) -> list[float]:
+    """Accuracy at each query's place in the query section (index 0 = the first query), teacher
+    forced, over samples of equal length and query count. The first entry is the shortcut-free one
+    (see the module docstring)."""
+    if not samples:
+        raise ValueError("no samples to score")
+    model.eval()
+    device = next(model.parameters()).device
+    n_queries = len(samples[0].query_positions)
+    correct = torch.zeros(n_queries)
+    for start in range(0, len(samples), batch_size):
+        chunk = samples[start : start + batch_size]
+        inputs = torch.stack([s.input_ids for s in chunk]).to(device)
+        positions = torch.stack([s.query_positions for s in chunk]).to(device)
+        targets = torch.stack([s.targets for s in chunk]).to(device).gather(1, positions)
+        logits, _ = model(inputs)
+        predicted = logits.argmax(-1).gather(1, positions)
+        correct += (predicted == targets).float().sum(0).cpu()
+    return (correct / len(samples)).tolist()
+
+
+def elimination_floor(n_pairs: int, n_queries: int) -> list[float]:
+    """Accuracy by query of a model that knows the sequence's values but not which key holds which
+    (distinct values assumed): 1 / (P - j) for the j-th query."""
+    return [1.0 / (n_pairs - j) for j in range(n_queries)]
 
 
 def mqar_accuracy(model, samples: list[MQARSample], batch_size: int = 16) -> float:

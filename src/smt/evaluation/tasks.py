@@ -17,7 +17,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from smt.evaluation.mqar import MQARSample, mqar_vocab_size, synthetic_mqar, teacher_forced_accuracy
+from smt.evaluation.mqar import (
+    MQAR_ANSWERS,
+    MQARSample,
+    accuracy_by_query,
+    mqar_vocab_size,
+    synthetic_mqar,
+    teacher_forced_accuracy,
+)
 from smt.evaluation.passkey import (
     FIRST_VALUE,
     score_passkey,
@@ -46,7 +53,9 @@ class TaskConfig:
 
     passkey: a key of `key_length` symbols (out of `n_values`) at a depth drawn uniformly from
     [min_depth, max_depth], `n_filler` filler symbols. mqar: `n_pairs` key-value pairs over
-    `n_keys` keys and `n_values` values, `n_queries` queries at the end, `n_filler` gap symbols.
+    `n_keys` keys and `n_values` values, `n_queries` queries at the end, `n_filler` gap symbols;
+    `mqar_answers="given"` puts each answer after its query (Zoology's form, which lets a model
+    eliminate answers already given: see smt.evaluation.mqar), "hidden" does not.
     selective_copy: `n_memorize` data tokens (out of `n_values` symbols) scattered among noise,
     copied in order at the end. induction_heads: random tokens (out of `n_values` symbols), the
     token after a trigger asked for at the end. Fields a task does not use are ignored.
@@ -71,6 +80,7 @@ class TaskConfig:
     n_pairs: int = 4
     n_queries: int = 4
     n_keys: int = 16
+    mqar_answers: str = "hidden"  # mqar: "hidden" (queries only) or "given" (each answer after its query)
     filler: str = "repeat"  # passkey filler: "repeat" (a fixed cycle) or "random" symbols
     n_memorize: int = 16  # selective_copy: data tokens to copy
     state_passing: float = 0.0  # training: probability a row is passed on to the lane's next row
@@ -90,6 +100,8 @@ class TaskConfig:
                              "(0: every row starts fresh; 1 would never show the model a fresh start)")
         if self.passed_rows not in ("filler", "task"):
             raise ValueError(f"task passed_rows={self.passed_rows!r}: use 'filler' or 'task'")
+        if self.mqar_answers not in MQAR_ANSWERS:
+            raise ValueError(f"task mqar_answers={self.mqar_answers!r}: use one of {list(MQAR_ANSWERS)}")
         if self.filler not in ("repeat", "random"):
             raise ValueError(f"task filler={self.filler!r}: use 'repeat' or 'random'")
         if not 0.0 <= self.min_depth <= self.max_depth <= 1.0:
@@ -177,7 +189,7 @@ class TaskConfig:
 
     def sample_mqar(self, generator: torch.Generator) -> MQARSample:
         return synthetic_mqar(self.seq_len, generator, self.n_pairs, self.n_queries, self.n_keys,
-                              self.n_values, self.n_filler)
+                              self.n_values, self.n_filler, self.mqar_answers)
 
     def sample_sequence(self, generator: torch.Generator
                         ) -> MQARSample | SelectiveCopySample | InductionHeadsSample:
@@ -252,7 +264,8 @@ class TaskBatcher:
 def evaluate_task(model, task: TaskConfig, n_samples: int = 64, seed: int = 0,
                   depths: list[float] | None = None, seq_len: int | None = None) -> dict:
     """Held-out accuracy. passkey: exact match and likelihood vs 9 distractors, overall and per
-    depth (default depths 0, 0.25, 0.5, 0.75, 1 with n_samples each); mqar: value accuracy;
+    depth (default depths 0, 0.25, 0.5, 0.75, 1 with n_samples each); mqar: value accuracy, and by
+    query (`by_query`; `first_query` is free of the elimination shortcut, see smt.evaluation.mqar);
     selective_copy: fraction of copied tokens right (teacher forced); induction_heads: fraction
     of sequences whose last-position argmax is the answer. `seq_len` scores the same task at
     another input length (length extrapolation); by default the task's own seq_len."""
@@ -263,8 +276,12 @@ def evaluate_task(model, task: TaskConfig, n_samples: int = 64, seed: int = 0,
     generator = torch.Generator().manual_seed(seed + EVAL_SEED_OFFSET)
     if task.name != "passkey":
         samples = [task.sample_sequence(generator) for _ in range(n_samples)]
-        return {"task": task.name, "accuracy": teacher_forced_accuracy(model, samples), "chance": task.chance,
-                "n_samples": n_samples, "seq_len": task.seq_len}
+        result = {"task": task.name, "accuracy": teacher_forced_accuracy(model, samples), "chance": task.chance,
+                  "n_samples": n_samples, "seq_len": task.seq_len}
+        if task.name == "mqar":
+            result["by_query"] = accuracy_by_query(model, samples)
+            result["first_query"] = result["by_query"][0]
+        return result
     depths = [0.0, 0.25, 0.5, 0.75, 1.0] if depths is None else depths
     context = task.seq_len - task.key_length + 1
     by_depth = {}
