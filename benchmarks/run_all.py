@@ -3,6 +3,9 @@
     python -m benchmarks.run_all                      # the full CPU run behind RESULTS.md
     python -m benchmarks.run_all --quick              # toy sizes, seconds (smoke test)
     python -m benchmarks.run_all --device cuda --output benchmarks/results-gpu.md
+
+The scaling section runs every cell in a subprocess (its own peak memory); its plot is
+`python -m benchmarks.scaling --plot ...`.
 """
 
 from __future__ import annotations
@@ -17,10 +20,10 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import generation, mfu, profiles, ssm, training
+from benchmarks import generation, mfu, profiles, scaling, ssm, training
 from benchmarks.common import machine_info, markdown_table
 
-SECTIONS = ("training", "generation", "mfu", "ssm", "profile")
+SECTIONS = ("training", "generation", "mfu", "ssm", "profile", "scaling")
 
 
 @dataclass
@@ -38,12 +41,15 @@ class Plan:
     repeats: int
     gen_steps: int
     gen_chunk: int
+    scaling_contexts: tuple[int, ...]
+    max_gpt_context: int
 
     @classmethod
     def make(cls, quick: bool) -> Plan:
         if quick:
-            return cls("toy", (64, 128), (32, 96), 96, 64, 128, 32, 32, 1, 3, 32)
-        return cls("small", (1024, 4096, 16384), (1024, 16384, 131072), 16384, 4096, 2048, 2048, 256, 3, 20, 4096)
+            return cls("toy", (64, 128), (32, 96), 96, 64, 128, 32, 32, 1, 3, 32, (64, 128), 64)
+        return cls("small", (1024, 4096, 16384), (1024, 16384, 131072), 16384, 4096, 2048, 2048, 256, 3, 20, 4096,
+                   (4096, 16384, 65536), 16384)
 
 
 def gpt_available() -> bool:
@@ -81,6 +87,11 @@ def run(sections=SECTIONS, quick: bool = False, device: str = "cpu", dtypes=("fl
         elif section == "profile":
             results[section] = {dtype: profiles.profile_train_step("smt", plan.mfu_context, dtype, plan.size, device)
                                 for dtype in dtypes}
+        elif section == "scaling":
+            scaling_archs = tuple(a for a in ("smt", "swa", "gpt") if a != "gpt" or has_gpt)
+            rows = scaling.run(plan.scaling_contexts, scaling_archs, dtypes, plan.size, device,
+                               repeats=plan.repeats, max_gpt_context=plan.max_gpt_context, log=log)
+            results[section], results["scaling_fit"] = rows, scaling.fit_memory(rows)
         log(f"[bench] {section} done in {time.perf_counter() - t0:.0f} s")
     results["seconds"] = time.perf_counter() - started
     return results
@@ -98,7 +109,9 @@ def to_markdown(results: dict) -> str:
     tables = {"training": ("Training throughput", training.COLUMNS),
               "generation": ("Generation", generation.COLUMNS),
               "mfu": ("Model FLOP utilisation", mfu.COLUMNS),
-              "ssm": ("Mamba block: sequence vs step mode", ssm.COLUMNS)}
+              "ssm": ("Mamba block: sequence vs step mode", ssm.COLUMNS),
+              "scaling": ("Scaling: training tokens/s and peak step memory against context", scaling.COLUMNS),
+              "scaling_fit": ("Scaling: peak memory = a + b * context/1K (least squares)", scaling.FIT_COLUMNS)}
     for key, (title, columns) in tables.items():
         if key in results:
             parts.append(f"\n### {title}\n\n{markdown_table(results[key], columns)}")

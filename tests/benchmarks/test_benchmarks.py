@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
 
-from benchmarks import flops, generation, mfu, run_all, ssm, training
+from benchmarks import flops, generation, mfu, run_all, scaling, ssm, training
 from benchmarks.common import bench_config, state_nbytes, time_call
 
 
@@ -89,3 +90,33 @@ def test_long_stream_benchmark_reports_constant_state():
     assert rows[-1]["tokens"] == 3000 and rows[-1]["mode"] == "steps"
     assert len({row["state_bytes"] for row in rows}) == 1
     assert all(row["all_finite"] for row in rows) and all(row["rss_mib"] > 0 for row in rows)
+
+
+def test_scaling_runs_each_cell_in_a_subprocess_and_plots(tmp_path, capsys):
+    png, out = tmp_path / "scaling.png", tmp_path / "scaling.json"
+    assert scaling.main(["--size", "toy", "--contexts", "64", "128", "--archs", "smt", "gpt", "--max-gpt-context",
+                         "64", "--repeats", "1", "--plot", str(png), "--json", str(out)]) == 0
+    assert "tokens_per_s_vs_shortest" in capsys.readouterr().out
+    data = json.loads(out.read_text())
+    rows = {(r["arch"], r["context"]): r for r in data["rows"]}
+    assert set(rows) == {("smt", 64), ("smt", 128), ("gpt", 64), ("gpt", 128)}
+    assert rows["gpt", 128]["status"].startswith("not run")
+    measured = [rows["smt", 64], rows["smt", 128], rows["gpt", 64]]
+    for row in measured:
+        assert row["status"] == "ok"
+        for key in ("tokens_per_s", "peak_gib", "gib_per_1k_tokens"):
+            assert math.isfinite(row[key]) and row[key] > 0
+    assert rows["smt", 64]["tokens_per_s_vs_shortest"] == rows["gpt", 64]["tokens_per_s_vs_shortest"] == 1.0
+    assert isinstance(rows["smt", 128]["meets"], bool) and "meets" not in rows["smt", 64]
+    assert [(f["arch"], f["points"]) for f in data["memory_fit"]] == [("smt", 2)]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_scaling_reports_a_dead_cell_as_failed():
+    row = scaling.run_cell("smt", 64, size="huge", repeats=1)
+    assert row["status"].startswith("failed: exit 2") and "--size" in row["status"]
+    rows = [{"dtype": "float32", "arch": "smt", "context": c, "status": "ok", "peak_gib": 1 + c / 1024}
+            for c in (1024, 2048, 4096)]
+    fit = scaling.fit_memory(rows)[0]
+    assert fit["gib_per_1k_tokens_fit"] == pytest.approx(1) and fit["intercept_gib"] == pytest.approx(1)
+    assert fit["max_rel_deviation"] == pytest.approx(0, abs=1e-12)
