@@ -81,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queries", type=int, default=None,
                         help="mqar: pairs queried, each once (default: all)")
     parser.add_argument("--answers", default="hidden", choices=["hidden", "given"],
-                        help="mqar: 'given' puts each answer after its query (Zoology's form, with the "
-                             "elimination shortcut; every MQAR row before docs/MEMORY.md Q10), 'hidden' does not")
+                        help="mqar: 'given' puts each answer after its query and lets values repeat (Zoology's form, "
+                             "with shortcuts; every MQAR row before docs/MEMORY.md Q10), 'hidden' does neither")
     parser.add_argument("--init-from", default=None, help="start from this saved model (a curriculum stage)")
     parser.add_argument("--model", nargs="*", default=[], help="StrideHybridConfig overrides key=value")
     parser.add_argument("--label", default=None, help="name of the variant in the results")
@@ -132,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         accuracy = {length: score["accuracy"] for length, score in scores.items()}
         extra = {"queries": task.n_queries, "answers": task.mqar_answers,
                  "first_query": {k: v["first_query"] for k, v in scores.items()},
-                 "by_query": {k: v["by_query"] for k, v in scores.items()}}
+                 "by_query": {k: v["by_query"] for k, v in scores.items()},
+                 "binding_floor": {k: v["binding_floor"] for k, v in scores.items()}}
     else:
         accuracy = {length: passkey_accuracy_by_distance(model, task, length, n_samples=args.eval_samples,
                                                          seed=args.seed) for length in lengths}

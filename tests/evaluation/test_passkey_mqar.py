@@ -204,18 +204,25 @@ def test_mqar_accuracy_by_query_separates_binding_from_elimination():
 
 
 def test_mqar_hidden_answers_leave_nothing_to_eliminate():
+    from smt.evaluation.mqar import binding_floor
+
     s = synthetic_mqar(40, gen(2), n_pairs=4, n_queries=4, n_keys=16, n_values=16, n_filler=4, answers="hidden")
     assert len(s.input_ids) == 40
     keys, values = s.input_ids[s.pair_positions], s.input_ids[s.pair_positions + 1]
     assert torch.equal(s.query_positions, torch.arange(36, 40))  # the queries follow each other, at the end
     assert sorted(s.input_ids[s.query_positions].tolist()) == sorted(keys.tolist())
     assert not bool(((s.input_ids[8:] >= 16) & (s.input_ids[8:] < 32)).any())  # no value after the pairs
+    assert len(set(values.tolist())) == 4  # distinct: guessing the most frequent value scores 1 / P
+    assert binding_floor([s]) == 0.25
     pairs = dict(zip(keys.tolist(), values.tolist()))
     assert [int(s.targets[q]) for q in s.query_positions] == [pairs[int(s.input_ids[q])] for q in s.query_positions]
     # the given form draws the same pairs and queries from the same generator state
     given = synthetic_mqar(40, gen(2), 4, 4, 16, 16, 4, answers="given")
-    assert torch.equal(given.input_ids[:8], s.input_ids[:8])
-    assert given.input_ids[given.query_positions].tolist() == s.input_ids[s.query_positions].tolist()
+    assert torch.equal(given.input_ids[given.pair_positions], keys)  # the same keys from the same generator state
+    repeated = synthetic_mqar(40, gen(0), 4, 4, 16, 2, 4, answers="given")  # two values for four pairs
+    assert binding_floor([repeated]) >= 0.5
+    with pytest.raises(ValueError, match="n_values"):
+        synthetic_mqar(40, gen(2), 4, 4, 16, 2, 4, answers="hidden")
     with pytest.raises(ValueError, match="answers"):
         synthetic_mqar(40, gen(2), answers="shown")
     with pytest.raises(ValueError, match="mqar_answers"):

@@ -7,13 +7,16 @@ keys are distinct within a sequence; each query q is one of the keys (each queri
 and a is its value. The model is scored on predicting a at q's position. The filler gap puts the
 pairs many windows before the queries.
 
-"given" is Zoology's teacher-forced form (each answer is the next input). It has a shortcut: the
-answers to earlier queries are in the input, so when every pair is queried once, the j-th answer
-is one of the P - j values not yet given, and a model that knows only *which* values the
-sequence holds (no key-value binding at all) reaches mean(1 / (P - j)) over the queries (0.34 for
-P = 8; 1.00 on the last query). `accuracy_by_query` separates that shortcut from recall (the first
-query has nothing to eliminate). "hidden" (the default) never shows an answer: the queries follow
-each other, so every query measures the binding.
+"given" is Zoology's teacher-forced form (each answer is the next input), with values drawn
+independently (they may repeat). It has two shortcuts that need no key-value binding at all: a
+model that knows only *which* values the sequence holds can guess its most frequent value (0.26
+for 8 pairs over 16 values), and since the answers to earlier queries are in the input, the j-th
+answer is one of the P - j values not yet given (when every pair is queried once; the last answer
+is then certain). Together they reach ~0.4 for P = 8. `accuracy_by_query` separates the second
+shortcut from recall (the first query has nothing to eliminate).
+"hidden" (the default) closes both: the values of a sequence are distinct and no answer is ever
+shown (the queries follow each other), so knowing the values without the binding scores exactly
+1 / P (`binding_floor`), and anything above it is recall.
 
 Token ids: keys [0, n_keys), values [n_keys, n_keys + n_values), filler after them.
 """
@@ -53,6 +56,9 @@ def synthetic_mqar(seq_len: int, generator: torch.Generator, n_pairs: int = 4, n
         raise ValueError(f"n_pairs={n_pairs} needs as many distinct keys, n_keys={n_keys}; raise n_keys")
     if not 1 <= n_queries <= n_pairs:
         raise ValueError(f"n_queries={n_queries} must be in [1, n_pairs={n_pairs}] (each pair queried at most once)")
+    if answers == "hidden" and n_pairs > n_values:
+        raise ValueError(f"answers='hidden' gives every pair its own value: n_pairs={n_pairs} needs n_values >= "
+                         f"{n_pairs} (n_values={n_values}); raise n_values")
     per_query = 2 if answers == "given" else 1
     gap = seq_len + per_query - 1 - 2 * n_pairs - per_query * n_queries
     if gap < 0:
@@ -61,7 +67,10 @@ def synthetic_mqar(seq_len: int, generator: torch.Generator, n_pairs: int = 4, n
     if n_filler < 1 and gap > 0:
         raise ValueError("a gap between pairs and queries needs n_filler >= 1")
     keys = torch.randperm(n_keys, generator=generator)[:n_pairs]
-    values = n_keys + torch.randint(0, n_values, (n_pairs,), generator=generator)
+    if answers == "given":
+        values = n_keys + torch.randint(0, n_values, (n_pairs,), generator=generator)
+    else:
+        values = n_keys + torch.randperm(n_values, generator=generator)[:n_pairs]
     asked = torch.randperm(n_pairs, generator=generator)[:n_queries]
     pairs = torch.stack([keys, values], 1).flatten()
     filler = n_keys + n_values + torch.randint(0, max(n_filler, 1), (gap,), generator=generator)
@@ -129,9 +138,23 @@ def accuracy_by_query(model, samples: Sequence[MQARSample], batch_size: int = 16
 
 
 def elimination_floor(n_pairs: int, n_queries: int) -> list[float]:
-    """Accuracy by query of a model that knows the sequence's values but not which key holds which
-    (distinct values assumed): 1 / (P - j) for the j-th query."""
+    """Accuracy by query of a model that knows the sequence's values but not which key holds which,
+    on the "given" form with distinct values: 1 / (P - j) for the j-th query."""
     return [1.0 / (n_pairs - j) for j in range(n_queries)]
+
+
+def binding_floor(samples: Sequence[MQARSample]) -> float:
+    """The best accuracy without key-value binding on these samples: each query answered with the
+    most frequent value of its sequence, no elimination (exactly 1 / P on the "hidden" form)."""
+    if not samples:
+        raise ValueError("no samples to score")
+    hits = counted = 0
+    for sample in samples:
+        values = sample.input_ids[sample.pair_positions + 1]
+        mode_count = int(torch.bincount(values).max())
+        hits += mode_count * len(sample.query_positions) / len(values)
+        counted += len(sample.query_positions)
+    return hits / counted
 
 
 def mqar_accuracy(model, samples: list[MQARSample], batch_size: int = 16) -> float:

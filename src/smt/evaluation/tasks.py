@@ -21,6 +21,7 @@ from smt.evaluation.mqar import (
     MQAR_ANSWERS,
     MQARSample,
     accuracy_by_query,
+    binding_floor,
     mqar_vocab_size,
     synthetic_mqar,
     teacher_forced_accuracy,
@@ -54,8 +55,8 @@ class TaskConfig:
     passkey: a key of `key_length` symbols (out of `n_values`) at a depth drawn uniformly from
     [min_depth, max_depth], `n_filler` filler symbols. mqar: `n_pairs` key-value pairs over
     `n_keys` keys and `n_values` values, `n_queries` queries at the end, `n_filler` gap symbols;
-    `mqar_answers="given"` puts each answer after its query (Zoology's form, which lets a model
-    eliminate answers already given: see smt.evaluation.mqar), "hidden" does not.
+    `mqar_answers="hidden"` (distinct values, no answer in the input) leaves no shortcut around
+    the key-value binding; "given" is Zoology's teacher-forced form (see smt.evaluation.mqar).
     selective_copy: `n_memorize` data tokens (out of `n_values` symbols) scattered among noise,
     copied in order at the end. induction_heads: random tokens (out of `n_values` symbols), the
     token after a trigger asked for at the end. Fields a task does not use are ignored.
@@ -265,7 +266,8 @@ def evaluate_task(model, task: TaskConfig, n_samples: int = 64, seed: int = 0,
                   depths: list[float] | None = None, seq_len: int | None = None) -> dict:
     """Held-out accuracy. passkey: exact match and likelihood vs 9 distractors, overall and per
     depth (default depths 0, 0.25, 0.5, 0.75, 1 with n_samples each); mqar: value accuracy, and by
-    query (`by_query`; `first_query` is free of the elimination shortcut, see smt.evaluation.mqar);
+    query (`by_query`; `first_query` is free of the elimination shortcut) and the best accuracy
+    without any key-value binding (`binding_floor`; see smt.evaluation.mqar);
     selective_copy: fraction of copied tokens right (teacher forced); induction_heads: fraction
     of sequences whose last-position argmax is the answer. `seq_len` scores the same task at
     another input length (length extrapolation); by default the task's own seq_len."""
@@ -281,6 +283,7 @@ def evaluate_task(model, task: TaskConfig, n_samples: int = 64, seed: int = 0,
         if task.name == "mqar":
             result["by_query"] = accuracy_by_query(model, samples)
             result["first_query"] = result["by_query"][0]
+            result["binding_floor"] = binding_floor(samples)
         return result
     depths = [0.0, 0.25, 0.5, 0.75, 1.0] if depths is None else depths
     context = task.seq_len - task.key_length + 1
