@@ -31,6 +31,10 @@ def test_generation_state_bytes_do_not_grow_with_the_stream():
     assert all(r["same_state_bytes"] for r in smt)
     assert smt[0]["state_bytes"] == smt[1]["state_bytes"] > 0
     assert isinstance(smt[1]["meets_flat_latency"], bool)
+    swa = {r["length"]: r for r in rows if r["arch"] == "swa"}
+    assert sorted(swa) == [16, 80] and swa[16]["state_bytes"] == swa[80]["state_bytes"] > 0
+    assert smt[1]["vs_swa"] == pytest.approx(smt[1]["ms_per_token"] / swa[80]["ms_per_token"])
+    assert isinstance(smt[1]["meets_vs_swa"], bool)
 
 
 def test_flop_count_grows_linearly_for_smt_and_quadratically_for_full_attention():
