@@ -21,6 +21,21 @@ def load(paths: list[str]) -> list[dict]:
     return [json.loads(line) for path in paths for line in Path(path).read_text().splitlines() if line.strip()]
 
 
+def _accuracy_rows(rows: list[dict], length: str) -> str:
+    """One accuracy per run; MQAR runs that recorded them add the first query's accuracy and the
+    best accuracy without key-value binding (smt.evaluation.mqar)."""
+    floors = any("binding_floor" in r for r in rows)
+    lines = ["| variant | seed | steps | accuracy |" + (" first query | no-binding floor |" if floors else ""),
+             "|---|---|---|---|" + ("---|---|" if floors else "")]
+    for r in rows:
+        line = f"| {r['label']} | {r['seed']} | {r['steps']} | {r['accuracy'][length]:.2f} |"
+        if floors:
+            line += (f" {r['first_query'][length]:.2f} | {r['binding_floor'][length]:.3f} |" if "binding_floor" in r
+                     else " | |")
+        lines.append(line)
+    return "\n".join(lines)
+
+
 def tables(records: list[dict]) -> str:
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in records:
@@ -33,9 +48,7 @@ def tables(records: list[dict]) -> str:
         out.append(f"\n**{task}, trained at {trained} tokens, evaluated at {length} tokens** ({reach}"
                    f"chance {rows[0]['chance']:.3f})\n")
         if not isinstance(rows[0]["accuracy"][str(length)], dict):  # one accuracy per run (mqar, anchors)
-            out.append("| variant | seed | steps | accuracy |\n|---|---|---|---|")
-            for r in rows:
-                out.append(f"| {r['label']} | {r['seed']} | {r['steps']} | {r['accuracy'][str(length)]:.2f} |")
+            out.append(_accuracy_rows(rows, str(length)))
             continue
         distances = sorted({int(d) for r in rows for d in r["accuracy"][str(length)]})
         out.append("| variant | seed | " + " | ".join(f"d={d}" for d in distances) + " |")

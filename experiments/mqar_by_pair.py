@@ -19,7 +19,7 @@ from collections import defaultdict
 
 import torch
 
-from smt.evaluation.mqar import accuracy_by_query, elimination_floor
+from smt.evaluation.mqar import accuracy_by_query, no_binding_accuracy_by_query
 from smt.evaluation.tasks import EVAL_SEED_OFFSET, TaskConfig
 from smt.models import load_model
 
@@ -69,12 +69,13 @@ def main(argv: list[str] | None = None) -> int:
     summary = {p + 1: sum(v) / len(v) for p, v in sorted(by_place.items())}
     print("mean accuracy by place in the write:", {k: round(v, 3) for k, v in summary.items()})
     generator = torch.Generator().manual_seed(args.seed + EVAL_SEED_OFFSET)
-    by_query = accuracy_by_query(model, [task.sample_sequence(generator) for _ in range(args.samples)])
-    floor = elimination_floor(args.pairs, args.pairs)
+    samples = [task.sample_sequence(generator) for _ in range(args.samples)]
+    by_query = accuracy_by_query(model, samples)
+    floor = no_binding_accuracy_by_query(samples, args.answers)
     print("| query (place in the query section) | " + " | ".join(str(j + 1) for j in range(len(by_query))) + " |")
     print("|---|" + "---|" * len(by_query))
     print("| accuracy | " + " | ".join(f"{a:.2f}" for a in by_query) + " |")
-    print("| elimination floor 1 / (P - j) | " + " | ".join(f"{a:.2f}" for a in floor) + " |")
+    print("| best without binding | " + " | ".join(f"{a:.2f}" for a in floor) + " |")
     if args.out:
         with open(args.out, "a", encoding="utf-8") as out:
             out.write(json.dumps({"model": args.model, "stride": stride, "by_pair": by_pair,

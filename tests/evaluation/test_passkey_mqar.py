@@ -187,7 +187,7 @@ class _MQAROracle(torch.nn.Module):
 
 
 def test_mqar_accuracy_by_query_separates_binding_from_elimination():
-    from smt.evaluation.mqar import accuracy_by_query, elimination_floor
+    from smt.evaluation.mqar import accuracy_by_query, no_binding_accuracy_by_query
     from smt.evaluation.tasks import evaluate_task
 
     task = TaskConfig(name="mqar", seq_len=40, n_pairs=4, n_queries=4, n_keys=16, n_values=16, n_filler=4,
@@ -198,7 +198,9 @@ def test_mqar_accuracy_by_query_separates_binding_from_elimination():
     shortcut = accuracy_by_query(_MQAROracle(task.vocab_size, 4, bind=False), samples)
     assert shortcut[-1] == 1.0  # the last answer is whatever value is left
     assert shortcut[0] < 0.5 < shortcut[-1]  # the first query has nothing to eliminate
-    assert elimination_floor(4, 4) == [0.25, 1 / 3, 0.5, 1.0]
+    no_binding = no_binding_accuracy_by_query(samples, "given")
+    assert no_binding[-1] == 1.0 and no_binding[0] < no_binding[2]
+    assert shortcut[0] <= no_binding[0] + 0.1  # the oracle guesses the lowest value, not the most frequent
     result = evaluate_task(_MQAROracle(task.vocab_size, 4, bind=False), task, n_samples=32)
     assert result["first_query"] == result["by_query"][0] < result["accuracy"]
 
@@ -219,8 +221,9 @@ def test_mqar_hidden_answers_leave_nothing_to_eliminate():
     # the given form draws the same pairs and queries from the same generator state
     given = synthetic_mqar(40, gen(2), 4, 4, 16, 16, 4, answers="given")
     assert torch.equal(given.input_ids[given.pair_positions], keys)  # the same keys from the same generator state
-    repeated = synthetic_mqar(40, gen(0), 4, 4, 16, 2, 4, answers="given")  # two values for four pairs
-    assert binding_floor([repeated]) >= 0.5
+    # Zoology's form, 8 pairs over 16 values: guessing the most frequent value, then eliminating given answers
+    zoology = [synthetic_mqar(64, gen(seed), 8, 8, 16, 16, 16, answers="given") for seed in range(64)]
+    assert 0.2 < binding_floor(zoology, "hidden") < 0.3 < 0.38 < binding_floor(zoology, "given") < 0.48
     with pytest.raises(ValueError, match="n_values"):
         synthetic_mqar(40, gen(2), 4, 4, 16, 2, 4, answers="hidden")
     with pytest.raises(ValueError, match="answers"):

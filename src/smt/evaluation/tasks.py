@@ -283,7 +283,7 @@ def evaluate_task(model, task: TaskConfig, n_samples: int = 64, seed: int = 0,
         if task.name == "mqar":
             result["by_query"] = accuracy_by_query(model, samples)
             result["first_query"] = result["by_query"][0]
-            result["binding_floor"] = binding_floor(samples)
+            result["binding_floor"] = binding_floor(samples, task.mqar_answers)
         return result
     depths = [0.0, 0.25, 0.5, 0.75, 1.0] if depths is None else depths
     context = task.seq_len - task.key_length + 1
