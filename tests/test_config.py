@@ -13,6 +13,8 @@ INVALID = [
     ({"d_model": 100, "n_heads": 3}, "n_heads"),
     ({"d_model": 64, "n_heads": 64}, "RoPE needs an even head size"),
     ({"pooling_heads": 5}, "pooling_heads"),
+    ({"pooling_heads": 2, "write_vectors": 3}, "write_vectors"),
+    ({"write_vectors": 0}, "write_vectors"),
     ({"vocab_size": 1}, "vocab_size"),
     ({"device": "tpu"}, "device"),
     ({"dtype": "int8"}, "dtype"),

@@ -198,6 +198,10 @@ class StrideHybridConfig(_Serialisable):
     pooling_heads: int = 1
     pool_over_memory: bool = True  # False: pooling reads tokens only, the SSM runs in sequence mode
     pool_position_bias: bool = False  # a learned pooling score per window position (the newest tokens)
+    # vectors pooled per write, each its own SSM step: one SSM step adds a rank-1 update (x B^T) to
+    # the state, so one vector per write can bind at most one key to a value (docs/MEMORY.md Q10);
+    # the pooling heads are split into this many groups, one vector each
+    write_vectors: int = 1
     # "slots": the transformer reads the memory through its N slots only (the seed's design);
     # "slots+state": each token also reads the memory's last SSM state with its own query (issue 13)
     memory_read: str = "slots"
@@ -283,8 +287,8 @@ class StrideHybridConfig(_Serialisable):
             raise ConfigError(f"{name}={getattr(self, name)!r}: {problem}; {fix}")
 
         for name in ("n_ssm_outputs", "m_input_tokens", "stride", "vocab_size", "d_model",
-                     "transformer_n_layers", "n_heads", "pooling_heads", "ssm_n_layers", "ssm_d_state",
-                     "ssm_d_conv", "ssm_expand", "max_position_embeddings"):
+                     "transformer_n_layers", "n_heads", "pooling_heads", "write_vectors", "ssm_n_layers",
+                     "ssm_d_state", "ssm_d_conv", "ssm_expand", "max_position_embeddings"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 fail(name, f"must be an integer, got {type(value).__name__}", "pass an int")
@@ -301,7 +305,7 @@ class StrideHybridConfig(_Serialisable):
             fail("stride", "must be >= 1 (a write every `stride` tokens)", "use stride >= 1")
         if self.vocab_size < 2:
             fail("vocab_size", "a vocabulary needs at least 2 tokens", "set it from the tokenizer")
-        for name in ("d_model", "transformer_n_layers", "n_heads", "pooling_heads", "ssm_d_state",
+        for name in ("d_model", "transformer_n_layers", "n_heads", "pooling_heads", "write_vectors", "ssm_d_state",
                      "ssm_d_conv", "ssm_expand", "max_position_embeddings"):
             if getattr(self, name) < 1:
                 fail(name, "must be >= 1", "use a positive size")
@@ -318,6 +322,10 @@ class StrideHybridConfig(_Serialisable):
         if self.d_model % self.pooling_heads:
             fail("pooling_heads", f"d_model={self.d_model} is not divisible by pooling_heads",
                  "choose pooling_heads dividing d_model")
+        if self.pooling_heads % self.write_vectors:
+            fail("write_vectors", f"each vector of a write pools with its own group of heads, and "
+                 f"pooling_heads={self.pooling_heads} does not split into {self.write_vectors} groups",
+                 "use pooling_heads = a multiple of write_vectors")
         choices = {"arch": ARCHITECTURES, "ssm_type": SSM_TYPES, "ssm_init": SSM_INITS,
                    "position": POSITION_TYPES, "memory_read": MEMORY_READS,
                    "attention_impl": ATTENTION_IMPLS, "dtype": DTYPES}
@@ -398,7 +406,8 @@ class StrideHybridConfig(_Serialisable):
                                            if self.position == "learned" else " (unbounded streams)")),
             ("attention pooling", f"{self.pooling_heads} head(s), over "
                                   f"{'memory + tokens' if self.pool_over_memory else 'tokens only'}"
-                                  f"{', position bias' if self.pool_position_bias else ''}"),
+                                  f"{', position bias' if self.pool_position_bias else ''}"
+                                  f"{f', {self.write_vectors} vectors per write' if self.write_vectors > 1 else ''}"),
             ("memory read", "slots" if self.memory_read == "slots" else "slots + per-token read of the SSM state"),
             ("SSM memory", f"{self.ssm_type}, {self.ssm_n_layers} layers, d_state={self.ssm_d_state}, "
                            f"d_conv={self.ssm_d_conv}, expand={self.ssm_expand}, dt_rank={self.dt_rank}, "

@@ -22,6 +22,10 @@ VARIANTS = {
                                    "n_ssm_outputs": 5},
     "tokens-only-read-state-position-bias": {"pool_over_memory": False, "memory_read": "slots+state",
                                              "pool_position_bias": True, "stride": 2},
+    "two-vectors-per-write": {"write_vectors": 2, "pool_position_bias": True},
+    "two-vectors-per-write-read-state-stride-3": {"write_vectors": 2, "memory_read": "slots+state", "stride": 3,
+                                                  "m_input_tokens": 7, "n_ssm_outputs": 5},
+    "tokens-only-two-vectors-per-write": {"pool_over_memory": False, "write_vectors": 2},
 }
 
 

@@ -34,6 +34,26 @@ def test_single_head_weights_are_the_softmax_of_query_key_scores():
     torch.testing.assert_close(pooling(window)[1][:, 0], expected)
 
 
+def test_several_vectors_split_the_heads_into_groups():
+    one = AttentionPooling(16, n_heads=4)
+    two = AttentionPooling(16, n_heads=4, vectors=2)
+    two.load_state_dict(one.state_dict())
+    window = torch.randn(3, 6, 16)
+    pooled, weights = one(window)
+    vectors, weights_two = two(window)
+    assert vectors.shape == (3, 2, 16)
+    torch.testing.assert_close(weights_two, weights)
+    torch.testing.assert_close(vectors.sum(1), pooled, rtol=1e-5, atol=1e-6)  # out is linear without bias
+    # the first vector is made by heads 0-1 alone: changing the other heads' queries leaves it alone
+    with torch.no_grad():
+        two.query[2:] += 1.0
+    changed, _ = two(window)
+    torch.testing.assert_close(changed[:, 0], vectors[:, 0])
+    assert not torch.allclose(changed[:, 1], vectors[:, 1])
+    with pytest.raises(ValueError, match="groups"):
+        AttentionPooling(16, n_heads=4, vectors=3)
+
+
 def test_pooling_rejects_heads_not_dividing_width():
     with pytest.raises(ValueError, match="divisible"):
         AttentionPooling(30, n_heads=4)

@@ -10,10 +10,11 @@ from tests.models.helpers import random_ids, tiny_model
 @pytest.mark.parametrize("pool_over_memory", [True, False])
 @pytest.mark.parametrize("learned", [False, True])
 @pytest.mark.parametrize("position_bias", [False, True])
-def test_fast_write_chain_equals_explicit_windows(pool_over_memory, learned, position_bias):
+@pytest.mark.parametrize("vectors", [1, 2])
+def test_fast_write_chain_equals_explicit_windows(pool_over_memory, learned, position_bias, vectors):
     extra = {"position": "learned", "max_position_embeddings": 64} if learned else {}
     model = tiny_model(pool_over_memory=pool_over_memory, pool_position_bias=position_bias,
-                       randomise_position_bias=True, **extra)
+                       randomise_position_bias=True, write_vectors=vectors, **extra)
     ids = random_ids(2, 43)
     _, aux = model(ids)
     cfg = model.config

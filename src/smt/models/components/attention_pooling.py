@@ -15,6 +15,10 @@ With `window` given, a learned score bias per window position and head (`positio
 at the start) is added before the softmax: the seed's pooling is content-only, so it cannot
 prefer the newest tokens, and a write cannot single out the last key-value pair it covers. The
 bias is indexed from the end, so a tokens-only window (M positions) uses the token half.
+
+With `vectors` V > 1 the heads form V groups of n_heads / V and a window pools to V vectors, the
+g-th made by the g-th group alone: `out` applied to the heads of that group, the others zero (the
+sum of the V vectors is the one-vector pooling's output). Each vector becomes its own SSM step.
 """
 
 from __future__ import annotations
@@ -27,11 +31,13 @@ from torch import Tensor, nn
 
 class AttentionPooling(nn.Module):
     def __init__(self, d_model: int, n_heads: int = 1, eps: float = 1e-5, init_std: float = 0.02,
-                 window: int | None = None) -> None:
+                 window: int | None = None, vectors: int = 1) -> None:
         super().__init__()
         if d_model % n_heads:
             raise ValueError(f"d_model={d_model} must be divisible by pooling heads={n_heads}")
-        self.n_heads = n_heads
+        if vectors < 1 or n_heads % vectors:
+            raise ValueError(f"pooling heads={n_heads} must split into vectors={vectors} equal groups")
+        self.n_heads, self.vectors = n_heads, vectors
         self.d_head = d_model // n_heads
         self.norm = nn.LayerNorm(d_model, eps=eps)
         self.query = nn.Parameter(torch.randn(n_heads, self.d_head) * init_std)
@@ -52,8 +58,8 @@ class AttentionPooling(nn.Module):
     def pool(self, scores: Tensor, values: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """Pool windows: scores (B, L, H), values (B, L, d), mask (B, L) True = visible.
 
-        Returns pooled (B, d) and weights (B, H, L) that sum to 1 over visible positions.
-        The softmax runs in float32; masked positions get exactly zero weight.
+        Returns pooled (B, d) (with vectors V > 1: (B, V, d)) and weights (B, H, L) that sum to 1
+        over visible positions. The softmax runs in float32; masked positions get exactly zero weight.
         """
         scores = scores.float()
         if self.position_bias is not None:
@@ -62,10 +68,15 @@ class AttentionPooling(nn.Module):
         weights = torch.softmax(scores, dim=1).transpose(1, 2)  # (B, H, L)
         heads = values.unflatten(-1, (self.n_heads, self.d_head))  # (B, L, H, dh)
         pooled = torch.einsum("bhl,blhd->bhd", weights.to(values.dtype), heads)
-        return self.out(pooled.flatten(1)), weights
+        if self.vectors == 1:
+            return self.out(pooled.flatten(1)), weights
+        group = self.n_heads // self.vectors  # vector g: out's columns of its heads, times their outputs
+        columns = self.out.weight.unflatten(1, (self.vectors, group * self.d_head))  # (d, V, group * dh)
+        by_group = pooled.unflatten(1, (self.vectors, group)).flatten(2)  # (B, V, group * dh)
+        return torch.einsum("bvk,dvk->bvd", by_group, columns), weights
 
     def forward(self, window: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """window (B, L, d) -> pooled (B, d), weights (B, heads, L)."""
+        """window (B, L, d) -> pooled (B, d) or (B, vectors, d), weights (B, heads, L)."""
         if mask is None:
             mask = torch.ones(window.shape[:2], dtype=torch.bool, device=window.device)
         return self.pool(*self.project(window), mask)

@@ -69,7 +69,9 @@ def write_chain(
     of >= FUSED_MIN_WRITES writes through `fused_write_chain` (`loop_chain`, through autograd, is its
     reference and runs every other case). keep_states=True also returns the scan state after every
     write (`WriteResult.read_states`, for memory_read='slots+state'); the fused chain does not keep
-    them, and neither does it know the pooling's position bias, so those variants run the loop.
+    them, and neither does it know the pooling's position bias or several vectors per write, so those
+    variants run the loop. With several vectors per write, a write is that many SSM steps and its
+    slot is the output of the last.
     """
     M, write_index = window_tokens, layout.write_index
     window = write_index[:, None] - (M - 1) + torch.arange(M, device=write_index.device)  # (W, M)
@@ -85,7 +87,7 @@ def write_chain(
     if not pool_over_memory:
         return tokens_only_chain(chain, keep_states)
     if (fused and isinstance(ssm, MambaStack) and N > 0 and W >= FUSED_MIN_WRITES
-            and pooling.position_bias is None and not keep_states):
+            and pooling.position_bias is None and pooling.vectors == 1 and not keep_states):
         return WriteResult(*fused_write_chain(**chain._asdict()))  # by name: the fields are its parameters
     return loop_chain(chain, keep_states)
 
@@ -119,6 +121,16 @@ class ChainInputs(NamedTuple):
         return slot
 
 
+def ssm_steps(ssm: nn.Module, pooled: Tensor, state: dict) -> tuple[Tensor, dict]:
+    """One write into the SSM: pooled (B, d) is one step; (B, V, d), V steps in order. Returns the
+    output of the last step and the state after it."""
+    if pooled.dim() == 2:
+        return ssm.step(pooled, state)
+    for vector in pooled.unbind(1):
+        out, state = ssm.step(vector, state)
+    return out, state
+
+
 def tokens_only_chain(c: ChainInputs, keep_states: bool = False) -> WriteResult:
     """pool_over_memory=False: the windows hold tokens only, so every write is pooled at once and
     the SSM runs in sequence mode (no loop; with keep_states, step by step to keep every state)."""
@@ -126,16 +138,19 @@ def tokens_only_chain(c: ChainInputs, keep_states: bool = False) -> WriteResult:
     pooling = c.pooling
     win_scores, win_values, win_valid = c.windows()
     pooled, weights = pooling.pool(win_scores.flatten(0, 1), win_values.flatten(0, 1), win_valid.flatten(0, 1))
+    V = pooling.vectors
+    steps = pooled.reshape(B, W * V, -1)  # a write's vectors are consecutive SSM steps
     read_states = None
     if keep_states:
         outs, kept, ssm_state = [], [], c.ssm_state
-        for step_input in pooled.view(B, W, -1).unbind(1):
-            step_out, ssm_state = c.ssm.step(step_input, ssm_state)
+        for w in range(W):
+            step_out, ssm_state = ssm_steps(c.ssm, steps[:, w * V:(w + 1) * V], ssm_state)
             outs.append(step_out)
             kept.append(ssm_state["ssm_scan"][:, -1])
         out, read_states = torch.stack(outs, 1), torch.stack(kept, 1)
     else:
-        out, ssm_state = c.ssm(pooled.view(B, W, -1), c.ssm_state)
+        out, ssm_state = c.ssm(steps, c.ssm_state)
+        out = out[:, V - 1::V]  # a write's slot: the output of its last step
     slots = c.to_slot(out, None)
     new_scores, new_values = pooling.project(slots)
     weights = weights.view(B, W, pooling.n_heads, M)
@@ -161,7 +176,7 @@ def loop_chain(c: ChainInputs, keep_states: bool = False) -> WriteResult:
         values = torch.cat([slot_values, step_values[w]], dim=1)
         valid = torch.cat([slot_valid, step_valid[w]], dim=1)
         pooled, weights = pooling.pool(scores, values, valid)
-        out, ssm_state = c.ssm.step(pooled, ssm_state)
+        out, ssm_state = ssm_steps(c.ssm, pooled, ssm_state)
         slot = c.to_slot(out, w)
         new_score, new_value = pooling.project(slot)
         if N > 0:
@@ -207,7 +222,7 @@ def write_chain_reference(
         tok[:, M - (t + 1 - first):] = embeddings[:, first:t + 1]
         tok_mask[:, M - (t + 1 - first):] = True
         pooled, weights = pooling(torch.cat([mem, tok], 1), torch.cat([mem_mask, tok_mask], 1))
-        out, state = ssm.step(pooled, state)
+        out, state = ssm_steps(ssm, pooled, state)
         slots.append(to_slot(out, k))
         all_weights.append(weights)
     return torch.stack(slots, 1), torch.stack(all_weights, 1)
