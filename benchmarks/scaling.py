@@ -169,8 +169,8 @@ def fit_memory(rows: list[dict]) -> list[dict]:
 
 
 def plot(rows: list[dict], path: Path, title: str = "") -> None:
-    """Two panels against context (log2 axis): tokens/s, and peak GiB (points) with each arch's
-    least-squares line a + b * context (dashed; curved on the log axis)."""
+    """Two panels against context: tokens/s (log2 axis), and peak GiB (points; linear axis, so that
+    each arch's least-squares line a + b * context, dashed, is straight)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -188,7 +188,7 @@ def plot(rows: list[dict], path: Path, title: str = "") -> None:
         line, = speed.plot(contexts, [r["tokens_per_s"] for r in ok], "o-", label=label)
         memory.plot(contexts, [r["peak_gib"] for r in ok], "o", color=line.get_color(), label=label)
         if key in fits:
-            xs = [contexts[0] * (contexts[-1] / contexts[0]) ** (i / 50) for i in range(51)]
+            xs = [0, contexts[-1]]
             fit = fits[key]
             memory.plot(xs, [fit["intercept_gib"] + fit["gib_per_1k_tokens_fit"] * x / 1024 for x in xs], "--",
                         color=line.get_color(), linewidth=0.8,
@@ -198,9 +198,10 @@ def plot(rows: list[dict], path: Path, title: str = "") -> None:
                           label=f"target: {TARGET}x smt at {ok[0]['context']}")
     contexts = sorted({r["context"] for r in rows})
     for ax, ylabel in ((speed, "training tokens / s"), (memory, "peak step memory (GiB)")):
-        ax.set_xscale("log", base=2)
+        if ax is speed:
+            ax.set_xscale("log", base=2)
+            ax.minorticks_off()
         ax.set_xticks(contexts, [f"{c // 1024}K" if c % 1024 == 0 else str(c) for c in contexts])
-        ax.minorticks_off()
         ax.set_xlabel("context (tokens)")
         ax.set_ylabel(ylabel)
         ax.set_ylim(bottom=0)
