@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -83,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--answers", default="hidden", choices=["hidden", "given"],
                         help="mqar: 'given' puts each answer after its query and lets values repeat (Zoology's form, "
                              "with shortcuts; every MQAR row before docs/MEMORY.md Q10), 'hidden' does neither")
+    parser.add_argument("--pairs-at", default="start", choices=["start", "random"],
+                        help="mqar: the pairs open every sequence, or sit at a random depth (then the "
+                             "pairs-at-start form is scored too, as 'far')")
     parser.add_argument("--init-from", default=None, help="start from this saved model (a curriculum stage)")
     parser.add_argument("--model", nargs="*", default=[], help="StrideHybridConfig overrides key=value")
     parser.add_argument("--label", default=None, help="name of the variant in the results")
@@ -108,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {k: parse_yaml(v) for k, v in (item.split("=", 1) for item in args.model)}
     if args.task == "mqar":
         task = TaskConfig(name="mqar", seq_len=args.seq_len, n_pairs=args.pairs, n_queries=args.queries or args.pairs,
-                          mqar_answers=args.answers,
+                          mqar_answers=args.answers, mqar_pairs_at=args.pairs_at,
                           n_keys=16, n_values=16, n_filler=args.n_filler, state_passing=args.state_passing,
                           passed_rows=args.passed_rows)
     else:
@@ -134,6 +138,11 @@ def main(argv: list[str] | None = None) -> int:
                  "first_query": {k: v["first_query"] for k, v in scores.items()},
                  "by_query": {k: v["by_query"] for k, v in scores.items()},
                  "binding_floor": {k: v["binding_floor"] for k, v in scores.items()}}
+        if task.mqar_pairs_at == "random":  # the farthest pairs: the pairs-at-start form
+            far_task = replace(task, mqar_pairs_at="start")
+            extra["pairs_at"] = "random"
+            extra["far"] = {length: evaluate_task(model, far_task, args.eval_samples, args.seed, seq_len=length)
+                            ["accuracy"] for length in lengths}
     else:
         accuracy = {length: passkey_accuracy_by_distance(model, task, length, n_samples=args.eval_samples,
                                                          seed=args.seed) for length in lengths}
@@ -148,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "a", encoding="utf-8") as handle:
         handle.write(json.dumps(record) + "\n")
-    print(json.dumps({k: record[k] for k in ("label", "seed", "R", "train_seconds", "accuracy", "first_query")
+    print(json.dumps({k: record[k] for k in ("label", "seed", "R", "train_seconds", "accuracy", "first_query", "far")
                       if k in record}))
     print("loss:", " ".join(f"{s}:{v:.3f}" for s, v in losses))
     return 0

@@ -230,3 +230,28 @@ def test_mqar_hidden_answers_leave_nothing_to_eliminate():
         synthetic_mqar(40, gen(2), answers="shown")
     with pytest.raises(ValueError, match="mqar_answers"):
         TaskConfig(name="mqar", mqar_answers="shown")
+
+
+def test_mqar_pairs_at_random_depth_keep_pairs_whole_and_answers_right():
+    starts = set()
+    for seed in range(40):
+        s = synthetic_mqar(40, gen(seed), n_pairs=3, n_queries=3, n_keys=16, n_values=16, n_filler=4,
+                           pairs_at="random")
+        lead = int(s.pair_positions[0])
+        starts.add(lead)
+        assert torch.equal(s.pair_positions, lead + 2 * torch.arange(3))  # the pairs stay one block
+        assert bool((s.input_ids[:lead] >= 32).all())  # filler before them
+        assert torch.equal(s.query_positions, torch.arange(37, 40))  # the queries stay at the end
+        keys, values = s.input_ids[s.pair_positions], s.input_ids[s.pair_positions + 1]
+        assert bool((keys < 16).all()) and bool(((values >= 16) & (values < 32)).all())
+        pairs = dict(zip(keys.tolist(), values.tolist()))
+        assert [int(s.targets[q]) for q in s.query_positions] == [pairs[int(s.input_ids[q])]
+                                                                   for q in s.query_positions]
+        assert int((s.targets != -100).sum()) == 3
+    assert min(starts) == 0 and max(starts) >= 25 and len(starts) > 15  # any depth, the gap's full range
+    # "start" draws exactly what it drew before the option existed: the pairs open the sequence
+    assert torch.equal(synthetic_mqar(40, gen(3), 3, 3, 16, 16, 4).pair_positions, torch.arange(3) * 2)
+    with pytest.raises(ValueError, match="pairs_at"):
+        synthetic_mqar(40, gen(2), pairs_at="middle")
+    with pytest.raises(ValueError, match="mqar_pairs_at"):
+        TaskConfig(name="mqar", mqar_pairs_at="middle")

@@ -5,7 +5,9 @@ A sequence of `seq_len` input tokens (token ids, no tokenizer), in one of two fo
     answers="given":   k1 v1 k2 v2 ... kP vP | filler ... | q1 a1 q2 a2 ... qQ aQ
 keys are distinct within a sequence; each query q is one of the keys (each queried at most once)
 and a is its value. The model is scored on predicting a at q's position. The filler gap puts the
-pairs many windows before the queries.
+pairs many windows before the queries. With pairs_at="random" a uniformly drawn part of the
+gap comes before the pairs instead (the pairs at any depth, as passkey's key), so some sequences
+hold them close to the queries and others as far as pairs_at="start" does.
 
 "given" is Zoology's teacher-forced form (each answer is the next input), with values drawn
 independently (they may repeat). It has two shortcuts that need no key-value binding at all: a
@@ -45,13 +47,17 @@ class MQARSample:
 
 
 MQAR_ANSWERS = ("hidden", "given")
+MQAR_PAIRS_AT = ("start", "random")
 
 
 def synthetic_mqar(seq_len: int, generator: torch.Generator, n_pairs: int = 4, n_queries: int = 4,
-                   n_keys: int = 16, n_values: int = 16, n_filler: int = 8, answers: str = "hidden") -> MQARSample:
+                   n_keys: int = 16, n_values: int = 16, n_filler: int = 8, answers: str = "hidden",
+                   pairs_at: str = "start") -> MQARSample:
     """One MQAR sequence (see the module docstring); the same generator state gives the same sample."""
     if answers not in MQAR_ANSWERS:
         raise ValueError(f"answers={answers!r}: use 'hidden' (queries only) or 'given' (each answer after its query)")
+    if pairs_at not in MQAR_PAIRS_AT:
+        raise ValueError(f"pairs_at={pairs_at!r}: use 'start' (the pairs open the sequence) or 'random' (any depth)")
     if n_pairs > n_keys:
         raise ValueError(f"n_pairs={n_pairs} needs as many distinct keys, n_keys={n_keys}; raise n_keys")
     if not 1 <= n_queries <= n_pairs:
@@ -74,15 +80,16 @@ def synthetic_mqar(seq_len: int, generator: torch.Generator, n_pairs: int = 4, n
     asked = torch.randperm(n_pairs, generator=generator)[:n_queries]
     pairs = torch.stack([keys, values], 1).flatten()
     filler = n_keys + n_values + torch.randint(0, max(n_filler, 1), (gap,), generator=generator)
+    lead = int(torch.randint(0, gap + 1, (), generator=generator)) if pairs_at == "random" else 0
     query_positions = 2 * n_pairs + gap + per_query * torch.arange(n_queries)
     if answers == "given":
         queries = torch.stack([keys[asked], values[asked]], 1).flatten()
-        input_ids = torch.cat([pairs, filler, queries]).long()[:-1]  # the last answer is only a target
+        input_ids = torch.cat([filler[:lead], pairs, filler[lead:], queries]).long()[:-1]  # the last answer: a target
     else:
-        input_ids = torch.cat([pairs, filler, keys[asked]]).long()
+        input_ids = torch.cat([filler[:lead], pairs, filler[lead:], keys[asked]]).long()
     targets = torch.full_like(input_ids, IGNORE_INDEX)
     targets[query_positions] = values[asked]
-    return MQARSample(input_ids, targets, 2 * torch.arange(n_pairs), query_positions)
+    return MQARSample(input_ids, targets, lead + 2 * torch.arange(n_pairs), query_positions)
 
 
 def accuracy_from_logits(logits: Tensor, targets: Tensor) -> tuple[int, int]:

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from smt.evaluation.mqar import (
     MQAR_ANSWERS,
+    MQAR_PAIRS_AT,
     MQARSample,
     accuracy_by_query,
     binding_floor,
@@ -82,6 +83,7 @@ class TaskConfig:
     n_queries: int = 4
     n_keys: int = 16
     mqar_answers: str = "hidden"  # mqar: "hidden" (queries only) or "given" (each answer after its query)
+    mqar_pairs_at: str = "start"  # mqar: the pairs "start" the sequence or sit at a "random" depth
     filler: str = "repeat"  # passkey filler: "repeat" (a fixed cycle) or "random" symbols
     n_memorize: int = 16  # selective_copy: data tokens to copy
     state_passing: float = 0.0  # training: probability a row is passed on to the lane's next row
@@ -103,6 +105,8 @@ class TaskConfig:
             raise ValueError(f"task passed_rows={self.passed_rows!r}: use 'filler' or 'task'")
         if self.mqar_answers not in MQAR_ANSWERS:
             raise ValueError(f"task mqar_answers={self.mqar_answers!r}: use one of {list(MQAR_ANSWERS)}")
+        if self.mqar_pairs_at not in MQAR_PAIRS_AT:
+            raise ValueError(f"task mqar_pairs_at={self.mqar_pairs_at!r}: use one of {list(MQAR_PAIRS_AT)}")
         if self.filler not in ("repeat", "random"):
             raise ValueError(f"task filler={self.filler!r}: use 'repeat' or 'random'")
         if not 0.0 <= self.min_depth <= self.max_depth <= 1.0:
@@ -190,7 +194,7 @@ class TaskConfig:
 
     def sample_mqar(self, generator: torch.Generator) -> MQARSample:
         return synthetic_mqar(self.seq_len, generator, self.n_pairs, self.n_queries, self.n_keys,
-                              self.n_values, self.n_filler, self.mqar_answers)
+                              self.n_values, self.n_filler, self.mqar_answers, self.mqar_pairs_at)
 
     def sample_sequence(self, generator: torch.Generator
                         ) -> MQARSample | SelectiveCopySample | InductionHeadsSample:
