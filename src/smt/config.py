@@ -202,6 +202,9 @@ class StrideHybridConfig(_Serialisable):
     # the state, so one vector per write can bind at most one key to a value (docs/MEMORY.md Q10);
     # the pooling heads are split into this many groups, one vector each
     write_vectors: int = 1
+    # a learned gate per write (sigmoid of the pooled vector): the memory keeps g of the state the
+    # write produces and 1 - g of the state before, so a write of filler can be skipped (MEMORY.md Q12)
+    write_gate: bool = False
     # "slots": the transformer reads the memory through its N slots only (the seed's design);
     # "slots+state": each token also reads the memory's last SSM state with its own query (issue 13)
     memory_read: str = "slots"
@@ -292,6 +295,10 @@ class StrideHybridConfig(_Serialisable):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 fail(name, f"must be an integer, got {type(value).__name__}", "pass an int")
+        for f in fields(self):
+            if isinstance(f.default, bool) and not isinstance(getattr(self, f.name), bool):
+                fail(f.name, f"must be true or false, got {type(getattr(self, f.name)).__name__}",
+                     "pass a boolean (in YAML: true / false)")
         for name in ("d_ff", "ssm_dt_rank", "attention_block_size", "context_length"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
@@ -407,7 +414,8 @@ class StrideHybridConfig(_Serialisable):
             ("attention pooling", f"{self.pooling_heads} head(s), over "
                                   f"{'memory + tokens' if self.pool_over_memory else 'tokens only'}"
                                   f"{', position bias' if self.pool_position_bias else ''}"
-                                  f"{f', {self.write_vectors} vectors per write' if self.write_vectors > 1 else ''}"),
+                                  f"{f', {self.write_vectors} vectors per write' if self.write_vectors > 1 else ''}"
+                                  f"{', gated writes' if self.write_gate else ''}"),
             ("memory read", "slots" if self.memory_read == "slots" else "slots + per-token read of the SSM state"),
             ("SSM memory", f"{self.ssm_type}, {self.ssm_n_layers} layers, d_state={self.ssm_d_state}, "
                            f"d_conv={self.ssm_d_conv}, expand={self.ssm_expand}, dt_rank={self.dt_rank}, "

@@ -9,13 +9,19 @@ from smt import StrideHybridConfig, StrideHybridModel
 
 def tiny_model(randomise_position_bias: bool = False, **overrides) -> StrideHybridModel:
     """randomise_position_bias: the pooling's position bias starts at zero, where a window laid out
-    in the wrong order would go unnoticed; random values make every position count."""
+    in the wrong order would go unnoticed; random values make every position count. It also spreads
+    the write gates (if any) over (0, 1), which start near one value."""
     torch.manual_seed(0)
     model = StrideHybridModel(StrideHybridConfig.tiny(**overrides)).eval()
     bias = getattr(getattr(model, "pooling", None), "position_bias", None)
     if randomise_position_bias and bias is not None:
         with torch.no_grad():
             bias.normal_()
+    gate = getattr(getattr(model, "pooling", None), "gate", None)
+    if randomise_position_bias and gate is not None:
+        with torch.no_grad():
+            gate.weight.normal_(std=10.0)
+            gate.bias.zero_()
     return model
 
 

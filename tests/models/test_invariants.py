@@ -26,6 +26,12 @@ VARIANTS = {
     "two-vectors-per-write-read-state-stride-3": {"write_vectors": 2, "memory_read": "slots+state", "stride": 3,
                                                   "m_input_tokens": 7, "n_ssm_outputs": 5},
     "tokens-only-two-vectors-per-write": {"pool_over_memory": False, "write_vectors": 2},
+    "gated-writes": {"write_gate": True},
+    "gated-writes-read-state-position-bias-stride-2": {"write_gate": True, "memory_read": "slots+state",
+                                                       "pool_position_bias": True, "stride": 2},
+    "tokens-only-gated-writes": {"pool_over_memory": False, "write_gate": True},
+    "tokens-only-gated-writes-read-state-two-vectors": {"pool_over_memory": False, "write_gate": True,
+                                                        "memory_read": "slots+state", "write_vectors": 2},
 }
 
 

@@ -66,7 +66,7 @@ class StrideHybridModel(LanguageModel):
         if self.n_slots > 0:
             window = config.window_size if config.pool_position_bias else None
             self.pooling = AttentionPooling(d, config.pooling_heads, config.layer_norm_eps, config.initializer_range,
-                                            window, config.write_vectors)
+                                            window, config.write_vectors, config.write_gate)
             self.ssm = build_ssm(config)
             self.memory_proj = nn.Linear(d, d, bias=False)
             nn.init.normal_(self.memory_proj.weight, std=config.initializer_range)

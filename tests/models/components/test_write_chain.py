@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from smt.models.components.write_chain import write_chain_reference
+from smt.models import StrideHybridModel
+from smt.models.components.write_chain import ssm_steps, write_chain_reference
 from tests.models.helpers import random_ids, tiny_model
 
 
@@ -11,10 +12,11 @@ from tests.models.helpers import random_ids, tiny_model
 @pytest.mark.parametrize("learned", [False, True])
 @pytest.mark.parametrize("position_bias", [False, True])
 @pytest.mark.parametrize("vectors", [1, 2])
-def test_fast_write_chain_equals_explicit_windows(pool_over_memory, learned, position_bias, vectors):
+@pytest.mark.parametrize("gate", [False, True])
+def test_fast_write_chain_equals_explicit_windows(pool_over_memory, learned, position_bias, vectors, gate):
     extra = {"position": "learned", "max_position_embeddings": 64} if learned else {}
     model = tiny_model(pool_over_memory=pool_over_memory, pool_position_bias=position_bias,
-                       randomise_position_bias=True, write_vectors=vectors, **extra)
+                       randomise_position_bias=True, write_vectors=vectors, write_gate=gate, **extra)
     ids = random_ids(2, 43)
     _, aux = model(ids)
     cfg = model.config
@@ -32,3 +34,23 @@ def test_fast_write_chain_equals_explicit_windows(pool_over_memory, learned, pos
                                            cfg.m_input_tokens, cfg.stride, pool_over_memory)
     torch.testing.assert_close(aux["memory"], slots, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(aux["attention_weights_per_head"], weights, rtol=1e-5, atol=1e-6)
+
+
+def test_a_closed_gate_skips_the_write_and_an_open_one_is_the_plain_write():
+    model = tiny_model(write_gate=True)
+    ssm, B = model.ssm, 3
+    state = ssm.init_state(B)
+    for _ in range(3):  # a state with history, so "unchanged" is not just zeros
+        _, state = ssm.step(torch.randn(B, model.config.d_model), state)
+    pooled = torch.randn(B, model.config.d_model)
+    plain_out, plain = ssm_steps(ssm, pooled, state)
+    gate = torch.tensor([0.0, 1.0, 0.25])
+    out, gated = ssm_steps(ssm, pooled, state, gate)
+    torch.testing.assert_close(out, plain_out)  # the write's output (its slot) is the plain step's
+    for name in state:
+        torch.testing.assert_close(gated[name][0], state[name][0])  # closed: the state as before
+        torch.testing.assert_close(gated[name][1], plain[name][1])  # open: the plain write
+        torch.testing.assert_close(gated[name][2], 0.75 * state[name][2] + 0.25 * plain[name][2])
+    gates = model.pooling.write_gate(pooled)
+    assert gates.shape == (B,) and bool(((gates > 0) & (gates < 1)).all())
+    assert StrideHybridModel(model.config.replace(write_gate=False)).pooling.write_gate(pooled) is None

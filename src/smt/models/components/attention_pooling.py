@@ -19,6 +19,12 @@ bias is indexed from the end, so a tokens-only window (M positions) uses the tok
 With `vectors` V > 1 the heads form V groups of n_heads / V and a window pools to V vectors, the
 g-th made by the g-th group alone: `out` applied to the heads of that group, the others zero (the
 sum of the V vectors is the one-vector pooling's output). Each vector becomes its own SSM step.
+
+With `gate` a write also gets a gate g = sigmoid(gate(pooled)) in (0, 1) (`write_gate`; with V
+vectors, from their sum): the memory keeps g of the state the write produces and 1 - g of the
+state before it. A softmax always pools a full-size vector, even from a window of filler, so
+without a gate every write lands in the state with its full weight; the gate lets a write that
+carries nothing be skipped, which also spares the state its decay (docs/MEMORY.md Q12).
 """
 
 from __future__ import annotations
@@ -28,10 +34,13 @@ import math
 import torch
 from torch import Tensor, nn
 
+# the gates start open (sigmoid(2) = 0.88): at initialisation a gated memory writes almost as the seed's does
+GATE_INIT_BIAS = 2.0
+
 
 class AttentionPooling(nn.Module):
     def __init__(self, d_model: int, n_heads: int = 1, eps: float = 1e-5, init_std: float = 0.02,
-                 window: int | None = None, vectors: int = 1) -> None:
+                 window: int | None = None, vectors: int = 1, gate: bool = False) -> None:
         super().__init__()
         if d_model % n_heads:
             raise ValueError(f"d_model={d_model} must be divisible by pooling heads={n_heads}")
@@ -47,6 +56,18 @@ class AttentionPooling(nn.Module):
         for lin in (self.key, self.value, self.out):
             nn.init.normal_(lin.weight, std=init_std)
         self.position_bias = nn.Parameter(torch.zeros(window, n_heads)) if window else None
+        self.gate = None
+        if gate:
+            self.gate = nn.Linear(d_model, 1)
+            nn.init.normal_(self.gate.weight, std=init_std)
+            nn.init.constant_(self.gate.bias, GATE_INIT_BIAS)
+
+    def write_gate(self, pooled: Tensor) -> Tensor | None:
+        """The gate (B,) in float32 of a write that pooled `pooled` ((B, d) or (B, V, d)); None without one."""
+        if self.gate is None:
+            return None
+        summed = pooled if pooled.dim() == 2 else pooled.sum(1)
+        return torch.sigmoid(self.gate(summed).float()).squeeze(-1)
 
     def project(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Per-vector scores (..., heads) in float32 and values (..., d)."""

@@ -69,8 +69,8 @@ def write_chain(
     of >= FUSED_MIN_WRITES writes through `fused_write_chain` (`loop_chain`, through autograd, is its
     reference and runs every other case). keep_states=True also returns the scan state after every
     write (`WriteResult.read_states`, for memory_read='slots+state'); the fused chain does not keep
-    them, and neither does it know the pooling's position bias or several vectors per write, so those
-    variants run the loop. With several vectors per write, a write is that many SSM steps and its
+    them, and neither does it know the pooling's position bias, several vectors per write or the write
+    gate, so those variants run the loop. With several vectors per write, a write is that many SSM steps and its
     slot is the output of the last.
     """
     M, write_index = window_tokens, layout.write_index
@@ -87,7 +87,7 @@ def write_chain(
     if not pool_over_memory:
         return tokens_only_chain(chain, keep_states)
     if (fused and isinstance(ssm, MambaStack) and N > 0 and W >= FUSED_MIN_WRITES
-            and pooling.position_bias is None and pooling.vectors == 1 and not keep_states):
+            and pooling.position_bias is None and pooling.vectors == 1 and pooling.gate is None and not keep_states):
         return WriteResult(*fused_write_chain(**chain._asdict()))  # by name: the fields are its parameters
     return loop_chain(chain, keep_states)
 
@@ -121,13 +121,19 @@ class ChainInputs(NamedTuple):
         return slot
 
 
-def ssm_steps(ssm: nn.Module, pooled: Tensor, state: dict) -> tuple[Tensor, dict]:
+def ssm_steps(ssm: nn.Module, pooled: Tensor, state: dict, gate: Tensor | None = None) -> tuple[Tensor, dict]:
     """One write into the SSM: pooled (B, d) is one step; (B, V, d), V steps in order. Returns the
-    output of the last step and the state after it."""
+    output of the last step and the state after it. With a gate (B,) the state after the write is
+    g * (the state the steps produce) + (1 - g) * (the state before); the output is the steps'."""
+    before = state
     if pooled.dim() == 2:
-        return ssm.step(pooled, state)
-    for vector in pooled.unbind(1):
-        out, state = ssm.step(vector, state)
+        out, state = ssm.step(pooled, state)
+    else:
+        for vector in pooled.unbind(1):
+            out, state = ssm.step(vector, state)
+    if gate is not None:
+        state = {name: torch.lerp(before[name].float(), value.float(), gate.view(-1, *[1] * (value.dim() - 1)))
+                 for name, value in state.items()}
     return out, state
 
 
@@ -140,14 +146,16 @@ def tokens_only_chain(c: ChainInputs, keep_states: bool = False) -> WriteResult:
     pooled, weights = pooling.pool(win_scores.flatten(0, 1), win_values.flatten(0, 1), win_valid.flatten(0, 1))
     V = pooling.vectors
     steps = pooled.reshape(B, W * V, -1)  # a write's vectors are consecutive SSM steps
+    gates = pooling.write_gate(pooled.reshape(B * W, V, -1))
     read_states = None
-    if keep_states:
+    if keep_states or gates is not None:  # step by step: the gate is not part of the sequence-mode scan
         outs, kept, ssm_state = [], [], c.ssm_state
+        gates = gates.view(B, W).unbind(1) if gates is not None else [None] * W
         for w in range(W):
-            step_out, ssm_state = ssm_steps(c.ssm, steps[:, w * V:(w + 1) * V], ssm_state)
+            step_out, ssm_state = ssm_steps(c.ssm, steps[:, w * V:(w + 1) * V], ssm_state, gates[w])
             outs.append(step_out)
             kept.append(ssm_state["ssm_scan"][:, -1])
-        out, read_states = torch.stack(outs, 1), torch.stack(kept, 1)
+        out, read_states = torch.stack(outs, 1), torch.stack(kept, 1) if keep_states else None
     else:
         out, ssm_state = c.ssm(steps, c.ssm_state)
         out = out[:, V - 1::V]  # a write's slot: the output of its last step
@@ -176,7 +184,7 @@ def loop_chain(c: ChainInputs, keep_states: bool = False) -> WriteResult:
         values = torch.cat([slot_values, step_values[w]], dim=1)
         valid = torch.cat([slot_valid, step_valid[w]], dim=1)
         pooled, weights = pooling.pool(scores, values, valid)
-        out, ssm_state = ssm_steps(c.ssm, pooled, ssm_state)
+        out, ssm_state = ssm_steps(c.ssm, pooled, ssm_state, pooling.write_gate(pooled))
         slot = c.to_slot(out, w)
         new_score, new_value = pooling.project(slot)
         if N > 0:
@@ -222,7 +230,7 @@ def write_chain_reference(
         tok[:, M - (t + 1 - first):] = embeddings[:, first:t + 1]
         tok_mask[:, M - (t + 1 - first):] = True
         pooled, weights = pooling(torch.cat([mem, tok], 1), torch.cat([mem_mask, tok_mask], 1))
-        out, state = ssm_steps(ssm, pooled, state)
+        out, state = ssm_steps(ssm, pooled, state, pooling.write_gate(pooled))
         slots.append(to_slot(out, k))
         all_weights.append(weights)
     return torch.stack(slots, 1), torch.stack(all_weights, 1)
