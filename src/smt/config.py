@@ -22,7 +22,7 @@ import yaml
 ARCHITECTURES = ("smt", "gpt", "swa", "mamba")
 SSM_TYPES = ("mamba", "simple")
 SSM_INITS = ("mamba", "mimetic")
-MEMORY_READS = ("slots", "slots+state")
+MEMORY_READS = ("slots", "slots+state", "slots+tied")
 POSITION_TYPES = ("rope", "learned")
 ATTENTION_IMPLS = ("chunked", "dense")
 DEVICES = ("cpu", "cuda", "mps", "auto")
@@ -206,7 +206,8 @@ class StrideHybridConfig(_Serialisable):
     # write produces and 1 - g of the state before, so a write of filler can be skipped (MEMORY.md Q12)
     write_gate: bool = False
     # "slots": the transformer reads the memory through its N slots only (the seed's design);
-    # "slots+state": each token also reads the memory's last SSM state with its own query (issue 13)
+    # "slots+state": each token also reads the memory's last SSM state with its own query (issue 13);
+    # "slots+tied": ... with the query the write path makes of the token (the last layer's C; MEMORY.md Q12)
     memory_read: str = "slots"
     # SSM memory (Mamba-130M shape)
     ssm_type: str = "mamba"
@@ -343,7 +344,7 @@ class StrideHybridConfig(_Serialisable):
             self.device in DEVICES or re.fullmatch(r"cuda:\d+", self.device)
         ):
             fail("device", "unknown device", f"use one of {list(DEVICES)} or cuda:N")
-        if self.memory_read == "slots+state" and self.ssm_type != "mamba":
+        if self.memory_read != "slots" and self.ssm_type != "mamba":
             fail("memory_read", "reads the (d_inner x d_state) state of a Mamba memory",
                  "use ssm_type='mamba' or memory_read='slots'")
         check_numbers(self, ("dropout", "initializer_range", "rope_base"), fail)
@@ -416,7 +417,9 @@ class StrideHybridConfig(_Serialisable):
                                   f"{', position bias' if self.pool_position_bias else ''}"
                                   f"{f', {self.write_vectors} vectors per write' if self.write_vectors > 1 else ''}"
                                   f"{', gated writes' if self.write_gate else ''}"),
-            ("memory read", "slots" if self.memory_read == "slots" else "slots + per-token read of the SSM state"),
+            ("memory read", {"slots": "slots", "slots+state": "slots + per-token read of the SSM state",
+                             "slots+tied": "slots + per-token read of the SSM state, query tied to the writes"}
+             [self.memory_read]),
             ("SSM memory", f"{self.ssm_type}, {self.ssm_n_layers} layers, d_state={self.ssm_d_state}, "
                            f"d_conv={self.ssm_d_conv}, expand={self.ssm_expand}, dt_rank={self.dt_rank}, "
                            f"dt init {self.dt_init_range[0]:g}..{self.dt_init_range[1]:g}, {self.ssm_init} init"),

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from smt.config import StrideHybridConfig
 from smt.models.base import LanguageModel, count
 from smt.models.components.attention_pooling import AttentionPooling
-from smt.models.components.memory_read import MemoryRead
+from smt.models.components.memory_read import MemoryRead, TiedMemoryRead
 from smt.models.components.rope import rope_tables
 from smt.models.components.ssm import build_ssm
 from smt.models.components.stream_state import StreamState
@@ -73,6 +73,8 @@ class StrideHybridModel(LanguageModel):
             if config.memory_read == "slots+state":
                 self.memory_read = MemoryRead(d, config.d_inner, config.ssm_d_state, config.layer_norm_eps,
                                               config.initializer_range)
+            elif config.memory_read == "slots+tied":
+                self.memory_read = TiedMemoryRead(d, config.d_inner, config.initializer_range)
         self._make_head()
         self._finish_init()
 
@@ -139,9 +141,9 @@ class StrideHybridModel(LanguageModel):
         aux: dict = {"n_writes": layout.n_writes}
         if N > 0:
             slots, weights, read_states = self._write(x, buffers, new_buffers, layout)
-            if read_states is not None:  # memory_read='slots+state': the state before this call, then per write
+            if read_states is not None:  # a per-token read: the state before this call, then per write
                 states = torch.cat([buffers["ssm_scan"][:, -1:].to(read_states.dtype), read_states], 1)
-                x = x + self.memory_read(x, states, layout.phase, S)
+                x = x + self.memory_read(x, states, layout.phase, S, self.pooling, self.ssm.layers[-1])
             aux["attention_weights_per_head"] = weights
             aux["attention_weights"] = weights.mean(2)
             aux["memory"] = slots

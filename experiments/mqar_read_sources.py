@@ -1,0 +1,118 @@
+#!/usr/bin/env python
+"""Where does an MQAR query's memory read come from? (docs/MEMORY.md Q12)
+
+An SMT with `memory_read: slots+state` reads the last Mamba layer's state h with each token's
+query q: r = out(h q), and h is a decayed sum of the writes' updates dt * x B^T (times the write
+gate, where there is one). So the read splits exactly into one term per write. For held-out MQAR
+prompts this script measures, at every query, the share (by norm) of the read that comes from
+the write holding the queried pair, from the writes of the other pairs and from the filler
+writes; and the step size dt, the norm of B and the gate of pair writes against filler writes.
+A memory that binds must read mostly from the queried pair's write.
+
+    python experiments/mqar_read_sources.py runs/mq4/p2_s1 --pairs 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+from smt.evaluation.tasks import EVAL_SEED_OFFSET, TaskConfig
+from smt.models import load_model
+
+
+@torch.no_grad()
+def record_writes(model, inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Run the model; return per write (n, W, ...) the last Mamba layer's dt, x, B and the gate."""
+    mixer, pooling = model.ssm.layers[-1].mixer, model.pooling
+    seen: dict[str, list] = {"dt": [], "x": [], "B": [], "gate": []}
+    ssm_inputs, write_gate = mixer._ssm_inputs, pooling.write_gate
+
+    def recorded_inputs(x):
+        dt, B, C = ssm_inputs(x)
+        seen["dt"].append(dt)
+        seen["x"].append(x)
+        seen["B"].append(B)
+        return dt, B, C
+
+    def recorded_gate(pooled):
+        gate = write_gate(pooled)
+        seen["gate"].append(gate if gate is not None else pooled.new_ones(pooled.shape[0]))
+        return gate
+
+    model.fused_write_chain = False  # one step per write, in order
+    mixer._ssm_inputs, pooling.write_gate = recorded_inputs, recorded_gate
+    try:
+        model(inputs)
+    finally:
+        del mixer._ssm_inputs, pooling.write_gate
+    if model.config.write_vectors != 1:
+        raise SystemExit("this script reads one SSM step per write (write_vectors = 1)")
+    return {name: torch.stack(values, 1).float() for name, values in seen.items()}
+
+
+@torch.no_grad()
+def read_sources(model, task: TaskConfig, n: int, seed: int) -> dict[str, float]:
+    generator = torch.Generator().manual_seed(seed)
+    samples = [task.sample_sequence(generator) for _ in range(n)]
+    inputs = torch.stack([s.input_ids for s in samples])
+    writes = record_writes(model.eval(), inputs)
+    S = model.config.stride
+    A = -torch.exp(model.ssm.layers[-1].mixer.A_log.float())  # (d_inner, d_state)
+    n_writes = writes["dt"].shape[1]
+    shares = {"queried_pair": [], "other_pairs": [], "filler": []}
+    pair_write = torch.zeros(n, n_writes, dtype=torch.bool)
+    for row, sample in enumerate(samples):
+        value_writes = (sample.pair_positions + S + 1) // S - 1  # the first write that sees the value
+        write_of = {int(sample.input_ids[p]): int(w) for p, w in zip(sample.pair_positions, value_writes)}
+        pair_write[row, list(write_of.values())] = True
+        for t in sample.query_positions.tolist():
+            visible = t // S  # writes made by tokens before t
+            q = model.memory_read.query(model.memory_read.norm(model.wte(inputs[row, t]))).float()
+            keep = torch.ones_like(A)
+            parts = torch.zeros(visible)
+            for w in range(visible - 1, -1, -1):
+                dt, x, B, g = (writes[k][row, w] for k in ("dt", "x", "B", "gate"))
+                parts[w] = (keep * (g * dt * x)[:, None] * B[None, :] @ q).norm()
+                keep = keep * (g * torch.exp(dt[:, None] * A) + 1 - g)
+            own = write_of[int(inputs[row, t])]
+            others = [w for w in write_of.values() if w != own]
+            total = parts.sum()
+            shares["queried_pair"].append(float(parts[own] / total))
+            shares["other_pairs"].append(float(parts[others].sum() / total))
+            shares["filler"].append(float(1 - (parts[own] + parts[others].sum()) / total))
+    result = {f"share_{k}": sum(v) / len(v) for k, v in shares.items()}
+    result["pair_writes_fraction"] = float(pair_write.float().mean())
+    for name, values in (("dt", writes["dt"].mean(-1)), ("B_norm", writes["B"].norm(dim=-1)), ("gate", writes["gate"])):
+        result[f"{name}_pair_writes"] = float(values[pair_write].mean())
+        result[f"{name}_filler_writes"] = float(values[~pair_write].mean())
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", help="a model directory saved by memory_recall.py --save")
+    parser.add_argument("--pairs", type=int, default=8)
+    parser.add_argument("--seq-len", type=int, default=64)
+    parser.add_argument("--samples", type=int, default=128)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--out", default=None, help="append one JSON line here")
+    args = parser.parse_args(argv)
+    model = load_model(args.model)
+    if getattr(model, "memory_read", None) is None:
+        raise SystemExit(f"{args.model} has no per-token read (memory_read: slots+state)")
+    task = TaskConfig(name="mqar", seq_len=args.seq_len, n_pairs=args.pairs, n_queries=args.pairs, n_keys=16,
+                      n_values=16, n_filler=16)
+    result = {"model": args.model, "pairs": args.pairs,
+              **read_sources(model, task, args.samples, args.seed + 3 * EVAL_SEED_OFFSET)}
+    print(json.dumps(result))
+    if args.out:
+        with open(args.out, "a", encoding="utf-8") as out:
+            out.write(json.dumps(result) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
