@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Where does an MQAR query's memory read come from? (docs/MEMORY.md Q12)
 
-An SMT with `memory_read: slots+state` reads the last Mamba layer's state h with each token's
-query q: r = out(h q), and h is a decayed sum of the writes' updates dt * x B^T (times the write
+An SMT with a per-token read (`memory_read: slots+state` or `slots+tied`) reads the last Mamba
+layer's state h with each token's query q: r = out(gate * (h q)), and h is a decayed sum of the writes' updates dt * x B^T (times the write
 gate, where there is one). So the read splits exactly into one term per write. For held-out MQAR
 prompts this script measures, at every query, the share (by norm) of the read that comes from
 the write holding the queried pair, from the writes of the other pairs and from the filler
@@ -32,6 +32,8 @@ def record_writes(model, inputs: torch.Tensor) -> dict[str, torch.Tensor]:
 
     def recorded_inputs(x):
         dt, B, C = ssm_inputs(x)
+        if x.dim() != 2:  # a tied read's queries, not a write
+            return dt, B, C
         seen["dt"].append(dt)
         seen["x"].append(x)
         seen["B"].append(B)
@@ -70,12 +72,14 @@ def read_sources(model, task: TaskConfig, n: int, seed: int) -> dict[str, float]
         pair_write[row, list(write_of.values())] = True
         for t in sample.query_positions.tolist():
             visible = t // S  # writes made by tokens before t
-            q = model.memory_read.query(model.memory_read.norm(model.wte(inputs[row, t]))).float()
+            q, gate = model.memory_read.queries(model.wte(inputs[row, t])[None, None], model.pooling,
+                                                model.ssm.layers[-1])
+            q, gate = q[0, 0], (gate[0, 0] if gate is not None else 1.0)
             keep = torch.ones_like(A)
             parts = torch.zeros(visible)
             for w in range(visible - 1, -1, -1):
                 dt, x, B, g = (writes[k][row, w] for k in ("dt", "x", "B", "gate"))
-                parts[w] = (keep * (g * dt * x)[:, None] * B[None, :] @ q).norm()
+                parts[w] = (gate * (keep * (g * dt * x)[:, None] * B[None, :] @ q)).norm()
                 keep = keep * (g * torch.exp(dt[:, None] * A) + 1 - g)
             own = write_of[int(inputs[row, t])]
             others = [w for w in write_of.values() if w != own]
@@ -84,6 +88,11 @@ def read_sources(model, task: TaskConfig, n: int, seed: int) -> dict[str, float]
             shares["other_pairs"].append(float(parts[others].sum() / total))
             shares["filler"].append(float(1 - (parts[own] + parts[others].sum()) / total))
     result = {f"share_{k}": sum(v) / len(v) for k, v in shares.items()}
+    keys = torch.arange(task.n_keys)  # how alike the queries of different keys are: 1 = one direction for all
+    q, _ = model.memory_read.queries(model.wte(keys)[None], model.pooling, model.ssm.layers[-1])
+    q = torch.nn.functional.normalize(q[0], dim=-1)
+    cosine = q @ q.T
+    result["query_cosine_between_keys"] = float(cosine[~torch.eye(len(keys), dtype=torch.bool)].mean())
     result["pair_writes_fraction"] = float(pair_write.float().mean())
     for name, values in (("dt", writes["dt"].mean(-1)), ("B_norm", writes["B"].norm(dim=-1)), ("gate", writes["gate"])):
         result[f"{name}_pair_writes"] = float(values[pair_write].mean())
