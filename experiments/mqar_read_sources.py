@@ -20,7 +20,7 @@ import json
 import torch
 
 from smt.evaluation.tasks import EVAL_SEED_OFFSET, TaskConfig
-from smt.models import load_model
+from smt.models import build_model, load_model
 
 
 @torch.no_grad()
@@ -114,9 +114,11 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{args.model} has no per-token read (memory_read: slots+state)")
     task = TaskConfig(name="mqar", seq_len=args.seq_len, n_pairs=args.pairs, n_queries=args.pairs, n_keys=16,
                       n_values=16, n_filler=16)
-    result = {"model": args.model, "pairs": args.pairs,
-              **read_sources(model, task, args.samples, args.seed + 3 * EVAL_SEED_OFFSET)}
-    print(json.dumps(result))
+    torch.manual_seed(args.seed)
+    result = {"model": args.model, "pairs": args.pairs}
+    for name, candidate in (("trained", model), ("at initialisation", build_model(model.config))):
+        result[name] = read_sources(candidate, task, args.samples, args.seed + 3 * EVAL_SEED_OFFSET)
+        print(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in result[name].items()))
     if args.out:
         with open(args.out, "a", encoding="utf-8") as out:
             out.write(json.dumps(result) + "\n")
