@@ -27,6 +27,9 @@ VARIANTS = {
     "mimetic init": {"ssm_init": "mimetic"},
     "per-token read of the SSM state (memory_read: slots+state)": {"memory_read": "slots+state"},
     "pooling position bias": {"pool_position_bias": True},
+    "two vectors per write (write_vectors: 2)": {"write_vectors": 2},
+    "gated writes (write_gate: true)": {"write_gate": True},
+    "tied per-token read (memory_read: slots+tied)": {"memory_read": "slots+tied"},
 }
 
 
