@@ -2,12 +2,14 @@
 """Where does an MQAR query's memory read come from? (docs/MEMORY.md Q12)
 
 An SMT with a per-token read (`memory_read: slots+state` or `slots+tied`) reads the last Mamba
-layer's state h with each token's query q: r = out(gate * (h q)), and h is a decayed sum of the writes' updates dt * x B^T (times the write
-gate, where there is one). So the read splits exactly into one term per write. For held-out MQAR
-prompts this script measures, at every query, the share (by norm) of the read that comes from
-the write holding the queried pair, from the writes of the other pairs and from the filler
-writes; and the step size dt, the norm of B and the gate of pair writes against filler writes.
-A memory that binds must read mostly from the queried pair's write.
+layer's state h with each token's query q: r = out(gate * (h q)), and h is a decayed sum of the
+writes' updates dt * x B^T (times the write gate, where there is one). So the read splits exactly
+into one term per write. For held-out MQAR prompts this script measures, at every query, the share
+(by norm) of the read that comes from the write holding the queried pair, from the writes of the
+other pairs and from the filler writes; how alike the queries of different keys are (mean cosine);
+and the step size dt, the norm of B and the gate of pair writes against filler writes, for the
+trained model and the same configuration at initialisation. A memory that binds must read mostly
+from the queried pair's write.
 
     python experiments/mqar_read_sources.py runs/mq4/p2_s1 --pairs 2
 """

@@ -29,33 +29,21 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-class _StateRead(nn.Module):
-    """A read of the per-write states; subclasses say how a token makes its query and gate."""
+def grouped_read(q: Tensor, gate: Tensor | None, states: Tensor, phase: int, stride: int) -> Tensor:
+    """q (B, T, d_state) and gate (B, T, d_inner) or None: the queries of tokens at stream positions
+    p .. p+T-1 with phase = p % stride; states (B, 1 + W, d_inner, d_state): the scan state before
+    the call, then after each of its W writes. Returns gate * (h q) per token, (B, T, d_inner) float32.
 
-    def queries(self, x: Tensor, pooling: nn.Module, layer: nn.Module) -> tuple[Tensor, Tensor | None]:
-        """x (B, T, d) -> queries (B, T, d_state) and gates (B, T, d_inner) or None, in float32."""
-        raise NotImplementedError
-
-    def forward(self, x: Tensor, states: Tensor, phase: int, stride: int, pooling: nn.Module | None = None,
-                layer: nn.Module | None = None) -> Tensor:
-        """x (B, T, d) token embeddings at stream positions p .. p+T-1 with phase = p % stride;
-        states (B, 1 + W, d_inner, d_state): the scan state before this call, then after each of its
-        W writes; pooling and layer (the last Mamba layer): the write path a tied read shares.
-        Returns the reads (B, T, d).
-
-        Token i of the call has seen (phase + i) // stride of the call's writes, so padding `phase`
-        slots in front groups the tokens by the state they read: one contraction per group."""
-        B, T, _ = x.shape
-        q, gate = self.queries(x, pooling, layer)
-        groups = (phase + T + stride - 1) // stride
-        q = F.pad(q, (0, 0, phase, groups * stride - phase - T)).view(B, groups, stride, -1)
-        read = torch.einsum("bgds,bgts->bgtd", states[:, :groups].float(), q).flatten(1, 2)[:, phase:phase + T]
-        if gate is not None:
-            read = read * gate
-        return self.out(read.to(x.dtype))
+    Token i of the call has seen (phase + i) // stride of the call's writes, so padding `phase`
+    slots in front groups the tokens by the state they read: one contraction per group."""
+    B, T, _ = q.shape
+    groups = (phase + T + stride - 1) // stride
+    q = F.pad(q.float(), (0, 0, phase, groups * stride - phase - T)).view(B, groups, stride, -1)
+    read = torch.einsum("bgds,bgts->bgtd", states[:, :groups].float(), q).flatten(1, 2)[:, phase:phase + T]
+    return read if gate is None else read * gate
 
 
-class MemoryRead(_StateRead):
+class MemoryRead(nn.Module):
     def __init__(self, d_model: int, d_inner: int, d_state: int, eps: float = 1e-5, init_std: float = 0.02) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(d_model, eps=eps)
@@ -65,16 +53,25 @@ class MemoryRead(_StateRead):
             nn.init.normal_(lin.weight, std=init_std)
 
     def queries(self, x: Tensor, pooling: nn.Module | None = None, layer: nn.Module | None = None):
+        """x (B, T, d) -> queries (B, T, d_state) in float32 and no gate."""
         return self.query(self.norm(x)).float(), None
 
+    def forward(self, x: Tensor, states: Tensor, phase: int, stride: int, pooling: nn.Module | None = None,
+                layer: nn.Module | None = None) -> Tensor:
+        """x (B, T, d) token embeddings; states, phase, stride as in `grouped_read`. Returns the reads
+        (B, T, d). pooling and layer are unused (the tied read's signature)."""
+        return self.out(grouped_read(*self.queries(x), states, phase, stride).to(x.dtype))
 
-class TiedMemoryRead(_StateRead):
+
+class TiedMemoryRead(nn.Module):
     def __init__(self, d_model: int, d_inner: int, init_std: float = 0.02) -> None:
         super().__init__()
         self.out = nn.Linear(d_inner, d_model, bias=False)
         nn.init.normal_(self.out.weight, std=init_std)
 
-    def queries(self, x: Tensor, pooling: nn.Module, layer: nn.Module):
+    def queries(self, x: Tensor, pooling: nn.Module, layer: nn.Module) -> tuple[Tensor, Tensor]:
+        """x (B, T, d) -> queries (B, T, d_state) and gates (B, T, d_inner), float32; `layer` is the last
+        Mamba layer."""
         mixer = layer.mixer
         as_written = pooling.out(pooling.value(pooling.norm(x)))  # a window of this token alone
         inner, z = mixer.in_proj(layer.norm(as_written)).chunk(2, dim=-1)
@@ -82,8 +79,13 @@ class TiedMemoryRead(_StateRead):
         _, _, C = mixer._ssm_inputs(inner)
         return C.float(), F.silu(z).float()
 
+    def forward(self, x: Tensor, states: Tensor, phase: int, stride: int, pooling: nn.Module,
+                layer: nn.Module) -> Tensor:
+        """As `MemoryRead.forward`, with the query and gate made by the write path (pooling, layer)."""
+        return self.out(grouped_read(*self.queries(x, pooling, layer), states, phase, stride).to(x.dtype))
 
-def memory_read_reference(reader: _StateRead, x: Tensor, states: Tensor, phase: int, stride: int,
+
+def memory_read_reference(reader: MemoryRead | TiedMemoryRead, x: Tensor, states: Tensor, phase: int, stride: int,
                           pooling: nn.Module | None = None, layer: nn.Module | None = None) -> Tensor:
     """`reader.forward` one token at a time: token i reads states[:, (phase + i) // stride]."""
     reads = []
