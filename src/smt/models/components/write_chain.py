@@ -68,7 +68,7 @@ def write_chain(
     slot_offsets[:, w] (B, W, d; learned positions, or None). fused=True runs a Mamba memory's chain
     of >= FUSED_MIN_WRITES writes through `fused_write_chain` (`loop_chain`, through autograd, is its
     reference and runs every other case). keep_states=True also returns the scan state after every
-    write (`WriteResult.read_states`, for memory_read='slots+state'); the fused chain does not keep
+    write (`WriteResult.read_states`, for a per-token memory read); the fused chain does not keep
     them, and neither does it know the pooling's position bias, several vectors per write or the write
     gate, so those variants run the loop. With several vectors per write, a write is that many SSM steps and its
     slot is the output of the last.
