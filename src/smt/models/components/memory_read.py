@@ -76,8 +76,8 @@ class TiedMemoryRead(nn.Module):
         as_written = pooling.out(pooling.value(pooling.norm(x)))  # a window of this token alone
         inner, z = mixer.in_proj(layer.norm(as_written)).chunk(2, dim=-1)
         inner = F.silu(inner * mixer.conv1d.weight[:, 0, -1] + mixer.conv1d.bias)  # the newest conv tap
-        _, _, C = mixer._ssm_inputs(inner)
-        return C.float(), F.silu(z).float()
+        c_rows = mixer.x_proj.weight[mixer.dt_rank + mixer.d_state:]  # x_proj's C part only: no dt, no B
+        return F.linear(inner, c_rows).float(), F.silu(z).float()
 
     def forward(self, x: Tensor, states: Tensor, phase: int, stride: int, pooling: nn.Module,
                 layer: nn.Module) -> Tensor:
