@@ -54,3 +54,26 @@ def test_a_closed_gate_skips_the_write_and_an_open_one_is_the_plain_write():
     gates = model.pooling.write_gate(pooled)
     assert gates.shape == (B,) and bool(((gates > 0) & (gates < 1)).all())
     assert StrideHybridModel(model.config.replace(write_gate=False)).pooling.write_gate(pooled) is None
+
+
+@pytest.mark.parametrize("vectors", [1, 2])
+def test_tokens_only_states_in_parallel_equal_the_step_loop(vectors, monkeypatch):
+    """A per-token read on tokens-only pooling keeps every write's state through the parallel scan;
+    the step-by-step loop (what a gate or another SSM runs) is its reference: values and gradients."""
+    model = tiny_model(pool_over_memory=False, memory_read="slots+state", write_vectors=vectors, stride=2)
+    ids = random_ids(2, 23)
+
+    def run():
+        model.zero_grad()
+        logits, aux = model(ids[:, :15])
+        more, _ = model(ids[:, 15:], state=aux["state"])
+        loss = logits.square().mean() + more.square().mean()
+        loss.backward()
+        return torch.cat([logits, more], 1), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    parallel, parallel_grads = run()
+    monkeypatch.setattr(type(model.ssm), "forward_keeping_states", None)  # no parallel path: the loop
+    loop, loop_grads = run()
+    torch.testing.assert_close(parallel, loop, rtol=1e-5, atol=1e-6)
+    for name, grad in loop_grads.items():
+        torch.testing.assert_close(parallel_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)

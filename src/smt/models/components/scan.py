@@ -210,3 +210,12 @@ def selective_scan_ref(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor
     states = linear_scan_reference(decay, drive, h0)
     y = torch.einsum("blds,bls->bld", states, C) + u * D.float()
     return y.to(dtype), states[:, -1]
+
+
+def scan_keeping_states(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, h0: Tensor | None = None) -> Tensor:
+    """Every state of Mamba's scan, (batch, L, d_inner, d_state) float32, by `linear_scan_chunked`
+    through autograd (arguments as in `selective_scan`); `selective_scan_ref` forms the same states
+    one timestep at a time."""
+    decay = torch.exp(delta.float().unsqueeze(-1) * A.float())
+    drive = (delta.float() * u.float()).unsqueeze(-1) * B.float().unsqueeze(2)
+    return linear_scan_chunked(decay, drive, None if h0 is None else h0.float())

@@ -25,7 +25,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from smt.config import StrideHybridConfig
-from smt.models.components.scan import linear_scan_chunked, linear_scan_reference, selective_scan
+from smt.models.components.scan import (
+    linear_scan_chunked,
+    linear_scan_reference,
+    scan_keeping_states,
+    selective_scan,
+)
 
 
 class RMSNorm(nn.Module):
@@ -93,9 +98,12 @@ class MambaMixer(nn.Module):
         return F.softplus(self.dt_proj(dt)), B, C
 
     def forward(self, hidden: Tensor, state: tuple[Tensor, Tensor] | None = None,
-                reference: bool = False) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        """Sequence mode: hidden (B, L, d) -> (B, L, d), new (conv, scan) state."""
-        kernels = _cuda_kernels() if (self.use_cuda_kernels and hidden.is_cuda and state is None) else None
+                reference: bool = False, keep_states: bool = False):
+        """Sequence mode: hidden (B, L, d) -> (B, L, d), new (conv, scan) state. keep_states=True also
+        returns the scan state after every timestep, (B, L, d_inner, d_state) float32, formed by the
+        chunked linear scan through autograd (the per-token memory read needs them)."""
+        kernels = (_cuda_kernels() if (self.use_cuda_kernels and hidden.is_cuda and state is None
+                                       and not keep_states) else None)
         if kernels is not None:
             return self._forward_cuda(hidden, kernels)
         B_, L, _ = hidden.shape
@@ -111,6 +119,10 @@ class MambaMixer(nn.Module):
         x = x.transpose(1, 2)  # (B, L, di)
         delta, Bm, Cm = self._ssm_inputs(x)
         A = -torch.exp(self.A_log.float())
+        if keep_states:
+            states = scan_keeping_states(x, delta, A, Bm, scan_state)
+            y = (torch.einsum("blds,bls->bld", states, Cm.float()) + x.float() * self.D.float()).to(x.dtype)
+            return self.out_proj(y * F.silu(z)), (new_conv.float(), states[:, -1]), states
         y, last = selective_scan(x, delta, A, Bm, Cm, self.D, scan_state, reference=reference)
         y = y * F.silu(z)
         return self.out_proj(y), (new_conv.float(), last)
@@ -211,6 +223,18 @@ class MambaStack(_ResidualStack):
             nn.init.kaiming_uniform_(layer.mixer.out_proj.weight, a=math.sqrt(5))
             with torch.no_grad():
                 layer.mixer.out_proj.weight /= math.sqrt(n_layers)
+
+    def forward_keeping_states(self, x: Tensor, state: dict[str, Tensor] | None = None):
+        """`forward`, also returning the last layer's scan state after every timestep (B, L, d_inner,
+        d_state): the states a per-token memory read queries, without a step-by-step loop."""
+        residual = x.float()
+        new_states = []
+        for i, layer in enumerate(self.layers):
+            last = i == len(self.layers) - 1
+            result = layer.mixer(layer.norm(residual.to(x.dtype)), self._layer_state(state, i), keep_states=last)
+            residual = residual + result[0].float()
+            new_states.append(result[1])
+        return self.norm_f(residual.to(x.dtype)), self._pack_state(new_states), result[2]
 
 
 class DiagonalRecurrence(nn.Module):

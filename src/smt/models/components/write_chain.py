@@ -139,7 +139,8 @@ def ssm_steps(ssm: nn.Module, pooled: Tensor, state: dict, gate: Tensor | None =
 
 def tokens_only_chain(c: ChainInputs, keep_states: bool = False) -> WriteResult:
     """pool_over_memory=False: the windows hold tokens only, so every write is pooled at once and
-    the SSM runs in sequence mode (no loop; with keep_states, step by step to keep every state)."""
+    the SSM runs in sequence mode (no loop). keep_states on a Mamba memory keeps every state through
+    `MambaStack.forward_keeping_states`; a gate or another SSM runs step by step (the reference)."""
     B, N, (W, M) = c.slot_scores.shape[0], c.slot_scores.shape[1], c.window.shape
     pooling = c.pooling
     win_scores, win_values, win_valid = c.windows()
@@ -148,7 +149,10 @@ def tokens_only_chain(c: ChainInputs, keep_states: bool = False) -> WriteResult:
     steps = pooled.reshape(B, W * V, -1)  # a write's vectors are consecutive SSM steps
     gates = pooling.write_gate(pooled.reshape(B * W, V, -1))
     read_states = None
-    if keep_states or gates is not None:  # step by step: the gate is not part of the sequence-mode scan
+    if keep_states and gates is None and getattr(c.ssm, "forward_keeping_states", None) is not None:  # every state, still in parallel
+        out, ssm_state, all_states = c.ssm.forward_keeping_states(steps, c.ssm_state)
+        out, read_states = out[:, V - 1::V], all_states[:, V - 1::V]
+    elif keep_states or gates is not None:  # step by step: the gate is not part of the sequence-mode scan
         outs, kept, ssm_state = [], [], c.ssm_state
         gates = gates.view(B, W).unbind(1) if gates is not None else [None] * W
         for w in range(W):
