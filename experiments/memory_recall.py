@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -71,6 +72,8 @@ def train(model, task: TaskConfig, steps: int, lr: float, batch_size: int, seed:
         if (step + 1) % log_every == 0:
             losses.append((step + 1, sum(running) / len(running)))
             running = []
+            if (step + 1) % (5 * log_every) == 0:  # progress, for runs watched from their log
+                print(f"step {step + 1}: loss {losses[-1][1]:.3f}", file=sys.stderr, flush=True)
     return losses
 
 

@@ -9,7 +9,9 @@ into one term per write. For held-out MQAR prompts this script measures, at ever
 other pairs and from the filler writes; how alike the queries of different keys are (mean cosine);
 and the step size dt, the norm of B and the gate of pair writes against filler writes, for the
 trained model and the same configuration at initialisation. A memory that binds must read mostly
-from the queried pair's write.
+from the queried pair's write, or read it in a direction the other pairs' writes do not share (the
+shares are by norm). Which channel carries the answer is measured directly too: the accuracy of the
+trained model with its read zeroed, and with its memory slots zeroed (docs/MEMORY.md Q13).
 
     python experiments/mqar_read_sources.py runs/mq4/p2_s1 --pairs 2
 """
@@ -21,7 +23,7 @@ import json
 
 import torch
 
-from smt.evaluation.tasks import EVAL_SEED_OFFSET, TaskConfig
+from smt.evaluation.tasks import EVAL_SEED_OFFSET, TaskConfig, evaluate_task
 from smt.models import build_model, load_model
 
 
@@ -41,7 +43,8 @@ def record_writes(model, inputs: torch.Tensor) -> dict[str, torch.Tensor]:
 
     def recorded_gate(pooled):
         gate = write_gate(pooled)
-        seen["gate"].append(gate if gate is not None else pooled.new_ones(pooled.shape[0]))
+        if gate is not None:
+            seen["gate"].append(gate)
         return gate
 
     model.fused_write_chain = False  # one step per write, in order
@@ -52,7 +55,12 @@ def record_writes(model, inputs: torch.Tensor) -> dict[str, torch.Tensor]:
         del mixer._ssm_inputs, pooling.write_gate
     if model.config.write_vectors != 1:
         raise SystemExit("this script reads one SSM step per write (write_vectors = 1)")
-    return {name: torch.stack(values, 1).float() for name, values in seen.items()}
+    # the loop records one write per call (B, ...); the tokens-only scan all writes at once (B, W, ...)
+    writes = {name: torch.cat([v if v.dim() == 3 else v[:, None] for v in values], 1).float()
+              for name, values in seen.items() if name != "gate"}
+    ungated = writes["dt"].new_ones(writes["dt"].shape[:2])
+    writes["gate"] = torch.stack(seen["gate"], 1).float() if seen["gate"] else ungated
+    return writes
 
 
 @torch.no_grad()
@@ -100,6 +108,24 @@ def read_sources(model, task: TaskConfig, n: int, seed: int) -> dict[str, float]
     return result
 
 
+@torch.no_grad()
+def channel_ablation(model, task: TaskConfig, n: int, seed: int) -> dict[str, float]:
+    """Held-out MQAR accuracy as trained, with the per-token read zeroed, and with the slots zeroed."""
+    model.eval()
+    full = evaluate_task(model, task, n, seed)["accuracy"]
+    model.memory_read.forward = lambda x, *args: torch.zeros_like(x)  # an instance attribute, deleted after
+    try:
+        without_read = evaluate_task(model, task, n, seed)["accuracy"]
+    finally:
+        del model.memory_read.forward
+    model.memory_proj.forward = lambda out: out.new_zeros(*out.shape[:-1], model.config.d_model)
+    try:
+        without_slots = evaluate_task(model, task, n, seed)["accuracy"]
+    finally:
+        del model.memory_proj.forward
+    return {"full": full, "without_read": without_read, "without_slots": without_slots}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="a model directory saved by memory_recall.py --save")
@@ -116,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
                       n_values=16, n_filler=16)
     torch.manual_seed(args.seed)
     result = {"model": args.model, "pairs": args.pairs}
+    result["accuracy_by_channel"] = channel_ablation(model, task, args.samples, args.seed)
+    print("accuracy: " + ", ".join(f"{k} {v:.3f}" for k, v in result["accuracy_by_channel"].items()))
     for name, candidate in (("trained", model), ("at initialisation", build_model(model.config))):
         result[name] = read_sources(candidate, task, args.samples, args.seed + 3 * EVAL_SEED_OFFSET)
         print(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in result[name].items()))

@@ -149,7 +149,8 @@ def tokens_only_chain(c: ChainInputs, keep_states: bool = False) -> WriteResult:
     steps = pooled.reshape(B, W * V, -1)  # a write's vectors are consecutive SSM steps
     gates = pooling.write_gate(pooled.reshape(B * W, V, -1))
     read_states = None
-    if keep_states and gates is None and getattr(c.ssm, "forward_keeping_states", None) is not None:  # every state, still in parallel
+    parallel_states = getattr(c.ssm, "forward_keeping_states", None) is not None  # a Mamba memory
+    if keep_states and gates is None and parallel_states:  # every state, still in parallel
         out, ssm_state, all_states = c.ssm.forward_keeping_states(steps, c.ssm_state)
         out, read_states = out[:, V - 1::V], all_states[:, V - 1::V]
     elif keep_states or gates is not None:  # step by step: the gate is not part of the sequence-mode scan
