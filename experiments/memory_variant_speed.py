@@ -30,6 +30,10 @@ VARIANTS = {
     "two vectors per write (write_vectors: 2)": {"write_vectors": 2},
     "gated writes (write_gate: true)": {"write_gate": True},
     "tied per-token read (memory_read: slots+tied)": {"memory_read": "slots+tied"},
+    "tokens-only pooling + read + position bias, S = 2": {"pool_over_memory": False, "memory_read": "slots+state",
+                                                          "pool_position_bias": True, "stride": 2},
+    "tokens-only pooling + read + position bias, S = 1": {"pool_over_memory": False, "memory_read": "slots+state",
+                                                          "pool_position_bias": True, "stride": 1},
 }
 
 
