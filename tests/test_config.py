@@ -15,6 +15,8 @@ INVALID = [
     ({"pooling_heads": 5}, "pooling_heads"),
     ({"pooling_heads": 2, "write_vectors": 3}, "write_vectors"),
     ({"write_vectors": 0}, "write_vectors"),
+    ({"write_gate_sparsity": 0.05}, "write_gate is false"),
+    ({"write_gate": True, "write_gate_sparsity": -0.1}, "write_gate_sparsity"),
     ({"vocab_size": 1}, "vocab_size"),
     ({"device": "tpu"}, "device"),
     ({"dtype": "int8"}, "dtype"),

@@ -205,6 +205,10 @@ class StrideHybridConfig(_Serialisable):
     # a learned gate per write (sigmoid of the pooled vector): the memory keeps g of the state the
     # write produces and 1 - g of the state before, so a write of filler can be skipped (MEMORY.md Q12)
     write_gate: bool = False
+    # > 0: the gate becomes hard (a stretched sigmoid clipped to [0, 1], so a write can be skipped
+    # exactly) and this weight times the mean gate is added to the training loss: the memory pays for
+    # every write it keeps, and a state that skips every filler write is the same at any length
+    write_gate_sparsity: float = 0.0
     # "slots": the transformer reads the memory through its N slots only (the seed's design);
     # "slots+state": each token also reads the memory's last SSM state with its own query (issue 13);
     # "slots+tied": ... with the query the write path makes of the token (the last layer's C; MEMORY.md Q12)
@@ -334,6 +338,12 @@ class StrideHybridConfig(_Serialisable):
             fail("write_vectors", f"each vector of a write pools with its own group of heads, and "
                  f"pooling_heads={self.pooling_heads} does not split into {self.write_vectors} groups",
                  "use pooling_heads = a multiple of write_vectors")
+        if not (isinstance(self.write_gate_sparsity, (int, float)) and self.write_gate_sparsity >= 0):
+            fail("write_gate_sparsity", f"must be a number >= 0, got {self.write_gate_sparsity!r}",
+                 "use 0 (no penalty) or a small weight such as 0.05")
+        if self.write_gate_sparsity > 0 and not self.write_gate:
+            fail("write_gate_sparsity", "penalises the write gates, but write_gate is false",
+                 "set write_gate: true, or write_gate_sparsity: 0")
         choices = {"arch": ARCHITECTURES, "ssm_type": SSM_TYPES, "ssm_init": SSM_INITS,
                    "position": POSITION_TYPES, "memory_read": MEMORY_READS,
                    "attention_impl": ATTENTION_IMPLS, "dtype": DTYPES}
@@ -416,7 +426,8 @@ class StrideHybridConfig(_Serialisable):
                                   f"{'memory + tokens' if self.pool_over_memory else 'tokens only'}"
                                   f"{', position bias' if self.pool_position_bias else ''}"
                                   f"{f', {self.write_vectors} vectors per write' if self.write_vectors > 1 else ''}"
-                                  f"{', gated writes' if self.write_gate else ''}"),
+                                  f"{', gated writes' if self.write_gate else ''}"
+                                  f"{f' (hard, sparsity {self.write_gate_sparsity:g})' if self.write_gate_sparsity else ''}"),
             ("memory read", {"slots": "slots", "slots+state": "slots + per-token read of the SSM state",
                              "slots+tied": "slots + per-token read of the SSM state, query tied to the writes"}
              [self.memory_read]),

@@ -38,6 +38,9 @@ VARIANTS = {
     "gated-writes-read-state-position-bias-stride-2": {"write_gate": True, "memory_read": "slots+state",
                                                        "pool_position_bias": True, "stride": 2},
     "tokens-only-gated-writes": {"pool_over_memory": False, "write_gate": True},
+    "hard-gated-writes": {"write_gate": True, "write_gate_sparsity": 0.05},
+    "tokens-only-hard-gated-writes-read-state": {"pool_over_memory": False, "write_gate": True,
+                                                 "write_gate_sparsity": 0.05, "memory_read": "slots+state"},
     "tokens-only-gated-writes-read-state-two-vectors": {"pool_over_memory": False, "write_gate": True,
                                                         "memory_read": "slots+state", "write_vectors": 2},
 }

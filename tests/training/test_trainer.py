@@ -105,12 +105,12 @@ class PoisonedTrainer(Trainer):
         self.bad_steps, self.calls = set(bad_steps), 0
 
     def _forward(self, model, batch, state):
-        nll, state = super()._forward(model, batch, state)
+        nll, auxiliary, state = super()._forward(model, batch, state)
         if model.training:
             self.calls += 1
             if self.calls in self.bad_steps:
                 nll = nll * float("nan")
-        return nll, state
+        return nll, auxiliary, state
 
 
 def test_nonfinite_loss_stops_and_keeps_the_last_checkpoint(tmp_path):

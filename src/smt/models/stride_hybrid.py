@@ -66,7 +66,8 @@ class StrideHybridModel(LanguageModel):
         if self.n_slots > 0:
             window = config.window_size if config.pool_position_bias else None
             self.pooling = AttentionPooling(d, config.pooling_heads, config.layer_norm_eps, config.initializer_range,
-                                            window, config.write_vectors, config.write_gate)
+                                            window, config.write_vectors, config.write_gate,
+                                            hard_gate=config.write_gate_sparsity > 0)
             self.ssm = build_ssm(config)
             self.memory_proj = nn.Linear(d, d, bias=False)
             nn.init.normal_(self.memory_proj.weight, std=config.initializer_range)
@@ -114,7 +115,9 @@ class StrideHybridModel(LanguageModel):
     # ---------------------------------------------------------------- forward
     def forward(self, input_ids: Tensor, state: StreamState | None = None) -> tuple[Tensor, dict]:
         """logits (B, T, vocab) and aux: n_writes, attention_weights (B, W, N+M),
-        attention_weights_per_head (B, W, heads, N+M), memory (B, W, d), state."""
+        attention_weights_per_head (B, W, heads, N+M), memory (B, W, d), state; with write_gate also
+        write_gates (B, W), and in training with write_gate_sparsity > 0 auxiliary_loss (a scalar the
+        trainer adds to the mean token loss: the sparsity weight times the mean gate)."""
         cfg = self.config
         ids = check_input_ids(input_ids, cfg.vocab_size).to(self.device)
         B, T = ids.shape
@@ -140,7 +143,11 @@ class StrideHybridModel(LanguageModel):
         slot_token_pos = layout.slot_token_pos  # the token each new slot summarises
         aux: dict = {"n_writes": layout.n_writes}
         if N > 0:
-            slots, weights, read_states = self._write(x, buffers, new_buffers, layout)
+            slots, weights, read_states, gates = self._write(x, buffers, new_buffers, layout)
+            if gates is not None:
+                aux["write_gates"] = gates
+                if self.training and cfg.write_gate_sparsity > 0 and gates.numel():
+                    aux["auxiliary_loss"] = cfg.write_gate_sparsity * gates.mean()
             if read_states is not None:  # a per-token read: the state before this call, then per write
                 states = torch.cat([buffers["ssm_scan"][:, -1:].to(read_states.dtype), read_states], 1)
                 x = x + self.memory_read(x, states, layout.phase, S, self.pooling, self.ssm.layers[-1])
@@ -185,4 +192,4 @@ class StrideHybridModel(LanguageModel):
         new_buffers["pool_slot_scores"] = result.slot_scores
         new_buffers["pool_slot_values"] = result.slot_values
         new_buffers.update(result.ssm_state)
-        return result.slots, result.weights, result.read_states
+        return result.slots, result.weights, result.read_states, result.gates

@@ -309,9 +309,11 @@ class Trainer:
         for index, batch in enumerate(batches):
             last = index == len(batches) - 1
             with no_sync(run.wrapped, skip_sync=not last):
-                nll, run.stream_state = self._forward(run.forward, batch, run.stream_state)
-                # sum / global count, times world size because DDP averages gradients over ranks
-                run.scaler.scale(nll * ctx.world_size / max(global_count, 1)).backward()
+                nll, auxiliary, run.stream_state = self._forward(run.forward, batch, run.stream_state)
+                # sum / global count, times world size because DDP averages gradients over ranks; an
+                # auxiliary loss (a per-token mean) is weighted by the micro-batch's share of the targets
+                objective = nll if auxiliary is None else nll + auxiliary * batch.n_targets
+                run.scaler.scale(objective * ctx.world_size / max(global_count, 1)).backward()
             nll_total += nll.detach()
         loss = float(all_reduce_sum(nll_total.reshape(1), ctx).item()) / max(global_count, 1)
         run.scaler.unscale_(run.optimizer)
@@ -416,7 +418,8 @@ class Trainer:
 
     # ------------------------------------------------------------- pieces
     def _forward(self, model: nn.Module, batch: Batch, state):
-        """Summed next-token NLL of one micro-batch, and the carried state (stream mode)."""
+        """Summed next-token NLL of one micro-batch, the model's auxiliary loss (None without one; it
+        is optimised, not reported as the loss), and the carried state (stream mode)."""
         autocast = torch.autocast(device_type=batch.inputs.device.type, dtype=AUTOCAST_DTYPES.get(self.tc.dtype),
                                   enabled=self.tc.dtype in AUTOCAST_DTYPES)
         with autocast:
@@ -425,10 +428,10 @@ class Trainer:
                 logits, aux = model(batch.inputs, state=state)
                 state = aux["state"]
             else:
-                logits, _ = model(batch.inputs)
+                logits, aux = model(batch.inputs)
         nll = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), batch.targets.reshape(-1),
                               ignore_index=IGNORE_INDEX, reduction="sum")
-        return nll, state
+        return nll, aux.get("auxiliary_loss"), state
 
     def _clip(self, params: list[Tensor], ctx: DistContext) -> float:
         max_norm = float(self.tc.grad_clip) if float(self.tc.grad_clip) > 0 else float("inf")
@@ -453,7 +456,7 @@ class Trainer:
             if max_batches is not None and index >= max_batches:
                 complete = False
                 break
-            nll, state = self._forward(eval_model, batch.to(ctx.device), state)
+            nll, _, state = self._forward(eval_model, batch.to(ctx.device), state)
             totals += torch.stack([nll.double(), torch.tensor(float(batch.n_targets), dtype=torch.float64,
                                                               device=ctx.device)])
         eval_model.train(was_training)

@@ -12,11 +12,13 @@ from tests.models.helpers import random_ids, tiny_model
 @pytest.mark.parametrize("learned", [False, True])
 @pytest.mark.parametrize("position_bias", [False, True])
 @pytest.mark.parametrize("vectors", [1, 2])
-@pytest.mark.parametrize("gate", [False, True])
+@pytest.mark.parametrize("gate", [False, True, "hard"])
 def test_fast_write_chain_equals_explicit_windows(pool_over_memory, learned, position_bias, vectors, gate):
     extra = {"position": "learned", "max_position_embeddings": 64} if learned else {}
+    if gate == "hard":
+        extra["write_gate_sparsity"] = 0.05
     model = tiny_model(pool_over_memory=pool_over_memory, pool_position_bias=position_bias,
-                       randomise_position_bias=True, write_vectors=vectors, write_gate=gate, **extra)
+                       randomise_position_bias=True, write_vectors=vectors, write_gate=bool(gate), **extra)
     ids = random_ids(2, 43)
     _, aux = model(ids)
     cfg = model.config
@@ -54,6 +56,33 @@ def test_a_closed_gate_skips_the_write_and_an_open_one_is_the_plain_write():
     gates = model.pooling.write_gate(pooled)
     assert gates.shape == (B,) and bool(((gates > 0) & (gates < 1)).all())
     assert StrideHybridModel(model.config.replace(write_gate=False)).pooling.write_gate(pooled) is None
+
+
+@pytest.mark.parametrize("pool_over_memory", [True, False])
+def test_a_hard_gate_skips_writes_exactly_and_its_penalty_is_the_mean_gate(pool_over_memory):
+    model = tiny_model(randomise_position_bias=True, write_gate=True, write_gate_sparsity=0.05,
+                       pool_over_memory=pool_over_memory)
+    with torch.no_grad():
+        model.pooling.gate.weight.normal_(std=40.0)  # spread the gates past both ends of [0, 1]
+    ids = random_ids(2, 40)
+    _, aux = model(ids)
+    gates = aux["write_gates"]
+    assert gates.shape == (2, 10) and "auxiliary_loss" not in aux  # the penalty is for training only
+    assert bool((gates == 0).any()) and bool((gates == 1).any()), "the hard gate reaches both ends exactly"
+    # the state after a closed write is the state before it, bit for bit
+    state = None
+    for t in range(0, 40, 4):
+        _, out = model(ids[:, t:t + 4], state=state)
+        if state is not None:
+            closed = gates[:, t // 4] == 0
+            for name in ("ssm_scan", "ssm_conv"):
+                assert torch.equal(out["state"].buffers[name][closed], state.buffers[name][closed])
+        state = out["state"]
+    model.train()
+    _, aux = model(ids)
+    torch.testing.assert_close(aux["auxiliary_loss"], 0.05 * aux["write_gates"].mean())
+    aux["auxiliary_loss"].backward()
+    assert model.pooling.gate.weight.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("vectors", [1, 2])

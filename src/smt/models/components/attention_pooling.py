@@ -24,7 +24,10 @@ With `gate` a write also gets a gate g = sigmoid(gate(pooled)) in (0, 1) (`write
 vectors, from their sum): the memory keeps g of the state the write produces and 1 - g of the
 state before it. A softmax always pools a full-size vector, even from a window of filler, so
 without a gate every write lands in the state with its full weight; the gate lets a write that
-carries nothing be skipped, which also spares the state its decay (docs/MEMORY.md Q12).
+carries nothing be skipped, which also spares the state its decay (docs/MEMORY.md Q12). A sigmoid
+never closes, so `hard_gate` stretches it past [0, 1] and clips it (g = clamp(1.2 sigmoid(u) - 0.1,
+0, 1), the hard-concrete form of Louizos et al. 2018 without its noise): a write with g = 0 leaves
+the state exactly as it was (`write_gate_sparsity`, docs/MEMORY.md Q14).
 """
 
 from __future__ import annotations
@@ -36,11 +39,15 @@ from torch import Tensor, nn
 
 # the gates start open (sigmoid(2) = 0.88): at initialisation a gated memory writes almost as the seed's does
 GATE_INIT_BIAS = 2.0
+# the hard gate starts open too (1.2 sigmoid(1) - 0.1 = 0.78), nearer its closing point u = -2.4
+HARD_GATE_INIT_BIAS = 1.0
+HARD_GATE_STRETCH = 0.1
 
 
 class AttentionPooling(nn.Module):
     def __init__(self, d_model: int, n_heads: int = 1, eps: float = 1e-5, init_std: float = 0.02,
-                 window: int | None = None, vectors: int = 1, gate: bool = False) -> None:
+                 window: int | None = None, vectors: int = 1, gate: bool = False,
+                 hard_gate: bool = False) -> None:
         super().__init__()
         if d_model % n_heads:
             raise ValueError(f"d_model={d_model} must be divisible by pooling heads={n_heads}")
@@ -56,18 +63,21 @@ class AttentionPooling(nn.Module):
         for lin in (self.key, self.value, self.out):
             nn.init.normal_(lin.weight, std=init_std)
         self.position_bias = nn.Parameter(torch.zeros(window, n_heads)) if window else None
-        self.gate = None
+        self.gate, self.hard_gate = None, hard_gate and gate
         if gate:
             self.gate = nn.Linear(d_model, 1)
             nn.init.normal_(self.gate.weight, std=init_std)
-            nn.init.constant_(self.gate.bias, GATE_INIT_BIAS)
+            nn.init.constant_(self.gate.bias, HARD_GATE_INIT_BIAS if self.hard_gate else GATE_INIT_BIAS)
 
     def write_gate(self, pooled: Tensor) -> Tensor | None:
         """The gate (B,) in float32 of a write that pooled `pooled` ((B, d) or (B, V, d)); None without one."""
         if self.gate is None:
             return None
         summed = pooled if pooled.dim() == 2 else pooled.sum(1)
-        return torch.sigmoid(self.gate(summed).float()).squeeze(-1)
+        gate = torch.sigmoid(self.gate(summed).float()).squeeze(-1)
+        if self.hard_gate:
+            gate = (gate * (1 + 2 * HARD_GATE_STRETCH) - HARD_GATE_STRETCH).clamp(0.0, 1.0)
+        return gate
 
     def project(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Per-vector scores (..., heads) in float32 and values (..., d)."""

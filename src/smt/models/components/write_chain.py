@@ -42,6 +42,7 @@ class WriteResult:
     ssm_state: dict[str, Tensor]
     # with keep_states: (B, W, d_inner, d_state) the last Mamba layer's scan state after each write
     read_states: Tensor | None = None
+    gates: Tensor | None = None  # (B, W) float32 the write gates, with write_gate
 
 
 def write_chain(
@@ -148,6 +149,7 @@ def tokens_only_chain(c: ChainInputs, keep_states: bool = False) -> WriteResult:
     V = pooling.vectors
     steps = pooled.reshape(B, W * V, -1)  # a write's vectors are consecutive SSM steps
     gates = pooling.write_gate(pooled.reshape(B * W, V, -1))
+    all_gates = gates.view(B, W) if gates is not None else None
     read_states = None
     parallel_states = getattr(c.ssm, "forward_keeping_states", None) is not None  # a Mamba memory
     if keep_states and gates is None and parallel_states:  # every state, still in parallel
@@ -170,7 +172,7 @@ def tokens_only_chain(c: ChainInputs, keep_states: bool = False) -> WriteResult:
     weights = torch.cat([weights.new_zeros(B, W, pooling.n_heads, N), weights], dim=-1)
     slot_scores = torch.cat([c.slot_scores, new_scores], dim=1)[:, W:]
     slot_values = torch.cat([c.slot_values, new_values.to(c.slot_values.dtype)], dim=1)[:, W:]
-    return WriteResult(slots, weights, slot_scores, slot_values, ssm_state, read_states)
+    return WriteResult(slots, weights, slot_scores, slot_values, ssm_state, read_states, all_gates)
 
 
 def loop_chain(c: ChainInputs, keep_states: bool = False) -> WriteResult:
@@ -183,13 +185,15 @@ def loop_chain(c: ChainInputs, keep_states: bool = False) -> WriteResult:
     # allocate and accumulate a gradient the size of all windows
     step_scores, step_values = win_scores.unbind(1), win_values.to(slot_values.dtype).unbind(1)
     step_valid = win_valid.unbind(1)
-    slots, all_weights, kept = [], [], []
+    slots, all_weights, kept, gates = [], [], [], []
     for w in range(W):
         scores = torch.cat([slot_scores, step_scores[w]], dim=1)
         values = torch.cat([slot_values, step_values[w]], dim=1)
         valid = torch.cat([slot_valid, step_valid[w]], dim=1)
         pooled, weights = pooling.pool(scores, values, valid)
-        out, ssm_state = ssm_steps(c.ssm, pooled, ssm_state, pooling.write_gate(pooled))
+        gate = pooling.write_gate(pooled)
+        out, ssm_state = ssm_steps(c.ssm, pooled, ssm_state, gate)
+        gates.append(gate)
         slot = c.to_slot(out, w)
         new_score, new_value = pooling.project(slot)
         if N > 0:
@@ -201,8 +205,9 @@ def loop_chain(c: ChainInputs, keep_states: bool = False) -> WriteResult:
         if keep_states:
             kept.append(ssm_state["ssm_scan"][:, -1])
     read_states = torch.stack(kept, 1) if keep_states else None
+    all_gates = torch.stack(gates, 1) if pooling.gate is not None else None
     return WriteResult(torch.stack(slots, 1), torch.stack(all_weights, 1), slot_scores, slot_values, ssm_state,
-                       read_states)
+                       read_states, all_gates)
 
 
 def write_chain_reference(
