@@ -427,7 +427,8 @@ class StrideHybridConfig(_Serialisable):
                                   f"{', position bias' if self.pool_position_bias else ''}"
                                   f"{f', {self.write_vectors} vectors per write' if self.write_vectors > 1 else ''}"
                                   f"{', gated writes' if self.write_gate else ''}"
-                                  f"{f' (hard, sparsity {self.write_gate_sparsity:g})' if self.write_gate_sparsity else ''}"),
+                                  f"{f' (hard, sparsity {self.write_gate_sparsity:g})' if self.write_gate_sparsity
+                                     else ''}"),
             ("memory read", {"slots": "slots", "slots+state": "slots + per-token read of the SSM state",
                              "slots+tied": "slots + per-token read of the SSM state, query tied to the writes"}
              [self.memory_read]),
