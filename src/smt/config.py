@@ -411,6 +411,10 @@ class StrideHybridConfig(_Serialisable):
         return makers[name](**overrides)
 
     # ------------------------------------------------------------------ summary
+    @property
+    def _hard_gate_note(self) -> str:
+        return f" (hard, sparsity {self.write_gate_sparsity:g})" if self.write_gate_sparsity else ""
+
     def summary(self, print_fn=print) -> str:
         """A readable table of the configuration; printed and returned."""
         rows = [
@@ -427,8 +431,7 @@ class StrideHybridConfig(_Serialisable):
                                   f"{', position bias' if self.pool_position_bias else ''}"
                                   f"{f', {self.write_vectors} vectors per write' if self.write_vectors > 1 else ''}"
                                   f"{', gated writes' if self.write_gate else ''}"
-                                  f"{f' (hard, sparsity {self.write_gate_sparsity:g})' if self.write_gate_sparsity
-                                     else ''}"),
+                                  f"{self._hard_gate_note}"),
             ("memory read", {"slots": "slots", "slots+state": "slots + per-token read of the SSM state",
                              "slots+tied": "slots + per-token read of the SSM state, query tied to the writes"}
              [self.memory_read]),
