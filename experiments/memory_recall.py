@@ -63,8 +63,9 @@ def train(model, task: TaskConfig, steps: int, lr: float, batch_size: int, seed:
             carried = aux["state"]
         loss = F.cross_entropy(logits.float().flatten(0, 1), batch.targets.flatten(), ignore_index=-100,
                                reduction="sum") / max(batch.n_targets, 1)
+        objective = loss + aux["auxiliary_loss"] if "auxiliary_loss" in aux else loss  # as the Trainer does
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        objective.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         scheduler.step()
