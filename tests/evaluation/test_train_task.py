@@ -128,3 +128,21 @@ def test_state_passing_carries_the_memory_from_one_batch_to_the_next(tmp_path):
         assert "state_passing" in str(error)
     else:
         raise AssertionError("stream batching without state passing was accepted")
+
+
+def test_the_write_gate_penalty_reaches_the_optimizer(tmp_path):
+    """write_gate_sparsity is the model's auxiliary loss; the Trainer optimises it beside the token loss."""
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    mean_gates = {}
+    for sparsity in (1e-6, 5.0):
+        config = StrideHybridConfig.tiny(vocab_size=TASK.vocab_size, pool_over_memory=False, write_gate=True,
+                                         write_gate_sparsity=sparsity)
+        training = TrainingConfig(batch_size=8, seq_len=TASK.seq_len, lr=1e-2, warmup_steps=1, weight_decay=0.0,
+                                  max_steps=25, log_interval=100, checkpoint_interval=10**6, seed=1)
+        run = RunConfig(output_dir=str(tmp_path / str(sparsity)), progress=False, tensorboard=False)
+        model = train_task(FullConfig(config, training, run), TASK, eval_samples=4).model.eval()
+        prompt = synthetic_passkey(TASK.seq_len, 0.5, torch.Generator().manual_seed(2), 1, TASK.n_values,
+                                   TASK.n_filler, filler="random")
+        with torch.no_grad():
+            mean_gates[sparsity] = float(model(prompt.input_ids[None])[1]["write_gates"].mean())
+    assert mean_gates[5.0] < 0.5 * mean_gates[1e-6], mean_gates

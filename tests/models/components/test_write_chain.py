@@ -106,3 +106,24 @@ def test_tokens_only_states_in_parallel_equal_the_step_loop(vectors, monkeypatch
     torch.testing.assert_close(parallel, loop, rtol=1e-5, atol=1e-6)
     for name, grad in loop_grads.items():
         torch.testing.assert_close(parallel_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("pool_over_memory", [False, True])
+def test_with_every_gate_closed_only_pooling_over_memory_carries_a_prefix(pool_over_memory):
+    """docs/MEMORY.md Q14: closed writes leave the SSM state as it was, so a tokens-only memory makes the
+    last tokens' logits independent of everything before the window; pooling over memory does not,
+    because each write pools the slots of the writes before it (a recurrence no gate closes)."""
+    model = tiny_model(write_gate=True, write_gate_sparsity=0.05, pool_over_memory=pool_over_memory)
+    with torch.no_grad():
+        model.pooling.gate.bias.fill_(-100.0)  # every gate exactly 0
+    ids = random_ids(2, 40)
+    prefix = random_ids(2, 36, seed=7)
+    with torch.no_grad():
+        short, aux = model(ids)
+        longer, _ = model(torch.cat([prefix, ids], 1))
+    assert bool((aux["write_gates"] == 0).all())
+    last = slice(-4, None)  # tokens whose window and slots lie inside `ids`
+    if pool_over_memory:
+        assert not torch.allclose(longer[:, last], short[:, last], atol=1e-4)
+    else:
+        torch.testing.assert_close(longer[:, last], short[:, last], rtol=0, atol=1e-5)
