@@ -16,6 +16,9 @@ pooling over memory they are not: each write pools the slots of the writes befor
 recurrence beside the SSM state that no gate closes (docs/MEMORY.md Q14).
 
     python experiments/gate_sparsity.py runs/q14/hg05-s1 --lengths 64 256 896 --prefixes 32 192 832
+
+--recall-lengths scores passkey recall by key distance on prompts of those lengths (held-out, as
+memory_recall.py does), for lengths beyond the ones the training run evaluated.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import json
 import torch
 
 from smt.evaluation.passkey import FIRST_VALUE, synthetic_passkey
-from smt.evaluation.tasks import EVAL_SEED_OFFSET
+from smt.evaluation.tasks import EVAL_SEED_OFFSET, TaskConfig, passkey_accuracy_by_distance
 from smt.models import load_model
 
 
@@ -79,14 +82,20 @@ def prefix_invariance(model, prefix: int, n: int, distance: int = 16, seed: int 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="a model saved with memory_recall.py --save")
-    parser.add_argument("--lengths", type=int, nargs="+", default=[64, 256, 896])
+    parser.add_argument("--lengths", type=int, nargs="*", default=[64, 256, 896])
     parser.add_argument("--prefixes", type=int, nargs="*", default=[])
+    parser.add_argument("--recall-lengths", type=int, nargs="*", default=[])
+    parser.add_argument("--seed", type=int, default=1, help="the held-out prompts of this training seed")
     parser.add_argument("--samples", type=int, default=64)
     parser.add_argument("--out", default=None, help="append one JSON line per length here")
     args = parser.parse_args(argv)
     model = load_model(args.model)
     rows = [gate_statistics(model, length, args.samples) for length in args.lengths]
     rows += [prefix_invariance(model, prefix, args.samples) for prefix in args.prefixes]
+    task = TaskConfig(name="passkey", seq_len=64, key_length=1, n_values=8, n_filler=16, filler="random")
+    rows += [{"recall_length": length, "seed": args.seed,
+              "accuracy": passkey_accuracy_by_distance(model, task, length, n_samples=args.samples, seed=args.seed)}
+             for length in args.recall_lengths]
     for stats in rows:
         stats["model"] = args.model
         print(json.dumps(stats))

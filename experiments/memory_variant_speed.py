@@ -4,7 +4,9 @@
 One process, the variants timed in turns (so machine noise hits all alike), on the recall
 experiments' shape (the tiny preset, batch 32 x 64 tokens, fp32, AdamW step included).
 
-    python experiments/memory_variant_speed.py [--repeats 5] [--steps 10]
+    python experiments/memory_variant_speed.py [--repeats 5] [--steps 10] [--only gate tokens-only]
+
+--only keeps the default, SWA and the variants whose names contain one of the given words.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ VARIANTS = {
                                                           "pool_position_bias": True, "stride": 2},
     "tokens-only pooling + read + position bias, S = 1": {"pool_over_memory": False, "memory_read": "slots+state",
                                                           "pool_position_bias": True, "stride": 1},
+    "tokens-only pooling + hard gates, sparsity 0.5 (Q14)": {"pool_over_memory": False, "write_gate": True,
+                                                             "write_gate_sparsity": 0.5},
 }
 
 
@@ -52,10 +56,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--seq-len", type=int, default=64)
+    parser.add_argument("--only", nargs="*", default=None, help="words; time only variants named with one")
     args = parser.parse_args(argv)
+    default = next(iter(VARIANTS))
+    variants = {name: overrides for name, overrides in VARIANTS.items()
+                if args.only is None or name == default or any(word in name for word in args.only)}
     torch.manual_seed(0)
     base = StrideHybridConfig.tiny(vocab_size=26)
-    models = {name: build_model(base.replace(**overrides)) for name, overrides in VARIANTS.items()}
+    models = {name: build_model(base.replace(**overrides)) for name, overrides in variants.items()}
     models["SWA (matched, no memory)"] = build_model(matched_baseline(base, "swa"))
     optimizers = {name: torch.optim.AdamW(m.parameters(), 1e-3) for name, m in models.items()}
     ids = torch.randint(0, 26, (32, args.seq_len))
@@ -65,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.repeats):
         for name, model in models.items():
             times[name].append(step_seconds(model, ids, optimizers[name], args.steps))
-    reference = statistics.median(times[next(iter(VARIANTS))])
+    reference = statistics.median(times[default])
     print(f"threads {torch.get_num_threads()}, batch 32 x {args.seq_len} tokens, median of {args.repeats} x "
           f"{args.steps} steps")
     print("| variant | ms / step | time vs SMT default |\n|---|---:|---:|")
