@@ -49,6 +49,22 @@ def test_auto_model_loads_the_model_directory_with_the_native_logits(tmp_path, a
     assert isinstance(out.cache, SMTCache) and out.cache.get_seq_length() == 21
 
 
+def test_training_loss_carries_the_write_gate_penalty(tmp_path):
+    """write_gate_sparsity: in training the loss is the token loss plus the model's auxiliary loss, as in
+    smt's own Trainer; with num_items_in_batch the penalty is weighted by this batch's share of the targets."""
+    native = tiny_native(pool_over_memory=False, write_gate=True, write_gate_sparsity=0.5)
+    model = AutoModelForCausalLM.from_pretrained(save(native, tmp_path)).train()
+    ids = prompt(2, 21)
+    out = model(ids, labels=ids)
+    logits, aux = native.train()(ids)
+    manual = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, VOCAB), ids[:, 1:].reshape(-1))
+    torch.testing.assert_close(out.loss, manual + aux["auxiliary_loss"])
+    share = ids[:, 1:].numel() / 80
+    torch.testing.assert_close(model(ids, labels=ids, num_items_in_batch=80).loss,
+                               (manual + aux["auxiliary_loss"]) * share)
+    assert aux["auxiliary_loss"] > 0
+
+
 def test_the_auto_map_resolves_to_the_smt_classes(tmp_path, monkeypatch):
     """auto_map's two entries, imported from the shim files the way trust_remote_code does, are the
     smt.hf classes; with smt.hf imported, trust_remote_code=True loads the registered classes."""

@@ -253,6 +253,9 @@ class SMTForCausalLM(SMTPreTrainedModel, GenerationMixin):
                                    reduction="mean" if num_items_in_batch is None else "sum")
             if num_items_in_batch is not None:
                 loss = loss / num_items_in_batch
+            if "auxiliary_loss" in aux:  # write_gate_sparsity: a per-token mean, weighted by this batch's share
+                share = 1.0 if num_items_in_batch is None else (labels[:, 1:] != -100).sum() / num_items_in_batch
+                loss = loss + aux["auxiliary_loss"] * share
         if use_cache is None or use_cache:
             cache = cache if cache is not None else SMTCache()
             cache.state = aux["state"]
