@@ -4,10 +4,11 @@
 Default (synthetic passkey with random filler): trains a tiny SMT and the sliding-window
 baseline with the same window M and the same parameter budget (smt.training's Trainer, seeded
 batches) at 64 tokens (4.5R, R = layers x (M - 1) = 14: the farthest a window-only model sees),
-then the SMT for a few hundred steps more at 224 tokens (16R, a length curriculum); prints
-accuracy by key distance at both lengths side by side, draws accuracy vs distance and the
-attention-pooling picture, and generates the answer for one prompt with the trained SMT.
-Beyond R only the memory can carry the key.
+then the SMT for a few hundred steps more at 224 tokens (16R, a length curriculum); beside them
+the gated SMT of docs/MEMORY.md Q14 (tokens-only pooling, hard write gates with a sparsity
+penalty), trained at 64 tokens only. Prints accuracy by key distance at 64, 224 and 896 tokens
+(64R) side by side, draws accuracy vs distance and the attention-pooling picture, and generates
+the answer for one prompt with the trained SMT. Beyond R only the memory can carry the key.
 
 With --data PATH (a text file or directory): trains both models on that text (a byte-level BPE
 is trained on it first), prints their validation loss, and generates text from the SMT.
@@ -33,6 +34,8 @@ from smt.evaluation.train_task import train_task
 from smt.models.baselines import matched_baseline
 from smt.training.run_config import FullConfig, RunConfig
 
+GATED = "SMT, gated memory (Q14)"
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -41,6 +44,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--long-seq-len", type=int, default=224, help="the SMT's second curriculum stage and the "
                         "longer evaluation length (synthetic task)")
     parser.add_argument("--long-steps", type=int, default=300, help="SMT steps at --long-seq-len (0: none)")
+    parser.add_argument("--far-seq-len", type=int, default=896, help="the longest evaluation length (no training)")
+    parser.add_argument("--gated-steps", type=int, default=1500,
+                        help="steps of the gated SMT (docs/MEMORY.md Q14) at --seq-len (0: leave it out)")
     parser.add_argument("--out", default="runs/demo", help="output directory")
     parser.add_argument("--data", default=None, help="train on this text file/directory instead")
     parser.add_argument("--seed", type=int, default=1)
@@ -67,6 +73,8 @@ def synthetic_demo(args: argparse.Namespace, out: Path) -> int:
     long_len = args.long_seq_len
     labels = {"swa": "SWA (same window, no memory)", "gpt": "GPT (full attention)", "mamba": "Mamba only"}
     configs = {"SMT": smt_config}
+    if args.gated_steps:
+        configs[GATED] = smt_config.replace(pool_over_memory=False, write_gate=True, write_gate_sparsity=0.5)
     configs.update({labels[arch]: matched_baseline(smt_config, arch) for arch in args.baselines})
 
     def training(seq_len: int, steps: int, lr: float, warmup: int) -> TrainingConfig:
@@ -79,7 +87,9 @@ def synthetic_demo(args: argparse.Namespace, out: Path) -> int:
     print(f"window: M={smt_config.m_input_tokens} tokens, N={smt_config.n_ssm_outputs} slots, stride "
           f"S={smt_config.stride}; a window-only model reaches R = layers x (M-1) = {reach} tokens back")
     print(f"training at {args.seq_len} tokens ({args.seq_len / reach:.1f}R); SMT then {args.long_steps} steps at "
-          f"{long_len} tokens ({long_len / reach:.0f}R), a length curriculum\n")
+          f"{long_len} tokens ({long_len / reach:.0f}R), a length curriculum"
+          + (f"; the gated SMT trains at {args.seq_len} tokens only, {args.gated_steps} steps"
+             if args.gated_steps else "") + "\n")
     window_reach = max([reach] + [c.window_reach for c in configs.values() if c.arch == "swa"])
     if window_reach > reach:
         print(f"the parameter-matched SWA has more layers, so it reaches {window_reach} tokens back\n")
@@ -87,9 +97,12 @@ def synthetic_demo(args: argparse.Namespace, out: Path) -> int:
     for name, config in configs.items():
         started = time.perf_counter()
         run = RunConfig(output_dir=str(out / config.arch), progress=False, tensorboard=False)
-        result = train_task(FullConfig(config, training(args.seq_len, args.steps, 1e-3, 100), run), task,
+        steps = args.gated_steps if name == GATED else args.steps
+        if name == GATED:
+            run = RunConfig(output_dir=str(out / "smt_gated"), progress=False, tensorboard=False)
+        result = train_task(FullConfig(config, training(args.seq_len, steps, 1e-3, 100), run), task,
                             eval_samples=16, overwrite=True)  # a demo run starts clean every time
-        model, steps = result.model, args.steps
+        model = result.model
         if name == "SMT" and args.long_steps:
             model.save_pretrained(out / "smt_short")
             run = RunConfig(output_dir=str(out / "smt_long"), progress=False, tensorboard=False,
@@ -104,17 +117,18 @@ def synthetic_demo(args: argparse.Namespace, out: Path) -> int:
               f"parameters, {steps} steps in {time.perf_counter() - started:.0f} s")
     names = list(models)
     results = {}
-    for length in (args.seq_len, long_len):
+    lengths = list(dict.fromkeys([args.seq_len, long_len, args.far_seq_len]))
+    for length in lengths:
         distances = key_distances(length)
         accuracy = {n: passkey_accuracy_by_distance(models[n], task, length, distances, n_samples=64, seed=args.seed)
                     for n in names}
         results[length] = accuracy
         print(f"\npasskey accuracy by key distance, {length}-token prompts ({length / reach:.1f}R; 64 held-out "
               f"prompts each; chance {task.chance:.3f}; R = {reach})")
-        print(f"{'distance':>9} " + " ".join(f"{n:>30}" for n in names))
+        print(f"{'distance':>9} " + " ".join(f"{n:>32}" for n in names))
         for d in distances:
             mark = " (beyond every window)" if d > window_reach else " (beyond R)" if d > reach else ""
-            print(f"{d:>9} " + " ".join(f"{accuracy[n][d]:>30.2f}" for n in names) + mark)
+            print(f"{d:>9} " + " ".join(f"{accuracy[n][d]:>32.2f}" for n in names) + mark)
 
     smt = models["SMT"]
     generator = torch.Generator().manual_seed(args.seed + 99)
@@ -131,8 +145,8 @@ def synthetic_demo(args: argparse.Namespace, out: Path) -> int:
           f"  prompt : {symbols(sample.input_ids)}\n  answer : {answer}   (true key: {symbols(sample.answer)})")
     print(f"\nattention pooling on that prompt: {stats['ssm_total']:.1%} of the weight on memory slots, "
           f"entropy {stats['entropy']:.2f} of {stats['max_entropy']:.2f} nats")
-    plot = plot_accuracy_by_distance(results[long_len], reach, out / "passkey_by_distance.png",
-                                     f"passkey recall at {long_len} tokens, random filler", window_reach)
+    plot = plot_accuracy_by_distance(results[lengths[-1]], reach, out / "passkey_by_distance.png",
+                                     f"passkey recall at {lengths[-1]} tokens, random filler", window_reach)
     print(f"pictures: {picture}, {plot}")
     (out / "demo_results.json").write_text(json.dumps({"R": reach, "accuracy": results}, indent=2) + "\n",
                                            encoding="utf-8")
