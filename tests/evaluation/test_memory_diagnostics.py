@@ -270,3 +270,24 @@ def test_diagnose_command(tmp_path, capsys):
                  "--out", str(tmp_path / "mamba_out")]) == 0
     printed = capsys.readouterr().out
     assert "SSM retention per token" in printed and "skipped gradient" in printed
+
+
+def test_write_gate_usage_splits_key_writes_from_the_rest(monkeypatch):
+    model = tiny(pool_over_memory=False, write_gate=True, write_gate_sparsity=0.5)
+    ids = random_ids(2, 32)
+    keys = torch.tensor([9, 9])  # M = 8, S = 4: writes 2 and 3 (after tokens 11 and 15) hold token 9
+    open_writes = torch.zeros(2, 8)
+    open_writes[:, [2, 3]] = 1.0
+    # tokens-only pooling asks for every write's gate at once, (B * W) in row order
+    monkeypatch.setattr(model.pooling, "write_gate", lambda pooled: open_writes.reshape(-1))
+    usage = untouched(model, ids, lambda: md.write_gate_usage(model, ids, keys))
+    assert usage["hard"] and usage["key_writes"] == {"n": 4, "mean": 1.0, "closed": 0.0, "open": 1.0}
+    assert usage["other_writes"] == {"n": 12, "mean": 0.0, "closed": 1.0, "open": 0.0}
+    monkeypatch.undo()
+    task = TaskConfig(name="passkey", seq_len=32, key_length=1, n_values=8, n_filler=VOCAB - 10)
+    result = md.diagnose(model, task, n_samples=2)
+    assert 0.0 <= result["write_gates"]["other_writes"]["mean"] <= 1.0
+    assert "write gates (hard)" in md.summarize(result)
+    assert md.diagnose(tiny(), task, n_samples=2)["write_gates"] is None
+    with pytest.raises(ValueError, match="gated memory"):
+        md.write_gate_usage(tiny(), ids, keys)

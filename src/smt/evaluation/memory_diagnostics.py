@@ -16,8 +16,11 @@ each answering one question about the path key token -> pooling -> SSM -> slot -
 - `memory_attention_mass`: does the transformer read the slots? The softmax mass from token
   queries on memory-slot keys per layer (recomputed from the layers' q/k/v through hooks and
   checked against the layers' actual outputs).
+- `write_gate_usage` (gated memories only): which writes does the memory keep? The write gates of
+  the writes whose window holds the key against all other writes: mean, and the share exactly
+  closed (g = 0) and fully open (docs/MEMORY.md Q14).
 
-`diagnose` builds synthetic passkey prompts and returns all four as one JSON-serialisable dict;
+`diagnose` builds synthetic passkey prompts and returns them all as one JSON-serialisable dict;
 `plot_diagnostics` draws them; `summarize` formats the few numbers that matter. Every function
 runs the model in eval mode with the autograd write chain (fused_write_chain = False), adds
 hooks only for the call, and restores the model (modes, flag, hooks) afterwards; parameters and
@@ -711,10 +714,37 @@ def passkey_prompts(task_config, n_samples: int, seed: int = 0, vocab_size: int 
             "depths": torch.tensor(depths)}
 
 
+def write_gate_usage(model, input_ids, key_positions) -> dict:
+    """The write gates (`write_gate: true`) on these prompts: for the writes whose window holds the
+    key token and for every other write, the mean gate and the shares with g == 0 (closed: the state
+    is kept exactly) and g == 1. A hard gate (`write_gate_sparsity > 0`) reaches both ends exactly."""
+    _require_memory(model, "write_gate_usage")
+    if not model.config.write_gate:
+        raise ValueError("write_gate_usage needs a gated memory (write_gate: true)")
+    ids = _ids(model, input_ids)
+    keys = _positions(key_positions, ids.shape[0], "key_positions", ids.shape[1])
+    with torch.no_grad(), _diagnostic_mode(model):
+        _, aux = model(ids)
+    gates = aux["write_gates"].float().cpu()  # (B, W)
+    cfg = model.config
+    last = write_tokens(gates.shape[1], cfg.stride)[None]  # the token that triggers each write
+    covers = (last >= keys.cpu()[:, None]) & (last - (cfg.m_input_tokens - 1) <= keys.cpu()[:, None])
+
+    def usage(chosen: Tensor) -> dict:
+        g = gates[chosen]
+        if not g.numel():
+            return {"n": 0, "mean": None, "closed": None, "open": None}
+        return {"n": int(g.numel()), "mean": _num(g.mean()), "closed": _num((g == 0).float().mean()),
+                "open": _num((g == 1).float().mean())}
+
+    return {"hard": bool(cfg.write_gate_sparsity > 0), "key_writes": usage(covers), "other_writes": usage(~covers)}
+
+
 def diagnose(model, task_config, n_samples: int = 64, seed: int = 0) -> dict:
     """All memory diagnostics on `n_samples` passkey prompts (see `passkey_prompts`), one JSON-
     serialisable dict: model (shape), prompts, gradient, key_pooling, retention, attention_mass
-    (each as its function returns it, None when it does not apply), skipped (name -> reason).
+    (each as its function returns it, None when it does not apply), write_gates (for a gated memory,
+    else None), skipped (name -> reason).
 
     A model without memory raises ValueError, except a Mamba LM, whose SSM retention (per token)
     is still measured."""
@@ -737,12 +767,15 @@ def diagnose(model, task_config, n_samples: int = 64, seed: int = 0) -> dict:
         "prompts": {"n_samples": int(ids.shape[0]), "seq_len": T, "seed": seed,
                     "key_positions": keys.tolist(), "key_distance": (T - 1 - keys).tolist(),
                     "depths": prompts["depths"].tolist()},
-        "gradient": None, "key_pooling": None, "retention": None, "attention_mass": None, "skipped": {},
+        "gradient": None, "key_pooling": None, "retention": None, "attention_mass": None, "write_gates": None,
+        "skipped": {},
     }
     if has_memory:
         result["gradient"] = write_gradient_by_distance(model, ids, targets)
         result["key_pooling"] = key_pooling_weight(model, ids, keys)
         result["attention_mass"] = memory_attention_mass(model, ids)
+        if cfg.write_gate:
+            result["write_gates"] = write_gate_usage(model, ids, keys)
         result["prompts"]["accuracy"] = float(np.mean(result["gradient"]["correct"]))
     else:
         reason = f"arch {cfg.arch!r} has no memory writes or slots"
@@ -798,6 +831,12 @@ def summarize(result: dict) -> str:
         masses = ", ".join(fmt(row["mass_with_memory"], ".3f") for row in a["per_layer"])
         lines.append(f"attention mass on memory slots per layer (tokens that see a slot): {masses} "
                      f"(uniform over the window: {fmt(a['uniform'], '.3f')})")
+    w = result.get("write_gates")
+    if w:
+        k, o = w["key_writes"], w["other_writes"]
+        lines.append(f"write gates{' (hard)' if w['hard'] else ''}: writes holding the key mean {fmt(k['mean'])}, "
+                     f"closed {fmt(k['closed'], '.1%')}; other writes mean {fmt(o['mean'])}, closed "
+                     f"{fmt(o['closed'], '.1%')}")
     for name, reason in result.get("skipped", {}).items():
         lines.append(f"skipped {name}: {reason}")
     return "\n".join(lines)
