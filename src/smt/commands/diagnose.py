@@ -4,7 +4,8 @@ Runs the memory diagnostics (smt.evaluation.memory_diagnostics) on synthetic pas
 (token ids: a one-symbol key among `--n-values` values at depths spread over the prompt, random
 filler, the question at the end): the gradient of the loss at every memory write by distance,
 the pooling weight on the key, the SSM retention per write (and accumulated from the key to the
-question), and the attention mass the transformer puts on memory slots. Prints a summary and
+question), the attention mass the transformer puts on memory slots, and for a gated memory the
+write gates of the key's writes against the rest. Prints a summary and
 writes diagnostics.json and PNGs to --out (default RUN_DIR/diagnostics).
 """
 

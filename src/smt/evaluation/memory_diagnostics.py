@@ -836,7 +836,8 @@ def summarize(result: dict) -> str:
         k, o = w["key_writes"], w["other_writes"]
         lines.append(f"write gates{' (hard)' if w['hard'] else ''}: writes holding the key mean {fmt(k['mean'])}, "
                      f"closed {fmt(k['closed'], '.1%')}; other writes mean {fmt(o['mean'])}, closed "
-                     f"{fmt(o['closed'], '.1%')}")
+                     f"{fmt(o['closed'], '.1%')} (the retention above ignores the gates: a closed write keeps the "
+                     "state whole)")
     for name, reason in result.get("skipped", {}).items():
         lines.append(f"skipped {name}: {reason}")
     return "\n".join(lines)
