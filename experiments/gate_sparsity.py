@@ -7,7 +7,8 @@ exactly 0, which leaves the state as it was. If every write of filler is closed,
 question depends only on the writes that cover the key, so the model sees the same memory at any
 distance and any length. This script measures how close a trained passkey model comes: on held-out
 prompts of each length (keys at every depth) it reports the mean gate and the fraction of exactly
-closed gates for the writes whose window holds the key (marker or symbol) and for all other writes.
+closed gates for the writes whose window holds the key and for all other writes (`write_gate_usage`,
+the same measurement `smt diagnose` makes).
 
 It also tests the claim directly (--prefixes): the same 64-token prompts (key 16 tokens back)
 with P tokens of random filler put in front. If every prefix write is closed and nothing else
@@ -16,6 +17,12 @@ pooling over memory they are not: each write pools the slots of the writes befor
 recurrence beside the SSM state that no gate closes (docs/MEMORY.md Q14).
 
     python experiments/gate_sparsity.py runs/q14/hg05-s1 --lengths 64 256 896 --prefixes 32 192 832
+
+--text FILE.jsonl --tokenizer DIR gives the gates on text instead: every write of the first
+--documents documents (their first --tokens tokens each), e.g. a model from experiments/code.sh:
+
+    python experiments/gate_sparsity.py runs/code/smt_gated-s1/checkpoints/step_000500 --lengths \
+        --text ../shared/data/code/valid.jsonl --tokenizer runs/tokenizers/code_bpe4096
 
 --recall-lengths scores passkey recall by key distance on prompts of those lengths (held-out, as
 memory_recall.py does), for lengths beyond the ones the training run evaluated.
@@ -28,35 +35,26 @@ import json
 
 import torch
 
+from smt.evaluation.memory_diagnostics import write_gate_usage
 from smt.evaluation.passkey import FIRST_VALUE, synthetic_passkey
 from smt.evaluation.tasks import EVAL_SEED_OFFSET, TaskConfig, passkey_accuracy_by_distance
 from smt.models import load_model
 
 
-@torch.no_grad()
-def gate_statistics(model, length: int, n: int, seed: int = 0, n_values: int = 8, n_filler: int = 16) -> dict:
-    cfg = model.config
-    if not cfg.write_gate:
+def gate_statistics(model, length: int, n: int, seed: int, n_values: int = 8, n_filler: int = 16) -> dict:
+    """`smt.evaluation.memory_diagnostics.write_gate_usage` on n held-out prompts of `length` tokens."""
+    if not model.config.write_gate:
         raise SystemExit("the model has no write gate (write_gate: false)")
-    S, M = cfg.stride, cfg.m_input_tokens
     generator = torch.Generator().manual_seed(seed + EVAL_SEED_OFFSET)
     samples = [synthetic_passkey(length, float(torch.rand((), generator=generator)), generator, 1, n_values,
                                  n_filler, n_distractors=0, filler="random") for _ in range(n)]
-    _, aux = model.eval()(torch.stack([s.input_ids for s in samples]))
-    gates = aux["write_gates"].float()  # (n, W)
-    last = (torch.arange(gates.shape[1]) + 1) * S - 1  # the token that triggers each write
-    key_mark = torch.tensor([s.key_start - 1 for s in samples])[:, None]
-    covers_key = (last[None] >= key_mark) & (last[None] - (M - 1) <= key_mark + 1)
-    stats = {"length": length, "writes": int(gates.shape[1])}
-    for name, chosen in (("key", covers_key), ("filler", ~covers_key)):
-        g = gates[chosen]
-        stats[name] = {"mean_gate": float(g.mean()), "closed": float((g == 0).float().mean()),
-                       "open": float((g == 1).float().mean())}
-    return stats
+    ids = torch.stack([s.input_ids for s in samples])
+    usage = write_gate_usage(model, ids, torch.tensor([s.key_start for s in samples]))
+    return {"length": length, **usage}
 
 
 @torch.no_grad()
-def prefix_invariance(model, prefix: int, n: int, distance: int = 16, seed: int = 0, n_values: int = 8,
+def prefix_invariance(model, prefix: int, n: int, seed: int, distance: int = 16, n_values: int = 8,
                       n_filler: int = 16) -> dict:
     """Accuracy on n 64-token prompts (key `distance` back) and on the same prompts after `prefix`
     filler tokens; the largest gate of a prefix write and the largest change of the final logits."""
@@ -79,23 +77,47 @@ def prefix_invariance(model, prefix: int, n: int, distance: int = 16, seed: int 
             "largest_logit_change": float((short_logits[:, -1] - long_logits[:, -1]).abs().max())}
 
 
+@torch.no_grad()
+def text_gates(model, path: str, tokenizer_path: str, documents: int, tokens: int) -> dict:
+    """Mean gate and the shares exactly closed / fully open over every write of the first `documents`
+    documents of a JSON-lines file ({"text": ...} per line), each cut to its first `tokens` tokens."""
+    from smt.data import load_tokenizer
+
+    tokenizer = load_tokenizer(tokenizer_path)
+    gates = []
+    with open(path, encoding="utf-8") as handle:
+        for line, _ in zip(handle, range(documents)):
+            ids = tokenizer.encode(json.loads(line)["text"])[:tokens]
+            _, aux = model.eval()(torch.tensor(ids)[None])
+            gates.append(aux["write_gates"].float().flatten())
+    g = torch.cat(gates)
+    return {"text": path, "documents": len(gates), "writes": int(g.numel()), "mean": float(g.mean()),
+            "closed": float((g == 0).float().mean()), "open": float((g == 1).float().mean())}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="a model saved with memory_recall.py --save")
     parser.add_argument("--lengths", type=int, nargs="*", default=[64, 256, 896])
     parser.add_argument("--prefixes", type=int, nargs="*", default=[])
     parser.add_argument("--recall-lengths", type=int, nargs="*", default=[])
-    parser.add_argument("--seed", type=int, default=1, help="the held-out prompts of this training seed")
+    parser.add_argument("--seed", type=int, default=1, help="the held-out prompts of this training seed (all parts)")
     parser.add_argument("--samples", type=int, default=64)
+    parser.add_argument("--text", default=None, help="a JSON-lines text file: the gates on text")
+    parser.add_argument("--tokenizer", default=None, help="with --text: the tokenizer directory")
+    parser.add_argument("--documents", type=int, default=8)
+    parser.add_argument("--tokens", type=int, default=1024)
     parser.add_argument("--out", default=None, help="append one JSON line per length here")
     args = parser.parse_args(argv)
     model = load_model(args.model)
-    rows = [gate_statistics(model, length, args.samples) for length in args.lengths]
-    rows += [prefix_invariance(model, prefix, args.samples) for prefix in args.prefixes]
+    rows = [gate_statistics(model, length, args.samples, args.seed) for length in args.lengths]
+    rows += [prefix_invariance(model, prefix, args.samples, args.seed) for prefix in args.prefixes]
     task = TaskConfig(name="passkey", seq_len=64, key_length=1, n_values=8, n_filler=16, filler="random")
     rows += [{"recall_length": length, "seed": args.seed,
               "accuracy": passkey_accuracy_by_distance(model, task, length, n_samples=args.samples, seed=args.seed)}
              for length in args.recall_lengths]
+    if args.text:
+        rows.append(text_gates(model, args.text, args.tokenizer, args.documents, args.tokens))
     for stats in rows:
         stats["model"] = args.model
         print(json.dumps(stats))

@@ -96,10 +96,9 @@ def synthetic_demo(args: argparse.Namespace, out: Path) -> int:
     models = {}
     for name, config in configs.items():
         started = time.perf_counter()
-        run = RunConfig(output_dir=str(out / config.arch), progress=False, tensorboard=False)
+        run = RunConfig(output_dir=str(out / ("smt_gated" if name == GATED else config.arch)), progress=False,
+                        tensorboard=False)
         steps = args.gated_steps if name == GATED else args.steps
-        if name == GATED:
-            run = RunConfig(output_dir=str(out / "smt_gated"), progress=False, tensorboard=False)
         result = train_task(FullConfig(config, training(args.seq_len, steps, 1e-3, 100), run), task,
                             eval_samples=16, overwrite=True)  # a demo run starts clean every time
         model = result.model

@@ -147,6 +147,33 @@ def test_mamba_retention_in_unit_interval_with_accumulation():
     json.dumps(result, allow_nan=False)
 
 
+@pytest.mark.parametrize("gate", [0.0, 1.0, 0.5])
+def test_gated_retention_is_that_of_the_gated_write(gate, monkeypatch):
+    """A write with gate g keeps g exp(delta A) + 1 - g of a state: 1 when closed, the plain
+    retention when open, and in between the mix, per write and accumulated from key to question."""
+    plain_model = tiny(pool_over_memory=False)
+    ids, keys = random_ids(3, 32), [5, 30, 13]
+    plain = md.ssm_retention(plain_model, ids, keys, max_samples=1 << 30)
+    model = tiny(pool_over_memory=False, write_gate=True)
+    model.load_state_dict(plain_model.state_dict(), strict=False)  # the same SSM; the gate's own weights
+    monkeypatch.setattr(model.pooling, "write_gate", lambda pooled: torch.full(pooled.shape[:1], gate))
+    gated = untouched(model, ids, lambda: md.ssm_retention(model, ids, keys, max_samples=1 << 30))
+    assert gated["gated"] and not plain["gated"]
+    # the gate changes the states, so the later steps' inputs and deltas: recompute from the gated run's
+    deltas = md.ssm_step_deltas(model, ids)
+    for layer, (ours, delta, mixer) in enumerate(zip(gated["layers"], deltas, model.ssm.layers)):
+        plain_retention = torch.exp(delta.double()[..., None] * -torch.exp(mixer.mixer.A_log.double()))
+        expected = torch.quantile((gate * plain_retention + 1 - gate).flatten(), 0.5).item()
+        assert ours["retention"]["p50"] == pytest.approx(expected, rel=1e-6), layer
+    acc = gated["accumulated"]["layers"][0]["retention"]["p50"]
+    if gate == 0.0:
+        assert acc == 1.0
+    elif gate == 1.0:
+        assert acc == pytest.approx(plain["accumulated"]["layers"][0]["retention"]["p50"], rel=1e-6)
+    else:
+        assert plain["accumulated"]["layers"][0]["retention"]["p50"] < acc < 1.0
+
+
 def test_mamba_lm_deltas_equal_the_mixer_maths():
     model = tiny(arch="mamba")
     ids = random_ids(2, 12)

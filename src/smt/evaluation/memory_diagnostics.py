@@ -467,17 +467,37 @@ def _mamba_A(mixer) -> Tensor:
     return -torch.exp(mixer.A_log.detach().float())  # (d_inner, d_state)
 
 
-def _sample_log_retention(delta: Tensor, A: Tensor, limit: int, generator: torch.Generator) -> np.ndarray:
-    """log retention = delta * A over (batch, step, channel, state): all of it, or `limit` random entries."""
+def _gated_log(log_r: Tensor, gate: Tensor | None) -> Tensor:
+    """A gated write keeps g of the stepped state and 1 - g of the old one: its retention is
+    g exp(delta A) + 1 - g, so log retention = log1p(g expm1(delta A)); without a gate, delta A."""
+    return log_r if gate is None else torch.log1p(gate * torch.expm1(log_r))
+
+
+def _sample_log_retention(delta: Tensor, A: Tensor, limit: int, generator: torch.Generator,
+                          gates: Tensor | None = None) -> np.ndarray:
+    """log retention over (batch, step, channel, state): all of it, or `limit` random entries;
+    delta * A, or with the write gates (batch, step) that of a gated write (`_gated_log`)."""
     di, ds = A.shape
-    flat = delta.reshape(-1, di).cpu()
-    A = A.cpu()
+    flat = delta.reshape(-1, di).cpu().double()
+    A = A.cpu().double()
+    g = None if gates is None else gates.reshape(-1).cpu().double()
     if flat.shape[0] * di * ds <= limit:
-        return (flat[:, :, None] * A).double().reshape(-1).numpy()
+        return _gated_log(flat[:, :, None] * A, None if g is None else g[:, None, None]).reshape(-1).numpy()
     rows = torch.randint(0, flat.shape[0], (limit,), generator=generator)
     c = torch.randint(0, di, (limit,), generator=generator)
     s = torch.randint(0, ds, (limit,), generator=generator)
-    return (flat[rows, c] * A[c, s]).double().numpy()
+    return _gated_log(flat[rows, c] * A[c, s], None if g is None else g[rows]).numpy()
+
+
+@torch.no_grad()
+def _step_gates(model, ids: Tensor) -> Tensor | None:
+    """The write gates (B, writes) of a gated SMT memory with one SSM step per write, else None."""
+    cfg = model.config
+    if not getattr(cfg, "write_gate", False) or not getattr(model, "n_slots", 0) or cfg.write_vectors != 1:
+        return None
+    with _diagnostic_mode(model):
+        _, aux = model(ids)
+    return aux["write_gates"].float()
 
 
 def _retention_stats(log_r: np.ndarray) -> dict:
@@ -512,11 +532,13 @@ def ssm_retention(model, input_ids, key_positions=None, query_positions=None, ma
     """Per-step retention of the SSM memory and the retention accumulated from the key to the query.
 
     Mamba: retention exp(delta * A) per (prompt, step, layer, channel, state) with delta from the
-    layer's actual inputs (`ssm_step_deltas`); SimpleSSM: the learned decay per channel (the
+    layer's actual inputs (`ssm_step_deltas`), and for a gated memory (`write_gate`, one vector per
+    write) that of the gated write, g exp(delta * A) + 1 - g (a closed write keeps the state whole);
+    SimpleSSM: the learned decay per channel (the
     same every step). Steps are writes (SMT) or tokens (a Mamba LM). Quantiles are over prompts,
     steps, channels and states (at most `max_samples` random entries per layer).
 
-    Returns a dict: kind ("mamba" | "simple"), unit ("write" | "token"), n_steps, sampled,
+    Returns a dict: kind ("mamba" | "simple"), unit ("write" | "token"), n_steps, sampled, gated,
     quantiles ("p5".."p95"), half_life_bins (edges of log10 half-life in steps), layers (per layer:
     retention and half_life quantiles, mean_retention, histogram counts, mean_delta for Mamba),
     overall (the same pooled over layers), and accumulated (None without key_positions): per-prompt
@@ -535,12 +557,13 @@ def ssm_retention(model, input_ids, key_positions=None, query_positions=None, ma
     step_log: list[Tensor] = []  # per layer (B, steps, channels, [states]) log retention source
     layers = []
     sampled = False
+    gates = _step_gates(model, ids) if kind == "mamba" else None
     if kind == "mamba":
         deltas = ssm_step_deltas(model, ids)
         for i, (mixer, delta) in enumerate(zip(mixers, deltas)):
             A = _mamba_A(mixer).to(delta.device)
             sampled |= delta.numel() * A.shape[1] > max_samples
-            log_r = _sample_log_retention(delta, A, max_samples, generator)
+            log_r = _sample_log_retention(delta, A, max_samples, generator, gates)
             per_layer_log.append(log_r)
             layers.append({"layer": i, **_retention_stats(log_r), "mean_delta": _num(delta.mean())})
             step_log.append(delta)
@@ -550,7 +573,7 @@ def ssm_retention(model, input_ids, key_positions=None, query_positions=None, ma
             per_layer_log.append(log_r)
             layers.append({"layer": i, **_retention_stats(log_r)})
     overall = _retention_stats(np.concatenate(per_layer_log)) if per_layer_log else None
-    result = {"kind": kind, "unit": _ssm_unit(model), "n_steps": steps, "sampled": sampled,
+    result = {"kind": kind, "unit": _ssm_unit(model), "n_steps": steps, "sampled": sampled, "gated": gates is not None,
               "quantiles": list(QUANTILES), "half_life_bins": HALF_LIFE_BINS.tolist(),
               "layers": layers, "overall": overall, "accumulated": None}
     if key_positions is None:
@@ -567,8 +590,10 @@ def ssm_retention(model, input_ids, key_positions=None, query_positions=None, ma
             A = _mamba_A(mixer).cpu()
             log_acc = []
             for b in live:
-                total = delta[b, key_steps[b] + 1: query_steps[b] + 1].sum(0)  # (di,)
-                log_acc.append((total[:, None] * A).double().reshape(-1).numpy())
+                span = slice(key_steps[b] + 1, query_steps[b] + 1)
+                per_step = delta[b, span].double()[:, :, None] * A.double()  # (steps, di, ds)
+                gate = None if gates is None else gates[b, span].cpu().double()[:, None, None]
+                log_acc.append(_gated_log(per_step, gate).sum(0).reshape(-1).numpy())
         else:
             log_a = F.logsigmoid(mixer.decay_logit.detach().double()).cpu().numpy()
             log_acc = [log_a * n_steps[b] for b in live]
@@ -816,7 +841,8 @@ def summarize(result: dict) -> str:
     r = result.get("retention")
     if r and r["overall"]:
         o = r["overall"]
-        lines.append(f"SSM retention per {r['unit']} ({r['kind']}): median {fmt(o['retention']['p50'], '.4f')} "
+        kind = r["kind"] + (", gated writes" if r.get("gated") else "")
+        lines.append(f"SSM retention per {r['unit']} ({kind}): median {fmt(o['retention']['p50'], '.4f')} "
                      f"[p5 {fmt(o['retention']['p5'], '.4f')}, p95 {fmt(o['retention']['p95'], '.4f')}], half-life "
                      f"median {fmt(o['half_life']['p50'])} {r['unit']}s [p95 {fmt(o['half_life']['p95'])}]")
         acc = r.get("accumulated")
@@ -836,8 +862,7 @@ def summarize(result: dict) -> str:
         k, o = w["key_writes"], w["other_writes"]
         lines.append(f"write gates{' (hard)' if w['hard'] else ''}: writes holding the key mean {fmt(k['mean'])}, "
                      f"closed {fmt(k['closed'], '.1%')}; other writes mean {fmt(o['mean'])}, closed "
-                     f"{fmt(o['closed'], '.1%')} (the retention above ignores the gates: a closed write keeps the "
-                     "state whole)")
+                     f"{fmt(o['closed'], '.1%')}")
     for name, reason in result.get("skipped", {}).items():
         lines.append(f"skipped {name}: {reason}")
     return "\n".join(lines)
