@@ -61,6 +61,46 @@ def test_sequence_mode_equals_step_mode_and_continuation(stack):
     torch.testing.assert_close(y_ref, y, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("d_conv", [1, 2, 4])
+def test_gated_sequence_mode_equals_gated_steps(d_conv):
+    """`forward_gated` (two kinds of chunked linear scan) against the step loop with the gate's blend
+    (`ssm_steps`): outputs, both parts of the state, every kept scan state, and the gradients."""
+    from smt.models.components.write_chain import ssm_steps
+
+    torch.manual_seed(0)
+    ssm = MambaStack(16, 2, d_state=4, d_conv=d_conv)
+    x = torch.randn(2, 19, 16)
+    gates = torch.rand(2, 19)
+    gates[:, ::3], gates[:, 1::5] = 0.0, 1.0  # closed and open steps beside partial ones
+    state = ssm.init_state(2)
+    with torch.no_grad():
+        for _ in range(3):  # a start with history
+            _, state = ssm.step(torch.randn(2, 16), state)
+    y, end, kept = ssm.forward_gated(x, gates, state, keep_states=True)
+    (y.square().sum() + end["ssm_scan"].sum()).backward()
+    grads = {n: p.grad.clone() for n, p in ssm.named_parameters()}
+    ssm.zero_grad()
+    outs, states, s = [], [], state
+    for t in range(19):
+        out, s = ssm_steps(ssm, x[:, t], s, gates[:, t])
+        outs.append(out)
+        states.append(s["ssm_scan"][:, -1])
+    before = torch.cat([state["ssm_scan"][:, -1:], kept[:, :-1]], 1)
+    closed = gates == 0
+    assert torch.equal(kept[closed], before[closed])  # a closed step leaves the state bit for bit
+    torch.testing.assert_close(y, torch.stack(outs, 1), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(kept, torch.stack(states, 1), rtol=1e-5, atol=1e-5)
+    for name in end:
+        torch.testing.assert_close(end[name], s[name], rtol=1e-5, atol=1e-5)
+    (torch.stack(outs, 1).square().sum() + s["ssm_scan"].sum()).backward()
+    for name, p in ssm.named_parameters():
+        torch.testing.assert_close(grads[name], p.grad, rtol=1e-4, atol=1e-5, msg=name)
+    # two calls with the state carried equal one
+    y1, mid, _ = ssm.forward_gated(x[:, :8], gates[:, :8], state)
+    y2, _, _ = ssm.forward_gated(x[:, 8:], gates[:, 8:], mid)
+    torch.testing.assert_close(torch.cat([y1, y2], 1), y, rtol=1e-5, atol=1e-5)
+
+
 def test_mamba_keeps_reference_parameter_names_and_fixed_state():
     stack = MambaStack(16, 3, d_state=4, d_conv=4, expand=2)
     names = {n for n, _ in stack.named_parameters()}

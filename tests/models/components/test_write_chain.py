@@ -127,3 +127,36 @@ def test_with_every_gate_closed_only_pooling_over_memory_carries_a_prefix(pool_o
         assert not torch.allclose(longer[:, last], short[:, last], atol=1e-4)
     else:
         torch.testing.assert_close(longer[:, last], short[:, last], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("read", ["slots", "slots+state"])
+def test_gated_tokens_only_writes_in_parallel_equal_the_step_loop(read, monkeypatch):
+    """Hard write gates on tokens-only pooling run one gated scan per layer (`MambaStack.forward_gated`);
+    the step loop through `ssm_steps` is its reference: values, gradients and the state carried on."""
+    model = tiny_model(pool_over_memory=False, memory_read=read, write_gate=True, write_gate_sparsity=0.05,
+                       stride=2)
+    with torch.no_grad():
+        model.pooling.gate.weight.normal_(std=100.0)  # gates at 0, at 1 and between
+    model.train()
+    ids = random_ids(2, 29)
+
+    def run():
+        model.zero_grad()
+        logits, aux = model(ids[:, :17])
+        more, last = model(ids[:, 17:], state=aux["state"])
+        loss = logits.square().mean() + more.square().mean() + aux["auxiliary_loss"]
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        gates = torch.cat([aux["write_gates"], last["write_gates"]], 1)
+        return torch.cat([logits, more], 1), gates, last["state"].buffers, grads
+
+    parallel, gates, state, parallel_grads = run()
+    assert bool((gates == 0).any()) and bool((gates == 1).any()) and bool(((gates > 0) & (gates < 1)).any())
+    monkeypatch.setattr(type(model.ssm), "forward_gated", None)  # no parallel path: the loop
+    loop, _, loop_state, loop_grads = run()
+    torch.testing.assert_close(parallel, loop, rtol=1e-5, atol=1e-6)
+    for name in loop_state:
+        torch.testing.assert_close(state[name], loop_state[name], rtol=1e-5, atol=1e-6)
+    assert parallel_grads.keys() == loop_grads.keys()
+    for name, grad in loop_grads.items():
+        torch.testing.assert_close(parallel_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)

@@ -127,6 +127,43 @@ class MambaMixer(nn.Module):
         y = y * F.silu(z)
         return self.out_proj(y), (new_conv.float(), last)
 
+    def forward_gated(self, hidden: Tensor, gates: Tensor, state: tuple[Tensor, Tensor] | None = None,
+                      keep_states: bool = False):
+        """Sequence mode with a write gate per timestep, gates (B, L) in [0, 1]: the same maths as `step`
+        followed by the gate's blend of each part of the state, s_t = g_t step(s_{t-1}, x_t) + (1 - g_t)
+        s_{t-1}, with every output the ungated step's (as `write_chain.ssm_steps`, its reference). Both
+        parts stay linear recurrences, so each runs as a chunked linear scan: the scan with decay
+        1 + g (exp(dt A) - 1) and drive g dt B x; the conv window as d_conv - 1 first-order
+        recurrences with decay 1 - g, entry j taking entry j + 1 of the step before and the newest
+        entry the input. A closed step (g = 0) leaves both parts bit for bit. Returns the output, the
+        new (conv, scan) state and, with keep_states, the scan state after every step."""
+        batch = hidden.shape[0]
+        x, z = self.in_proj(hidden).chunk(2, dim=-1)  # (B, L, di)
+        conv_state, scan_state = state if state is not None else self.init_state(batch, hidden.device)
+        g = gates.float().unsqueeze(-1)  # (B, L, 1)
+        stay = (1 - g).expand(-1, -1, self.d_inner)
+        window, source, new_conv = [x.float()], x.float(), []
+        for j in range(self.d_conv - 2, -1, -1):  # newest window entry first: each feeds the one below it
+            start = conv_state[..., j].float()
+            after = linear_scan_chunked(stay, g * source, start)  # entry j after every step
+            source = torch.cat([start.unsqueeze(1), after[:, :-1]], dim=1)  # entry j before every step
+            window.insert(0, source)
+            new_conv.insert(0, after[:, -1])
+        window = torch.stack(window, dim=-1).to(x.dtype)  # (B, L, di, d_conv): what each step convolves
+        x = F.silu((window * self.conv1d.weight.squeeze(1)).sum(-1) + self.conv1d.bias)
+        delta, Bm, Cm = self._ssm_inputs(x)
+        A = -torch.exp(self.A_log.float())
+        decay = torch.exp(delta.float().unsqueeze(-1) * A)  # (B, L, di, ds)
+        drive = (delta.float() * x.float()).unsqueeze(-1) * Bm.float().unsqueeze(2)
+        g4 = g.unsqueeze(-1)
+        states = linear_scan_chunked(1 + g4 * (decay - 1), g4 * drive, scan_state.float())
+        before = torch.cat([scan_state.float().unsqueeze(1), states[:, :-1]], dim=1)
+        stepped = decay * before + drive  # each step's ungated state: what its output reads
+        y = torch.einsum("blds,bls->bld", stepped, Cm.float()) + x.float() * self.D.float()
+        out = self.out_proj(y.to(x.dtype) * F.silu(z))
+        conv = torch.stack(new_conv, dim=-1) if new_conv else conv_state.float()
+        return out, (conv, states[:, -1]), (states if keep_states else None)
+
     def _forward_cuda(self, hidden: Tensor, kernels) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         selective_scan_fn, causal_conv1d_fn = kernels
         x, z = self.in_proj(hidden).transpose(1, 2).chunk(2, dim=1)  # (B, di, L)
@@ -235,6 +272,22 @@ class MambaStack(_ResidualStack):
             residual = residual + result[0].float()
             new_states.append(result[1])
         return self.norm_f(residual.to(x.dtype)), self._pack_state(new_states), result[2]
+
+
+    def forward_gated(self, x: Tensor, gates: Tensor, state: dict[str, Tensor] | None = None,
+                      keep_states: bool = False):
+        """Sequence mode with a write gate per timestep (B, L), every layer's state blended by it
+        (`MambaMixer.forward_gated`); the step loop of `write_chain.ssm_steps` is the reference.
+        Returns y, the new state and, with keep_states, the last layer's scan state after every step."""
+        residual = x.float()
+        new_states = []
+        for i, layer in enumerate(self.layers):
+            last = keep_states and i == len(self.layers) - 1
+            out, s, states = layer.mixer.forward_gated(layer.norm(residual.to(x.dtype)), gates,
+                                                       self._layer_state(state, i), keep_states=last)
+            residual = residual + out.float()
+            new_states.append(s)
+        return self.norm_f(residual.to(x.dtype)), self._pack_state(new_states), states
 
 
 class DiagonalRecurrence(nn.Module):

@@ -141,7 +141,8 @@ def ssm_steps(ssm: nn.Module, pooled: Tensor, state: dict, gate: Tensor | None =
 def tokens_only_chain(c: ChainInputs, keep_states: bool = False) -> WriteResult:
     """pool_over_memory=False: the windows hold tokens only, so every write is pooled at once and
     the SSM runs in sequence mode (no loop). keep_states on a Mamba memory keeps every state through
-    `MambaStack.forward_keeping_states`; a gate or another SSM runs step by step (the reference)."""
+    `MambaStack.forward_keeping_states`, and write gates run through `MambaStack.forward_gated`;
+    another SSM, or a gate over several vectors per write, runs step by step (the reference)."""
     B, N, (W, M) = c.slot_scores.shape[0], c.slot_scores.shape[1], c.window.shape
     pooling = c.pooling
     win_scores, win_values, win_valid = c.windows()
@@ -152,10 +153,13 @@ def tokens_only_chain(c: ChainInputs, keep_states: bool = False) -> WriteResult:
     all_gates = gates.view(B, W) if gates is not None else None
     read_states = None
     parallel_states = getattr(c.ssm, "forward_keeping_states", None) is not None  # a Mamba memory
-    if keep_states and gates is None and parallel_states:  # every state, still in parallel
+    parallel_gates = getattr(c.ssm, "forward_gated", None) is not None and V == 1
+    if gates is not None and parallel_gates:  # one gated scan per layer
+        out, ssm_state, read_states = c.ssm.forward_gated(steps, gates.view(B, W), c.ssm_state, keep_states)
+    elif keep_states and gates is None and parallel_states:  # every state, still in parallel
         out, ssm_state, all_states = c.ssm.forward_keeping_states(steps, c.ssm_state)
         out, read_states = out[:, V - 1::V], all_states[:, V - 1::V]
-    elif keep_states or gates is not None:  # step by step: the gate is not part of the sequence-mode scan
+    elif keep_states or gates is not None:  # step by step: the reference, another SSM, a gate over V steps
         outs, kept, ssm_state = [], [], c.ssm_state
         gates = gates.view(B, W).unbind(1) if gates is not None else [None] * W
         for w in range(W):

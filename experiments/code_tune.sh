@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Tuning for the code comparison on the *training* modules only (docs/MEMORY.md Q15): a tenth of
+# train.jsonl's modules (chosen by a hash of the path) is held out as a tuning split, the rest
+# trains, and valid.jsonl, on which the final rows are reported, is never read.
+#   bash experiments/code_tune.sh NAME SEED LABEL [--section.field VALUE ...]
+#       train configs/experiments/code_NAME.yaml with the overrides on the tuning-train modules,
+#       then stream the tuning modules whole (loss by position) into runs/code/tune/LABEL-sSEED
+#   python experiments/code_report.py --runs runs/code/tune    the tuning table
+# The tokenizer is the one of experiments/code.sh (trained on all of train.jsonl, no labels), so a
+# tuned setting carries over to the final runs unchanged.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SMT=${SMT:-.venv/bin/smt}
+PY=${PY:-.venv/bin/python}
+DATA=${SMT_DATA_DIR:-../shared/data}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+name=$1 seed=$2 label=$3
+shift 3
+split=runs/code/tune
+mkdir -p "$split/logs"
+if [ ! -f "$split/tune.jsonl" ]; then
+  "$PY" - "$DATA/code/train.jsonl" "$split" <<'EOF'
+import hashlib, json, sys
+from pathlib import Path
+source, out = Path(sys.argv[1]), Path(sys.argv[2])
+with open(source, encoding="utf-8") as f, open(out / "train.jsonl.tmp", "w", encoding="utf-8") as train, \
+        open(out / "tune.jsonl.tmp", "w", encoding="utf-8") as tune:
+    for line in f:
+        held_out = int(hashlib.sha256(json.loads(line)["path"].encode()).hexdigest(), 16) % 10 == 0
+        (tune if held_out else train).write(line)
+(out / "train.jsonl.tmp").rename(out / "train.jsonl")
+(out / "tune.jsonl.tmp").rename(out / "tune.jsonl")
+EOF
+fi
+if [ ! -e runs/tokenizers/code_bpe4096 ]; then
+  "$PY" -c "from smt.training.data_setup import prepare_tokenizer; from smt.training.run_config import RunConfig
+prepare_tokenizer(RunConfig(train_data='$DATA/code/train.jsonl', tokenizer='runs/tokenizers/code_bpe4096', tokenizer_vocab_size=4096))"
+fi
+run=$split/$label-s$seed
+"$SMT" train --config "configs/experiments/code_$name.yaml" --seed "$seed" --output_dir "$run" \
+  --train_data "$split/train.jsonl" --valid_data "$split/tune.jsonl" "$@" > "$split/logs/$label-s$seed.log" 2>&1
+"$SMT" eval --checkpoint "$run" --data "$split/tune.jsonl" --positions 1024 --out "$run/eval" \
+  >> "$split/logs/$label-s$seed.log" 2>&1
