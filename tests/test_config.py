@@ -17,6 +17,8 @@ INVALID = [
     ({"write_vectors": 0}, "write_vectors"),
     ({"write_gate_sparsity": 0.05}, "write_gate is false"),
     ({"write_gate": True, "write_gate_sparsity": -0.1}, "write_gate_sparsity"),
+    ({"write_gate": True, "write_gate_gradient": "straight_through"}, "the gate is soft"),
+    ({"write_gate": True, "write_gate_sparsity": 0.1, "write_gate_gradient": "gumbel"}, "write_gate_gradient"),
     ({"vocab_size": 1}, "vocab_size"),
     ({"device": "tpu"}, "device"),
     ({"dtype": "int8"}, "dtype"),

@@ -23,6 +23,7 @@ ARCHITECTURES = ("smt", "gpt", "swa", "mamba")
 SSM_TYPES = ("mamba", "simple")
 SSM_INITS = ("mamba", "mimetic")
 MEMORY_READS = ("slots", "slots+state", "slots+tied")
+GATE_GRADIENTS = ("clamp", "straight_through")
 POSITION_TYPES = ("rope", "learned")
 ATTENTION_IMPLS = ("chunked", "dense")
 DEVICES = ("cpu", "cuda", "mps", "auto")
@@ -209,6 +210,10 @@ class StrideHybridConfig(_Serialisable):
     # exactly) and this weight times the mean gate is added to the training loss: the memory pays for
     # every write it keeps, and a state that skips every filler write is the same at any length
     write_gate_sparsity: float = 0.0
+    # the hard gate's gradient: "clamp" (the clip's own, zero where the gate is clipped shut, so a gate
+    # the penalty closes for every input never reopens; MEMORY.md Q15) or "straight_through" (the
+    # forward is the same clipped gate, the backward the unclipped stretched sigmoid's)
+    write_gate_gradient: str = "clamp"
     # "slots": the transformer reads the memory through its N slots only (the seed's design);
     # "slots+state": each token also reads the memory's last SSM state with its own query (issue 13);
     # "slots+tied": ... with the query the write path makes of the token (the last layer's C; MEMORY.md Q12)
@@ -345,11 +350,14 @@ class StrideHybridConfig(_Serialisable):
             fail("write_gate_sparsity", "penalises the write gates, but write_gate is false",
                  "set write_gate: true, or write_gate_sparsity: 0")
         choices = {"arch": ARCHITECTURES, "ssm_type": SSM_TYPES, "ssm_init": SSM_INITS,
-                   "position": POSITION_TYPES, "memory_read": MEMORY_READS,
+                   "position": POSITION_TYPES, "memory_read": MEMORY_READS, "write_gate_gradient": GATE_GRADIENTS,
                    "attention_impl": ATTENTION_IMPLS, "dtype": DTYPES}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 fail(name, "unknown value", f"use one of {list(allowed)}")
+        if self.write_gate_gradient != "clamp" and not self.write_gate_sparsity > 0:
+            fail("write_gate_gradient", f"{self.write_gate_gradient!r} is a hard gate's gradient, but the gate is "
+                 "soft (write_gate_sparsity is 0)", "set write_gate_sparsity > 0, or write_gate_gradient: clamp")
         if not isinstance(self.device, str) or not (
             self.device in DEVICES or re.fullmatch(r"cuda:\d+", self.device)
         ):
@@ -413,7 +421,10 @@ class StrideHybridConfig(_Serialisable):
     # ------------------------------------------------------------------ summary
     @property
     def _hard_gate_note(self) -> str:
-        return f" (hard, sparsity {self.write_gate_sparsity:g})" if self.write_gate_sparsity else ""
+        if not self.write_gate_sparsity:
+            return ""
+        gradient = ", straight-through" if self.write_gate_gradient == "straight_through" else ""
+        return f" (hard, sparsity {self.write_gate_sparsity:g}{gradient})"
 
     def summary(self, print_fn=print) -> str:
         """A readable table of the configuration; printed and returned."""

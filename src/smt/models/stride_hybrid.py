@@ -67,7 +67,8 @@ class StrideHybridModel(LanguageModel):
             window = config.window_size if config.pool_position_bias else None
             self.pooling = AttentionPooling(d, config.pooling_heads, config.layer_norm_eps, config.initializer_range,
                                             window, config.write_vectors, config.write_gate,
-                                            hard_gate=config.write_gate_sparsity > 0)
+                                            hard_gate=config.write_gate_sparsity > 0,
+                                            straight_through=config.write_gate_gradient == "straight_through")
             self.ssm = build_ssm(config)
             self.memory_proj = nn.Linear(d, d, bias=False)
             nn.init.normal_(self.memory_proj.weight, std=config.initializer_range)

@@ -97,3 +97,23 @@ def test_the_analyzer_works_on_the_class_as_the_seed_calls_it(tmp_path):
         AttentionPoolingAnalyzer.analyze_attention(small)
     with pytest.raises(ValueError, match="n_ssm"):
         AttentionPoolingAnalyzer.analyze_attention(small, window_size=12, n_ssm=12)
+
+
+def test_a_straight_through_hard_gate_is_the_same_gate_with_a_gradient_where_it_is_shut():
+    """MEMORY.md Q15: the clip gives a gate pushed shut no gradient, so it never reopens; the
+    straight-through gate has the same values and passes the unclipped gradient back."""
+    torch.manual_seed(0)
+    clamp = AttentionPooling(16, gate=True, hard_gate=True)
+    straight = AttentionPooling(16, gate=True, hard_gate=True, straight_through=True)
+    with torch.no_grad():
+        clamp.gate.weight.normal_(std=3.0)
+    straight.load_state_dict(clamp.state_dict())
+    pooled = torch.randn(64, 16)
+    shut = clamp.write_gate(pooled)
+    assert torch.equal(shut, straight.write_gate(pooled)) and bool((shut == 0).any()) and bool((shut == 1).any())
+    closed = shut == 0
+    through_clip = torch.autograd.functional.jacobian(lambda x: clamp.write_gate(x).sum(), pooled)
+    straight_through = torch.autograd.functional.jacobian(lambda x: straight.write_gate(x).sum(), pooled)
+    assert bool((through_clip[closed] == 0).all())
+    assert bool((straight_through[closed].abs().sum(-1) > 0).all()), "every shut gate still gets a gradient"
+    torch.testing.assert_close(straight_through[~closed & (shut < 1)], through_clip[~closed & (shut < 1)])

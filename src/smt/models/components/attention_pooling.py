@@ -27,7 +27,9 @@ without a gate every write lands in the state with its full weight; the gate let
 carries nothing be skipped, which also spares the state its decay (docs/MEMORY.md Q12). A sigmoid
 never closes, so `hard_gate` stretches it past [0, 1] and clips it (g = clamp(1.2 sigmoid(u) - 0.1,
 0, 1), the hard-concrete form of Louizos et al. 2018 without its noise): a write with g = 0 leaves
-the state exactly as it was (`write_gate_sparsity`, docs/MEMORY.md Q14).
+the state exactly as it was (`write_gate_sparsity`, docs/MEMORY.md Q14). The clip has no gradient
+where it clips, so a gate pushed shut for every input gets no signal to reopen (MEMORY.md Q15);
+`straight_through` keeps the clipped gate forward and passes the unclipped gradient back.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ HARD_GATE_STRETCH = 0.1
 class AttentionPooling(nn.Module):
     def __init__(self, d_model: int, n_heads: int = 1, eps: float = 1e-5, init_std: float = 0.02,
                  window: int | None = None, vectors: int = 1, gate: bool = False,
-                 hard_gate: bool = False) -> None:
+                 hard_gate: bool = False, straight_through: bool = False) -> None:
         super().__init__()
         if d_model % n_heads:
             raise ValueError(f"d_model={d_model} must be divisible by pooling heads={n_heads}")
@@ -64,6 +66,7 @@ class AttentionPooling(nn.Module):
             nn.init.normal_(lin.weight, std=init_std)
         self.position_bias = nn.Parameter(torch.zeros(window, n_heads)) if window else None
         self.gate, self.hard_gate = None, hard_gate and gate
+        self.straight_through = straight_through and self.hard_gate
         if gate:
             self.gate = nn.Linear(d_model, 1)
             nn.init.normal_(self.gate.weight, std=init_std)
@@ -76,7 +79,10 @@ class AttentionPooling(nn.Module):
         summed = pooled if pooled.dim() == 2 else pooled.sum(1)
         gate = torch.sigmoid(self.gate(summed).float()).squeeze(-1)
         if self.hard_gate:
-            gate = (gate * (1 + 2 * HARD_GATE_STRETCH) - HARD_GATE_STRETCH).clamp(0.0, 1.0)
+            stretched = gate * (1 + 2 * HARD_GATE_STRETCH) - HARD_GATE_STRETCH
+            gate = stretched.clamp(0.0, 1.0)
+            if self.straight_through:  # forward: exactly the clipped value; backward: the stretched sigmoid's
+                gate = gate.detach() + (stretched - stretched.detach())
         return gate
 
     def project(self, x: Tensor) -> tuple[Tensor, Tensor]:
