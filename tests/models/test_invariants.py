@@ -41,6 +41,9 @@ VARIANTS = {
     "hard-gated-writes": {"write_gate": True, "write_gate_sparsity": 0.05},
     "tokens-only-hard-gated-writes-read-state": {"pool_over_memory": False, "write_gate": True,
                                                  "write_gate_sparsity": 0.05, "memory_read": "slots+state"},
+    "tokens-only-hard-gated-straight-through-stride-2": {"pool_over_memory": False, "write_gate": True,
+                                                         "write_gate_sparsity": 0.05, "stride": 2,
+                                                         "write_gate_gradient": "straight_through"},
     "tokens-only-gated-writes-read-state-two-vectors": {"pool_over_memory": False, "write_gate": True,
                                                         "memory_read": "slots+state", "write_vectors": 2},
 }

@@ -143,11 +143,14 @@ def write_tokens(n_writes: int, stride: int) -> Tensor:
 @contextmanager
 def _probe_ssm_io(ssm: nn.Module, calls: list) -> Iterator[None]:
     """Add a zero leaf to the SSM's input and output at every call (sequence mode: forward hooks;
-    loop: a temporary instance attribute wrapping `step`), so autograd can report dL/d(input) and
-    dL/d(output) without cutting the graph. Appends (mode, input_probe, output_probe) to `calls`."""
+    loop: a temporary instance attribute wrapping `step`; gated sequence mode: one wrapping
+    `forward_gated`), so autograd can report dL/d(input) and dL/d(output) without cutting the graph.
+    Appends (mode, input_probe, output_probe) to `calls`."""
     depth = [0]
     original_step = ssm.step
     had_step = "step" in vars(ssm)
+    original_gated = getattr(ssm, "forward_gated", None)
+    had_gated = "forward_gated" in vars(ssm)
 
     def probe(x: Tensor) -> Tensor:
         return torch.zeros_like(x, requires_grad=True)
@@ -164,6 +167,17 @@ def _probe_ssm_io(ssm: nn.Module, calls: list) -> Iterator[None]:
         dout = probe(out)
         calls.append(("step", dx, dout))
         return out + dout, new_state
+
+    def forward_gated(x, gates, *args, **kwargs):
+        dx = probe(x)
+        depth[0] += 1
+        try:
+            out, new_state, states = original_gated(x + dx, gates, *args, **kwargs)
+        finally:
+            depth[0] -= 1
+        dout = probe(out)
+        calls.append(["forward", dx, dout])
+        return out + dout, new_state, states
 
     def pre_hook(module, args, kwargs):
         depth[0] += 1
@@ -190,6 +204,8 @@ def _probe_ssm_io(ssm: nn.Module, calls: list) -> Iterator[None]:
     handles = [ssm.register_forward_pre_hook(pre_hook, with_kwargs=True),
                ssm.register_forward_hook(post_hook, with_kwargs=True)]
     ssm.step = step
+    if original_gated is not None:
+        ssm.forward_gated = forward_gated
     try:
         yield
     finally:
@@ -199,6 +215,11 @@ def _probe_ssm_io(ssm: nn.Module, calls: list) -> Iterator[None]:
             ssm.step = original_step
         else:
             del ssm.step
+        if original_gated is not None:
+            if had_gated:
+                ssm.forward_gated = original_gated
+            else:
+                del ssm.forward_gated
 
 
 def _check_calls(calls: list, n_writes: int) -> str:
