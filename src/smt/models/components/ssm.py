@@ -273,7 +273,6 @@ class MambaStack(_ResidualStack):
             new_states.append(result[1])
         return self.norm_f(residual.to(x.dtype)), self._pack_state(new_states), result[2]
 
-
     def forward_gated(self, x: Tensor, gates: Tensor, state: dict[str, Tensor] | None = None,
                       keep_states: bool = False):
         """Sequence mode with a write gate per timestep (B, L), every layer's state blended by it
