@@ -128,7 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.init_from:
         from smt.pretrained import from_pretrained
 
-        model.load_state_dict(from_pretrained(args.init_from).state_dict())
+        # a stage may add write gates to a trained ungated memory (MEMORY.md Q15); nothing else may differ
+        missing, unexpected = model.load_state_dict(from_pretrained(args.init_from).state_dict(), strict=False)
+        if unexpected or any(not name.startswith("pooling.gate.") for name in missing):
+            raise SystemExit(f"--init-from {args.init_from} does not match this model: missing {missing}, "
+                             f"unexpected {unexpected}; only the write gate (pooling.gate.*) may be new")
     started = time.perf_counter()
     losses = train(model, task, args.steps, args.lr, args.batch_size, args.seed, args.warmup, args.weight_decay)
     seconds = time.perf_counter() - started
