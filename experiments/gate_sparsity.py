@@ -24,6 +24,10 @@ recurrence beside the SSM state that no gate closes (docs/MEMORY.md Q14).
     python experiments/gate_sparsity.py runs/code/smt_gated-s1/checkpoints/step_000500 --lengths \
         --text ../shared/data/code/valid.jsonl --tokenizer runs/tokenizers/code_bpe4096
 
+--mqar-lengths gives the gates of an MQAR model (memory_recall.py --task mqar) on held-out rows:
+
+    python experiments/gate_sparsity.py runs/q15/gates-added-s1 --lengths --mqar-lengths 64 896
+
 --recall-lengths scores passkey recall by key distance on prompts of those lengths (held-out, as
 memory_recall.py does), for lengths beyond the ones the training run evaluated.
 """
@@ -34,10 +38,11 @@ import argparse
 import json
 
 import torch
+from torch import Tensor
 
 from smt.evaluation.memory_diagnostics import write_gate_usage
 from smt.evaluation.passkey import FIRST_VALUE, synthetic_passkey
-from smt.evaluation.tasks import EVAL_SEED_OFFSET, TaskConfig, passkey_accuracy_by_distance
+from smt.evaluation.tasks import EVAL_SEED_OFFSET, TaskBatcher, TaskConfig, passkey_accuracy_by_distance
 from smt.models import load_model
 
 
@@ -77,6 +82,26 @@ def prefix_invariance(model, prefix: int, n: int, seed: int, distance: int = 16,
             "largest_logit_change": float((short_logits[:, -1] - long_logits[:, -1]).abs().max())}
 
 
+def gate_shares(gates: Tensor) -> dict:
+    """Mean gate and the shares exactly closed / fully open over all the writes given."""
+    g = gates.float().flatten()
+    return {"writes": int(g.numel()), "mean": float(g.mean()), "closed": float((g == 0).float().mean()),
+            "open": float((g == 1).float().mean())}
+
+
+@torch.no_grad()
+def mqar_gates(model, length: int, n: int, seed: int, pairs: int = 8) -> dict:
+    """The gates over every write of n held-out MQAR rows of `length` tokens (pairs at a random depth,
+    no shortcuts, as memory_recall.py trains), with the gate's own bias and weight norm."""
+    task = TaskConfig(name="mqar", seq_len=length, n_pairs=pairs, n_queries=pairs, n_keys=16, n_values=16,
+                      mqar_pairs_at="random")
+    ids, _ = next(iter(TaskBatcher(task, n, seed=seed + EVAL_SEED_OFFSET)))
+    _, aux = model.eval()(ids)
+    gate = model.pooling.gate
+    return {"mqar_length": length, **gate_shares(aux["write_gates"]), "gate_bias": float(gate.bias),
+            "gate_weight_norm": float(gate.weight.norm())}
+
+
 @torch.no_grad()
 def text_gates(model, path: str, tokenizer_path: str, documents: int, tokens: int) -> dict:
     """Mean gate and the shares exactly closed / fully open over every write of the first `documents`
@@ -90,9 +115,7 @@ def text_gates(model, path: str, tokenizer_path: str, documents: int, tokens: in
             ids = tokenizer.encode(json.loads(line)["text"])[:tokens]
             _, aux = model.eval()(torch.tensor(ids)[None])
             gates.append(aux["write_gates"].float().flatten())
-    g = torch.cat(gates)
-    return {"text": path, "documents": len(gates), "writes": int(g.numel()), "mean": float(g.mean()),
-            "closed": float((g == 0).float().mean()), "open": float((g == 1).float().mean())}
+    return {"text": path, "documents": len(gates), **gate_shares(torch.cat(gates))}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recall-lengths", type=int, nargs="*", default=[])
     parser.add_argument("--seed", type=int, default=1, help="the held-out prompts of this training seed (all parts)")
     parser.add_argument("--samples", type=int, default=64)
+    parser.add_argument("--mqar-lengths", type=int, nargs="*", default=[],
+                        help="the gates on held-out MQAR rows (8 pairs at a random depth) of these lengths")
     parser.add_argument("--text", default=None, help="a JSON-lines text file: the gates on text")
     parser.add_argument("--tokenizer", default=None, help="with --text: the tokenizer directory")
     parser.add_argument("--documents", type=int, default=8)
@@ -116,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     rows += [{"recall_length": length, "seed": args.seed,
               "accuracy": passkey_accuracy_by_distance(model, task, length, n_samples=args.samples, seed=args.seed)}
              for length in args.recall_lengths]
+    rows += [mqar_gates(model, length, args.samples, args.seed) for length in args.mqar_lengths]
     if args.text:
         rows.append(text_gates(model, args.text, args.tokenizer, args.documents, args.tokens))
     for stats in rows:
