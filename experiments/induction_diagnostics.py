@@ -18,12 +18,17 @@ tokens at the median data-token dt (exp(dt * A) per token).
 
     python experiments/induction_diagnostics.py runs/q16/anchors/ih-post-sp0.5-s3/checkpoints/step_000500 \
         --lengths 4096 --prefixes 0 768 3840
+
+--decay-scale F multiplies every A by F before measuring (no training): if the failure is the
+distance and F < 1 lifts it, the trace fades through decay. --save-scaled DIR writes that model,
+e.g. to start a training run from a faster-decaying (F > 1) memory with ssm_anchors.py --init-from.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -117,6 +122,15 @@ def step_sizes(model, length: int, n: int, generator: torch.Generator) -> list[d
     return out
 
 
+@torch.no_grad()
+def scale_decay(model, factor: float) -> None:
+    """A -> factor * A in every mixer (A = -exp(A_log)): factor < 1 decays more slowly."""
+    if factor <= 0:
+        raise SystemExit(f"--decay-scale={factor} must be > 0")
+    for layer in model.ssm.layers:
+        layer.mixer.A_log.add_(math.log(factor))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="model or checkpoint directory (experiments/ssm_anchors.py)")
@@ -126,14 +140,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--label", default=None)
+    parser.add_argument("--decay-scale", type=float, default=1.0, help="multiply every A by this first")
+    parser.add_argument("--save-scaled", default=None, help="save the model with its scaled A here and stop")
     parser.add_argument("--out", default=None, help="append the record to this JSON-lines file")
     args = parser.parse_args(argv)
 
     model = load_model(args.model)
     if model.config.arch != "mamba" or model.config.ssm_type != "mamba":
         raise SystemExit("this diagnostic reads the Mamba mixers of a Mamba-only model (arch: mamba)")
+    scale_decay(model, args.decay_scale)
+    if args.save_scaled:
+        model.save_pretrained(args.save_scaled)
+        return 0
     generator = torch.Generator().manual_seed(args.seed + DIAGNOSTIC_SEED_OFFSET)
-    record = {"label": args.label or args.model, "model": args.model, "samples": args.samples,
+    record = {"label": args.label or args.model, "model": args.model, "decay_scale": args.decay_scale,
+              "samples": args.samples,
               "by_length": [accuracy_by_distance(model, n, args.samples, generator) for n in args.lengths],
               "behind_prefix": [accuracy_behind_prefix(model, p, args.row, args.samples, generator)
                                 for p in args.prefixes],

@@ -7,20 +7,36 @@ at longer lengths (no further training). One JSON line per run is appended to --
 
     python experiments/ssm_anchors.py --task induction_heads --seq-len 256 --steps 2000 \
         --eval-lengths 1024 4096 --out docs/results/memory/anchors.jsonl
+
+--init-decay-scale F starts from a fresh model (seeded by --seed) whose every A is multiplied by
+F (A = -exp(A_log)): with the mimetic init (A / 100) F = 10 gives A / 10, a memory that forgets
+within a training row unless dt learns to be small on the tokens it must skip (docs/MEMORY.md Q16).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
-from smt import StrideHybridConfig, TrainingConfig
+import torch
+
+from smt import StrideHybridConfig, TrainingConfig, build_model
 from smt.config import parse_yaml
 from smt.evaluation.tasks import TaskConfig, evaluate_task
 from smt.evaluation.train_task import train_task
 from smt.training.run_config import FullConfig, RunConfig
+
+
+@torch.no_grad()
+def save_scaled_init(config: StrideHybridConfig, seed: int, factor: float, directory: str) -> None:
+    torch.manual_seed(seed)
+    model = build_model(config)
+    for layer in model.ssm.layers:
+        layer.mixer.A_log.add_(math.log(factor))
+    model.save_pretrained(directory)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state-passing", type=float, default=0.0,
                         help="probability that a training row continues the previous batch's final state")
     parser.add_argument("--init-from", default=None, help="start from this model or checkpoint (post-training)")
+    parser.add_argument("--init-decay-scale", type=float, default=None,
+                        help="start from a fresh model with every A multiplied by this")
     parser.add_argument("--eval-samples", type=int, default=128)
     parser.add_argument("--label", default=None)
     parser.add_argument("--run-dir", default="runs/anchors")
@@ -54,8 +72,14 @@ def main(argv: list[str] | None = None) -> int:
                               weight_decay=args.weight_decay, max_steps=args.steps, log_interval=100,
                               checkpoint_interval=10**9, eval_interval=10**9, seed=args.seed)
     label = args.label or f"{args.task}-s{args.seed}"
+    init_from = args.init_from
+    if args.init_decay_scale is not None:
+        if init_from is not None or args.init_decay_scale <= 0:
+            parser.error("--init-decay-scale needs a positive factor and no --init-from")
+        init_from = str(Path(args.run_dir) / label / "init")
+        save_scaled_init(model, args.seed, args.init_decay_scale, init_from)
     run = RunConfig(output_dir=str(Path(args.run_dir) / label), progress=False, tensorboard=False,
-                    init_from=args.init_from)
+                    init_from=init_from)
     started = time.perf_counter()
     result = train_task(FullConfig(model, training, run), task, eval_samples=args.eval_samples)
     seconds = time.perf_counter() - started
@@ -67,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     record = {"label": label, "task": args.task, "seed": args.seed, "seq_len": args.seq_len, "steps": args.steps,
               "lr": args.lr, "weight_decay": args.weight_decay, "model": overrides,
               "state_passing": args.state_passing, "init_from": args.init_from,
+              "init_decay_scale": args.init_decay_scale,
               "parameters": result.evaluation["parameters"], "train_seconds": round(seconds, 1),
               "losses": {str(k): round(v, 4) for k, v in sorted(losses.items())}, "accuracy": accuracy,
               "chance": task.chance}
