@@ -18,12 +18,14 @@ import torch.nn.functional as F
 from benchmarks.common import autocast, bench_config, build, markdown_table, time_call
 from benchmarks.flops import model_flops
 
-ARCHS = ("smt", "smt-loop", "smt-tokpool", "swa", "gpt")
+ARCHS = ("smt", "smt-loop", "smt-tokpool", "smt-gated", "swa", "gpt")
 
 
 def arch_config(arch: str, size: str, device: str):
     if arch == "smt-tokpool":
         return bench_config(size, device, pool_over_memory=False)
+    if arch == "smt-gated":
+        return bench_config(size, device, pool_over_memory=False, write_gate=True, write_gate_sparsity=1e-4)
     if arch == "smt-loop":
         return bench_config(size, device)
     if arch not in ARCHS:
