@@ -23,11 +23,12 @@ import numpy as np
 
 MAIN = ["smt", "swa", "gpt", "mamba"]
 TIME = ["smt", "swa_time", "gpt", "mamba_time"]  # GPT runs at SMT's speed: its 400-step run is both budgets
-ABLATIONS = ["smt", "smt_seed2", "smt_s16", "smt_n4", "smt_tokpool", "smt_s4", "smt_n16"]
+ABLATIONS = ["smt", "smt_seed2", "smt_s16", "smt_n4", "smt_tokpool", "smt_gated", "smt_s4", "smt_n16"]
 PASSKEY = [f"passkey_{arch}" for arch in MAIN] + ["passkey_smt_long"]
 LABELS = {"smt": "SMT (N=8, M=32, S=8)", "swa": "SWA (M=32)", "gpt": "GPT (context 1024)", "mamba": "Mamba",
           "smt_s4": "SMT S=4", "smt_s16": "SMT S=16", "smt_n4": "SMT N=4", "smt_n16": "SMT N=16",
-          "smt_seed2": "SMT, seed 2", "smt_tokpool": "SMT, pooling over tokens only"}
+          "smt_seed2": "SMT, seed 2", "smt_tokpool": "SMT, pooling over tokens only",
+          "smt_gated": "SMT, tokens only + hard write gates (λ = 1e-4)"}
 
 
 TASK_LABELS = {"smt": "SMT (N=4, M=16, S=4)", "swa": "SWA (M=16)", "gpt": "GPT", "mamba": "Mamba"}
