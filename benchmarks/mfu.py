@@ -27,7 +27,7 @@ def matmul_peak(dtype: str, device: str = "cpu", n: int = 2048, repeats: int = 5
     return 2 * n**3 / timing.median
 
 
-def run(context: int = 4096, dtypes=("float32", "bfloat16"), archs=("smt", "smt-tokpool", "swa"),
+def run(context: int = 4096, dtypes=("float32", "bfloat16"), archs=("smt", "smt-seed", "swa"),
         size: str = "small", device: str = "cpu", repeats: int = 3, peak_n: int = 2048) -> list[dict]:
     peaks = {dtype: matmul_peak(dtype, device, peak_n) for dtype in ("float32", "bfloat16")}
     rows = []

@@ -79,7 +79,7 @@ def run(sections=SECTIONS, quick: bool = False, device: str = "cpu", dtypes=("fl
             rows = generation.run(plan.lengths, dtypes, plan.size, device, max_gpt, plan.gen_chunk, plan.gen_steps)
             results[section] = generation.with_targets(rows)
         elif section == "mfu":
-            results[section] = mfu.run(plan.mfu_context, dtypes, ("smt", "smt-tokpool", "swa"), plan.size,
+            results[section] = mfu.run(plan.mfu_context, dtypes, ("smt", "smt-seed", "swa"), plan.size,
                                        device, plan.repeats, plan.peak_n)
         elif section == "ssm":
             results[section] = ssm.run(plan.ssm_length, plan.ssm_d_model, dtypes=dtypes, device=device,

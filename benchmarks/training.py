@@ -2,9 +2,10 @@
 
 Every architecture gets the same transformer shape, batch, context and dtype, in one process; the
 architectures of a cell are timed in turns.
-`smt-tokpool` is SMT with pool_over_memory=False (pooling reads tokens only, the SSM runs in
-sequence mode): the same memory without the sequential write chain. `smt-loop` is SMT with the
-write chain run as the plain autograd loop (the reference of the fused chain SMT uses).
+`smt` is the library's default (pooling over the window's tokens only, hard write gates: one gated
+scan per layer). `smt-seed` is the seed's design (pooling over memory slots + tokens, ungated: the
+sequential write chain, run fused), `smt-loop` the same chain run as the plain autograd loop (the
+fused chain's reference), `smt-tokpool` tokens-only pooling without gates (one plain scan).
 """
 
 from __future__ import annotations
@@ -18,16 +19,15 @@ import torch.nn.functional as F
 from benchmarks.common import autocast, bench_config, build, markdown_table, time_call
 from benchmarks.flops import model_flops
 
-ARCHS = ("smt", "smt-loop", "smt-tokpool", "smt-gated", "swa", "gpt")
+ARCHS = ("smt", "smt-seed", "smt-loop", "smt-tokpool", "swa", "gpt")
+SEED_DESIGN = {"pool_over_memory": True, "write_gate": False}
 
 
 def arch_config(arch: str, size: str, device: str):
     if arch == "smt-tokpool":
-        return bench_config(size, device, pool_over_memory=False)
-    if arch == "smt-gated":
-        return bench_config(size, device, pool_over_memory=False, write_gate=True, write_gate_sparsity=1e-4)
-    if arch == "smt-loop":
-        return bench_config(size, device)
+        return bench_config(size, device, pool_over_memory=False, write_gate=False)
+    if arch in ("smt-seed", "smt-loop"):
+        return bench_config(size, device, **SEED_DESIGN)
     if arch not in ARCHS:
         raise ValueError(f"unknown architecture {arch!r}; use one of {list(ARCHS)}")
     return bench_config(size, device, arch=arch)

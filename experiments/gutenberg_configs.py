@@ -37,7 +37,8 @@ ABLATIONS = {
 # run): one key symbol of 8 at a uniform depth of a 128-token row (key distances up to ~125 tokens,
 # 8x the 16-token window of this SMT; N=4 slots written every S=4 tokens).
 PASSKEY_TASK = {"name": "passkey", "seq_len": 128, "key_length": 1, "n_values": 8, "n_filler": 4}
-PASSKEY_MODEL = {"preset": "tiny", "vocab_size": 16, "m_input_tokens": 16, "ssm_type": "mamba"}
+PASSKEY_MODEL = {"preset": "tiny", "vocab_size": 16, "m_input_tokens": 16, "ssm_type": "mamba",
+                 "pool_over_memory": True, "write_gate": False}  # the seed's design, as measured
 PASSKEY_TRAINING = {"batch_size": 32, "seq_len": 128, "lr": 3.0e-3, "warmup_steps": 50, "weight_decay": 0.0,
                     "max_steps": 600, "eval_interval": 200, "checkpoint_interval": 600, "batching": "random",
                     "log_interval": 20}

@@ -4,9 +4,10 @@
 Default (synthetic passkey with random filler): trains a tiny SMT and the sliding-window
 baseline with the same window M and the same parameter budget (smt.training's Trainer, seeded
 batches) at 64 tokens (4.5R, R = layers x (M - 1) = 14: the farthest a window-only model sees),
-then the SMT for a few hundred steps more at 224 tokens (16R, a length curriculum); beside them
-the gated SMT of docs/MEMORY.md Q14 (tokens-only pooling, hard write gates with a sparsity
-penalty), trained at 64 tokens only. Prints accuracy by key distance at 64, 224 and 896 tokens
+then the SMT for a few hundred steps more at 224 tokens (16R, a length curriculum). The SMT is the
+library's default memory (tokens-only pooling, hard write gates with a sparsity penalty; docs/MEMORY.md
+Q14-Q17); beside it the seed's design (pooling over memory slots + tokens, ungated writes), trained at
+64 tokens only. Prints accuracy by key distance at 64, 224 and 896 tokens
 (64R) side by side, draws accuracy vs distance and the attention-pooling picture, and generates
 the answer for one prompt with the trained SMT. Beyond R only the memory can carry the key.
 
@@ -34,7 +35,7 @@ from smt.evaluation.train_task import train_task
 from smt.models.baselines import matched_baseline
 from smt.training.run_config import FullConfig, RunConfig
 
-GATED = "SMT, gated memory (Q14)"
+SEED = "SMT, the seed's design (pooling over memory)"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -45,8 +46,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "longer evaluation length (synthetic task)")
     parser.add_argument("--long-steps", type=int, default=300, help="SMT steps at --long-seq-len (0: none)")
     parser.add_argument("--far-seq-len", type=int, default=896, help="the longest evaluation length (no training)")
-    parser.add_argument("--gated-steps", type=int, default=1500,
-                        help="steps of the gated SMT (docs/MEMORY.md Q14) at --seq-len (0: leave it out)")
+    parser.add_argument("--seed-design-steps", type=int, default=1500,
+                        help="steps of the seed's design (pooling over memory, ungated) at --seq-len (0: leave it out)")
     parser.add_argument("--out", default="runs/demo", help="output directory")
     parser.add_argument("--data", default=None, help="train on this text file/directory instead")
     parser.add_argument("--seed", type=int, default=1)
@@ -73,8 +74,8 @@ def synthetic_demo(args: argparse.Namespace, out: Path) -> int:
     long_len = args.long_seq_len
     labels = {"swa": "SWA (same window, no memory)", "gpt": "GPT (full attention)", "mamba": "Mamba only"}
     configs = {"SMT": smt_config}
-    if args.gated_steps:
-        configs[GATED] = smt_config.replace(pool_over_memory=False, write_gate=True, write_gate_sparsity=0.5)
+    if args.seed_design_steps:
+        configs[SEED] = smt_config.replace(pool_over_memory=True, write_gate=False, write_gate_sparsity=0.0)
     configs.update({labels[arch]: matched_baseline(smt_config, arch) for arch in args.baselines})
 
     def training(seq_len: int, steps: int, lr: float, warmup: int) -> TrainingConfig:
@@ -88,17 +89,17 @@ def synthetic_demo(args: argparse.Namespace, out: Path) -> int:
           f"S={smt_config.stride}; a window-only model reaches R = layers x (M-1) = {reach} tokens back")
     print(f"training at {args.seq_len} tokens ({args.seq_len / reach:.1f}R); SMT then {args.long_steps} steps at "
           f"{long_len} tokens ({long_len / reach:.0f}R), a length curriculum"
-          + (f"; the gated SMT trains at {args.seq_len} tokens only, {args.gated_steps} steps"
-             if args.gated_steps else "") + "\n")
+          + (f"; the seed's design trains at {args.seq_len} tokens only, {args.seed_design_steps} steps"
+             if args.seed_design_steps else "") + "\n")
     window_reach = max([reach] + [c.window_reach for c in configs.values() if c.arch == "swa"])
     if window_reach > reach:
         print(f"the parameter-matched SWA has more layers, so it reaches {window_reach} tokens back\n")
     models = {}
     for name, config in configs.items():
         started = time.perf_counter()
-        run = RunConfig(output_dir=str(out / ("smt_gated" if name == GATED else config.arch)), progress=False,
+        run = RunConfig(output_dir=str(out / ("smt_seed" if name == SEED else config.arch)), progress=False,
                         tensorboard=False)
-        steps = args.gated_steps if name == GATED else args.steps
+        steps = args.seed_design_steps if name == SEED else args.steps
         result = train_task(FullConfig(config, training(args.seq_len, steps, 1e-3, 100), run), task,
                             eval_samples=16, overwrite=True)  # a demo run starts clean every time
         model = result.model

@@ -15,9 +15,9 @@ INVALID = [
     ({"pooling_heads": 5}, "pooling_heads"),
     ({"pooling_heads": 2, "write_vectors": 3}, "write_vectors"),
     ({"write_vectors": 0}, "write_vectors"),
-    ({"write_gate_sparsity": 0.05}, "write_gate is false"),
+    ({"write_gate": False, "write_gate_sparsity": 0.05}, "write_gate is false"),
     ({"write_gate": True, "write_gate_sparsity": -0.1}, "write_gate_sparsity"),
-    ({"write_gate": True, "write_gate_gradient": "straight_through"}, "the gate is soft"),
+    ({"write_gate": True, "write_gate_sparsity": 0, "write_gate_gradient": "straight_through"}, "the gate is soft"),
     ({"write_gate": True, "write_gate_sparsity": 0.1, "write_gate_gradient": "gumbel"}, "write_gate_gradient"),
     ({"vocab_size": 1}, "vocab_size"),
     ({"device": "tpu"}, "device"),
@@ -100,6 +100,18 @@ def test_dt_init_range_defaults_differ_for_the_memory_and_the_mamba_lm():
     assert StrideHybridConfig.tiny(ssm_dt_min=1e-3, ssm_dt_max=0.1).dt_init_range == (1e-3, 0.1)
     with pytest.raises(ConfigError, match="ssm_dt_min"):
         StrideHybridConfig.tiny(ssm_dt_min=0.05)  # above the memory's default dt_max
+
+
+def test_the_default_memory_is_tokens_only_with_hard_gates_and_the_seed_design_stays_a_setting():
+    default = StrideHybridConfig.tiny()
+    assert (default.pool_over_memory, default.write_gate, default.write_gate_sparsity) == (False, True, 1e-4)
+    seed = StrideHybridConfig.tiny(pool_over_memory=True, write_gate=False)
+    assert seed.write_gate_sparsity == 0.0  # no penalty without gates: the seed's design validates as it was
+    assert StrideHybridConfig.tiny(write_gate=True, write_gate_sparsity=0.0).write_gate_sparsity == 0.0  # soft
+    # a config saved before the switch (every field written out) loads as what it was
+    old = StrideHybridConfig.from_dict({**seed.to_dict(), "write_gate_sparsity": 0.0})
+    assert (old.pool_over_memory, old.write_gate, old.write_gate_sparsity) == (True, False, 0.0)
+    assert StrideHybridConfig.from_dict(default.to_dict()) == default
 
 
 def test_window_reach_is_layers_times_window_minus_one():

@@ -14,11 +14,11 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     demo = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(demo)
     assert demo.main(["--steps", "4", "--long-steps", "2", "--seq-len", "32", "--long-seq-len", "48",
-                      "--far-seq-len", "64", "--gated-steps", "3", "--out", str(tmp_path)]) == 0
+                      "--far-seq-len", "64", "--seed-design-steps", "3", "--out", str(tmp_path)]) == 0
     results = json.loads((tmp_path / "demo_results.json").read_text())
     assert results["R"] == 14 and set(results["accuracy"]) == {"32", "48", "64"}
     for by_model in results["accuracy"].values():
-        assert set(by_model) == {"SMT", "SMT, gated memory (Q14)", "SWA (same window, no memory)"}
+        assert set(by_model) == {"SMT", "SMT, the seed's design (pooling over memory)", "SWA (same window, no memory)"}
         assert all(0.0 <= v <= 1.0 for accuracy in by_model.values() for v in accuracy.values())
     assert (tmp_path / "passkey_by_distance.png").stat().st_size > 0
     assert (tmp_path / "pooling_attention.png").stat().st_size > 0

@@ -28,6 +28,7 @@ POSITION_TYPES = ("rope", "learned")
 ATTENTION_IMPLS = ("chunked", "dense")
 DEVICES = ("cpu", "cuda", "mps", "auto")
 DTYPES = ("float32", "bfloat16", "float16")
+DEFAULT_WRITE_GATE_SPARSITY = 1e-4  # the hard write gates' penalty when write_gate_sparsity is None
 
 
 class ConfigError(ValueError):
@@ -197,7 +198,9 @@ class StrideHybridConfig(_Serialisable):
     layer_norm_eps: float = 1e-5
     # attention pooling
     pooling_heads: int = 1
-    pool_over_memory: bool = True  # False: pooling reads tokens only, the SSM runs in sequence mode
+    # False (the default since docs/MEMORY.md Q17): pooling reads the window's tokens only, the SSM runs
+    # as one scan; True: the seed's design, pooling over the memory slots + tokens (a sequential chain)
+    pool_over_memory: bool = False
     pool_position_bias: bool = False  # a learned pooling score per window position (the newest tokens)
     # vectors pooled per write, each its own SSM step: one SSM step adds a rank-1 update (x B^T) to
     # the state, so one vector per write can bind at most one key to a value (docs/MEMORY.md Q10);
@@ -205,11 +208,12 @@ class StrideHybridConfig(_Serialisable):
     write_vectors: int = 1
     # a learned gate per write (sigmoid of the pooled vector): the memory keeps g of the state the
     # write produces and 1 - g of the state before, so a write of filler can be skipped (MEMORY.md Q12)
-    write_gate: bool = False
+    write_gate: bool = True
     # > 0: the gate becomes hard (a stretched sigmoid clipped to [0, 1], so a write can be skipped
     # exactly) and this weight times the mean gate is added to the training loss: the memory pays for
     # every write it keeps, and a state that skips every filler write is the same at any length
-    write_gate_sparsity: float = 0.0
+    # None: 1e-4 with write_gate (tuned on code's training modules, MEMORY.md Q15/Q17), else 0
+    write_gate_sparsity: float | None = None
     # the hard gate's gradient: "clamp" (the clip's own, zero where the gate is clipped shut, so a gate
     # the penalty closes for every input never reopens; MEMORY.md Q15) or "straight_through" (the
     # forward is the same clipped gate, the backward the unclipped stretched sigmoid's)
@@ -250,6 +254,8 @@ class StrideHybridConfig(_Serialisable):
             while self.d_model % heads:
                 heads -= 1
             self.n_heads = heads
+        if self.write_gate_sparsity is None:
+            self.write_gate_sparsity = DEFAULT_WRITE_GATE_SPARSITY if self.write_gate is True else 0.0
         self.validate()
 
     # ------------------------------------------------------------------ derived

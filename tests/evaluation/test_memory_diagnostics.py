@@ -16,13 +16,16 @@ from smt.evaluation import memory_diagnostics as md
 from smt.evaluation.tasks import TaskConfig
 from smt.models.baselines import build_model
 from smt.models.components import windowed_attention
+from tests.models.helpers import seed_design
 
 VOCAB = 32
 
 
 def tiny(**overrides):
+    """The seed's design with the variant's fields (`default=True`: the library's default instead)."""
     torch.manual_seed(0)
-    return build_model(StrideHybridConfig.tiny(vocab_size=VOCAB, **overrides)).eval()
+    fields = overrides if overrides.pop("default", False) else seed_design(**overrides)
+    return build_model(StrideHybridConfig.tiny(vocab_size=VOCAB, **fields)).eval()
 
 
 def random_ids(batch: int = 3, length: int = 32, seed: int = 1) -> torch.Tensor:
@@ -54,7 +57,7 @@ def untouched(model, ids, run):
 
 # ------------------------------------------------------------------------------- gradients
 @pytest.mark.parametrize("overrides, mode", [({}, "loop"), ({"pool_over_memory": False}, "sequence"),
-                                             ({"ssm_type": "simple"}, "loop")])
+                                             ({"ssm_type": "simple"}, "loop"), ({"default": True}, "sequence")])
 def test_gradient_is_causal_and_reaches_earlier_writes(overrides, mode):
     model = tiny(**overrides)
     ids = random_ids()

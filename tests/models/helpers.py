@@ -7,6 +7,16 @@ import torch
 from smt import StrideHybridConfig, StrideHybridModel
 
 
+def seed_design(**overrides) -> dict:
+    """Overrides for the seed's design (pooling over memory slots + tokens, ungated writes; the default
+    before docs/MEMORY.md Q17), with the fields a variant sets kept; a gate the variant turns on stays
+    soft unless it sets its sparsity."""
+    fields = {"pool_over_memory": True, "write_gate": False, **overrides}
+    if fields["write_gate"]:
+        fields.setdefault("write_gate_sparsity", 0.0)
+    return fields
+
+
 def tiny_model(randomise_position_bias: bool = False, **overrides) -> StrideHybridModel:
     """randomise_position_bias: the pooling's position bias starts at zero, where a window laid out
     in the wrong order would go unnoticed; random values make every position count. It also spreads

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.models.helpers import random_ids, run_in_chunks, tiny_model
+from tests.models.helpers import random_ids, run_in_chunks, seed_design, tiny_model
 
-VARIANTS = {
+SEED_VARIANTS = {
     "mamba-chunked": {},
     "mamba-dense": {"attention_impl": "dense"},
     "simple-ssm": {"ssm_type": "simple"},
@@ -46,6 +46,15 @@ VARIANTS = {
                                                          "write_gate_gradient": "straight_through"},
     "tokens-only-gated-writes-read-state-two-vectors": {"pool_over_memory": False, "write_gate": True,
                                                         "memory_read": "slots+state", "write_vectors": 2},
+}
+# the default (tokens-only pooling, hard write gates) and the seed's design under every variant above
+VARIANTS = {
+    "default": {},
+    "default-dense": {"attention_impl": "dense"},
+    "default-simple-ssm": {"ssm_type": "simple"},
+    "default-stride-3": {"stride": 3, "m_input_tokens": 7, "n_ssm_outputs": 5},
+    "default-read-state": {"memory_read": "slots+state"},
+    **{f"seed-{name}": seed_design(**fields) for name, fields in SEED_VARIANTS.items()},
 }
 
 
@@ -145,7 +154,7 @@ def test_memory_carries_information_beyond_the_window():
 
 @pytest.mark.parametrize("length,stride", [(100, 16), (37, 4), (3, 4), (16, 16), (64, 1)])
 def test_writes_and_pooling_weights(length, stride):
-    model = tiny_model(stride=stride)
+    model = tiny_model(**seed_design(stride=stride))  # the seed's pooling: slots and tokens share the weights
     N, M = model.config.n_ssm_outputs, model.config.m_input_tokens
     logits, aux = model(random_ids(3, length))
     W = length // stride

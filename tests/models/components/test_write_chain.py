@@ -39,7 +39,7 @@ def test_fast_write_chain_equals_explicit_windows(pool_over_memory, learned, pos
 
 
 def test_a_closed_gate_skips_the_write_and_an_open_one_is_the_plain_write():
-    model = tiny_model(write_gate=True)
+    model = tiny_model(write_gate=True, write_gate_sparsity=0.0)  # a soft gate: strictly inside (0, 1)
     ssm, B = model.ssm, 3
     state = ssm.init_state(B)
     for _ in range(3):  # a state with history, so "unchanged" is not just zeros

@@ -165,7 +165,8 @@ def tokens_only_chain(c: ChainInputs, keep_states: bool = False) -> WriteResult:
         for w in range(W):
             step_out, ssm_state = ssm_steps(c.ssm, steps[:, w * V:(w + 1) * V], ssm_state, gates[w])
             outs.append(step_out)
-            kept.append(ssm_state["ssm_scan"][:, -1])
+            if keep_states:
+                kept.append(ssm_state["ssm_scan"][:, -1])
         out, read_states = torch.stack(outs, 1), torch.stack(kept, 1) if keep_states else None
     else:
         out, ssm_state = c.ssm(steps, c.ssm_state)
@@ -207,7 +208,8 @@ def loop_chain(c: ChainInputs, keep_states: bool = False) -> WriteResult:
         slots.append(slot)
         all_weights.append(weights)
         if keep_states:
-            kept.append(ssm_state["ssm_scan"][:, -1])
+            if keep_states:
+                kept.append(ssm_state["ssm_scan"][:, -1])
     read_states = torch.stack(kept, 1) if keep_states else None
     all_gates = torch.stack(gates, 1) if pooling.gate is not None else None
     return WriteResult(torch.stack(slots, 1), torch.stack(all_weights, 1), slot_scores, slot_values, ssm_state,
