@@ -35,7 +35,7 @@ from smt.evaluation.train_task import train_task
 from smt.models.baselines import matched_baseline
 from smt.training.run_config import FullConfig, RunConfig
 
-SEED = "SMT, the seed's design (pooling over memory)"
+SEED = "SMT, seed's design"  # pooling over memory slots + tokens, ungated writes
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -143,7 +143,8 @@ def synthetic_demo(args: argparse.Namespace, out: Path) -> int:
     print(f"\ngeneration with the trained SMT (K = key marker, ? = question, letters = filler), key "
           f"{len(sample.input_ids) - 1 - sample.key_start} tokens back:\n"
           f"  prompt : {symbols(sample.input_ids)}\n  answer : {answer}   (true key: {symbols(sample.answer)})")
-    print(f"\nattention pooling on that prompt: {stats['ssm_total']:.1%} of the weight on memory slots, "
+    where = "memory slots" if smt.config.pool_over_memory else "memory slots (it pools tokens only)"
+    print(f"\nattention pooling on that prompt: {stats['ssm_total']:.1%} of the weight on {where}, "
           f"entropy {stats['entropy']:.2f} of {stats['max_entropy']:.2f} nats")
     plot = plot_accuracy_by_distance(results[lengths[-1]], reach, out / "passkey_by_distance.png",
                                      f"passkey recall at {lengths[-1]} tokens, random filler", window_reach)

@@ -18,7 +18,7 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     results = json.loads((tmp_path / "demo_results.json").read_text())
     assert results["R"] == 14 and set(results["accuracy"]) == {"32", "48", "64"}
     for by_model in results["accuracy"].values():
-        assert set(by_model) == {"SMT", "SMT, the seed's design (pooling over memory)", "SWA (same window, no memory)"}
+        assert set(by_model) == {"SMT", "SMT, seed's design", "SWA (same window, no memory)"}
         assert all(0.0 <= v <= 1.0 for accuracy in by_model.values() for v in accuracy.values())
     assert (tmp_path / "passkey_by_distance.png").stat().st_size > 0
     assert (tmp_path / "pooling_attention.png").stat().st_size > 0

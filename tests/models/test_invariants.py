@@ -175,6 +175,17 @@ def test_writes_and_pooling_weights(length, stride):
         assert torch.all(per_head[:, k, :, N + M - visible_tokens:] > 0)
 
 
+def test_the_default_pools_tokens_only_and_reports_weights_over_the_whole_window():
+    model = tiny_model()  # the default: tokens-only pooling, hard write gates
+    N, M = model.config.n_ssm_outputs, model.config.m_input_tokens
+    _, aux = model(random_ids(3, 64))
+    weights = aux["attention_weights"]
+    assert weights.shape == (3, 64 // model.config.stride, N + M)
+    assert torch.all(weights[..., :N] == 0), "tokens-only pooling puts no weight on the slots"
+    torch.testing.assert_close(weights.sum(-1), torch.ones(weights.shape[:2]))
+    assert aux["write_gates"].shape == weights.shape[:2]
+
+
 def test_a_write_is_visible_only_after_its_token():
     """logits[t] never depend on a write that used x[t]: the slot after token t is seen from t+1."""
     model = tiny_model(stride=4)
