@@ -112,6 +112,11 @@ def test_the_default_memory_is_tokens_only_with_hard_gates_and_the_seed_design_s
     old = StrideHybridConfig.from_dict({**seed.to_dict(), "write_gate_sparsity": 0.0})
     assert (old.pool_over_memory, old.write_gate, old.write_gate_sparsity) == (True, False, 0.0)
     assert StrideHybridConfig.from_dict(default.to_dict()) == default
+    # a penalty left at its default follows the gate; one set by hand stays (and is checked)
+    assert default.replace(write_gate=False).write_gate_sparsity == 0.0
+    assert seed.replace(write_gate=True).write_gate_sparsity == 1e-4
+    with pytest.raises(ConfigError, match="write_gate is false"):
+        default.replace(write_gate_sparsity=0.05).replace(write_gate=False)
 
 
 def test_window_reach_is_layers_times_window_minus_one():

@@ -31,6 +31,11 @@ DTYPES = ("float32", "bfloat16", "float16")
 DEFAULT_WRITE_GATE_SPARSITY = 1e-4  # the hard write gates' penalty when write_gate_sparsity is None
 
 
+def _resolved_sparsity(write_gate: bool) -> float:
+    """What `write_gate_sparsity: None` means: the default penalty with hard gates on, none without."""
+    return DEFAULT_WRITE_GATE_SPARSITY if write_gate is True else 0.0
+
+
 class ConfigError(ValueError):
     """An impossible or inconsistent configuration value."""
 
@@ -255,8 +260,17 @@ class StrideHybridConfig(_Serialisable):
                 heads -= 1
             self.n_heads = heads
         if self.write_gate_sparsity is None:
-            self.write_gate_sparsity = DEFAULT_WRITE_GATE_SPARSITY if self.write_gate is True else 0.0
+            self.write_gate_sparsity = _resolved_sparsity(self.write_gate)
         self.validate()
+
+    def replace(self, **changes: Any) -> StrideHybridConfig:
+        """A validated copy with some fields changed; a write-gate penalty left at its default follows
+        the gate (`replace(write_gate=False)` of the default drops the penalty with the gates)."""
+        changes = self.canonical_names(changes)
+        if ("write_gate" in changes and "write_gate_sparsity" not in changes
+                and self.write_gate_sparsity == _resolved_sparsity(self.write_gate)):
+            changes["write_gate_sparsity"] = None
+        return super().replace(**changes)
 
     # ------------------------------------------------------------------ derived
     @property
