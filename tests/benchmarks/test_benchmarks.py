@@ -124,3 +124,14 @@ def test_scaling_reports_a_dead_cell_as_failed():
     fit = scaling.fit_memory(rows)[0]
     assert fit["gib_per_1k_tokens_fit"] == pytest.approx(1) and fit["intercept_gib"] == pytest.approx(1)
     assert fit["max_rel_deviation"] == pytest.approx(0, abs=1e-12)
+
+
+def test_gated_recompute_ab_restores_the_checkpoint_and_times_both():
+    import torch.utils.checkpoint
+
+    from benchmarks import gated_recompute
+
+    real = torch.utils.checkpoint.checkpoint
+    assert gated_recompute.time_step(1, 32, recompute=False, size="toy") > 0
+    assert torch.utils.checkpoint.checkpoint is real
+    assert gated_recompute.time_step(1, 32, recompute=True, size="toy") > 0

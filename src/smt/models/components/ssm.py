@@ -22,6 +22,7 @@ from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import Tensor, nn
 
 from smt.config import StrideHybridConfig
@@ -55,6 +56,21 @@ def _cuda_kernels():
     except Exception:  # ImportError, or Triton failing without a GPU
         return None
     return selective_scan_fn, causal_conv1d_fn
+
+
+def gated_scan(x: Tensor, delta: Tensor, A: Tensor, Bm: Tensor, Cm: Tensor, D: Tensor, g: Tensor, h0: Tensor,
+               keep_states: bool = False) -> tuple[Tensor, Tensor, Tensor | None]:
+    """The scan of `MambaMixer.forward_gated`: s_t = (1 + g_t (exp(dt_t A) - 1)) s_{t-1} + g_t dt_t x_t B_t,
+    each output read from the ungated step of the state before it. Returns y (float32), the last
+    state and, with keep_states, every state."""
+    decay = torch.exp(delta.float().unsqueeze(-1) * A)  # (B, L, di, ds)
+    drive = (delta.float() * x.float()).unsqueeze(-1) * Bm.float().unsqueeze(2)
+    g4 = g.unsqueeze(-1)
+    states = linear_scan_chunked(1 + g4 * (decay - 1), g4 * drive, h0)
+    before = torch.cat([h0.unsqueeze(1), states[:, :-1]], dim=1)
+    stepped = decay * before + drive  # each step's ungated state: what its output reads
+    y = torch.einsum("blds,bls->bld", stepped, Cm.float()) + x.float() * D.float()
+    return y, states[:, -1], (states if keep_states else None)
 
 
 class MambaMixer(nn.Module):
@@ -153,16 +169,15 @@ class MambaMixer(nn.Module):
         x = F.silu((window * self.conv1d.weight.squeeze(1)).sum(-1) + self.conv1d.bias)
         delta, Bm, Cm = self._ssm_inputs(x)
         A = -torch.exp(self.A_log.float())
-        decay = torch.exp(delta.float().unsqueeze(-1) * A)  # (B, L, di, ds)
-        drive = (delta.float() * x.float()).unsqueeze(-1) * Bm.float().unsqueeze(2)
-        g4 = g.unsqueeze(-1)
-        states = linear_scan_chunked(1 + g4 * (decay - 1), g4 * drive, scan_state.float())
-        before = torch.cat([scan_state.float().unsqueeze(1), states[:, :-1]], dim=1)
-        stepped = decay * before + drive  # each step's ungated state: what its output reads
-        y = torch.einsum("blds,bls->bld", stepped, Cm.float()) + x.float() * self.D.float()
+        args = (x, delta, A, Bm, Cm, self.D, g, scan_state.float())
+        if torch.is_grad_enabled():  # recomputed in backward: its (B, L, d_inner, d_state) tensors are not kept,
+            # which at batch 8 is faster than storing them (benchmarks/RESULTS.md, 2026-12-03)
+            y, last, states = torch.utils.checkpoint.checkpoint(gated_scan, *args, keep_states, use_reentrant=False)
+        else:
+            y, last, states = gated_scan(*args, keep_states)
         out = self.out_proj(y.to(x.dtype) * F.silu(z))
         conv = torch.stack(new_conv, dim=-1) if new_conv else conv_state.float()
-        return out, (conv, states[:, -1]), (states if keep_states else None)
+        return out, (conv, last), states
 
     def _forward_cuda(self, hidden: Tensor, kernels) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         selective_scan_fn, causal_conv1d_fn = kernels
