@@ -126,12 +126,9 @@ def test_scaling_reports_a_dead_cell_as_failed():
     assert fit["max_rel_deviation"] == pytest.approx(0, abs=1e-12)
 
 
-def test_gated_recompute_ab_restores_the_checkpoint_and_times_both():
-    import torch.utils.checkpoint
 
-    from benchmarks import gated_recompute
 
-    real = torch.utils.checkpoint.checkpoint
-    assert gated_recompute.time_step(1, 32, recompute=False, size="toy") > 0
-    assert torch.utils.checkpoint.checkpoint is real
-    assert gated_recompute.time_step(1, 32, recompute=True, size="toy") > 0
+
+def test_the_kept_scan_arch_is_the_default_model_and_trains():
+    assert training.arch_config("smt-kept-scan", "toy", "cpu") == training.arch_config("smt", "toy", "cpu")
+    assert math.isfinite(training.build_step("smt-kept-scan", 32, "float32", size="toy")())

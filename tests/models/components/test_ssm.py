@@ -61,14 +61,18 @@ def test_sequence_mode_equals_step_mode_and_continuation(stack):
     torch.testing.assert_close(y_ref, y, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("recompute", [True, False])
 @pytest.mark.parametrize("d_conv", [1, 2, 4])
-def test_gated_sequence_mode_equals_gated_steps(d_conv):
-    """`forward_gated` (two kinds of chunked linear scan) against the step loop with the gate's blend
-    (`ssm_steps`): outputs, both parts of the state, every kept scan state, and the gradients."""
+def test_gated_sequence_mode_equals_gated_steps(d_conv, recompute):
+    """`forward_gated` (two kinds of chunked linear scan), its scan recomputed in backward or kept,
+    against the step loop with the gate's blend (`ssm_steps`): outputs, both parts of the state, every
+    kept scan state, and the gradients."""
     from smt.models.components.write_chain import ssm_steps
 
     torch.manual_seed(0)
     ssm = MambaStack(16, 2, d_state=4, d_conv=d_conv)
+    for layer in ssm.layers:
+        layer.mixer.recompute_gated_scan = recompute
     x = torch.randn(2, 19, 16)
     gates = torch.rand(2, 19)
     gates[:, ::3], gates[:, 1::5] = 0.0, 1.0  # closed and open steps beside partial ones

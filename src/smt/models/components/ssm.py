@@ -76,6 +76,8 @@ def gated_scan(x: Tensor, delta: Tensor, A: Tensor, Bm: Tensor, Cm: Tensor, D: T
 class MambaMixer(nn.Module):
     """One Mamba (S6) mixer with the reference parameter names."""
 
+    recompute_gated_scan = True  # forward_gated's scan under torch.utils.checkpoint when training
+
     def __init__(self, d_model: int, d_state: int, d_conv: int, expand: int, dt_rank: int,
                  use_cuda_kernels: bool = True, dt_min: float = 1e-3, dt_max: float = 0.1,
                  init: str = "mamba") -> None:
@@ -170,8 +172,9 @@ class MambaMixer(nn.Module):
         delta, Bm, Cm = self._ssm_inputs(x)
         A = -torch.exp(self.A_log.float())
         args = (x, delta, A, Bm, Cm, self.D, g, scan_state.float())
-        if torch.is_grad_enabled():  # recomputed in backward: its (B, L, d_inner, d_state) tensors are not kept,
-            # which at batch 8 is faster than storing them (benchmarks/RESULTS.md, 2026-12-03)
+        # recomputed in backward, so its (B, L, d_inner, d_state) tensors are not kept; recompute_gated_scan
+        # = False keeps them (the benchmark's `smt-kept-scan`, benchmarks/RESULTS.md 2026-12-03)
+        if torch.is_grad_enabled() and self.recompute_gated_scan:
             y, last, states = torch.utils.checkpoint.checkpoint(gated_scan, *args, keep_states, use_reentrant=False)
         else:
             y, last, states = gated_scan(*args, keep_states)

@@ -208,8 +208,7 @@ def loop_chain(c: ChainInputs, keep_states: bool = False) -> WriteResult:
         slots.append(slot)
         all_weights.append(weights)
         if keep_states:
-            if keep_states:
-                kept.append(ssm_state["ssm_scan"][:, -1])
+            kept.append(ssm_state["ssm_scan"][:, -1])
     read_states = torch.stack(kept, 1) if keep_states else None
     all_gates = torch.stack(gates, 1) if pooling.gate is not None else None
     return WriteResult(torch.stack(slots, 1), torch.stack(all_weights, 1), slot_scores, slot_values, ssm_state,
