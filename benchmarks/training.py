@@ -6,7 +6,8 @@ architectures of a cell are timed in turns.
 scan per layer). `smt-seed` is the seed's design (pooling over memory slots + tokens, ungated: the
 sequential write chain, run fused), `smt-loop` the same chain run as the plain autograd loop (the
 fused chain's reference), `smt-tokpool` tokens-only pooling without gates (one plain scan),
-`smt-kept-scan` the default with its gated scan's tensors kept for backward instead of recomputed.
+`smt-scan-ref` the default with its gated scan run through the chunked autograd reference instead
+of the fused scan.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch.nn.functional as F
 from benchmarks.common import autocast, bench_config, build, markdown_table, time_call
 from benchmarks.flops import model_flops
 
-ARCHS = ("smt", "smt-seed", "smt-loop", "smt-tokpool", "smt-kept-scan", "swa", "gpt")
+ARCHS = ("smt", "smt-seed", "smt-loop", "smt-tokpool", "smt-scan-ref", "swa", "gpt")
 SEED_DESIGN = {"pool_over_memory": True, "write_gate": False}
 
 
@@ -29,7 +30,7 @@ def arch_config(arch: str, size: str, device: str):
         return bench_config(size, device, pool_over_memory=False, write_gate=False)
     if arch in ("smt-seed", "smt-loop"):
         return bench_config(size, device, **SEED_DESIGN)
-    if arch == "smt-kept-scan":
+    if arch == "smt-scan-ref":
         return bench_config(size, device)
     if arch not in ARCHS:
         raise ValueError(f"unknown architecture {arch!r}; use one of {list(ARCHS)}")
@@ -61,9 +62,9 @@ def build_step(arch: str, context: int, dtype: str, size: str = "small", device:
     model = build(config).train()
     if arch == "smt-loop":
         model.fused_write_chain = False
-    if arch == "smt-kept-scan":
-        for mixer in (m for m in model.modules() if hasattr(m, "recompute_gated_scan")):
-            mixer.recompute_gated_scan = False
+    if arch == "smt-scan-ref":
+        for mixer in (m for m in model.modules() if hasattr(m, "fused_gated_scan")):
+            mixer.fused_gated_scan = False
     ids = torch.randint(0, config.vocab_size, (batch, context + 1), device=device)
     return make_train_step(model, ids, dtype)
 

@@ -129,6 +129,7 @@ def test_scaling_reports_a_dead_cell_as_failed():
 
 
 
-def test_the_kept_scan_arch_is_the_default_model_and_trains():
-    assert training.arch_config("smt-kept-scan", "toy", "cpu") == training.arch_config("smt", "toy", "cpu")
-    assert math.isfinite(training.build_step("smt-kept-scan", 32, "float32", size="toy")())
+def test_the_scan_reference_arch_is_the_default_model_through_the_reference_scan():
+    assert training.arch_config("smt-scan-ref", "toy", "cpu") == training.arch_config("smt", "toy", "cpu")
+    losses = [training.build_step(arch, 32, "float32", size="toy")() for arch in ("smt-scan-ref", "smt")]
+    assert math.isfinite(losses[0]) and losses[0] == pytest.approx(losses[1], rel=1e-5)

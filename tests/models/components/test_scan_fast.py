@@ -7,6 +7,9 @@ import torch
 
 from smt.models.components import scan
 from smt.models.components.scan import (
+    _FusedGatedScan,
+    gated_scan,
+    gated_scan_reference,
     linear_scan_chunked,
     linear_scan_reference,
     selective_scan,
@@ -97,6 +100,69 @@ def test_fused_selective_scan_stays_float32_under_bf16_autocast():
         leaves = [x.clone().requires_grad_() for x in inputs]
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
             y, last = selective_scan_fused(*leaves)
+        assert y.dtype == last.dtype == torch.float32
+        results.append((y, torch.autograd.grad(y.square().sum() + last.sum(), leaves)))
+    torch.testing.assert_close(results[1][0], results[0][0])
+    for got, want in zip(results[1][1], results[0][1]):
+        torch.testing.assert_close(got, want)
+
+
+def _gated_inputs(length: int, batch: int = 2, d_inner: int = 6, d_state: int = 4, dtype=torch.float32):
+    """u, delta, A, B, C, D, g (closed, open and partial gates), h0 of the gated scan."""
+    u, delta = torch.randn(batch, length, d_inner, dtype=dtype), torch.rand(batch, length, d_inner, dtype=dtype) * 0.5
+    A = -torch.rand(d_inner, d_state, dtype=dtype) - 0.5
+    B, C = torch.randn(batch, length, d_state, dtype=dtype), torch.randn(batch, length, d_state, dtype=dtype)
+    g = torch.rand(batch, length, 1, dtype=dtype)
+    g[:, ::3], g[:, 1::4] = 0.0, 1.0
+    return [u, delta, A, B, C, torch.randn(d_inner, dtype=dtype), g, torch.randn(batch, d_inner, d_state, dtype=dtype)]
+
+
+@pytest.mark.parametrize("length", [1, 2, 23])
+def test_fused_gated_scan_matches_the_chunked_reference_values_and_gradients(length, scan_blocks):
+    """The fused gated scan's hand-written backward against autograd through the chunked reference,
+    for every input: u, delta, A, B, C, D, the gates and the start state."""
+    torch.manual_seed(length)
+    inputs = [x.requires_grad_() for x in _gated_inputs(length)]
+    weights_y, weights_h = torch.randn(2, length, 6), torch.randn(2, 6, 4)
+    results = []
+    for scan_fn in (gated_scan, gated_scan_reference):
+        y, last = scan_fn(*inputs)[:2]
+        loss = (y * weights_y).sum() + (last * weights_h).sum()
+        results.append((y, last, torch.autograd.grad(loss, inputs)))
+    (y, last, grads), (y_ref, last_ref, grads_ref) = results
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(last, last_ref, rtol=1e-5, atol=1e-5)
+    for got, want in zip(grads, grads_ref):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_fused_gated_scan_passes_gradcheck_in_float64(scan_blocks):
+    torch.manual_seed(0)
+    u, delta, A, B, C, _, g, h0 = _gated_inputs(9, batch=1, d_inner=3, d_state=2, dtype=torch.float64)
+    time_major = [x.transpose(0, 1).contiguous() for x in (u, delta, B, C, g.squeeze(-1))]
+    inputs = [x.requires_grad_() for x in (*time_major[:2], A, *time_major[2:], h0)]
+    assert torch.autograd.gradcheck(lambda u, d, A, B, C, g, h0: _FusedGatedScan.apply(u, d, A, B, C, g, h0), inputs)
+
+
+def test_fused_gated_scan_leaves_the_state_bit_for_bit_behind_closed_gates():
+    torch.manual_seed(0)
+    u, delta, A, B, C, D, g, h0 = _gated_inputs(12)
+    g[:, 5:] = 0.0
+    _, mid = gated_scan(u[:, :5], delta[:, :5], A, B[:, :5], C[:, :5], D, g[:, :5], h0)
+    _, last = gated_scan(u, delta, A, B, C, D, g, h0)
+    assert torch.equal(last, mid)
+    _, untouched = gated_scan(u, delta, A, B, C, D, torch.zeros_like(g), h0)
+    assert torch.equal(untouched, h0)
+
+
+def test_fused_gated_scan_stays_float32_under_bf16_autocast():
+    torch.manual_seed(0)
+    inputs = _gated_inputs(9)
+    results = []
+    for enabled in (False, True):
+        leaves = [x.clone().requires_grad_() for x in inputs]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
+            y, last = gated_scan(*leaves)
         assert y.dtype == last.dtype == torch.float32
         results.append((y, torch.autograd.grad(y.square().sum() + last.sum(), leaves)))
     torch.testing.assert_close(results[1][0], results[0][0])

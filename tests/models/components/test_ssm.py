@@ -61,18 +61,18 @@ def test_sequence_mode_equals_step_mode_and_continuation(stack):
     torch.testing.assert_close(y_ref, y, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("recompute", [True, False])
+@pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("d_conv", [1, 2, 4])
-def test_gated_sequence_mode_equals_gated_steps(d_conv, recompute):
-    """`forward_gated` (two kinds of chunked linear scan), its scan recomputed in backward or kept,
-    against the step loop with the gate's blend (`ssm_steps`): outputs, both parts of the state, every
-    kept scan state, and the gradients."""
+def test_gated_sequence_mode_equals_gated_steps(d_conv, fused):
+    """`forward_gated`, its scan fused or the chunked reference, against the step loop with the gate's
+    blend (`ssm_steps`): outputs, both parts of the state, every kept scan state (the reference path),
+    and the gradients."""
     from smt.models.components.write_chain import ssm_steps
 
     torch.manual_seed(0)
     ssm = MambaStack(16, 2, d_state=4, d_conv=d_conv)
     for layer in ssm.layers:
-        layer.mixer.recompute_gated_scan = recompute
+        layer.mixer.fused_gated_scan = fused
     x = torch.randn(2, 19, 16)
     gates = torch.rand(2, 19)
     gates[:, ::3], gates[:, 1::5] = 0.0, 1.0  # closed and open steps beside partial ones
@@ -80,7 +80,9 @@ def test_gated_sequence_mode_equals_gated_steps(d_conv, recompute):
     with torch.no_grad():
         for _ in range(3):  # a start with history
             _, state = ssm.step(torch.randn(2, 16), state)
-    y, end, kept = ssm.forward_gated(x, gates, state, keep_states=True)
+    y, end, no_states = ssm.forward_gated(x, gates, state)
+    _, _, kept = ssm.forward_gated(x, gates, state, keep_states=True)
+    assert no_states is None
     (y.square().sum() + end["ssm_scan"].sum()).backward()
     grads = {n: p.grad.clone() for n, p in ssm.named_parameters()}
     ssm.zero_grad()

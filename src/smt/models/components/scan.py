@@ -12,6 +12,10 @@ whatever the input dtype.
 in-place update per timestep, in cache-sized blocks, with a hand-written backward (the fast
 path); `reference=True` runs the per-timestep reference through autograd (the oracle the tests
 compare it with).
+
+`gated_scan` is the scan of a Mamba memory with a write gate per step (`MambaMixer.forward_gated`):
+`_FusedGatedScan`, built the same way, is its fast path, and `gated_scan_reference`, the chunked
+linear scan through autograd, its oracle (and the path that keeps every state).
 """
 
 from __future__ import annotations
@@ -159,6 +163,119 @@ def _contract_index(x: Tensor, v: Tensor) -> Tensor:
     return torch.bmm(flat.transpose(1, 2), v.reshape(-1, x.shape[-2], 1)).view(*x.shape[:-2], x.shape[-1])
 
 
+class _FusedGatedScan(torch.autograd.Function):
+    """The gated scan in float32, time-major, built as `_FusedSelectiveScan`: each step forms the ungated
+    step of the state, stepped_t = decay_t s_{t-1} + drive_t (what the output reads), and blends it in,
+    s_t = lerp(s_{t-1}, stepped_t, g_t), so a closed gate leaves the state bit for bit. The backward
+    recomputes a block from its start state and runs two adjoints per step: P_t = dL/d stepped_t =
+    G_t + g_t H_t and H_{t-1} = dL/d s_{t-1} = (1 - g_t) H_t + decay_t P_t, with G_t the output's part.
+    Arguments: u, delta (L, b, d_inner); A (d_inner, d_state); B, C (L, b, d_state); g (L, b); h0
+    (b, d_inner, d_state).
+    """
+
+    @staticmethod
+    def forward(ctx, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, g: Tensor,
+                h0: Tensor) -> tuple[Tensor, Tensor]:
+        L = u.shape[0]
+        block = _block_length(h0)
+        y = u.new_empty(u.shape)
+        starts, h = [], h0
+        for t0 in range(0, L, block):
+            t1 = min(t0 + block, L)
+            starts.append(h)
+            _, stepped, states = _gated_block_states(u[t0:t1], delta[t0:t1], A, B[t0:t1], g[t0:t1], h)
+            h = states[-1].clone()  # not a view: the block's buffers are freed
+            torch.bmm(stepped.flatten(0, 1), C[t0:t1].reshape(-1, C.shape[-1], 1),
+                      out=y[t0:t1].view(-1, u.shape[-1], 1))
+        ctx.save_for_backward(u, delta, A, B, C, g, *starts)
+        ctx.block = block
+        return y, (h if L else h.clone())
+
+    @staticmethod
+    def backward(ctx, grad_y: Tensor, grad_last: Tensor) -> tuple[Tensor, ...]:
+        u, delta, A, B, C, g, *starts = ctx.saved_tensors
+        L, block = u.shape[0], ctx.block
+        grad_u, grad_delta = torch.empty_like(u), torch.empty_like(delta)
+        grad_B, grad_C, grad_g = torch.empty_like(B), torch.empty_like(C), torch.empty_like(g)
+        grad_A = torch.zeros_like(A)
+        running = grad_last.contiguous()
+        for index in range(len(starts) - 1, -1, -1):
+            t0 = index * block
+            t1 = min(t0 + block, L)
+            u_b, delta_b, B_b, C_b, g_y = u[t0:t1], delta[t0:t1], B[t0:t1], C[t0:t1], grad_y[t0:t1]
+            start, gates = starts[index], g[t0:t1, :, None, None]
+            decay, stepped, states = _gated_block_states(u_b, delta_b, A, B_b, g[t0:t1], start)
+            grad_C[t0:t1] = _contract_index(stepped, g_y)
+            adjoint = g_y.unsqueeze(-1) * C_b.unsqueeze(2)  # G_t, turned into P_t below
+            held = torch.empty_like(adjoint)  # H_t
+            held[-1] = running
+            stay = 1 - gates
+            for t in range(t1 - t0 - 1, -1, -1):
+                torch.addcmul(adjoint[t], gates[t], held[t], out=adjoint[t])
+                before = held[t - 1] if t > 0 else torch.empty_like(running)
+                torch.mul(held[t], stay[t], out=before).addcmul_(decay[t], adjoint[t])
+            running = before
+            # d s_t / d g_t = stepped_t - s_{t-1}; then the decay's share, dL/d(delta A) = P_t s_{t-1} decay_t
+            stepped[1:].sub_(states[:-1])
+            stepped[0].sub_(start)
+            grad_g[t0:t1] = held.mul_(stepped).sum((2, 3))
+            decay[1:].mul_(states[:-1])
+            decay[0].mul_(start)
+            grad_decay = decay.mul_(adjoint)
+            grad_A.add_((grad_decay * delta_b.unsqueeze(-1)).sum((0, 1)))
+            grad_delta_b = grad_decay.mul_(A).sum(-1)
+            grad_deltau = _contract_state(adjoint, B_b)
+            grad_B[t0:t1] = _contract_index(adjoint, delta_b * u_b)
+            torch.mul(grad_deltau, delta_b, out=grad_u[t0:t1])
+            torch.addcmul(grad_delta_b, grad_deltau, u_b, out=grad_delta[t0:t1])
+        return grad_u, grad_delta, grad_A, grad_B, grad_C, grad_g, running
+
+
+def _gated_block_states(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, g: Tensor,
+                        h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Decays, ungated steps and states (block, b, d_inner, d_state) of one gated block from its start h."""
+    decay = torch.exp(delta.unsqueeze(-1) * A)
+    stepped = (delta * u).unsqueeze(-1) * B.unsqueeze(2)  # the drive, overwritten with the ungated steps
+    states = torch.empty_like(stepped)
+    gates = g[:, :, None, None]
+    for t in range(stepped.shape[0]):
+        torch.addcmul(stepped[t], decay[t], h, out=stepped[t])
+        h = torch.lerp(h, stepped[t], gates[t], out=states[t])
+    return decay, stepped, states
+
+
+def _time_major(*xs: Tensor) -> list[Tensor]:
+    return [x.transpose(0, 1).contiguous() for x in xs]
+
+
+def gated_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, g: Tensor,
+               h0: Tensor) -> tuple[Tensor, Tensor]:
+    """The gated scan of `MambaMixer.forward_gated` through `_FusedGatedScan` (the fast path):
+    s_t = lerp(s_{t-1}, exp(dt_t A) s_{t-1} + dt_t u_t B_t, g_t), each output read from the ungated
+    step, y_t = C_t . (exp(dt_t A) s_{t-1} + dt_t u_t B_t) + D u_t. u, delta (batch, L, d_inner); B, C
+    (batch, L, d_state); g (batch, L, 1); h0 (batch, d_inner, d_state). Returns y (float32) and the
+    last state; `gated_scan_reference` takes the same arguments."""
+    u32, delta32 = u.float(), delta.float()
+    u_t, delta_t, B_t, C_t, g_t = _time_major(u32, delta32, B.float(), C.float(), g.float().squeeze(-1))
+    with torch.autocast(u.device.type, enabled=False):
+        y, last = _FusedGatedScan.apply(u_t, delta_t, A.float(), B_t, C_t, g_t, h0.float().contiguous())
+    return y.transpose(0, 1) + u32 * D.float(), last
+
+
+def gated_scan_reference(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, g: Tensor,
+                         h0: Tensor, keep_states: bool = False) -> tuple[Tensor, Tensor, Tensor | None]:
+    """`gated_scan` as two chunked linear scans through autograd, the decay 1 + g (exp(dt A) - 1) and
+    the drive g dt B u (the oracle of the fused path); with keep_states also returns every state."""
+    decay = torch.exp(delta.float().unsqueeze(-1) * A)  # (B, L, di, ds)
+    drive = (delta.float() * u.float()).unsqueeze(-1) * B.float().unsqueeze(2)
+    g4 = g.float().unsqueeze(-1)
+    states = linear_scan_chunked(1 + g4 * (decay - 1), g4 * drive, h0)
+    before = torch.cat([h0.unsqueeze(1), states[:, :-1]], dim=1)
+    stepped = decay * before + drive  # each step's ungated state: what its output reads
+    y = torch.einsum("blds,bls->bld", stepped, C.float()) + u.float() * D.float()
+    return y, states[:, -1], (states if keep_states else None)
+
+
 def selective_scan_fused(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
                          h0: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """The scan part of `selective_scan` (no D term) through `_FusedSelectiveScan`: float32
@@ -166,7 +283,7 @@ def selective_scan_fused(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tens
     batch, _, d_inner = u.shape
     if h0 is None:
         h0 = u.new_zeros(batch, d_inner, A.shape[-1])
-    time_major = [x.transpose(0, 1).contiguous() for x in (u, delta, B, C)]
+    time_major = _time_major(u, delta, B, C)
     with torch.autocast(u.device.type, enabled=False):  # the contractions stay float32 too
         y, last = _FusedSelectiveScan.apply(time_major[0], time_major[1], A, time_major[2], time_major[3], h0)
     return y.transpose(0, 1), last

@@ -22,11 +22,12 @@ from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
-import torch.utils.checkpoint
 from torch import Tensor, nn
 
 from smt.config import StrideHybridConfig
 from smt.models.components.scan import (
+    gated_scan,
+    gated_scan_reference,
     linear_scan_chunked,
     linear_scan_reference,
     scan_keeping_states,
@@ -58,25 +59,10 @@ def _cuda_kernels():
     return selective_scan_fn, causal_conv1d_fn
 
 
-def gated_scan(x: Tensor, delta: Tensor, A: Tensor, Bm: Tensor, Cm: Tensor, D: Tensor, g: Tensor, h0: Tensor,
-               keep_states: bool = False) -> tuple[Tensor, Tensor, Tensor | None]:
-    """The scan of `MambaMixer.forward_gated`: s_t = (1 + g_t (exp(dt_t A) - 1)) s_{t-1} + g_t dt_t x_t B_t,
-    each output read from the ungated step of the state before it. Returns y (float32), the last
-    state and, with keep_states, every state."""
-    decay = torch.exp(delta.float().unsqueeze(-1) * A)  # (B, L, di, ds)
-    drive = (delta.float() * x.float()).unsqueeze(-1) * Bm.float().unsqueeze(2)
-    g4 = g.unsqueeze(-1)
-    states = linear_scan_chunked(1 + g4 * (decay - 1), g4 * drive, h0)
-    before = torch.cat([h0.unsqueeze(1), states[:, :-1]], dim=1)
-    stepped = decay * before + drive  # each step's ungated state: what its output reads
-    y = torch.einsum("blds,bls->bld", stepped, Cm.float()) + x.float() * D.float()
-    return y, states[:, -1], (states if keep_states else None)
-
-
 class MambaMixer(nn.Module):
     """One Mamba (S6) mixer with the reference parameter names."""
 
-    recompute_gated_scan = True  # forward_gated's scan under torch.utils.checkpoint when training
+    fused_gated_scan = True  # False: forward_gated's scan through gated_scan_reference (autograd)
 
     def __init__(self, d_model: int, d_state: int, d_conv: int, expand: int, dt_rank: int,
                  use_cuda_kernels: bool = True, dt_min: float = 1e-3, dt_max: float = 0.1,
@@ -150,11 +136,12 @@ class MambaMixer(nn.Module):
         """Sequence mode with a write gate per timestep, gates (B, L) in [0, 1]: the same maths as `step`
         followed by the gate's blend of each part of the state, s_t = g_t step(s_{t-1}, x_t) + (1 - g_t)
         s_{t-1}, with every output the ungated step's (as `write_chain.ssm_steps`, its reference). Both
-        parts stay linear recurrences, so each runs as a chunked linear scan: the scan with decay
-        1 + g (exp(dt A) - 1) and drive g dt B x; the conv window as d_conv - 1 first-order
-        recurrences with decay 1 - g, entry j taking entry j + 1 of the step before and the newest
-        entry the input. A closed step (g = 0) leaves both parts bit for bit. Returns the output, the
-        new (conv, scan) state and, with keep_states, the scan state after every step."""
+        parts stay linear recurrences: the scan runs as `scan.gated_scan` (fused, hand-written backward;
+        with keep_states or fused_gated_scan=False, the chunked `gated_scan_reference`); the conv
+        window as d_conv - 1 chunked first-order recurrences with decay 1 - g, entry j taking entry
+        j + 1 of the step before and the newest entry the input. A closed step (g = 0) leaves both
+        parts bit for bit. Returns the output, the new (conv, scan) state and, with keep_states, the
+        scan state after every step."""
         batch = hidden.shape[0]
         x, z = self.in_proj(hidden).chunk(2, dim=-1)  # (B, L, di)
         conv_state, scan_state = state if state is not None else self.init_state(batch, hidden.device)
@@ -172,12 +159,10 @@ class MambaMixer(nn.Module):
         delta, Bm, Cm = self._ssm_inputs(x)
         A = -torch.exp(self.A_log.float())
         args = (x, delta, A, Bm, Cm, self.D, g, scan_state.float())
-        # recomputed in backward, so its (B, L, d_inner, d_state) tensors are not kept; recompute_gated_scan
-        # = False keeps them (the benchmark's `smt-kept-scan`, benchmarks/RESULTS.md 2026-12-03)
-        if torch.is_grad_enabled() and self.recompute_gated_scan:
-            y, last, states = torch.utils.checkpoint.checkpoint(gated_scan, *args, keep_states, use_reentrant=False)
+        if keep_states or not self.fused_gated_scan:
+            y, last, states = gated_scan_reference(*args, keep_states)
         else:
-            y, last, states = gated_scan(*args, keep_states)
+            (y, last), states = gated_scan(*args), None
         out = self.out_proj(y.to(x.dtype) * F.silu(z))
         conv = torch.stack(new_conv, dim=-1) if new_conv else conv_state.float()
         return out, (conv, last), states
