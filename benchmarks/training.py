@@ -16,11 +16,14 @@ import argparse
 import statistics
 
 import torch
-import torch.nn.functional as F
 
 from benchmarks.common import autocast, bench_config, build, markdown_table, time_call
 from benchmarks.flops import model_flops
+from smt.training.host_memory import keep_freed_memory
 
+# every step benchmark keeps freed memory in the process (smt.training.host_memory), as the trainer
+# does on CPU; --release-freed-memory measures glibc's default instead
+KEEP_FREED_MEMORY = True
 ARCHS = ("smt", "smt-seed", "smt-loop", "smt-tokpool", "smt-scan-ref", "swa", "gpt")
 SEED_DESIGN = {"pool_over_memory": True, "write_gate": False}
 
@@ -38,14 +41,15 @@ def arch_config(arch: str, size: str, device: str):
 
 
 def make_train_step(model, ids: torch.Tensor, dtype: str):
-    """One optimizer step on next-token loss over ids (B, T + 1)."""
+    """One optimizer step on next-token loss over ids (B, T + 1), through the fused head loss as the
+    trainer computes it (`model(inputs, targets=...)`, no (tokens, vocab) logits formed)."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=True)
     device = ids.device
 
     def step() -> float:
         with autocast(dtype, device):
-            logits, _ = model(ids[:, :-1])
-            loss = F.cross_entropy(logits.float().flatten(0, 1), ids[:, 1:].flatten())
+            _, aux = model(ids[:, :-1], targets=ids[:, 1:])
+            loss = aux["nll_sum"] / ids[:, 1:].numel()
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -57,6 +61,8 @@ def make_train_step(model, ids: torch.Tensor, dtype: str):
 def build_step(arch: str, context: int, dtype: str, size: str = "small", device: str = "cpu", batch: int = 1,
                seed: int = 0):
     """A fresh model of `arch` and a function that runs one training step on random ids."""
+    if torch.device(device).type == "cpu" and KEEP_FREED_MEMORY:
+        keep_freed_memory()
     torch.manual_seed(seed)
     config = arch_config(arch, size, device)
     model = build(config).train()
@@ -141,7 +147,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch", type=int, default=1, help="rows per step (the write chain serves all at once)")
+    parser.add_argument("--release-freed-memory", action="store_true",
+                        help="glibc's default: freed memory goes back to the OS (each step faults it in again)")
     args = parser.parse_args(argv)
+    global KEEP_FREED_MEMORY
+    KEEP_FREED_MEMORY = not args.release_freed_memory
     rows = with_targets(run(args.contexts, args.dtypes, args.archs, args.size, args.device, args.repeats,
                             batch=args.batch))
     print(markdown_table(rows, COLUMNS))

@@ -66,6 +66,7 @@ def test_overrides_and_round_trip(tmp_path):
     (["--lr"], "has no value"),
     (["--lr", "-1"], "lr=-1"),
     (["--run.parallel", "horovod"], "run.parallel"),
+    (["--run.keep_freed_memory", "sometimes"], "run.keep_freed_memory"),
 ])
 def test_bad_overrides_are_named(items, message):
     with pytest.raises(ConfigError, match=message):

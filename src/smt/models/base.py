@@ -15,12 +15,28 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from smt.config import StrideHybridConfig
 from smt.model_directory import load_weights, read_config, resolve_directory, save_model_dir, verify_model_files
+from smt.models.components.head_loss import IGNORE_INDEX, linear_cross_entropy
 from smt.models.components.stream_state import StreamState
 from smt.models.generation import StreamingGeneration
+
+
+def check_targets(targets: Tensor, ids: Tensor, vocab_size: int) -> Tensor:
+    """targets on the ids' device, checked: the ids' shape, token ids in [0, vocab_size) or IGNORE_INDEX."""
+    if not isinstance(targets, Tensor) or targets.dtype not in (torch.int64, torch.int32):
+        raise TypeError("targets must be an integer tensor of token ids (B, T), like input_ids")
+    if targets.shape != ids.shape:
+        raise ValueError(f"targets have shape {tuple(targets.shape)} but input_ids {tuple(ids.shape)}; pass one "
+                         "target per input token (the next token, or IGNORE_INDEX = -100 where there is none)")
+    targets = targets.to(ids.device, torch.long)
+    bad = (targets != IGNORE_INDEX) & ((targets < 0) | (targets >= vocab_size))
+    if bool(bad.any()):
+        raise ValueError(f"target token id {int(targets[bad][0])} is outside the vocabulary [0, {vocab_size}); "
+                         f"use ids below vocab_size, or {IGNORE_INDEX} for positions without a target")
+    return targets
 
 
 def resolve_device(name: str) -> torch.device:
@@ -94,6 +110,16 @@ class LanguageModel(StreamingGeneration, nn.Module):
         breakdown = {"embedding": count(self.wte) + count(self.wpe), "transformer": 0, "attention_pooling": 0,
                      "ssm": 0, "lm_head": 0 if tied else count(self.lm_head), **self._breakdown()}
         return {"total": sum(p.numel() for p in self.parameters()), "breakdown": breakdown, "lm_head_tied": tied}
+
+    def _head(self, hidden: Tensor, targets: Tensor | None, ids: Tensor, aux: dict) -> Tensor | None:
+        """The logits (B, T, vocab); with targets (B, T) instead None, and aux["nll_sum"], the summed
+        next-token NLL over the targets that are not IGNORE_INDEX, from the fused head loss
+        (`head_loss.linear_cross_entropy`: the (tokens, vocab) logits are never formed)."""
+        if targets is None:
+            return self.lm_head(hidden)
+        targets = check_targets(targets, ids, self.config.vocab_size)
+        aux["nll_sum"] = linear_cross_entropy(hidden, self.lm_head.weight, targets)
+        return None
 
     def _check_state(self, state: StreamState | None, batch: int) -> StreamState:
         """A fresh state for `batch` streams, or `state` checked (and cast) for this model."""

@@ -62,8 +62,10 @@ class FullAttentionLM(LanguageModel):
         kv = torch.zeros(batch_size, cfg.transformer_n_layers, 2, cfg.n_heads, 0, cfg.d_head, device=dev, dtype=dt)
         return StreamState(torch.zeros(batch_size, dtype=torch.long, device=dev), {"token_kv": kv})
 
-    def forward(self, input_ids: Tensor, state: StreamState | None = None) -> tuple[Tensor, dict]:
-        """logits (B, T, vocab) and aux: n_writes (always 0) and state (the grown KV cache)."""
+    def forward(self, input_ids: Tensor, state: StreamState | None = None,
+                targets: Tensor | None = None) -> tuple[Tensor | None, dict]:
+        """logits (B, T, vocab) and aux: n_writes (always 0) and state (the grown KV cache); with targets,
+        no logits and aux["nll_sum"] (`LanguageModel._head`)."""
         cfg = self.config
         ids = check_input_ids(input_ids, cfg.vocab_size).to(self.device)
         B, T = ids.shape
@@ -91,7 +93,8 @@ class FullAttentionLM(LanguageModel):
         if cfg.context_length is not None:  # slide: each token sees its last context_length tokens
             keep = min(keep, cfg.context_length - 1)
         new_kv = new_kv[..., new_kv.shape[-2] - keep:, :]
-        return self.lm_head(hidden), {"n_writes": 0, "state": StreamState(p + T, {"token_kv": new_kv})}
+        aux = {"n_writes": 0, "state": StreamState(p + T, {"token_kv": new_kv})}
+        return self._head(hidden, targets, ids, aux), aux
 
 
 class MambaLM(LanguageModel):
@@ -116,14 +119,17 @@ class MambaLM(LanguageModel):
         buffers = self.ssm.init_state(batch_size, dev)  # float32, as in StrideHybridModel
         return StreamState(torch.zeros(batch_size, dtype=torch.long, device=dev), buffers)
 
-    def forward(self, input_ids: Tensor, state: StreamState | None = None) -> tuple[Tensor, dict]:
-        """logits (B, T, vocab) and aux: n_writes (always 0) and state (the fixed-size SSM state)."""
+    def forward(self, input_ids: Tensor, state: StreamState | None = None,
+                targets: Tensor | None = None) -> tuple[Tensor | None, dict]:
+        """logits (B, T, vocab) and aux: n_writes (always 0) and state (the fixed-size SSM state); with
+        targets, no logits and aux["nll_sum"] (`LanguageModel._head`)."""
         ids = check_input_ids(input_ids, self.config.vocab_size).to(self.device)
         B, T = ids.shape
         state = self._check_state(state, B)
         x = torch.nn.functional.dropout(self.wte(ids), self.config.dropout, self.training)
         hidden, new_ssm = self.ssm(x, state.buffers)
-        return self.lm_head(hidden), {"n_writes": 0, "state": StreamState(state.position + T, new_ssm)}
+        aux = {"n_writes": 0, "state": StreamState(state.position + T, new_ssm)}
+        return self._head(hidden, targets, ids, aux), aux
 
 
 def build_model(config: StrideHybridConfig) -> nn.Module:

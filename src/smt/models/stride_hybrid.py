@@ -114,11 +114,13 @@ class StrideHybridModel(LanguageModel):
         return state
 
     # ---------------------------------------------------------------- forward
-    def forward(self, input_ids: Tensor, state: StreamState | None = None) -> tuple[Tensor, dict]:
+    def forward(self, input_ids: Tensor, state: StreamState | None = None,
+                targets: Tensor | None = None) -> tuple[Tensor | None, dict]:
         """logits (B, T, vocab) and aux: n_writes, attention_weights (B, W, N+M),
         attention_weights_per_head (B, W, heads, N+M), memory (B, W, d), state; with write_gate also
         write_gates (B, W), and in training with write_gate_sparsity > 0 auxiliary_loss (a scalar the
-        trainer adds to the mean token loss: the sparsity weight times the mean gate)."""
+        trainer adds to the mean token loss: the sparsity weight times the mean gate). With targets
+        (B, T), no logits (None) and aux["nll_sum"], the fused head loss (`LanguageModel._head`)."""
         cfg = self.config
         ids = check_input_ids(input_ids, cfg.vocab_size).to(self.device)
         B, T = ids.shape
@@ -168,7 +170,7 @@ class StrideHybridModel(LanguageModel):
             for i in range(cfg.transformer_n_layers)
         ]
         hidden, _, new_caches = self.transformer(x, slots, rope, caches, geom)
-        logits = self.lm_head(hidden)
+        logits = self._head(hidden, targets, ids, aux)
         new_buffers["token_kv"] = torch.stack([torch.stack(c[:2], 1) for c in new_caches], 1)
         new_buffers["slot_kv"] = torch.stack([torch.stack(c[2:], 1) for c in new_caches], 1)
         aux["state"] = StreamState(p + T, new_buffers)

@@ -61,6 +61,7 @@ class RunConfig:
     parallel: str = "ddp"  # with several processes: "ddp" or "fsdp" (sharded, large models)
     dist_timeout_s: int = 600  # a collective waiting longer than this ends the run with an error
     stop_grace_s: float | None = 300.0  # after SIGTERM, the step in progress may take this long (None: no limit)
+    keep_freed_memory: bool = True  # CPU runs: freed memory stays in the process (smt.training.host_memory)
     progress: bool = True
     logger: str | list[str] = "csv"  # trackers: csv (always) plus any of tensorboard, wandb, mlflow
     tensorboard: bool = False  # old switch: true adds "tensorboard" to logger
@@ -101,6 +102,8 @@ class RunConfig:
         if isinstance(self.dist_timeout_s, bool) or not isinstance(self.dist_timeout_s, int) \
                 or self.dist_timeout_s < 1:
             fail("dist_timeout_s", "must be a positive integer (seconds)", "e.g. 600")
+        if not isinstance(self.keep_freed_memory, bool):
+            fail("keep_freed_memory", "must be true or false", "e.g. true (the default)")
         if not isinstance(self.output_dir, str) or not self.output_dir:
             fail("output_dir", "must be a non-empty path", "e.g. runs/my_run")
 

@@ -19,12 +19,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from smt.training.batching import (
-    IGNORE_INDEX,
     Batch,
     RandomWindowBatcher,
     StreamingBatcher,
@@ -51,6 +49,7 @@ from smt.training.distributed import (
     unwrap,
     wrap_model,
 )
+from smt.training.host_memory import keep_freed_memory
 from smt.training.logging import MetricsLogger, plot_loss_curve
 from smt.training.model_factory import build_model
 from smt.training.optimizer import build_optimizer
@@ -253,6 +252,8 @@ class Trainer:
         """Model, optimizer, schedule, data position and carried state: fresh or from a checkpoint."""
         tc = self.tc
         barrier(ctx)
+        if ctx.device.type == "cpu" and self.run.keep_freed_memory:
+            keep_freed_memory()
         torch.manual_seed(tc.seed)
         random.seed(tc.seed)
         model = build_model(self.config.model, self.run.init_from).to(ctx.device)
@@ -425,13 +426,11 @@ class Trainer:
         with autocast:
             if state is not None:
                 state = state.reset_rows(batch.reset).detach()
-                logits, aux = model(batch.inputs, state=state)
+                _, aux = model(batch.inputs, state=state, targets=batch.targets)
                 state = aux["state"]
             else:
-                logits, aux = model(batch.inputs)
-        nll = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), batch.targets.reshape(-1),
-                              ignore_index=IGNORE_INDEX, reduction="sum")
-        return nll, aux.get("auxiliary_loss"), state
+                _, aux = model(batch.inputs, targets=batch.targets)
+        return aux["nll_sum"], aux.get("auxiliary_loss"), state
 
     def _clip(self, params: list[Tensor], ctx: DistContext) -> float:
         max_norm = float(self.tc.grad_clip) if float(self.tc.grad_clip) > 0 else float("inf")
