@@ -5,6 +5,7 @@ output finite."""
 from __future__ import annotations
 
 import gc
+import mmap
 import os
 
 import torch
@@ -55,11 +56,12 @@ def _stream(model, ids: torch.Tensor, samples: list[tuple[int, int]]):
 
 def test_rss_probe_sees_a_20mb_allocation():
     before = resident_bytes()
-    # 64 MiB, touched: above glibc's largest mmap threshold (32 MiB), so it is fresh memory even
-    # when earlier tests left freed (still resident) heap behind
-    block = torch.ones(16 * 2**20)
+    # 64 MiB of fresh pages, mapped here and touched: not malloc's, whose freed heap may already be
+    # resident (a trainer test keeps freed memory in this process, smt.training.host_memory)
+    block = mmap.mmap(-1, 64 * 2**20)
+    block.write(b"\x01" * len(block))
     assert resident_bytes() - before > MAX_GROWTH_BYTES
-    del block
+    block.close()
 
 
 def test_20k_token_stream_keeps_memory_and_state_flat():
