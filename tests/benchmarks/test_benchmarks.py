@@ -48,8 +48,10 @@ def test_flop_count_grows_linearly_for_smt_and_quadratically_for_full_attention(
 
 
 def test_mfu_rows_compare_against_a_measured_peak():
-    rows = mfu.run(64, ("float32",), ("smt",), "toy", repeats=1, peak_n=64)
+    rows = mfu.run(64, ("float32",), ("smt", "swa"), "toy", repeats=1, peak_n=64)
     assert rows[0]["peak_bf16_gflops"] > 0 and 0 < rows[0]["mfu_vs_same_dtype_peak"]
+    assert rows[0]["mfu_vs_swa"] == pytest.approx(rows[0]["mfu_vs_same_dtype_peak"] / rows[1]["mfu_vs_same_dtype_peak"])
+    assert isinstance(rows[0]["meets_target"], bool)
 
 
 def test_ssm_modes_and_speedups():
