@@ -209,12 +209,15 @@ class _FusedGatedScan(torch.autograd.Function):
             adjoint = g_y.unsqueeze(-1) * C_b.unsqueeze(2)  # G_t, turned into P_t below
             held = torch.empty_like(adjoint)  # H_t
             held[-1] = running
-            stay = 1 - gates
-            for t in range(t1 - t0 - 1, -1, -1):
-                torch.addcmul(adjoint[t], gates[t], held[t], out=adjoint[t])
-                before = held[t - 1] if t > 0 else torch.empty_like(running)
-                torch.mul(held[t], stay[t], out=before).addcmul_(decay[t], adjoint[t])
-            running = before
+            # per-step views taken once: indexing inside the loop would cost more than the arithmetic
+            steps = list(zip(adjoint.unbind(0), held.unbind(0), decay.unbind(0), gates.unbind(0),
+                             (1 - gates).unbind(0)))
+            befores = [*held.unbind(0)[:-1]]
+            befores.insert(0, torch.empty_like(running))
+            for (p_t, h_t, decay_t, gate_t, stay_t), before in zip(reversed(steps), reversed(befores)):
+                p_t.addcmul_(gate_t, h_t)
+                torch.mul(h_t, stay_t, out=before).addcmul_(decay_t, p_t)
+            running = befores[0]
             # d s_t / d g_t = stepped_t - s_{t-1}; then the decay's share, dL/d(delta A) = P_t s_{t-1} decay_t
             stepped[1:].sub_(states[:-1])
             stepped[0].sub_(start)
@@ -237,10 +240,10 @@ def _gated_block_states(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, g: Tenso
     decay = torch.exp(delta.unsqueeze(-1) * A)
     stepped = (delta * u).unsqueeze(-1) * B.unsqueeze(2)  # the drive, overwritten with the ungated steps
     states = torch.empty_like(stepped)
-    gates = g[:, :, None, None]
-    for t in range(stepped.shape[0]):
-        torch.addcmul(stepped[t], decay[t], h, out=stepped[t])
-        h = torch.lerp(h, stepped[t], gates[t], out=states[t])
+    for decay_t, stepped_t, state_t, gate_t in zip(decay.unbind(0), stepped.unbind(0), states.unbind(0),
+                                                   g[:, :, None, None].unbind(0)):
+        stepped_t.addcmul_(decay_t, h)
+        h = torch.lerp(h, stepped_t, gate_t, out=state_t)
     return decay, stepped, states
 
 
