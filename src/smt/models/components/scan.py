@@ -86,20 +86,13 @@ class _FusedSelectiveScan(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: Tensor) -> tuple[Tensor, Tensor]:
-        L = u.shape[0]
-        block = _block_length(h0)
-        y = u.new_empty(u.shape)
-        starts, h = [], h0
-        for t0 in range(0, L, block):
-            t1 = min(t0 + block, L)
-            starts.append(h)
-            decay, states = _block_states(u[t0:t1], delta[t0:t1], A, B[t0:t1], h)
-            h = states[-1].clone()
-            torch.bmm(states.flatten(0, 1), C[t0:t1].reshape(-1, C.shape[-1], 1),
-                      out=y[t0:t1].view(-1, u.shape[-1], 1))
+        def block_states(t0: int, t1: int, h: Tensor) -> tuple[Tensor, Tensor]:
+            states = _block_states(u[t0:t1], delta[t0:t1], A, B[t0:t1], h)[1]
+            return states, states[-1]
+
+        y, last, starts, ctx.block = _scan_in_blocks(u, C, h0, block_states)
         ctx.save_for_backward(u, delta, A, B, C, *starts)
-        ctx.block = block
-        return y, h
+        return y, last
 
     @staticmethod
     def backward(ctx, grad_y: Tensor, grad_last: Tensor) -> tuple[Tensor, ...]:
@@ -135,6 +128,23 @@ class _FusedSelectiveScan(torch.autograd.Function):
 
 
 SCAN_BLOCK_BYTES = 1 << 19  # a block's (block, b, d_inner, d_state) tensors stay within L2 cache
+
+
+def _scan_in_blocks(u: Tensor, C: Tensor, h0: Tensor, block_states) -> tuple[Tensor, Tensor, list[Tensor], int]:
+    """The forward both fused scans share: block by block, block_states(t0, t1, h) gives the states the
+    outputs read, (block, b, d_inner, d_state), and the state the next block starts from; y_t = C_t . read_t.
+    Returns y, the last state, every block's start state (what backward recomputes from) and the block
+    length."""
+    L, block = u.shape[0], _block_length(h0)
+    y = u.new_empty(u.shape)
+    starts, h = [], h0
+    for t0 in range(0, L, block):
+        t1 = min(t0 + block, L)
+        starts.append(h)
+        read, h = block_states(t0, t1, h)
+        h = h.clone()  # not a view: the block's buffers are freed
+        torch.bmm(read.flatten(0, 1), C[t0:t1].reshape(-1, C.shape[-1], 1), out=y[t0:t1].view(-1, u.shape[-1], 1))
+    return y, (h if L else h.clone()), starts, block
 
 
 def _block_length(h0: Tensor) -> int:
@@ -176,20 +186,13 @@ class _FusedGatedScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, g: Tensor,
                 h0: Tensor) -> tuple[Tensor, Tensor]:
-        L = u.shape[0]
-        block = _block_length(h0)
-        y = u.new_empty(u.shape)
-        starts, h = [], h0
-        for t0 in range(0, L, block):
-            t1 = min(t0 + block, L)
-            starts.append(h)
+        def block_states(t0: int, t1: int, h: Tensor) -> tuple[Tensor, Tensor]:
             _, stepped, states = _gated_block_states(u[t0:t1], delta[t0:t1], A, B[t0:t1], g[t0:t1], h)
-            h = states[-1].clone()  # not a view: the block's buffers are freed
-            torch.bmm(stepped.flatten(0, 1), C[t0:t1].reshape(-1, C.shape[-1], 1),
-                      out=y[t0:t1].view(-1, u.shape[-1], 1))
+            return stepped, states[-1]  # the output reads the ungated steps
+
+        y, last, starts, ctx.block = _scan_in_blocks(u, C, h0, block_states)
         ctx.save_for_backward(u, delta, A, B, C, g, *starts)
-        ctx.block = block
-        return y, (h if L else h.clone())
+        return y, last
 
     @staticmethod
     def backward(ctx, grad_y: Tensor, grad_last: Tensor) -> tuple[Tensor, ...]:
