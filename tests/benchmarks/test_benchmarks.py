@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from benchmarks import flops, generation, mfu, run_all, scaling, ssm, training
-from benchmarks.common import bench_config, state_nbytes, time_call
+from benchmarks import flops, generation, mfu, profiles, run_all, scaling, ssm, training
+from benchmarks.common import bench_config, build, state_nbytes, time_call
 
 
 def test_training_rows_have_ratios_against_each_baseline():
@@ -135,3 +135,24 @@ def test_the_scan_reference_arch_is_the_default_model_through_the_reference_scan
     assert training.arch_config("smt-scan-ref", "toy", "cpu") == training.arch_config("smt", "toy", "cpu")
     losses = [training.build_step(arch, 32, "float32", size="toy")() for arch in ("smt-scan-ref", "smt")]
     assert math.isfinite(losses[0]) and losses[0] == pytest.approx(losses[1], rel=1e-5)
+
+
+def test_split_step_parts_are_the_differences_of_its_steps():
+    rows = {row["part"]: row["seconds"] for row in profiles.split_step(32, size="toy", repeats=1)}
+    smt, fixed, swa = rows["step: smt"], rows["step: smt, write path fixed"], rows["step: swa"]
+    assert min(smt, fixed, swa) > 0
+    assert rows["write path (smt - fixed)"] == pytest.approx(smt - fixed)
+    assert rows["slots in the transformer (fixed - swa)"] == pytest.approx(fixed - swa)
+
+
+def test_a_fixed_write_path_runs_the_real_one_once():
+    model = build(bench_config("toy"))
+    calls = []
+    real = model._write
+    model._write = lambda *args: calls.append(1) or real(*args)
+    profiles._fix_write_path(model)
+    ids = torch.randint(0, model.config.vocab_size, (1, 33))
+    for _ in range(3):
+        _, aux = model(ids[:, :-1], targets=ids[:, 1:])
+        aux["nll_sum"].backward()
+    assert len(calls) == 1
