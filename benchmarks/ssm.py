@@ -6,6 +6,13 @@ modes
   sequence-loop  MambaStack.forward with the reference scan (a Python loop over the scan only)
   step-loop      a Python loop calling MambaStack.step once per timestep (the plain reference)
 and the latency of one no-grad step (generation).
+
+With --gated: the default memory's gated scan alone (`scan.gated_scan`, fused, hand-written
+backward) against its chunked autograd reference (`scan.gated_scan_reference`), forward + backward,
+timed in turns, at the write counts and state sizes of the benchmark shape (256 writes, d_inner 512,
+d_state 16) and the toy shape (1,024 writes, d_inner 128, d_state 8):
+
+    OMP_NUM_THREADS=2 python -m benchmarks.ssm --gated
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import argparse
 import torch
 
 from benchmarks.common import autocast, markdown_table, time_call
+from smt.models.components.scan import gated_scan, gated_scan_reference
 from smt.models.components.ssm import MambaStack
 
 TARGET = 10.0  # sequence mode over the step loop, forward + backward at length 2K
@@ -65,6 +73,33 @@ def run(length: int = 2048, d_model: int = 256, n_layers: int = 1, batch: int = 
     return rows
 
 
+def gated_scan_rows(shapes=((8, 256, 512, 16), (1, 256, 512, 16), (1, 1024, 128, 8)), device: str = "cpu",
+                    repeats: int = 5) -> list[dict]:
+    """Median forward + backward seconds of the fused gated scan and its reference, per (batch, writes,
+    d_inner, d_state), the two timed in turns; gates half closed, half open."""
+    rows = []
+    for batch, writes, d_inner, d_state in shapes:
+        torch.manual_seed(0)
+        leaves = [torch.randn(batch, writes, d_inner), torch.rand(batch, writes, d_inner) * 0.1,
+                  -torch.rand(d_inner, d_state) - 0.5, torch.randn(batch, writes, d_state),
+                  torch.randn(batch, writes, d_state), torch.ones(d_inner), torch.rand(batch, writes, 1).round()]
+        leaves = [x.to(device).requires_grad_() for x in leaves]
+        h0 = torch.zeros(batch, d_inner, d_state, device=device)
+        samples: dict[str, list[float]] = {"fused": [], "reference": []}
+        for _ in range(repeats + 1):  # the first round warms up
+            for name, scan_fn in (("fused", gated_scan), ("reference", gated_scan_reference)):
+                def train(scan_fn=scan_fn, leaves=leaves, h0=h0) -> None:
+                    y, last = scan_fn(*leaves, h0)[:2]
+                    (y.sum() + last.sum()).backward()
+
+                samples[name].append(time_call(train, device, warmup=0, repeats=1).median)
+        fused, reference = (sorted(samples[k][1:])[repeats // 2] for k in ("fused", "reference"))
+        rows.append({"batch": batch, "writes": writes, "d_inner": d_inner, "d_state": d_state,
+                     "fused_s": fused, "reference_s": reference, "speedup": reference / fused})
+    return rows
+
+
+GATED_COLUMNS = ["batch", "writes", "d_inner", "d_state", "fused_s", "reference_s", "speedup"]
 COLUMNS = ["dtype", "length", "mode", "fwd_bwd_s", "tokens_per_s", "speedup_vs_step_loop", "meets_target",
            "step_ms"]
 
@@ -74,7 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--length", type=int, default=2048)
     parser.add_argument("--d-model", type=int, default=256)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--gated", action="store_true", help="the gated scan against its reference (gated_scan_rows)")
     args = parser.parse_args(argv)
+    if args.gated:
+        print(markdown_table(gated_scan_rows(device=args.device), GATED_COLUMNS))
+        return 0
     print(markdown_table(run(args.length, args.d_model, device=args.device), COLUMNS))
     return 0
 

@@ -156,3 +156,9 @@ def test_a_fixed_write_path_runs_the_real_one_once():
         _, aux = model(ids[:, :-1], targets=ids[:, 1:])
         aux["nll_sum"].backward()
     assert len(calls) == 1
+
+
+def test_gated_scan_rows_time_the_fused_scan_against_its_reference():
+    rows = ssm.gated_scan_rows(shapes=((2, 9, 6, 4),), repeats=1)
+    assert len(rows) == 1 and rows[0]["fused_s"] > 0 and rows[0]["reference_s"] > 0
+    assert rows[0]["speedup"] == pytest.approx(rows[0]["reference_s"] / rows[0]["fused_s"])

@@ -4,6 +4,8 @@ import pytest
 import torch
 
 from smt import SimpleSSM
+from smt.models.components.scan import gated_scan as scan_fused
+from smt.models.components.scan import gated_scan_reference as scan_reference
 from smt.models.components.scan import linear_scan_chunked, linear_scan_reference, selective_scan
 from smt.models.components.ssm import MambaStack
 
@@ -73,6 +75,7 @@ def test_gated_sequence_mode_equals_gated_steps(d_conv, fused):
     ssm = MambaStack(16, 2, d_state=4, d_conv=d_conv)
     for layer in ssm.layers:
         layer.mixer.fused_gated_scan = fused
+        layer.mixer.fused_gated_min_state = 0  # this test's states are small: fused means fused
     x = torch.randn(2, 19, 16)
     gates = torch.rand(2, 19)
     gates[:, ::3], gates[:, 1::5] = 0.0, 1.0  # closed and open steps beside partial ones
@@ -105,6 +108,23 @@ def test_gated_sequence_mode_equals_gated_steps(d_conv, fused):
     y1, mid, _ = ssm.forward_gated(x[:, :8], gates[:, :8], state)
     y2, _, _ = ssm.forward_gated(x[:, 8:], gates[:, 8:], mid)
     torch.testing.assert_close(torch.cat([y1, y2], 1), y, rtol=1e-5, atol=1e-5)
+
+
+def test_small_gated_states_take_the_chunked_reference(monkeypatch):
+    """forward_gated picks the fused scan from fused_gated_min_state elements of state per step up."""
+    from smt.models.components import ssm as ssm_module
+
+    calls = []
+    monkeypatch.setattr(ssm_module, "gated_scan", lambda *a: calls.append("fused") or scan_fused(*a))
+    monkeypatch.setattr(ssm_module, "gated_scan_reference",
+                        lambda *a: calls.append("reference") or scan_reference(*a))
+    stack = MambaStack(16, 1, d_state=4)  # d_inner 32: 128 state elements per row
+    x, gates = torch.randn(2, 5, 16), torch.rand(2, 5)
+    for min_state, expected in ((0, "fused"), (256, "fused"), (257, "reference")):
+        stack.layers[0].mixer.fused_gated_min_state = min_state
+        calls.clear()
+        stack.forward_gated(x, gates)
+        assert calls == [expected], min_state
 
 
 def test_mamba_keeps_reference_parameter_names_and_fixed_state():
