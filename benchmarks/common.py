@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import platform
+import resource
 import statistics
 import subprocess
 import time
@@ -81,6 +82,32 @@ def time_call(fn: Callable[[], object], device: torch.device | str, warmup: int 
         synchronize(device)
         samples.append(time.perf_counter() - start)
     return Timing(statistics.median(samples), min(samples), samples)
+
+
+@dataclass
+class TurnTiming:
+    timing: Timing
+    page_faults: float  # median minor page faults of one call (this process's)
+
+
+def time_in_turns(calls: dict[str, Callable[[], object]], device: torch.device | str, warmup: int = 1,
+                  repeats: int = 3) -> dict[str, TurnTiming]:
+    """Each call timed once per round, `repeats` rounds after `warmup` rounds, so that a slow phase of
+    a shared machine slows every call alike instead of skewing their ratios."""
+    if repeats < 1:
+        raise ValueError(f"repeats={repeats}: need at least one timed round")
+    for _ in range(warmup):
+        for fn in calls.values():
+            fn()
+    seconds: dict[str, list[float]] = {name: [] for name in calls}
+    faults: dict[str, list[int]] = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, fn in calls.items():
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            seconds[name].append(time_call(fn, device, warmup=0, repeats=1).median)
+            faults[name].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    return {name: TurnTiming(Timing(statistics.median(s), min(s), s), statistics.median(faults[name]))
+            for name, s in seconds.items()}
 
 
 def state_nbytes(state) -> int:

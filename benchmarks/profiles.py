@@ -15,8 +15,8 @@ import argparse
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from benchmarks.common import build, markdown_table, time_call
-from benchmarks.training import arch_config, make_train_step
+from benchmarks.common import markdown_table, time_in_turns
+from benchmarks.training import build_arch, make_train_step
 from smt.training.host_memory import keep_freed_memory
 
 
@@ -24,9 +24,8 @@ def profile_train_step(arch: str = "smt", context: int = 4096, dtype: str = "flo
                        device: str = "cpu", rows: int = 15) -> str:
     """The top operators by self time of one training step (after one warmup step)."""
     torch.manual_seed(0)
-    config = arch_config(arch, size, device)
-    model = build(config).train()
-    ids = torch.randint(0, config.vocab_size, (1, context + 1), device=device)
+    model = build_arch(arch, size, device)
+    ids = torch.randint(0, model.config.vocab_size, (1, context + 1), device=device)
     step = make_train_step(model, ids, dtype)
     step()
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.device(device).type == "cuda" else [])
@@ -60,18 +59,12 @@ def split_step(context: int = 4096, dtype: str = "float32", batch: int = 1, size
     steps = {}
     for name, arch in (("smt", "smt"), ("smt, write path fixed", "smt"), ("swa", "swa")):
         torch.manual_seed(0)
-        model = build(arch_config(arch, size, device)).train()
+        model = build_arch(arch, size, device)
         if name != arch:
             _fix_write_path(model)
         ids = torch.randint(0, model.config.vocab_size, (batch, context + 1), device=device)
         steps[name] = make_train_step(model, ids, dtype)
-    samples = {name: [] for name in steps}
-    for step in steps.values():
-        step()  # warm-up
-    for _ in range(repeats):
-        for name, step in steps.items():
-            samples[name].append(time_call(step, device, warmup=0, repeats=1).median)
-    medians = {name: sorted(times)[len(times) // 2] for name, times in samples.items()}
+    medians = {name: m.timing.median for name, m in time_in_turns(steps, device, 1, repeats).items()}
     return [{"part": "write path (smt - fixed)", "seconds": medians["smt"] - medians["smt, write path fixed"]},
             {"part": "slots in the transformer (fixed - swa)",
              "seconds": medians["smt, write path fixed"] - medians["swa"]},

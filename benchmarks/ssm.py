@@ -21,7 +21,7 @@ import argparse
 
 import torch
 
-from benchmarks.common import autocast, markdown_table, time_call
+from benchmarks.common import autocast, markdown_table, time_call, time_in_turns
 from smt.models.components.scan import gated_scan, gated_scan_reference
 from smt.models.components.ssm import MambaStack
 
@@ -85,15 +85,15 @@ def gated_scan_rows(shapes=((8, 256, 512, 16), (1, 256, 512, 16), (1, 1024, 128,
                   torch.randn(batch, writes, d_state), torch.ones(d_inner), torch.rand(batch, writes, 1).round()]
         leaves = [x.to(device).requires_grad_() for x in leaves]
         h0 = torch.zeros(batch, d_inner, d_state, device=device)
-        samples: dict[str, list[float]] = {"fused": [], "reference": []}
-        for _ in range(repeats + 1):  # the first round warms up
-            for name, scan_fn in (("fused", gated_scan), ("reference", gated_scan_reference)):
-                def train(scan_fn=scan_fn, leaves=leaves, h0=h0) -> None:
-                    y, last = scan_fn(*leaves, h0)[:2]
-                    (y.sum() + last.sum()).backward()
+        calls = {}
+        for name, scan_fn in (("fused", gated_scan), ("reference", gated_scan_reference)):
+            def train(scan_fn=scan_fn, leaves=leaves, h0=h0) -> None:
+                y, last = scan_fn(*leaves, h0)[:2]
+                (y.sum() + last.sum()).backward()
 
-                samples[name].append(time_call(train, device, warmup=0, repeats=1).median)
-        fused, reference = (sorted(samples[k][1:])[repeats // 2] for k in ("fused", "reference"))
+            calls[name] = train
+        measured = time_in_turns(calls, device, warmup=1, repeats=repeats)
+        fused, reference = (measured[k].timing.median for k in ("fused", "reference"))
         rows.append({"batch": batch, "writes": writes, "d_inner": d_inner, "d_state": d_state,
                      "fused_s": fused, "reference_s": reference, "speedup": reference / fused})
     return rows

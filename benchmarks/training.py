@@ -13,11 +13,11 @@ of the fused scan.
 from __future__ import annotations
 
 import argparse
-import statistics
+import math
 
 import torch
 
-from benchmarks.common import autocast, bench_config, build, markdown_table, time_call
+from benchmarks.common import TurnTiming, autocast, bench_config, build, markdown_table, time_in_turns
 from benchmarks.flops import model_flops
 from smt.training.host_memory import keep_freed_memory
 
@@ -58,27 +58,33 @@ def make_train_step(model, ids: torch.Tensor, dtype: str):
     return step
 
 
+def build_arch(arch: str, size: str = "small", device: str = "cpu"):
+    """A fresh model of `arch` in training mode, with the arch's code path selected."""
+    model = build(arch_config(arch, size, device)).train()
+    if arch == "smt-loop":
+        model.fused_write_chain = False
+    if arch == "smt-scan-ref":
+        for mixer in (m for m in model.modules() if hasattr(m, "fused_gated_min_state")):
+            mixer.fused_gated_min_state = math.inf
+    return model
+
+
 def build_step(arch: str, context: int, dtype: str, size: str = "small", device: str = "cpu", batch: int = 1,
                seed: int = 0):
     """A fresh model of `arch` and a function that runs one training step on random ids."""
     if torch.device(device).type == "cpu" and KEEP_FREED_MEMORY:
         keep_freed_memory()
     torch.manual_seed(seed)
-    config = arch_config(arch, size, device)
-    model = build(config).train()
-    if arch == "smt-loop":
-        model.fused_write_chain = False
-    if arch == "smt-scan-ref":
-        for mixer in (m for m in model.modules() if hasattr(m, "fused_gated_scan")):
-            mixer.fused_gated_scan = False
-    ids = torch.randint(0, config.vocab_size, (batch, context + 1), device=device)
+    model = build_arch(arch, size, device)
+    ids = torch.randint(0, model.config.vocab_size, (batch, context + 1), device=device)
     return make_train_step(model, ids, dtype)
 
 
-def _row(arch: str, context: int, dtype: str, batch: int, samples: list[float]) -> dict:
-    median = statistics.median(samples)
+def _row(arch: str, context: int, dtype: str, batch: int, measured: TurnTiming) -> dict:
+    median = measured.timing.median
     return {"arch": arch, "context": context, "dtype": dtype, "batch": batch, "step_s": median,
-            "step_s_min": min(samples), "tokens_per_s": batch * context / median}
+            "step_s_min": measured.timing.minimum, "tokens_per_s": batch * context / median,
+            "page_faults_per_step": measured.page_faults}
 
 
 def measure_cell(archs, context: int, dtype: str, size: str = "small", device: str = "cpu", batch: int = 1,
@@ -86,14 +92,8 @@ def measure_cell(archs, context: int, dtype: str, size: str = "small", device: s
     """Every arch of one cell, timed in turns (one step of each per round), so that a slow phase of
     a shared machine slows every arch alike instead of skewing their ratios."""
     steps = {arch: build_step(arch, context, dtype, size, device, batch) for arch in archs}
-    samples: dict[str, list[float]] = {arch: [] for arch in archs}
-    for _ in range(warmup):
-        for step in steps.values():
-            step()
-    for _ in range(repeats):
-        for arch, step in steps.items():
-            samples[arch].append(time_call(step, device, warmup=0, repeats=1).median)
-    return {arch: _row(arch, context, dtype, batch, samples[arch]) for arch in archs}
+    measured = time_in_turns(steps, device, warmup, repeats)
+    return {arch: _row(arch, context, dtype, batch, measured[arch]) for arch in archs}
 
 
 def run(contexts=(1024, 4096, 16384), dtypes=("float32", "bfloat16"), archs=ARCHS, size: str = "small",
@@ -145,7 +145,8 @@ def with_targets(rows: list[dict]) -> list[dict]:
 
 
 COLUMNS = ["dtype", "context", "batch", "arch", "tokens_per_s", "step_s", "speedup_vs_gpt", "flop_ceiling_vs_gpt",
-           "flop_efficiency", "meets_flop_efficiency", "step_vs_swa", "target_vs_swa", "meets_vs_swa"]
+           "flop_efficiency", "meets_flop_efficiency", "step_vs_swa", "target_vs_swa", "meets_vs_swa",
+           "page_faults_per_step"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,6 +18,7 @@ def test_training_rows_have_ratios_against_each_baseline():
     assert [r["arch"] for r in rows] == ["smt", "smt-seed", "swa"]
     for row in rows:
         assert row["tokens_per_s"] == pytest.approx(2 * 64 / row["step_s"]) and row["batch"] == 2
+        assert row["page_faults_per_step"] >= 0
     smt = rows[0]
     assert smt["speedup_vs_swa"] == pytest.approx(rows[2]["step_s"] / smt["step_s"])
     assert isinstance(smt["meets_vs_swa"], bool)
@@ -133,8 +134,11 @@ def test_scaling_reports_a_dead_cell_as_failed():
 
 def test_the_scan_reference_arch_is_the_default_model_through_the_reference_scan():
     assert training.arch_config("smt-scan-ref", "toy", "cpu") == training.arch_config("smt", "toy", "cpu")
-    losses = [training.build_step(arch, 32, "float32", size="toy")() for arch in ("smt-scan-ref", "smt")]
-    assert math.isfinite(losses[0]) and losses[0] == pytest.approx(losses[1], rel=1e-5)
+    mixers = {arch: [m for m in training.build_arch(arch, "toy").modules() if hasattr(m, "fused_gated_min_state")]
+              for arch in ("smt", "smt-scan-ref")}
+    assert mixers["smt"] and all(m.fused_gated_min_state == 4096 for m in mixers["smt"])
+    assert mixers["smt-scan-ref"] and all(m.fused_gated_min_state == math.inf for m in mixers["smt-scan-ref"])
+    assert math.isfinite(training.build_step("smt-scan-ref", 32, "float32", size="toy")())
 
 
 def test_split_step_parts_are_the_differences_of_its_steps():

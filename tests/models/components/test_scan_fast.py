@@ -99,22 +99,6 @@ def test_fused_selective_scan_passes_gradcheck_in_float64(scan_blocks):
     assert torch.autograd.gradcheck(lambda *xs: selective_scan_fused(*xs), inputs)
 
 
-def test_fused_selective_scan_stays_float32_under_bf16_autocast():
-    torch.manual_seed(0)
-    inputs = [torch.randn(2, 9, 6), torch.rand(2, 9, 6), -torch.rand(6, 4) - 0.5, torch.randn(2, 9, 4),
-              torch.randn(2, 9, 4)]
-    results = []
-    for enabled in (False, True):
-        leaves = [x.clone().requires_grad_() for x in inputs]
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
-            y, last = selective_scan_fused(*leaves)
-        assert y.dtype == last.dtype == torch.float32
-        results.append((y, torch.autograd.grad(y.square().sum() + last.sum(), leaves)))
-    torch.testing.assert_close(results[1][0], results[0][0])
-    for got, want in zip(results[1][1], results[0][1]):
-        torch.testing.assert_close(got, want)
-
-
 def _gated_inputs(length: int, batch: int = 2, d_inner: int = 6, d_state: int = 4, dtype=torch.float32):
     """u, delta, A, B, C, D, g (closed, open and partial gates), h0 of the gated scan."""
     u, delta = torch.randn(batch, length, d_inner, dtype=dtype), torch.rand(batch, length, d_inner, dtype=dtype) * 0.5
@@ -155,14 +139,19 @@ def test_fused_gated_scan_leaves_the_state_bit_for_bit_behind_closed_gates():
     assert torch.equal(untouched, h0)
 
 
-def test_fused_gated_scan_stays_float32_under_bf16_autocast():
+@pytest.mark.parametrize("scan", ["selective", "gated"])
+def test_fused_scans_stay_float32_under_bf16_autocast(scan):
     torch.manual_seed(0)
-    inputs = _gated_inputs(9)
+    if scan == "selective":
+        scan_fn, inputs = selective_scan_fused, [torch.randn(2, 9, 6), torch.rand(2, 9, 6), -torch.rand(6, 4) - 0.5,
+                                                 torch.randn(2, 9, 4), torch.randn(2, 9, 4)]
+    else:
+        scan_fn, inputs = gated_scan, _gated_inputs(9)
     results = []
     for enabled in (False, True):
         leaves = [x.clone().requires_grad_() for x in inputs]
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
-            y, last = gated_scan(*leaves)
+            y, last = scan_fn(*leaves)
         assert y.dtype == last.dtype == torch.float32
         results.append((y, torch.autograd.grad(y.square().sum() + last.sum(), leaves)))
     torch.testing.assert_close(results[1][0], results[0][0])

@@ -62,11 +62,11 @@ def _cuda_kernels():
 class MambaMixer(nn.Module):
     """One Mamba (S6) mixer with the reference parameter names."""
 
-    fused_gated_scan = True  # False: forward_gated's scan through gated_scan_reference (autograd)
-    # below this many scan-state elements per step (batch x d_inner x d_state) the fused scan's per-step
-    # ops cost more than the chunked reference's passes (`python -m benchmarks.ssm --gated`, 2026-12-04:
-    # 0.68-0.93x at 1-2K elements, 2.3-8.3x from 8K up), so the reference runs there
-    fused_gated_min_state = 4096
+    # forward_gated's scan is fused from this many scan-state elements per step (batch x d_inner x
+    # d_state) up; below, the fused scan's per-step ops cost more than the chunked reference's passes
+    # (`python -m benchmarks.ssm --gated`, 2026-12-04: 0.68-0.93x at 1-2K elements, 2.3-8.3x from 8K
+    # up), so the reference runs there. math.inf always runs the reference (benchmark arch smt-scan-ref).
+    fused_gated_min_state: float = 4096
 
     def __init__(self, d_model: int, d_state: int, d_conv: int, expand: int, dt_rank: int,
                  use_cuda_kernels: bool = True, dt_min: float = 1e-3, dt_max: float = 0.1,
@@ -140,13 +140,12 @@ class MambaMixer(nn.Module):
         """Sequence mode with a write gate per timestep, gates (B, L) in [0, 1]: the same maths as `step`
         followed by the gate's blend of each part of the state, s_t = g_t step(s_{t-1}, x_t) + (1 - g_t)
         s_{t-1}, with every output the ungated step's (as `write_chain.ssm_steps`, its reference). Both
-        parts stay linear recurrences: the scan runs as `scan.gated_scan` (fused, hand-written backward;
-        with keep_states, fused_gated_scan=False or a state below fused_gated_min_state elements, the
-        chunked `gated_scan_reference`); the conv
-        window as d_conv - 1 chunked first-order recurrences with decay 1 - g, entry j taking entry
-        j + 1 of the step before and the newest entry the input. A closed step (g = 0) leaves both
-        parts bit for bit. Returns the output, the new (conv, scan) state and, with keep_states, the
-        scan state after every step."""
+        parts stay linear recurrences: the scan runs as `scan.gated_scan` (fused, hand-written backward),
+        or with keep_states or a state below fused_gated_min_state elements as the chunked
+        `gated_scan_reference`; the conv window as d_conv - 1 chunked first-order recurrences with
+        decay 1 - g, entry j taking entry j + 1 of the step before and the newest entry the input. A
+        closed step (g = 0) leaves both parts bit for bit. Returns the output, the new (conv, scan)
+        state and, with keep_states, the scan state after every step."""
         batch = hidden.shape[0]
         x, z = self.in_proj(hidden).chunk(2, dim=-1)  # (B, L, di)
         conv_state, scan_state = state if state is not None else self.init_state(batch, hidden.device)
@@ -164,8 +163,7 @@ class MambaMixer(nn.Module):
         delta, Bm, Cm = self._ssm_inputs(x)
         A = -torch.exp(self.A_log.float())
         args = (x, delta, A, Bm, Cm, self.D, g, scan_state.float())
-        small = scan_state.numel() < self.fused_gated_min_state
-        if keep_states or not self.fused_gated_scan or small:
+        if keep_states or scan_state.numel() < self.fused_gated_min_state:
             y, last, states = gated_scan_reference(*args, keep_states)
         else:
             (y, last), states = gated_scan(*args), None
