@@ -16,6 +16,10 @@ compare it with).
 `gated_scan` is the scan of a Mamba memory with a write gate per step (`MambaMixer.forward_gated`):
 `_FusedGatedScan`, built the same way, is its fast path, and `gated_scan_reference`, the chunked
 linear scan through autograd, its oracle (and the path that keeps every state).
+
+On CPU both scans run by default as one C loop per call, forward and backward (`_NativeGatedScan`
+over `smt.native`, the selective scan as the gated one with every gate open, which is the same maths
+exactly); with native=False, or where the library cannot be built, the PyTorch paths above run.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ import math
 
 import torch
 from torch import Tensor
+
+from smt import native as native_scan
 
 
 def linear_scan_reference(a: Tensor, b: Tensor, h0: Tensor | None = None) -> Tensor:
@@ -250,21 +256,45 @@ def _gated_block_states(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, g: Tenso
     return decay, stepped, states
 
 
+class _NativeGatedScan(torch.autograd.Function):
+    """`_FusedGatedScan`'s arguments and results, through the C loops of `smt.native` (CPU, float32):
+    the forward keeps each block's start state, the backward recomputes the block and runs the same
+    two adjoints, one call each. The C side holds the state and A state-major, (b, d_state, d_inner)."""
+
+    @staticmethod
+    def forward(ctx, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, g: Tensor,
+                h0: Tensor) -> tuple[Tensor, Tensor]:
+        A_t = A.t().contiguous()
+        y, last, starts, ctx.block = native_scan.gated_scan_forward(u, delta, A_t, B, C, g,
+                                                                   h0.transpose(1, 2).contiguous())
+        ctx.save_for_backward(u, delta, A_t, B, C, g, starts)
+        return y, last.transpose(1, 2)
+
+    @staticmethod
+    def backward(ctx, grad_y: Tensor, grad_last: Tensor) -> tuple[Tensor, ...]:
+        u, delta, A_t, B, C, g, starts = ctx.saved_tensors
+        grad_u, grad_delta, grad_A, grad_B, grad_C, grad_g, grad_h = native_scan.gated_scan_backward(
+            u, delta, A_t, B, C, g, starts, ctx.block, grad_y.contiguous(), grad_last.transpose(1, 2).contiguous())
+        return grad_u, grad_delta, grad_A.t(), grad_B, grad_C, grad_g, grad_h.transpose(1, 2)
+
+
 def _time_major(*xs: Tensor) -> list[Tensor]:
     return [x.transpose(0, 1).contiguous() for x in xs]
 
 
 def gated_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, g: Tensor,
-               h0: Tensor) -> tuple[Tensor, Tensor]:
-    """The gated scan of `MambaMixer.forward_gated` through `_FusedGatedScan` (the fast path):
+               h0: Tensor, native: bool = True) -> tuple[Tensor, Tensor]:
+    """The gated scan of `MambaMixer.forward_gated` through `_NativeGatedScan` on CPU (native=True and the
+    library built), else `_FusedGatedScan`:
     s_t = lerp(s_{t-1}, exp(dt_t A) s_{t-1} + dt_t u_t B_t, g_t), each output read from the ungated
     step, y_t = C_t . (exp(dt_t A) s_{t-1} + dt_t u_t B_t) + D u_t. u, delta (batch, L, d_inner); B, C
     (batch, L, d_state); g (batch, L, 1); h0 (batch, d_inner, d_state). Returns y (float32) and the
     last state; `gated_scan_reference` takes the same arguments."""
     u32, delta32 = u.float(), delta.float()
     u_t, delta_t, B_t, C_t, g_t = _time_major(u32, delta32, B.float(), C.float(), g.float().squeeze(-1))
+    scan = _NativeGatedScan if native and native_scan.available(u) else _FusedGatedScan
     with torch.autocast(u.device.type, enabled=False):
-        y, last = _FusedGatedScan.apply(u_t, delta_t, A.float(), B_t, C_t, g_t, h0.float().contiguous())
+        y, last = scan.apply(u_t, delta_t, A.float().contiguous(), B_t, C_t, g_t, h0.float().contiguous())
     return y.transpose(0, 1) + u32 * D.float(), last
 
 
@@ -283,15 +313,22 @@ def gated_scan_reference(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tens
 
 
 def selective_scan_fused(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
-                         h0: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """The scan part of `selective_scan` (no D term) through `_FusedSelectiveScan`: float32
-    inputs in (batch, L, ...) layout; returns y (batch, L, d_inner) and the last state."""
-    batch, _, d_inner = u.shape
+                         h0: Tensor | None = None, native: bool = True) -> tuple[Tensor, Tensor]:
+    """The scan part of `selective_scan` (no D term): float32 inputs in (batch, L, ...) layout; returns y
+    (batch, L, d_inner) and the last state. On CPU with native=True (and the library built) it is the
+    native gated scan with every gate open (lerp with weight 1 is the step itself, bit for bit), else
+    `_FusedSelectiveScan`."""
+    batch, length, d_inner = u.shape
     if h0 is None:
         h0 = u.new_zeros(batch, d_inner, A.shape[-1])
     time_major = _time_major(u, delta, B, C)
     with torch.autocast(u.device.type, enabled=False):  # the contractions stay float32 too
-        y, last = _FusedSelectiveScan.apply(time_major[0], time_major[1], A, time_major[2], time_major[3], h0)
+        if native and native_scan.available(u) and u.dtype == torch.float32:
+            open_gates = u.new_ones(length, batch)
+            y, last = _NativeGatedScan.apply(time_major[0], time_major[1], A.contiguous(), time_major[2],
+                                             time_major[3], open_gates, h0.contiguous())
+        else:
+            y, last = _FusedSelectiveScan.apply(time_major[0], time_major[1], A, time_major[2], time_major[3], h0)
     return y.transpose(0, 1), last
 
 
@@ -304,9 +341,11 @@ def selective_scan(
     D: Tensor,
     h0: Tensor | None = None,
     reference: bool = False,
+    native: bool = True,
 ) -> tuple[Tensor, Tensor]:
-    """Mamba's selective scan in float32: the fused fast path, or with reference=True
-    `selective_scan_ref`, the per-timestep reference (the flag every SSM's forward takes).
+    """Mamba's selective scan in float32: the fast path (`selective_scan_fused`, native on CPU unless
+    native=False), or with reference=True `selective_scan_ref`, the per-timestep reference (the flag
+    every SSM's forward takes).
 
     u, delta: (batch, L, d_inner); A: (d_inner, d_state); B, C: (batch, L, d_state); D: (d_inner,)
     h_t = exp(delta_t * A) * h_{t-1} + delta_t * B_t * u_t;  y_t = C_t . h_t + D * u_t
@@ -317,7 +356,7 @@ def selective_scan(
     dtype = u.dtype
     u, delta, B, C = u.float(), delta.float(), B.float(), C.float()
     h0 = None if h0 is None else h0.float()
-    y, last = selective_scan_fused(u, delta, A.float(), B, C, h0)
+    y, last = selective_scan_fused(u, delta, A.float(), B, C, h0, native=native)
     return (y + u * D.float()).to(dtype), last
 
 

@@ -1,0 +1,174 @@
+"""The native gated scan: `gated_scan.c`, built with the system C compiler on first use, called through ctypes.
+
+The library is compiled once per source, flags and CPU (`-march=native`) into a cache folder
+(`$SMT_NATIVE_CACHE`, default `~/.cache/smt/native`) and loaded from there afterwards; `python -m smt.native`
+builds it ahead of time (`make install` does). Where no compiler works, or with `SMT_NATIVE=0`, `library()`
+returns None and the scans take their PyTorch paths, which stay the oracle the native path is tested
+against. Nothing here needs torch's headers, ninja or the network: one C file, one compiler call (< 1 s).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import math
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import warnings
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+SOURCE = Path(__file__).with_name("gated_scan.c")
+# No -ffast-math: a shared library built with it sets flush-to-zero for the whole process at load time.
+# Reassociation alone lets the compiler vectorise the sums over d_inner.
+FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fassociative-math",
+         "-fno-signed-zeros", "-shared", "-fPIC")
+SCRATCH_BYTES = 1 << 19  # a block of recomputed states (block x d_state x d_inner floats) stays in L2 cache
+
+
+class NativeBuildError(RuntimeError):
+    pass
+
+
+def enabled() -> bool:
+    return os.environ.get("SMT_NATIVE", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def compiler() -> str | None:
+    """$CC, else the first of cc, gcc, clang on PATH."""
+    candidates = [os.environ["CC"]] if os.environ.get("CC") else ["cc", "gcc", "clang"]
+    for name in candidates:
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def cache_dir() -> Path:
+    if os.environ.get("SMT_NATIVE_CACHE"):
+        return Path(os.environ["SMT_NATIVE_CACHE"])
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "smt" / "native"
+
+
+def _cpu_key() -> str:
+    """The CPU's feature flags: a library built with -march=native is only loaded on a CPU like it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return line
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def library_path(cc: str) -> Path:
+    key = hashlib.sha256()
+    for part in (SOURCE.read_bytes(), " ".join(FLAGS).encode(), cc.encode(), platform.machine().encode(),
+                 _cpu_key().encode()):
+        key.update(part)
+    return cache_dir() / f"smt_gated_scan_{key.hexdigest()[:16]}.so"
+
+
+def build() -> Path:
+    """Compiles the library unless the cache holds it; returns its path. Raises NativeBuildError saying why not."""
+    cc = compiler()
+    if cc is None:
+        raise NativeBuildError("no C compiler found (set CC, or install gcc or clang)")
+    target = library_path(cc)
+    if target.exists():
+        return target
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise NativeBuildError(f"cannot create the cache folder {target.parent} ({error}); "
+                               "set SMT_NATIVE_CACHE to a writable folder") from error
+    # compiled beside the target and renamed into place: a concurrent build or a killed one never leaves half a file
+    with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
+        built = Path(scratch) / target.name
+        errors = []
+        for flags in (FLAGS, tuple(f for f in FLAGS if f != "-march=native")):
+            result = subprocess.run([cc, *flags, str(SOURCE), "-o", str(built)], capture_output=True, text=True)
+            if result.returncode == 0:
+                os.replace(built, target)
+                return target
+            errors.append(result.stderr.strip()[-2000:])
+    raise NativeBuildError(f"{cc} failed to compile {SOURCE.name}:\n" + "\n".join(errors))
+
+
+@lru_cache(maxsize=1)
+def library() -> ctypes.CDLL | None:
+    """The loaded library, or None (disabled, or it cannot be built: a warning says why, once)."""
+    if not enabled():
+        return None
+    try:
+        lib = ctypes.CDLL(str(build()))
+    except (NativeBuildError, OSError) as error:
+        warnings.warn(f"smt: the native gated scan is unavailable, the PyTorch scan runs instead ({error}). "
+                      "SMT_NATIVE=0 turns the native path off without this warning.", RuntimeWarning,
+                      stacklevel=2)
+        return None
+    i64, ptr = ctypes.c_int64, ctypes.c_void_p
+    lib.smt_gated_scan_forward.argtypes = [i64] * 5 + [ptr] * 10
+    lib.smt_gated_scan_backward.argtypes = [i64] * 5 + [ptr] * 16
+    lib.smt_gated_scan_forward.restype = lib.smt_gated_scan_backward.restype = None
+    return lib
+
+
+def available(*tensors: Tensor) -> bool:
+    """Whether the native scan can take these tensors: all on CPU, and the library loaded."""
+    return all(t.device.type == "cpu" for t in tensors) and library() is not None
+
+
+def _block_length(d_inner: int, d_state: int, steps: int) -> int:
+    return max(1, min(steps, SCRATCH_BYTES // (4 * d_inner * d_state)))
+
+
+def _pointers(*tensors: Tensor) -> list[int]:
+    for t in tensors:
+        if t.dtype != torch.float32 or not t.is_contiguous() or t.device.type != "cpu":
+            raise ValueError("the native scan takes contiguous float32 CPU tensors")
+    return [t.data_ptr() for t in tensors]
+
+
+def gated_scan_forward(u: Tensor, delta: Tensor, A_t: Tensor, B: Tensor, C: Tensor, g: Tensor,
+                       h0_t: Tensor) -> tuple[Tensor, Tensor, Tensor, int]:
+    """Time-major u, delta (L, b, d_inner), B, C (L, b, d_state), g (L, b); A_t (d_state, d_inner) and the
+    start state h0_t (b, d_state, d_inner) state-major. Returns y (L, b, d_inner), the last state
+    (b, d_state, d_inner), the start state of every block (what the backward recomputes from) and the
+    block length."""
+    lib = library()
+    steps, batch, d_inner = u.shape
+    d_state = A_t.shape[0]
+    block = _block_length(d_inner, d_state, max(1, steps))
+    y = torch.empty_like(u)
+    h = h0_t.clone()
+    starts = u.new_empty(math.ceil(steps / block), batch, d_state, d_inner)
+    drive = u.new_empty(d_inner)
+    lib.smt_gated_scan_forward(steps, batch, d_inner, d_state, block,
+                               *_pointers(u, delta, A_t, B, C, g, y, h, starts, drive))
+    return y, h, starts, block
+
+
+def gated_scan_backward(u: Tensor, delta: Tensor, A_t: Tensor, B: Tensor, C: Tensor, g: Tensor, starts: Tensor,
+                        block: int, grad_y: Tensor, grad_last_t: Tensor) -> tuple[Tensor, ...]:
+    """Gradients of `gated_scan_forward`'s inputs (u, delta, A_t summed over the batch, B, C, g, h0_t) from
+    those of y and of the last state (state-major)."""
+    lib = library()
+    steps, batch, d_inner = u.shape
+    d_state = A_t.shape[0]
+    grad_h = grad_last_t.clone()
+    grad_u, grad_delta = torch.empty_like(u), torch.empty_like(delta)
+    grad_A = u.new_zeros(batch, d_state, d_inner)
+    grad_B, grad_C, grad_g = torch.empty_like(B), torch.empty_like(C), torch.empty_like(g)
+    scratch = u.new_empty(block * d_state * d_inner + 3 * d_inner)
+    lib.smt_gated_scan_backward(steps, batch, d_inner, d_state, block,
+                                *_pointers(u, delta, A_t, B, C, g, starts, grad_y, grad_h, grad_u, grad_delta,
+                                           grad_A, grad_B, grad_C, grad_g, scratch))
+    return grad_u, grad_delta, grad_A.sum(0), grad_B, grad_C, grad_g, grad_h
