@@ -7,10 +7,11 @@ modes
   step-loop      a Python loop calling MambaStack.step once per timestep (the plain reference)
 and the latency of one no-grad step (generation).
 
-With --gated: the default memory's gated scan alone (`scan.gated_scan`, fused, hand-written
-backward) against its chunked autograd reference (`scan.gated_scan_reference`), forward + backward,
-timed in turns, at the write counts and state sizes of the benchmark shape (256 writes, d_inner 512,
-d_state 16) and the toy shape (1,024 writes, d_inner 128, d_state 8):
+With --gated: the default memory's gated scan alone, forward + backward, timed in turns: native
+(`scan.gated_scan`, the C loop of `smt.native`), fused (the same with native=False: PyTorch ops with a
+hand-written backward) and its chunked autograd reference (`scan.gated_scan_reference`), at the
+write counts and state sizes of the benchmark shape (256 writes, d_inner 512, d_state 16) and the toy
+shape (1,024 writes, d_inner 128, d_state 8):
 
     OMP_NUM_THREADS=2 python -m benchmarks.ssm --gated
 """
@@ -18,10 +19,12 @@ d_state 16) and the toy shape (1,024 writes, d_inner 128, d_state 8):
 from __future__ import annotations
 
 import argparse
+from functools import partial
 
 import torch
 
 from benchmarks.common import autocast, markdown_table, time_call, time_in_turns
+from smt import native
 from smt.models.components.scan import gated_scan, gated_scan_reference
 from smt.models.components.ssm import MambaStack
 
@@ -75,8 +78,9 @@ def run(length: int = 2048, d_model: int = 256, n_layers: int = 1, batch: int = 
 
 def gated_scan_rows(shapes=((8, 256, 512, 16), (1, 256, 512, 16), (1, 1024, 128, 8)), device: str = "cpu",
                     repeats: int = 5) -> list[dict]:
-    """Median forward + backward seconds of the fused gated scan and its reference, per (batch, writes,
-    d_inner, d_state), the two timed in turns; gates half closed, half open."""
+    """Median forward + backward seconds of the native and fused gated scans and their reference, per
+    (batch, writes, d_inner, d_state), timed in turns; gates half closed, half open. Without the native
+    library its columns are None."""
     rows = []
     for batch, writes, d_inner, d_state in shapes:
         torch.manual_seed(0)
@@ -85,21 +89,27 @@ def gated_scan_rows(shapes=((8, 256, 512, 16), (1, 256, 512, 16), (1, 1024, 128,
                   torch.randn(batch, writes, d_state), torch.ones(d_inner), torch.rand(batch, writes, 1).round()]
         leaves = [x.to(device).requires_grad_() for x in leaves]
         h0 = torch.zeros(batch, d_inner, d_state, device=device)
+        paths = {"fused": partial(gated_scan, native=False), "reference": gated_scan_reference}
+        if native.available(h0):
+            paths = {"native": partial(gated_scan, native=True), **paths}
         calls = {}
-        for name, scan_fn in (("fused", gated_scan), ("reference", gated_scan_reference)):
+        for name, scan_fn in paths.items():
             def train(scan_fn=scan_fn, leaves=leaves, h0=h0) -> None:
                 y, last = scan_fn(*leaves, h0)[:2]
                 (y.sum() + last.sum()).backward()
 
             calls[name] = train
-        measured = time_in_turns(calls, device, warmup=1, repeats=repeats)
-        fused, reference = (measured[k].timing.median for k in ("fused", "reference"))
+        measured = {k: v.timing.median for k, v in time_in_turns(calls, device, warmup=1, repeats=repeats).items()}
+        fastest = measured.get("native", measured["fused"])
         rows.append({"batch": batch, "writes": writes, "d_inner": d_inner, "d_state": d_state,
-                     "fused_s": fused, "reference_s": reference, "speedup": reference / fused})
+                     "native_s": measured.get("native"), "fused_s": measured["fused"],
+                     "reference_s": measured["reference"], "fused_vs_native": measured["fused"] / fastest,
+                     "reference_vs_native": measured["reference"] / fastest})
     return rows
 
 
-GATED_COLUMNS = ["batch", "writes", "d_inner", "d_state", "fused_s", "reference_s", "speedup"]
+GATED_COLUMNS = ["batch", "writes", "d_inner", "d_state", "native_s", "fused_s", "reference_s", "fused_vs_native",
+                 "reference_vs_native"]
 COLUMNS = ["dtype", "length", "mode", "fwd_bwd_s", "tokens_per_s", "speedup_vs_step_loop", "meets_target",
            "step_ms"]
 
@@ -109,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--length", type=int, default=2048)
     parser.add_argument("--d-model", type=int, default=256)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--gated", action="store_true", help="the gated scan against its reference (gated_scan_rows)")
+    parser.add_argument("--gated", action="store_true", help="the gated scan's paths timed in turns (gated_scan_rows)")
     args = parser.parse_args(argv)
     if args.gated:
         print(markdown_table(gated_scan_rows(device=args.device), GATED_COLUMNS))

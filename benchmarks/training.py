@@ -6,8 +6,9 @@ architectures of a cell are timed in turns.
 scan per layer). `smt-seed` is the seed's design (pooling over memory slots + tokens, ungated: the
 sequential write chain, run fused), `smt-loop` the same chain run as the plain autograd loop (the
 fused chain's reference), `smt-tokpool` tokens-only pooling without gates (one plain scan),
-`smt-scan-ref` the default with its gated scan run through the chunked autograd reference instead
-of the fused scan.
+`smt-scan-fused` the default with its gated scan run by PyTorch (`_FusedGatedScan`, or the chunked
+reference for small states) instead of the native C loop, `smt-scan-ref` always through the chunked
+autograd reference.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from smt.training.host_memory import keep_freed_memory
 # every step benchmark keeps freed memory in the process (smt.training.host_memory), as the trainer
 # does on CPU; --release-freed-memory measures glibc's default instead
 KEEP_FREED_MEMORY = True
-ARCHS = ("smt", "smt-seed", "smt-loop", "smt-tokpool", "smt-scan-ref", "swa", "gpt")
+ARCHS = ("smt", "smt-seed", "smt-loop", "smt-tokpool", "smt-scan-fused", "smt-scan-ref", "swa", "gpt")
 SEED_DESIGN = {"pool_over_memory": True, "write_gate": False}
 
 
@@ -33,7 +34,7 @@ def arch_config(arch: str, size: str, device: str):
         return bench_config(size, device, pool_over_memory=False, write_gate=False)
     if arch in ("smt-seed", "smt-loop"):
         return bench_config(size, device, **SEED_DESIGN)
-    if arch == "smt-scan-ref":
+    if arch in ("smt-scan-fused", "smt-scan-ref"):
         return bench_config(size, device)
     if arch not in ARCHS:
         raise ValueError(f"unknown architecture {arch!r}; use one of {list(ARCHS)}")
@@ -63,9 +64,11 @@ def build_arch(arch: str, size: str = "small", device: str = "cpu"):
     model = build(arch_config(arch, size, device)).train()
     if arch == "smt-loop":
         model.fused_write_chain = False
-    if arch == "smt-scan-ref":
-        for mixer in (m for m in model.modules() if hasattr(m, "fused_gated_min_state")):
-            mixer.fused_gated_min_state = math.inf
+    if arch in ("smt-scan-fused", "smt-scan-ref"):
+        for mixer in (m for m in model.modules() if hasattr(m, "native_scan")):
+            mixer.native_scan = False
+            if arch == "smt-scan-ref":
+                mixer.fused_gated_min_state = math.inf
     return model
 
 

@@ -10,6 +10,7 @@ import torch
 
 from benchmarks import flops, generation, mfu, profiles, run_all, scaling, ssm, training
 from benchmarks.common import bench_config, build, state_nbytes, time_call
+from smt import native
 
 
 def test_training_rows_have_ratios_against_each_baseline():
@@ -132,12 +133,15 @@ def test_scaling_reports_a_dead_cell_as_failed():
 
 
 
-def test_the_scan_reference_arch_is_the_default_model_through_the_reference_scan():
-    assert training.arch_config("smt-scan-ref", "toy", "cpu") == training.arch_config("smt", "toy", "cpu")
-    mixers = {arch: [m for m in training.build_arch(arch, "toy").modules() if hasattr(m, "fused_gated_min_state")]
-              for arch in ("smt", "smt-scan-ref")}
-    assert mixers["smt"] and all(m.fused_gated_min_state == 4096 for m in mixers["smt"])
-    assert mixers["smt-scan-ref"] and all(m.fused_gated_min_state == math.inf for m in mixers["smt-scan-ref"])
+def test_the_scan_archs_are_the_default_model_through_the_pytorch_scans():
+    archs = ("smt", "smt-scan-fused", "smt-scan-ref")
+    for arch in archs[1:]:
+        assert training.arch_config(arch, "toy", "cpu") == training.arch_config("smt", "toy", "cpu")
+    mixers = {arch: [(m.native_scan, m.fused_gated_min_state) for m in training.build_arch(arch, "toy").modules()
+                     if hasattr(m, "native_scan")] for arch in archs}
+    assert mixers["smt"] and set(mixers["smt"]) == {(True, 4096)}
+    assert mixers["smt-scan-fused"] and set(mixers["smt-scan-fused"]) == {(False, 4096)}
+    assert mixers["smt-scan-ref"] and set(mixers["smt-scan-ref"]) == {(False, math.inf)}
     assert math.isfinite(training.build_step("smt-scan-ref", 32, "float32", size="toy")())
 
 
@@ -162,7 +166,12 @@ def test_a_fixed_write_path_runs_the_real_one_once():
     assert len(calls) == 1
 
 
-def test_gated_scan_rows_time_the_fused_scan_against_its_reference():
-    rows = ssm.gated_scan_rows(shapes=((2, 9, 6, 4),), repeats=1)
-    assert len(rows) == 1 and rows[0]["fused_s"] > 0 and rows[0]["reference_s"] > 0
-    assert rows[0]["speedup"] == pytest.approx(rows[0]["reference_s"] / rows[0]["fused_s"])
+def test_gated_scan_rows_time_the_native_and_fused_scans_against_their_reference():
+    row, = ssm.gated_scan_rows(shapes=((2, 9, 6, 4),), repeats=1)
+    assert row["fused_s"] > 0 and row["reference_s"] > 0
+    base = row["fused_s"]
+    if native.library() is not None:
+        assert row["native_s"] > 0
+        base = row["native_s"]
+    assert row["fused_vs_native"] == pytest.approx(row["fused_s"] / base)
+    assert row["reference_vs_native"] == pytest.approx(row["reference_s"] / base)

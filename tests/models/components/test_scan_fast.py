@@ -69,7 +69,7 @@ def test_fused_selective_scan_matches_the_reference_loop_values_and_gradients(le
     h0 = torch.randn(2, 6, 4).requires_grad_() if with_h0 else None
     weights_y, weights_h = torch.randn(2, length, 6), torch.randn(2, 6, 4)
     inputs = [x for x in (u, delta, A, B, C, D, h0) if x is not None]
-    assert_same_outputs_and_gradients(lambda: selective_scan(u, delta, A, B, C, D, h0),
+    assert_same_outputs_and_gradients(lambda: selective_scan(u, delta, A, B, C, D, h0, native=False),
                                       lambda: selective_scan(u, delta, A, B, C, D, h0, reference=True),
                                       inputs, weights_y, weights_h)
 
@@ -116,7 +116,8 @@ def test_fused_gated_scan_matches_the_chunked_reference_values_and_gradients(len
     torch.manual_seed(length)
     inputs = [x.requires_grad_() for x in _gated_inputs(length)]
     weights_y, weights_h = torch.randn(2, length, 6), torch.randn(2, 6, 4)
-    assert_same_outputs_and_gradients(lambda: gated_scan(*inputs), lambda: gated_scan_reference(*inputs),
+    assert_same_outputs_and_gradients(lambda: gated_scan(*inputs, native=False),
+                                      lambda: gated_scan_reference(*inputs),
                                       inputs, weights_y, weights_h)
 
 
@@ -132,15 +133,16 @@ def test_fused_gated_scan_leaves_the_state_bit_for_bit_behind_closed_gates():
     torch.manual_seed(0)
     u, delta, A, B, C, D, g, h0 = _gated_inputs(12)
     g[:, 5:] = 0.0
-    _, mid = gated_scan(u[:, :5], delta[:, :5], A, B[:, :5], C[:, :5], D, g[:, :5], h0)
-    _, last = gated_scan(u, delta, A, B, C, D, g, h0)
+    _, mid = gated_scan(u[:, :5], delta[:, :5], A, B[:, :5], C[:, :5], D, g[:, :5], h0, native=False)
+    _, last = gated_scan(u, delta, A, B, C, D, g, h0, native=False)
     assert torch.equal(last, mid)
-    _, untouched = gated_scan(u, delta, A, B, C, D, torch.zeros_like(g), h0)
+    _, untouched = gated_scan(u, delta, A, B, C, D, torch.zeros_like(g), h0, native=False)
     assert torch.equal(untouched, h0)
 
 
+@pytest.mark.parametrize("native", [True, False])
 @pytest.mark.parametrize("scan", ["selective", "gated"])
-def test_fused_scans_stay_float32_under_bf16_autocast(scan):
+def test_fused_scans_stay_float32_under_bf16_autocast(scan, native):
     torch.manual_seed(0)
     if scan == "selective":
         scan_fn, inputs = selective_scan_fused, [torch.randn(2, 9, 6), torch.rand(2, 9, 6), -torch.rand(6, 4) - 0.5,
@@ -151,7 +153,7 @@ def test_fused_scans_stay_float32_under_bf16_autocast(scan):
     for enabled in (False, True):
         leaves = [x.clone().requires_grad_() for x in inputs]
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
-            y, last = scan_fn(*leaves)
+            y, last = scan_fn(*leaves, native=native)
         assert y.dtype == last.dtype == torch.float32
         results.append((y, torch.autograd.grad(y.square().sum() + last.sum(), leaves)))
     torch.testing.assert_close(results[1][0], results[0][0])

@@ -65,10 +65,10 @@ def test_sequence_mode_equals_step_mode_and_continuation(stack):
     torch.testing.assert_close(y_ref, y, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("path", ["native", "fused", "reference"])
 @pytest.mark.parametrize("d_conv", [1, 2, 4])
-def test_gated_sequence_mode_equals_gated_steps(d_conv, fused):
-    """`forward_gated`, its scan fused or the chunked reference, against the step loop with the gate's
+def test_gated_sequence_mode_equals_gated_steps(d_conv, path):
+    """`forward_gated`, its scan native, fused or the chunked reference, against the step loop with the gate's
     blend (`ssm_steps`): outputs, both parts of the state, every kept scan state (the reference path),
     and the gradients."""
     from smt.models.components.write_chain import ssm_steps
@@ -76,7 +76,8 @@ def test_gated_sequence_mode_equals_gated_steps(d_conv, fused):
     torch.manual_seed(0)
     ssm = MambaStack(16, 2, d_state=4, d_conv=d_conv)
     for layer in ssm.layers:
-        layer.mixer.fused_gated_min_state = 0 if fused else math.inf  # this test's states are small
+        layer.mixer.native_scan = path == "native"
+        layer.mixer.fused_gated_min_state = 0 if path == "fused" else math.inf  # this test's states are small
     x = torch.randn(2, 19, 16)
     gates = torch.rand(2, 19)
     gates[:, ::3], gates[:, 1::5] = 0.0, 1.0  # closed and open steps beside partial ones
@@ -111,21 +112,28 @@ def test_gated_sequence_mode_equals_gated_steps(d_conv, fused):
     torch.testing.assert_close(torch.cat([y1, y2], 1), y, rtol=1e-5, atol=1e-5)
 
 
-def test_small_gated_states_take_the_chunked_reference(monkeypatch):
-    """forward_gated picks the fused scan from fused_gated_min_state elements of state per step up."""
+def test_small_gated_states_take_the_chunked_reference_off_the_native_path(monkeypatch):
+    """forward_gated runs the native scan whatever the state's size; off it (native_scan False), the fused
+    scan from fused_gated_min_state elements of state per step up, the chunked reference below."""
+    from smt import native
     from smt.models.components import ssm as ssm_module
 
     calls = []
-    monkeypatch.setattr(ssm_module, "gated_scan", lambda *a: calls.append("fused") or scan_fused(*a))
+    monkeypatch.setattr(ssm_module, "gated_scan",
+                        lambda *a, native: calls.append("native" if native else "fused") or scan_fused(*a))
     monkeypatch.setattr(ssm_module, "gated_scan_reference",
                         lambda *a: calls.append("reference") or scan_reference(*a))
     stack = MambaStack(16, 1, d_state=4)  # d_inner 32: 128 state elements per row
     x, gates = torch.randn(2, 5, 16), torch.rand(2, 5)
-    for min_state, expected in ((0, "fused"), (256, "fused"), (257, "reference")):
+    for native_scan, min_state, expected in ((False, 0, "fused"), (False, 256, "fused"),
+                                             (False, 257, "reference"), (True, 257, "native")):
+        if native_scan and native.library() is None:
+            expected = "reference"  # no compiler here: the native path falls back
+        stack.layers[0].mixer.native_scan = native_scan
         stack.layers[0].mixer.fused_gated_min_state = min_state
         calls.clear()
         stack.forward_gated(x, gates)
-        assert calls == [expected], min_state
+        assert calls == [expected], (native_scan, min_state)
 
 
 def test_mamba_keeps_reference_parameter_names_and_fixed_state():
