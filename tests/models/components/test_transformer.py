@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from smt.models.components.windowed_attention import build_geometry, token_attention
+from smt.models.components.windowed_attention import build_geometry, slot_attention, token_attention
 from tests.models.helpers import random_ids, tiny_model
 
 
@@ -20,6 +20,30 @@ def test_chunked_token_attention_equals_dense_mask(position, block):
     chunked = build_geometry(pos, T, M, N, S, "chunked", block)
     torch.testing.assert_close(token_attention(q, tk, tv, sk, sv, chunked),
                                token_attention(q, tk, tv, sk, sv, dense), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("position", [0, 5, 40])
+@pytest.mark.parametrize("block", [1, 3, 64])
+@pytest.mark.parametrize("n_slots", [1, 3])
+def test_chunked_slot_attention_equals_dense_mask_values_and_gradients(position, block, n_slots):
+    """The new slots in blocks, each against its band of N slot keys, against the (W x (N + W)) mask,
+    at the stream's start (some cached slots not yet written) and later."""
+    B, H, d, T, M, S = 2, 2, 8, 29, 6, 4
+    pos = torch.full((B,), position)
+    W = (position % S + T) // S
+    q = torch.randn(B, H, W, d, requires_grad=True)
+    sk = torch.randn(B, H, n_slots + W, d, requires_grad=True)
+    sv = torch.randn(B, H, n_slots + W, d, requires_grad=True)
+    weights = torch.randn(B, H, W, d)
+    results = []
+    for impl in ("chunked", "dense"):
+        geom = build_geometry(pos, T, M, n_slots, S, impl, block)
+        out = slot_attention(q, sk, sv, geom)
+        results.append((out, torch.autograd.grad((out * weights).sum(), (q, sk, sv))))
+    (chunked, grads), (dense, grads_dense) = results
+    torch.testing.assert_close(chunked, dense, rtol=1e-5, atol=1e-5)
+    for got, want in zip(grads, grads_dense):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
 def test_dense_mask_is_the_window_of_design():

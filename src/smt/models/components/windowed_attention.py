@@ -14,6 +14,8 @@ Two realisations of the token attention:
   dense   one (T x keys) mask; quadratic in T; the test oracle;
   chunked queries in blocks of `block` tokens, each block against only the keys its windows
           can reach (block + M - 1 tokens and the slots visible to it); linear in T.
+The slot attention the same way: dense, one (W x (N + W)) mask; chunked, the new slots in blocks,
+each against the block + N - 1 slot keys its band reaches (slot key 0 is never visible).
 The full-attention baseline uses the same code with an unbounded causal window.
 """
 
@@ -40,7 +42,10 @@ class WindowGeometry:
     n_blocks: int = 0
     block_mask: Tensor | None = None  # chunked: (B, 1, nb, block, Wb + block + cached)
     block_slot_index: Tensor | None = None  # (nb, Wb) indices into the slot keys
-    slot_mask: Tensor | None = None  # (B, 1, W, N + W)
+    slot_mask: Tensor | None = None  # dense: (B, 1, W, N + W)
+    slot_block: int = 0
+    slot_n_blocks: int = 0
+    slot_block_mask: Tensor | None = None  # chunked: (B, 1, nb_slots, slot_block, slot_block + N - 1)
     causal_only: bool = False  # no cache and no slots: plain causal attention
     full_context: bool = False  # the full-attention baseline: the token cache grows
 
@@ -119,14 +124,13 @@ def build_geometry(
     tok_valid = layout.token_valid  # (B, Lk)
     slot_valid = torch.cat([layout.slot_valid, layout.slot_valid.new_ones(position.shape[0], W)], 1)  # (B, N + W)
 
-    slot_mask = None
-    if W > 0:
-        w = torch.arange(W, device=device)[:, None]
-        s = torch.arange(N + W, device=device)[None, :]
-        slot_band = (s >= w + 1) & (s <= N + w)
-        slot_mask = (slot_band[None] & slot_valid[:, None, :])[:, None]
-
     if impl == "dense":
+        slot_mask = None
+        if W > 0:
+            w = torch.arange(W, device=device)[:, None]
+            s = torch.arange(N + W, device=device)[None, :]
+            slot_band = (s >= w + 1) & (s <= N + w)
+            slot_mask = (slot_band[None] & slot_valid[:, None, :])[:, None]
         j = torch.arange(cached + T, device=device)[None, :]
         tok_band = (j >= i[:, None]) & (j <= i[:, None] + cached)
         tok_mask = tok_band[None] & tok_valid[:, None, :]
@@ -140,12 +144,17 @@ def build_geometry(
     block = max(1, min(block_size, T))
     nb = math.ceil(T / block)
     a = torch.arange(block, device=device)
-    c = torch.arange(block + cached, device=device)
-    tok_band = (c[None, :] >= a[:, None]) & (c[None, :] <= a[:, None] + cached)  # (block, Kt)
     b = torch.arange(nb, device=device)
-    key_index = b[:, None] * block + c[None, :]  # (nb, Kt) into padded token keys
-    tok_valid_blocks = _token_validity(position, cached, nb * block + cached)[:, key_index]
-    mask = tok_band[None, None] & tok_valid_blocks[:, :, None, :]  # (B, nb, block, Kt)
+    mask = _band_blocks(_token_validity(position, cached, nb * block + cached), cached, block, nb)
+    slot_geometry = {}
+    if W > 0:
+        # slot key 0 is never visible: slot w sees keys w + 1 .. N + w, a band of N ending at itself
+        s_block = max(1, min(block_size, W))
+        s_nb = math.ceil(W / s_block)
+        later = slot_valid[:, 1:]
+        valid = torch.cat([later, later.new_ones(later.shape[0], s_nb * s_block + N - 1 - later.shape[1])], 1)
+        slot_geometry = dict(slot_block=s_block, slot_n_blocks=s_nb,
+                             slot_block_mask=_band_blocks(valid, N - 1, s_block, s_nb)[:, None])
     slot_index = None
     if N > 0:
         first = (r + b * block) // stride
@@ -161,15 +170,33 @@ def build_geometry(
         )
         smask = band[None] & padded_valid[:, slot_index][:, :, None, :]
         mask = torch.cat([smask, mask], dim=-1)
-    return WindowGeometry(T, W, cached, N, None, block, nb, mask[:, None], slot_index, slot_mask)
+    return WindowGeometry(T, W, cached, N, None, block, nb, mask[:, None], slot_index, **slot_geometry)
 
 
-def _gather_token_blocks(keys: Tensor, geom: WindowGeometry) -> Tensor:
-    """(B, H, cached + T, d) -> (B, H, nb, block + cached, d): the keys each query block can reach."""
-    span = geom.block + geom.cached_tokens
-    need = geom.n_blocks * geom.block + geom.cached_tokens
+def _band_blocks(valid: Tensor, cached: int, block: int, n_blocks: int) -> Tensor:
+    """(B, n_blocks, block, block + cached): query a of a block sees keys a .. a + cached of the block's
+    span (itself last) where `valid` (B, n_blocks * block + cached) says the key exists."""
+    a = torch.arange(block, device=valid.device)
+    c = torch.arange(block + cached, device=valid.device)
+    band = (c[None, :] >= a[:, None]) & (c[None, :] <= a[:, None] + cached)
+    key_index = torch.arange(n_blocks, device=valid.device)[:, None] * block + c[None, :]
+    return band[None, None] & valid[:, key_index][:, :, None, :]
+
+
+def _key_blocks(keys: Tensor, block: int, cached: int, n_blocks: int) -> Tensor:
+    """(B, H, cached + T, d) -> (B, H, n_blocks, block + cached, d): the keys each query block can reach."""
+    need = n_blocks * block + cached
     keys = F.pad(keys, (0, 0, 0, need - keys.shape[2]))
-    return keys.unfold(2, span, geom.block).transpose(-1, -2)
+    return keys.unfold(2, block + cached, block).transpose(-1, -2)
+
+
+def _blocked_attention(q: Tensor, kb: Tensor, vb: Tensor, block: int, n_blocks: int, mask: Tensor,
+                       dropout_p: float) -> Tensor:
+    """Queries (B, H, T, d) in blocks against each block's keys kb, vb (B, H, n_blocks, keys, d)."""
+    B, H, T, d = q.shape
+    qb = F.pad(q, (0, 0, 0, n_blocks * block - T)).view(B, H, n_blocks, block, d)
+    out = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=mask, dropout_p=dropout_p)
+    return out.reshape(B, H, n_blocks * block, d)[:, :, :T]
 
 
 def _gather_slot_blocks(keys: Tensor, geom: WindowGeometry) -> Tensor:
@@ -198,19 +225,20 @@ def token_attention(
             token_v = torch.cat([slot_v, token_v], dim=2)
         return F.scaled_dot_product_attention(q, token_k, token_v, attn_mask=geom.token_mask,
                                               dropout_p=dropout_p)
-    B, H, T, d = q.shape
-    pad = geom.n_blocks * geom.block - T
-    qb = F.pad(q, (0, 0, 0, pad)).view(B, H, geom.n_blocks, geom.block, d)
-    kb = _gather_token_blocks(token_k, geom)
-    vb = _gather_token_blocks(token_v, geom)
+    kb = _key_blocks(token_k, geom.block, geom.cached_tokens, geom.n_blocks)
+    vb = _key_blocks(token_v, geom.block, geom.cached_tokens, geom.n_blocks)
     if geom.n_slots > 0:
         kb = torch.cat([_gather_slot_blocks(slot_k, geom), kb], dim=3)
         vb = torch.cat([_gather_slot_blocks(slot_v, geom), vb], dim=3)
-    out = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=geom.block_mask, dropout_p=dropout_p)
-    return out.reshape(B, H, geom.n_blocks * geom.block, d)[:, :, :T]
+    return _blocked_attention(q, kb, vb, geom.block, geom.n_blocks, geom.block_mask, dropout_p)
 
 
 def slot_attention(q: Tensor, slot_k: Tensor, slot_v: Tensor, geom: WindowGeometry,
                    dropout_p: float = 0.0) -> Tensor:
-    """Attention of the W new memory slots (B, H, W, d) over the latest N slots."""
-    return F.scaled_dot_product_attention(q, slot_k, slot_v, attn_mask=geom.slot_mask, dropout_p=dropout_p)
+    """Attention of the W new memory slots (B, H, W, d) over the latest N slots (keys (B, H, N + W, d))."""
+    if geom.slot_block_mask is None:  # dense
+        return F.scaled_dot_product_attention(q, slot_k, slot_v, attn_mask=geom.slot_mask, dropout_p=dropout_p)
+    cached = geom.n_slots - 1
+    kb = _key_blocks(slot_k[:, :, 1:], geom.slot_block, cached, geom.slot_n_blocks)
+    vb = _key_blocks(slot_v[:, :, 1:], geom.slot_block, cached, geom.slot_n_blocks)
+    return _blocked_attention(q, kb, vb, geom.slot_block, geom.slot_n_blocks, geom.slot_block_mask, dropout_p)
