@@ -42,6 +42,7 @@ class WindowGeometry:
     n_blocks: int = 0
     block_mask: Tensor | None = None  # chunked: (B, 1, nb, block, Wb + block + cached)
     block_slot_index: Tensor | None = None  # (nb, Wb) indices into the slot keys
+    block_slot_step: int = 0  # > 0: row b of block_slot_index is b * step + arange(Wb) (an unfold, no gather)
     slot_mask: Tensor | None = None  # dense: (B, 1, W, N + W)
     slot_block: int = 0
     slot_n_blocks: int = 0
@@ -170,6 +171,8 @@ def build_geometry(
         )
         smask = band[None] & padded_valid[:, slot_index][:, :, None, :]
         mask = torch.cat([smask, mask], dim=-1)
+        if block % stride == 0:  # first = b * block // stride, as r < stride: the blocks' slots slide evenly
+            slot_geometry["block_slot_step"] = block // stride
     return WindowGeometry(T, W, cached, N, None, block, nb, mask[:, None], slot_index, **slot_geometry)
 
 
@@ -200,7 +203,13 @@ def _blocked_attention(q: Tensor, kb: Tensor, vb: Tensor, block: int, n_blocks: 
 
 
 def _gather_slot_blocks(keys: Tensor, geom: WindowGeometry) -> Tensor:
+    """(B, H, N + W, d) -> (B, H, nb, Wb, d): the slot keys each query block can reach."""
     index = geom.block_slot_index
+    step = geom.block_slot_step
+    if step:  # a view, whose backward is a strided sum rather than a scatter-add
+        width = index.shape[1]
+        keys = F.pad(keys, (0, 0, 0, max(0, (geom.n_blocks - 1) * step + width - keys.shape[2])))
+        return keys.unfold(2, width, step)[:, :, :geom.n_blocks].transpose(-1, -2)
     need = int(index.max()) + 1
     keys = F.pad(keys, (0, 0, 0, max(0, need - keys.shape[2])))
     B, H, _, d = keys.shape
