@@ -16,6 +16,8 @@ from smt.models.components.scan import (
     _NativeGatedScan,
     gated_scan,
     gated_scan_reference,
+    gated_window,
+    gated_window_reference,
     selective_scan_fused,
 )
 from tests.models.components.test_scan_fast import _gated_inputs, assert_same_outputs_and_gradients
@@ -57,6 +59,37 @@ def test_native_gated_scan_matches_the_chunked_reference_values_and_gradients(le
     weights_y, weights_h = torch.randn(batch, length, d_inner), torch.randn(batch, d_inner, d_state)
     assert_same_outputs_and_gradients(lambda: gated_scan(*inputs, native=True),
                                       lambda: gated_scan_reference(*inputs), inputs, weights_y, weights_h)
+
+
+@pytest.mark.parametrize("entries", [0, 1, 3])
+@pytest.mark.parametrize("length", [1, 19])
+def test_native_gated_window_matches_the_chunked_reference_values_and_gradients(entries, length):
+    """The window each step convolves and the last conv state, and the gradients of x, the gates and the
+    start state, against chained chunked scans through autograd; closed steps leave the window as it was."""
+    require_native()
+    torch.manual_seed(entries + length)
+    x = torch.randn(2, length, 10, requires_grad=True)
+    g = torch.rand(2, length, 1)
+    g[:, ::3], g[:, 1::4] = 0.0, 1.0
+    g.requires_grad_()
+    start = torch.randn(2, 10, entries, requires_grad=True)
+    weights_w, weights_e = torch.randn(2, length, 10, entries + 1), torch.randn(2, 10, entries)
+    results = []
+    for window_fn in (gated_window, lambda *a: gated_window_reference(*a)):
+        window, last = window_fn(x, g, start)
+        loss = (window * weights_w).sum() + (last * weights_e).sum()
+        results.append((window, last, torch.autograd.grad(loss, (x, g, start), allow_unused=True)))
+    (window, last, grads), (window_ref, last_ref, grads_ref) = results
+    torch.testing.assert_close(window, window_ref, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(last, last_ref, rtol=1e-6, atol=1e-6)
+    for got, want in zip(grads, grads_ref):
+        if want is None:  # no entries: the start state reaches nothing
+            assert got is None or not got.any()
+        else:
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    closed = (g[..., 0] == 0)[:, :-1]  # step t closed: the window before step t + 1 is the one before t
+    if entries:
+        assert torch.equal(window[:, 1:, :, :entries][closed], window[:, :-1, :, :entries][closed])
 
 
 def test_native_scan_is_the_path_gated_scan_takes_on_cpu(monkeypatch):

@@ -1,10 +1,12 @@
-"""The native gated scan: `gated_scan.c`, built with the system C compiler on first use, called through ctypes.
+"""The native gated recurrences of a Mamba memory: the gated scan (`gated_scan.c`) and the gated
+convolution window (`gated_window.c`), built with the system C compiler on first use into one library,
+called through ctypes.
 
 The library is compiled once per source, flags and CPU (`-march=native`) into a cache folder
 (`$SMT_NATIVE_CACHE`, default `~/.cache/smt/native`) and loaded from there afterwards; `python -m smt.native`
 builds it ahead of time (`make install` does). Where no compiler works, or with `SMT_NATIVE=0`, `library()`
 returns None and the scans take their PyTorch paths, which stay the oracle the native path is tested
-against. Nothing here needs torch's headers, ninja or the network: one C file, one compiler call (< 1 s).
+against. Nothing here needs torch's headers, ninja or the network: two C files, one compiler call (< 1 s).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-SOURCE = Path(__file__).with_name("gated_scan.c")
+SOURCES = tuple(Path(__file__).with_name(name) for name in ("gated_scan.c", "gated_window.c"))
 # No -ffast-math: a shared library built with it sets flush-to-zero for the whole process at load time.
 # Reassociation alone lets the compiler vectorise the sums over d_inner.
 FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fassociative-math",
@@ -70,8 +72,8 @@ def _cpu_key() -> str:
 
 def library_path(cc: str) -> Path:
     key = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), " ".join(FLAGS).encode(), cc.encode(), platform.machine().encode(),
-                 _cpu_key().encode()):
+    for part in (*(source.read_bytes() for source in SOURCES), " ".join(FLAGS).encode(), cc.encode(),
+                 platform.machine().encode(), _cpu_key().encode()):
         key.update(part)
     return cache_dir() / f"smt_gated_scan_{key.hexdigest()[:16]}.so"
 
@@ -94,12 +96,13 @@ def build() -> Path:
         built = Path(scratch) / target.name
         errors = []
         for flags in (FLAGS, tuple(f for f in FLAGS if f != "-march=native")):
-            result = subprocess.run([cc, *flags, str(SOURCE), "-o", str(built)], capture_output=True, text=True)
+            result = subprocess.run([cc, *flags, *map(str, SOURCES), "-o", str(built)], capture_output=True,
+                                    text=True)
             if result.returncode == 0:
                 os.replace(built, target)
                 return target
             errors.append(result.stderr.strip()[-2000:])
-    raise NativeBuildError(f"{cc} failed to compile {SOURCE.name}:\n" + "\n".join(errors))
+    raise NativeBuildError(f"{cc} failed to compile {', '.join(s.name for s in SOURCES)}:\n" + "\n".join(errors))
 
 
 @lru_cache(maxsize=1)
@@ -117,7 +120,11 @@ def library() -> ctypes.CDLL | None:
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
     lib.smt_gated_scan_forward.argtypes = [i64] * 5 + [ptr] * 10
     lib.smt_gated_scan_backward.argtypes = [i64] * 5 + [ptr] * 16
-    lib.smt_gated_scan_forward.restype = lib.smt_gated_scan_backward.restype = None
+    lib.smt_gated_window_forward.argtypes = [i64] * 4 + [ptr] * 4
+    lib.smt_gated_window_backward.argtypes = [i64] * 4 + [ptr] * 6
+    for function in (lib.smt_gated_scan_forward, lib.smt_gated_scan_backward, lib.smt_gated_window_forward,
+                     lib.smt_gated_window_backward):
+        function.restype = None
     return lib
 
 
@@ -172,3 +179,28 @@ def gated_scan_backward(u: Tensor, delta: Tensor, A_t: Tensor, B: Tensor, C: Ten
                                 *_pointers(u, delta, A_t, B, C, g, starts, grad_y, grad_h, grad_u, grad_delta,
                                            grad_A, grad_B, grad_C, grad_g, scratch))
     return grad_u, grad_delta, grad_A.sum(0), grad_B, grad_C, grad_g, grad_h
+
+
+def gated_window_forward(x: Tensor, g: Tensor, e0: Tensor) -> tuple[Tensor, Tensor]:
+    """x (b, L, d_inner), g (b, L), the start window e0 (b, K, d_inner). Returns the window every step
+    convolves, (b, L, K + 1, d_inner) (entries before the step, then x_t), and the last window (b, K, d_inner)."""
+    lib = library()
+    batch, steps, d_inner = x.shape
+    K = e0.shape[1]
+    window = x.new_empty(batch, steps, K + 1, d_inner)
+    e = e0.clone()
+    lib.smt_gated_window_forward(batch, steps, d_inner, K, *_pointers(x, g, window, e))
+    return window, e
+
+
+def gated_window_backward(g: Tensor, window: Tensor, grad_window: Tensor,
+                          grad_last: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Gradients of `gated_window_forward`'s x, g and e0 from those of the window and the last window."""
+    lib = library()
+    batch, steps, K1, d_inner = window.shape
+    grad_e = grad_last.clone()
+    grad_x = window.new_empty(batch, steps, d_inner)
+    grad_g = torch.empty_like(g)
+    lib.smt_gated_window_backward(batch, steps, d_inner, K1 - 1, *_pointers(g, window, grad_window, grad_e,
+                                                                             grad_x, grad_g))
+    return grad_x, grad_g, grad_e

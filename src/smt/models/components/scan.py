@@ -17,9 +17,13 @@ compare it with).
 `_FusedGatedScan`, built the same way, is its fast path, and `gated_scan_reference`, the chunked
 linear scan through autograd, its oracle (and the path that keeps every state).
 
-On CPU both scans run by default as one C loop per call, forward and backward (`_NativeGatedScan`
-over `smt.native`, the selective scan as the gated one with every gate open, which is the same maths
-exactly); with native=False, or where the library cannot be built, the PyTorch paths above run.
+`gated_window` is the gated convolution window of the same memory: d_conv - 1 chained first-order
+recurrences, `gated_window_reference` (chunked scans through autograd) and `_NativeGatedWindow`.
+
+On CPU the scans and the window run by default as one C loop per call, forward and backward
+(`_NativeGatedScan`, `_NativeGatedWindow` over `smt.native`; the selective scan as the gated one with
+every gate open, which is the same maths exactly); with native=False, or where the library cannot be
+built, the PyTorch paths above run.
 """
 
 from __future__ import annotations
@@ -310,6 +314,54 @@ def gated_scan_reference(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tens
     stepped = decay * before + drive  # each step's ungated state: what its output reads
     y = torch.einsum("blds,bls->bld", stepped, C.float()) + u.float() * D.float()
     return y, states[:, -1], (states if keep_states else None)
+
+
+class _NativeGatedWindow(torch.autograd.Function):
+    """`gated_window` through `smt.native`: x (b, L, d_inner), g (b, L), start window e0 (b, K, d_inner),
+    all float32 and contiguous; returns the window (b, L, K + 1, d_inner) and the last window. The window
+    is also what the backward reads the entries before each step from."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, g: Tensor, e0: Tensor) -> tuple[Tensor, Tensor]:
+        window, last = native_scan.gated_window_forward(x, g, e0)
+        ctx.save_for_backward(g, window)
+        return window, last
+
+    @staticmethod
+    def backward(ctx, grad_window: Tensor, grad_last: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        g, window = ctx.saved_tensors
+        return native_scan.gated_window_backward(g, window, grad_window.contiguous(), grad_last.contiguous())
+
+
+def gated_window(x: Tensor, g: Tensor, conv_state: Tensor, native: bool = True) -> tuple[Tensor, Tensor]:
+    """The gated convolution window of `MambaMixer.forward_gated`: conv_state (b, d_inner, K) holds the
+    K = d_conv - 1 inputs before the step; at step t, with gate g_t, entry j becomes
+    (1 - g_t) e_j + g_t e_{j+1} (the newest entry: x_t), so a closed gate leaves it bit for bit. x
+    (b, L, d_inner), g (b, L, 1). Returns the window each step convolves, (b, L, d_inner, K + 1) float32
+    (the entries before the step, then x_t), and the last conv state (b, d_inner, K); on CPU through
+    `_NativeGatedWindow` (native=True and the library built), else `gated_window_reference`."""
+    batch, length, _ = x.shape
+    if native and conv_state.shape[-1] > 0 and native_scan.available(x):
+        with torch.autocast(x.device.type, enabled=False):
+            window, last = _NativeGatedWindow.apply(x.float().contiguous(),
+                                                    g.float().reshape(batch, length).contiguous(),
+                                                    conv_state.float().transpose(1, 2).contiguous())
+        return window.permute(0, 1, 3, 2), last.transpose(1, 2)
+    return gated_window_reference(x.float(), g.float(), conv_state.float())
+
+
+def gated_window_reference(x: Tensor, g: Tensor, conv_state: Tensor) -> tuple[Tensor, Tensor]:
+    """`gated_window` as K chunked first-order recurrences through autograd, decay 1 - g, newest entry
+    first: entry j after every step is the scan of g times entry j + 1 before every step."""
+    stay = (1 - g).expand(-1, -1, x.shape[-1])
+    window, source, last = [x], x, []
+    for j in range(conv_state.shape[-1] - 1, -1, -1):
+        start = conv_state[..., j]
+        after = linear_scan_chunked(stay, g * source, start)  # entry j after every step
+        source = torch.cat([start.unsqueeze(1), after[:, :-1]], dim=1)  # entry j before every step
+        window.insert(0, source)
+        last.insert(0, after[:, -1])
+    return torch.stack(window, dim=-1), (torch.stack(last, dim=-1) if last else conv_state)
 
 
 def selective_scan_fused(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,

@@ -28,6 +28,7 @@ from smt.config import StrideHybridConfig
 from smt.models.components.scan import (
     gated_scan,
     gated_scan_reference,
+    gated_window,
     linear_scan_chunked,
     linear_scan_reference,
     scan_keeping_states,
@@ -148,22 +149,16 @@ class MambaMixer(nn.Module):
         parts stay linear recurrences: the scan runs as `scan.gated_scan` (native on CPU, else fused; both
         with a hand-written backward), or with keep_states, or off the native path with a state below
         fused_gated_min_state elements, as the chunked `gated_scan_reference`; the conv window as d_conv - 1
-        chunked first-order recurrences with decay 1 - g, entry j taking entry j + 1 of the step before and
-        the newest entry the input. A closed step (g = 0) leaves both parts bit for bit. Returns the
-        output, the new (conv, scan) state and, with keep_states, the scan state after every step."""
+        first-order recurrences with decay 1 - g, entry j taking entry j + 1 of the step before and the
+        newest entry the input (`scan.gated_window`: native on CPU, else chunked scans). A closed step
+        (g = 0) leaves both parts bit for bit. Returns the output, the new (conv, scan) state and, with
+        keep_states, the scan state after every step."""
         batch = hidden.shape[0]
         x, z = self.in_proj(hidden).chunk(2, dim=-1)  # (B, L, di)
         conv_state, scan_state = state if state is not None else self.init_state(batch, hidden.device)
         g = gates.float().unsqueeze(-1)  # (B, L, 1)
-        stay = (1 - g).expand(-1, -1, self.d_inner)
-        window, source, new_conv = [x.float()], x.float(), []
-        for j in range(self.d_conv - 2, -1, -1):  # newest window entry first: each feeds the one below it
-            start = conv_state[..., j].float()
-            after = linear_scan_chunked(stay, g * source, start)  # entry j after every step
-            source = torch.cat([start.unsqueeze(1), after[:, :-1]], dim=1)  # entry j before every step
-            window.insert(0, source)
-            new_conv.insert(0, after[:, -1])
-        window = torch.stack(window, dim=-1).to(x.dtype)  # (B, L, di, d_conv): what each step convolves
+        window, conv = gated_window(x, g, conv_state, native=self.native_scan)  # (B, L, di, d_conv)
+        window = window.to(x.dtype)
         x = F.silu((window * self.conv1d.weight.squeeze(1)).sum(-1) + self.conv1d.bias)
         delta, Bm, Cm = self._ssm_inputs(x)
         A = -torch.exp(self.A_log.float())
@@ -174,7 +169,6 @@ class MambaMixer(nn.Module):
         else:
             (y, last), states = gated_scan(*args, native=native), None
         out = self.out_proj(y.to(x.dtype) * F.silu(z))
-        conv = torch.stack(new_conv, dim=-1) if new_conv else conv_state.float()
         return out, (conv, last), states
 
     def _forward_cuda(self, hidden: Tensor, kernels) -> tuple[Tensor, tuple[Tensor, Tensor]]:
