@@ -3,7 +3,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from smt.models.components.windowed_attention import build_geometry, slot_attention, token_attention
+from smt.models.components.windowed_attention import (
+    build_geometry,
+    sliding_blocks,
+    slot_attention,
+    token_attention,
+)
 from tests.models.helpers import random_ids, tiny_model
 
 
@@ -44,6 +49,22 @@ def test_chunked_slot_attention_equals_dense_mask_values_and_gradients(position,
     torch.testing.assert_close(chunked, dense, rtol=1e-5, atol=1e-5)
     for got, want in zip(grads, grads_dense):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("width,step,n_blocks", [(5, 8, 3), (8, 8, 3), (13, 8, 4), (19, 4, 6), (4, 1, 9)])
+@pytest.mark.parametrize("length", [3, 30])
+def test_sliding_blocks_are_unfold_values_and_gradients(width, step, n_blocks, length):
+    """The shifted-views blocks against keys.unfold over zero-padded keys, shorter or longer than needed."""
+    keys = torch.randn(2, 3, length, 4, requires_grad=True)
+    need = (n_blocks - 1) * step + width
+    padded = torch.nn.functional.pad(keys, (0, 0, 0, max(0, need - length)))
+    want = padded.unfold(2, width, step)[:, :, :n_blocks].transpose(-1, -2)
+    got = sliding_blocks(keys, width, step, n_blocks)
+    assert torch.equal(got, want)
+    weights = torch.randn_like(want)
+    grad, = torch.autograd.grad((got * weights).sum(), keys)
+    grad_want, = torch.autograd.grad((want * weights).sum(), keys)
+    torch.testing.assert_close(grad, grad_want)
 
 
 def test_dense_mask_is_the_window_of_design():
