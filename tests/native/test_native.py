@@ -73,7 +73,7 @@ def test_native_gated_window_matches_the_chunked_reference_values_and_gradients(
     g[:, ::3], g[:, 1::4] = 0.0, 1.0
     g.requires_grad_()
     start = torch.randn(2, 10, entries, requires_grad=True)
-    weights_w, weights_e = torch.randn(2, length, 10, entries + 1), torch.randn(2, 10, entries)
+    weights_w, weights_e = torch.randn(2, length, entries + 1, 10), torch.randn(2, 10, entries)
     results = []
     for window_fn in (gated_window, lambda *a: gated_window_reference(*a)):
         window, last = window_fn(x, g, start)
@@ -89,7 +89,7 @@ def test_native_gated_window_matches_the_chunked_reference_values_and_gradients(
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     closed = (g[..., 0] == 0)[:, :-1]  # step t closed: the window before step t + 1 is the one before t
     if entries:
-        assert torch.equal(window[:, 1:, :, :entries][closed], window[:, :-1, :, :entries][closed])
+        assert torch.equal(window[:, 1:, :entries][closed], window[:, :-1, :entries][closed])
 
 
 def test_native_scan_is_the_path_gated_scan_takes_on_cpu(monkeypatch):

@@ -160,3 +160,32 @@ def test_gated_tokens_only_writes_in_parallel_equal_the_step_loop(read, monkeypa
     assert parallel_grads.keys() == loop_grads.keys()
     for name, grad in loop_grads.items():
         torch.testing.assert_close(parallel_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("position", [0, 1, 3, 9])
+@pytest.mark.parametrize("n_tokens", [4, 23])
+def test_regular_windows_are_sliding_views_equal_to_the_gather(position, n_tokens):
+    """ChainInputs.windows with (start, step) from the layout gives the gather's windows and gradients."""
+    from smt.models.components.windowed_attention import WriteLayout
+    from smt.models.components.write_chain import ChainInputs
+
+    M, N, S, H, d = 5, 2, 4, 2, 3
+    layout = WriteLayout.of(torch.full((2,), position), n_tokens, M, N, S)
+    W = layout.n_writes
+    if W == 0:
+        pytest.skip("no write in this call")
+    window = layout.write_index[:, None] - (M - 1) + torch.arange(M)
+    scores = torch.randn(2, M - 1 + n_tokens, H, requires_grad=True)
+    values = torch.randn(2, M - 1 + n_tokens, d, requires_grad=True)
+    chain = ChainInputs(None, None, None, None, scores, values, layout.token_valid, window, None, None, None, None)
+    regular = chain.windows((S - 1 - layout.phase, S))
+    gathered = chain.windows()
+    weights = [torch.randn_like(x) for x in gathered[:2]]
+    grads = []
+    for result in (regular, gathered):
+        assert result[0].shape == (2, W, M, H) and result[1].shape == (2, W, M, d)
+        grads.append(torch.autograd.grad(sum((x * w).sum() for x, w in zip(result[:2], weights)), (scores, values)))
+    for got, want in zip(regular, gathered):
+        assert torch.equal(got, want)
+    for got, want in zip(*grads):
+        torch.testing.assert_close(got, want)

@@ -337,7 +337,7 @@ def gated_window(x: Tensor, g: Tensor, conv_state: Tensor, native: bool = True) 
     """The gated convolution window of `MambaMixer.forward_gated`: conv_state (b, d_inner, K) holds the
     K = d_conv - 1 inputs before the step; at step t, with gate g_t, entry j becomes
     (1 - g_t) e_j + g_t e_{j+1} (the newest entry: x_t), so a closed gate leaves it bit for bit. x
-    (b, L, d_inner), g (b, L, 1). Returns the window each step convolves, (b, L, d_inner, K + 1) float32
+    (b, L, d_inner), g (b, L, 1). Returns the window each step convolves, (b, L, K + 1, d_inner) float32
     (the entries before the step, then x_t), and the last conv state (b, d_inner, K); on CPU through
     `_NativeGatedWindow` (native=True and the library built), else `gated_window_reference`."""
     batch, length, _ = x.shape
@@ -346,7 +346,7 @@ def gated_window(x: Tensor, g: Tensor, conv_state: Tensor, native: bool = True) 
             window, last = _NativeGatedWindow.apply(x.float().contiguous(),
                                                     g.float().reshape(batch, length).contiguous(),
                                                     conv_state.float().transpose(1, 2).contiguous())
-        return window.permute(0, 1, 3, 2), last.transpose(1, 2)
+        return window, last.transpose(1, 2)
     return gated_window_reference(x.float(), g.float(), conv_state.float())
 
 
@@ -361,7 +361,7 @@ def gated_window_reference(x: Tensor, g: Tensor, conv_state: Tensor) -> tuple[Te
         source = torch.cat([start.unsqueeze(1), after[:, :-1]], dim=1)  # entry j before every step
         window.insert(0, source)
         last.insert(0, after[:, -1])
-    return torch.stack(window, dim=-1), (torch.stack(last, dim=-1) if last else conv_state)
+    return torch.stack(window, dim=2), (torch.stack(last, dim=-1) if last else conv_state)
 
 
 def selective_scan_fused(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,

@@ -157,9 +157,9 @@ class MambaMixer(nn.Module):
         x, z = self.in_proj(hidden).chunk(2, dim=-1)  # (B, L, di)
         conv_state, scan_state = state if state is not None else self.init_state(batch, hidden.device)
         g = gates.float().unsqueeze(-1)  # (B, L, 1)
-        window, conv = gated_window(x, g, conv_state, native=self.native_scan)  # (B, L, di, d_conv)
-        window = window.to(x.dtype)
-        x = F.silu((window * self.conv1d.weight.squeeze(1)).sum(-1) + self.conv1d.bias)
+        window, conv = gated_window(x, g, conv_state, native=self.native_scan)  # (B, L, d_conv, di)
+        # summed over a middle axis, every operand contiguous in d_inner
+        x = F.silu((window.to(x.dtype) * self.conv1d.weight.squeeze(1).t()).sum(2) + self.conv1d.bias)
         delta, Bm, Cm = self._ssm_inputs(x)
         A = -torch.exp(self.A_log.float())
         args = (x, delta, A, Bm, Cm, self.D, g, scan_state.float())

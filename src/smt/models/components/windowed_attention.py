@@ -63,6 +63,7 @@ class WriteLayout:
     write_index: Tensor  # (W,) index into [M-1 cached tokens, T new] of the token that triggers each write
     token_valid: Tensor  # (B, M-1+T) the token keys that exist (not before the stream's start)
     slot_valid: Tensor  # (B, N) the slots before this call that exist
+    stride: int = 1  # S: write w's window starts S * w tokens after write 0's
 
     @classmethod
     def of(cls, position: Tensor, n_tokens: int, window: int, n_slots: int, stride: int) -> WriteLayout:
@@ -73,7 +74,7 @@ class WriteLayout:
         write_index = (window - 1) + (stride - 1 - r) + stride * torch.arange(W, device=device)
         return cls(r, W, write_pos, (write_pos + 1) * stride - 1, write_index,
                    _token_validity(position, window - 1, window - 1 + n_tokens),
-                   _slot_validity(position, n_slots, stride, n_slots))
+                   _slot_validity(position, n_slots, stride, n_slots), stride)
 
 
 def _token_validity(position: Tensor, cached: int, length: int) -> Tensor:

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from smt.models.components.attention_pooling import AttentionPooling
 from smt.models.components.fused_write_chain import fused_write_chain
 from smt.models.components.ssm import MambaStack
-from smt.models.components.windowed_attention import WriteLayout
+from smt.models.components.windowed_attention import WriteLayout, sliding_blocks
 
 # below this many writes per call (generation: one write every S tokens) the fused chain's per-call
 # weight preparation costs more than it saves
@@ -86,7 +86,8 @@ def write_chain(
         return WriteResult(token_values.new_zeros(B, 0, token_values.shape[-1]), empty_weights,
                            slot_scores, slot_values, ssm_state, no_states)
     if not pool_over_memory:
-        return tokens_only_chain(chain, keep_states)
+        # write w's window starts at token key S - 1 - r + S w
+        return tokens_only_chain(chain, keep_states, (layout.stride - 1 - layout.phase, layout.stride))
     if (fused and isinstance(ssm, MambaStack) and N > 0 and W >= FUSED_MIN_WRITES
             and pooling.position_bias is None and pooling.vectors == 1 and pooling.gate is None and not keep_states):
         return WriteResult(*fused_write_chain(**chain._asdict()))  # by name: the fields are its parameters
@@ -110,9 +111,20 @@ class ChainInputs(NamedTuple):
     slot_valid: Tensor
     ssm_state: dict[str, Tensor]
 
-    def windows(self) -> tuple[Tensor, Tensor, Tensor]:
-        """The token half of every write's window: scores (B, W, M, heads), values, validity."""
-        return self.token_scores[:, self.window], self.token_values[:, self.window], self.token_valid[:, self.window]
+    def windows(self, regular: tuple[int, int] | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """The token half of every write's window: scores (B, W, M, heads), values, validity. With
+        regular = (start, step), window w starting at token key start + step w (what `window` holds),
+        scores and values are sliding views rather than a gather, whose backward is a scatter-add."""
+        valid = self.token_valid[:, self.window]
+        if regular is None:
+            return self.token_scores[:, self.window], self.token_values[:, self.window], valid
+        start, step = regular
+        W, M = self.window.shape
+
+        def blocks(x: Tensor) -> Tensor:  # (B, L, f) -> (B, W, M, f)
+            return sliding_blocks(x[:, start:].unsqueeze(1), M, step, W).squeeze(1)
+
+        return blocks(self.token_scores), blocks(self.token_values), valid
 
     def to_slot(self, ssm_out: Tensor, w: int | None) -> Tensor:
         """A write's slot: the memory projection of the SSM output (+ its learned position)."""
@@ -138,14 +150,16 @@ def ssm_steps(ssm: nn.Module, pooled: Tensor, state: dict, gate: Tensor | None =
     return out, state
 
 
-def tokens_only_chain(c: ChainInputs, keep_states: bool = False) -> WriteResult:
+def tokens_only_chain(c: ChainInputs, keep_states: bool = False,
+                      regular: tuple[int, int] | None = None) -> WriteResult:
     """pool_over_memory=False: the windows hold tokens only, so every write is pooled at once and
-    the SSM runs in sequence mode (no loop). keep_states on a Mamba memory keeps every state through
-    `MambaStack.forward_keeping_states`, and write gates run through `MambaStack.forward_gated`;
-    another SSM, or a gate over several vectors per write, runs step by step (the reference)."""
+    the SSM runs in sequence mode (no loop); `regular` as in `ChainInputs.windows`. keep_states on a
+    Mamba memory keeps every state through `MambaStack.forward_keeping_states`, and write gates run
+    through `MambaStack.forward_gated`; another SSM, or a gate over several vectors per write, runs step
+    by step (the reference)."""
     B, N, (W, M) = c.slot_scores.shape[0], c.slot_scores.shape[1], c.window.shape
     pooling = c.pooling
-    win_scores, win_values, win_valid = c.windows()
+    win_scores, win_values, win_valid = c.windows(regular)
     pooled, weights = pooling.pool(win_scores.flatten(0, 1), win_values.flatten(0, 1), win_valid.flatten(0, 1))
     V = pooling.vectors
     steps = pooled.reshape(B, W * V, -1)  # a write's vectors are consecutive SSM steps
