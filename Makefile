@@ -9,12 +9,14 @@ export SMT_DATA_DIR
 
 install: $(VENV)/.installed
 
-# torch first, pinned to the CPU build that lies on this machine's disk; then the project
+# torch first, pinned to the CPU build that lies on this machine's disk; then the project, and its
+# native scans built with the system C compiler (without one, the PyTorch scans run: it says so)
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/python -m smt.native
 	touch $@
 
 demo: install

@@ -159,6 +159,17 @@ def test_the_build_is_cached_and_python_m_smt_native_reports_it(fresh_library):
     assert result.returncode == 0 and str(path) in result.stdout, result.stdout + result.stderr
 
 
+def test_an_unwritable_cache_folder_builds_in_the_temp_directory(fresh_library, monkeypatch, tmp_path):
+    if native.compiler() is None:
+        pytest.skip("no C compiler on this machine")
+    blocker = tmp_path / "a file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("SMT_NATIVE_CACHE", str(blocker / "cache"))  # cannot be created
+    monkeypatch.setattr(native.tempfile, "gettempdir", lambda: str(tmp_path / "temp"))
+    path = native.build()
+    assert path.parent == tmp_path / "temp" / f"smt-native-{os.getuid()}" and path.exists()
+
+
 def test_a_failed_build_warns_once_and_the_pytorch_scan_runs(fresh_library, monkeypatch):
     monkeypatch.setenv("CC", "false")  # a "compiler" that always fails
     inputs = _gated_inputs(7)

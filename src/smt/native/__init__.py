@@ -3,7 +3,8 @@ convolution window (`gated_window.c`), built with the system C compiler on first
 called through ctypes.
 
 The library is compiled once per source, flags and CPU (`-march=native`) into a cache folder
-(`$SMT_NATIVE_CACHE`, default `~/.cache/smt/native`) and loaded from there afterwards; `python -m smt.native`
+(`$SMT_NATIVE_CACHE`, default `~/.cache/smt/native`; where that cannot be written, one in the temp
+directory) and loaded from there afterwards; `python -m smt.native`
 builds it ahead of time (`make install` does). Where no compiler works, or with `SMT_NATIVE=0`, `library()`
 returns None and the scans take their PyTorch paths, which stay the oracle the native path is tested
 against. Nothing here needs torch's headers, ninja or the network: two C files, one compiler call (< 1 s).
@@ -70,12 +71,24 @@ def _cpu_key() -> str:
     return platform.processor()
 
 
-def library_path(cc: str) -> Path:
+def library_name(cc: str) -> str:
     key = hashlib.sha256()
     for part in (*(source.read_bytes() for source in SOURCES), " ".join(FLAGS).encode(), cc.encode(),
                  platform.machine().encode(), _cpu_key().encode()):
         key.update(part)
-    return cache_dir() / f"smt_gated_scan_{key.hexdigest()[:16]}.so"
+    return f"smt_gated_scan_{key.hexdigest()[:16]}.so"
+
+
+def _writable_cache() -> Path:
+    """cache_dir(), or where it cannot be created (a read-only home) a folder in the temp directory."""
+    for folder in (cache_dir(), Path(tempfile.gettempdir()) / f"smt-native-{os.getuid()}"):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(folder, os.W_OK):
+            return folder
+    raise NativeBuildError(f"cannot create the cache folder {cache_dir()}; set SMT_NATIVE_CACHE to a writable folder")
 
 
 def build() -> Path:
@@ -83,14 +96,12 @@ def build() -> Path:
     cc = compiler()
     if cc is None:
         raise NativeBuildError("no C compiler found (set CC, or install gcc or clang)")
-    target = library_path(cc)
+    name = library_name(cc)
+    if (cache_dir() / name).exists():
+        return cache_dir() / name
+    target = _writable_cache() / name
     if target.exists():
         return target
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise NativeBuildError(f"cannot create the cache folder {target.parent} ({error}); "
-                               "set SMT_NATIVE_CACHE to a writable folder") from error
     # compiled beside the target and renamed into place: a concurrent build or a killed one never leaves half a file
     with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
         built = Path(scratch) / target.name

@@ -164,7 +164,10 @@ class MambaMixer(nn.Module):
         A = -torch.exp(self.A_log.float())
         args = (x, delta, A, Bm, Cm, self.D, g, scan_state.float())
         native = self.native_scan and native_scan_available(x)
-        if keep_states or (not native and scan_state.numel() < self.fused_gated_min_state):
+        # on a GPU each of the fused scan's per-write ops is a kernel launch; the chunked reference
+        # launches about 2 sqrt(writes) steps' worth instead
+        small = scan_state.numel() < self.fused_gated_min_state or x.device.type == "cuda"
+        if keep_states or (not native and small):
             y, last, states = gated_scan_reference(*args, keep_states)
         else:
             (y, last), states = gated_scan(*args, native=native), None

@@ -187,9 +187,10 @@ def _band_blocks(valid: Tensor, cached: int, block: int, n_blocks: int) -> Tenso
     return band[None, None] & valid[:, key_index][:, :, None, :]
 
 
-def _key_blocks(keys: Tensor, block: int, cached: int, n_blocks: int) -> Tensor:
-    """(B, H, cached + T, d) -> (B, H, n_blocks, block + cached, d): the keys each query block can reach."""
-    return sliding_blocks(keys, block + cached, block, n_blocks)
+def _key_blocks(keys: Tensor, block: int, cached: int, n_blocks: int) -> list[Tensor]:
+    """(B, H, cached + T, d) -> the parts of (B, H, n_blocks, block + cached, d), the keys each query
+    block can reach, along dim 3 (`sliding_parts`)."""
+    return sliding_parts(keys, block + cached, block, n_blocks)
 
 
 def sliding_blocks(keys: Tensor, width: int, step: int, n_blocks: int) -> Tensor:
@@ -197,14 +198,20 @@ def sliding_blocks(keys: Tensor, width: int, step: int, n_blocks: int) -> Tensor
     end: what keys.unfold(2, width, step) gives, built as ceil(width / step) shifted views of the keys cut
     into chunks of `step`, concatenated. Its backward is a few strided adds; unfold's is a slow kernel
     on CPU (`python -m benchmarks.profiles`: 17 ms a call at batch 8)."""
+    parts = sliding_parts(keys, width, step, n_blocks)
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=3)
+
+
+def sliding_parts(keys: Tensor, width: int, step: int, n_blocks: int) -> list[Tensor]:
+    """The views `sliding_blocks` concatenates along dim 3 (a caller with more keys to put beside them
+    makes one cat of everything)."""
     pieces = -(-width // step)
     n_chunks = n_blocks + pieces - 1
     B, H, length, d = keys.shape
     keys = F.pad(keys, (0, 0, 0, max(0, n_chunks * step - length)))[:, :, :n_chunks * step]
     chunks = keys.reshape(B, H, n_chunks, step, d)
     last = width - (pieces - 1) * step
-    parts = [chunks[:, :, q:q + n_blocks] for q in range(pieces - 1)] + [chunks[:, :, pieces - 1:, :last]]
-    return parts[0] if pieces == 1 else torch.cat(parts, dim=3)
+    return [chunks[:, :, q:q + n_blocks] for q in range(pieces - 1)] + [chunks[:, :, pieces - 1:, :last]]
 
 
 def _blocked_attention(q: Tensor, kb: Tensor, vb: Tensor, block: int, n_blocks: int, mask: Tensor,
@@ -216,16 +223,17 @@ def _blocked_attention(q: Tensor, kb: Tensor, vb: Tensor, block: int, n_blocks: 
     return out.reshape(B, H, n_blocks * block, d)[:, :, :T]
 
 
-def _gather_slot_blocks(keys: Tensor, geom: WindowGeometry) -> Tensor:
-    """(B, H, N + W, d) -> (B, H, nb, Wb, d): the slot keys each query block can reach."""
+def _gather_slot_blocks(keys: Tensor, geom: WindowGeometry) -> list[Tensor]:
+    """(B, H, N + W, d) -> the parts along dim 3 of (B, H, nb, Wb, d), the slot keys each query block
+    can reach."""
     index = geom.block_slot_index
     step = geom.block_slot_step
     if step:  # shifted views, whose backward is strided adds rather than a scatter-add
-        return sliding_blocks(keys, index.shape[1], step, geom.n_blocks)
+        return sliding_parts(keys, index.shape[1], step, geom.n_blocks)
     need = int(index.max()) + 1
     keys = F.pad(keys, (0, 0, 0, max(0, need - keys.shape[2])))
     B, H, _, d = keys.shape
-    return keys[:, :, index.reshape(-1)].view(B, H, *index.shape, d)
+    return [keys[:, :, index.reshape(-1)].view(B, H, *index.shape, d)]
 
 
 def token_attention(
@@ -248,9 +256,10 @@ def token_attention(
                                               dropout_p=dropout_p)
     kb = _key_blocks(token_k, geom.block, geom.cached_tokens, geom.n_blocks)
     vb = _key_blocks(token_v, geom.block, geom.cached_tokens, geom.n_blocks)
-    if geom.n_slots > 0:
-        kb = torch.cat([_gather_slot_blocks(slot_k, geom), kb], dim=3)
-        vb = torch.cat([_gather_slot_blocks(slot_v, geom), vb], dim=3)
+    if geom.n_slots > 0:  # slot keys first, as the mask has them: one cat of every part
+        kb = _gather_slot_blocks(slot_k, geom) + kb
+        vb = _gather_slot_blocks(slot_v, geom) + vb
+    kb, vb = (parts[0] if len(parts) == 1 else torch.cat(parts, dim=3) for parts in (kb, vb))
     return _blocked_attention(q, kb, vb, geom.block, geom.n_blocks, geom.block_mask, dropout_p)
 
 
@@ -260,6 +269,6 @@ def slot_attention(q: Tensor, slot_k: Tensor, slot_v: Tensor, geom: WindowGeomet
     if geom.slot_block_mask is None:  # dense
         return F.scaled_dot_product_attention(q, slot_k, slot_v, attn_mask=geom.slot_mask, dropout_p=dropout_p)
     cached = geom.n_slots - 1
-    kb = _key_blocks(slot_k[:, :, 1:], geom.slot_block, cached, geom.slot_n_blocks)
-    vb = _key_blocks(slot_v[:, :, 1:], geom.slot_block, cached, geom.slot_n_blocks)
+    kb = sliding_blocks(slot_k[:, :, 1:], geom.slot_block + cached, geom.slot_block, geom.slot_n_blocks)
+    vb = sliding_blocks(slot_v[:, :, 1:], geom.slot_block + cached, geom.slot_block, geom.slot_n_blocks)
     return _blocked_attention(q, kb, vb, geom.slot_block, geom.slot_n_blocks, geom.slot_block_mask, dropout_p)
