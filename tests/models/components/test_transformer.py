@@ -51,7 +51,8 @@ def test_chunked_slot_attention_equals_dense_mask_values_and_gradients(position,
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("width,step,n_blocks", [(5, 8, 3), (8, 8, 3), (13, 8, 4), (19, 4, 6), (4, 1, 9)])
+@pytest.mark.parametrize("width,step,n_blocks", [(5, 8, 3), (8, 8, 3), (13, 8, 4), (19, 4, 6), (4, 1, 9),
+                                                 (50, 1, 1), (50, 2, 3), (7, 3, 1)])
 @pytest.mark.parametrize("length", [3, 30])
 def test_sliding_blocks_are_unfold_values_and_gradients(width, step, n_blocks, length):
     """The shifted-views blocks against keys.unfold over zero-padded keys, shorter or longer than needed."""

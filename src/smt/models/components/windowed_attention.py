@@ -204,14 +204,24 @@ def sliding_blocks(keys: Tensor, width: int, step: int, n_blocks: int) -> Tensor
 
 def sliding_parts(keys: Tensor, width: int, step: int, n_blocks: int) -> list[Tensor]:
     """The views `sliding_blocks` concatenates along dim 3 (a caller with more keys to put beside them
-    makes one cat of everything)."""
+    makes one cat of everything). One block (decoding: T = 1) is one slice; a step far below the
+    width (more than MAX_SHIFTED_VIEWS views) takes unfold, one view whatever the width."""
     pieces = -(-width // step)
     n_chunks = n_blocks + pieces - 1
     B, H, length, d = keys.shape
+    if n_blocks == 1 or pieces > MAX_SHIFTED_VIEWS:
+        need = (n_blocks - 1) * step + width
+        keys = F.pad(keys, (0, 0, 0, max(0, need - length)))
+        if n_blocks == 1:
+            return [keys[:, :, None, :width]]
+        return [keys.unfold(2, width, step)[:, :, :n_blocks].transpose(-1, -2)]
     keys = F.pad(keys, (0, 0, 0, max(0, n_chunks * step - length)))[:, :, :n_chunks * step]
     chunks = keys.reshape(B, H, n_chunks, step, d)
     last = width - (pieces - 1) * step
     return [chunks[:, :, q:q + n_blocks] for q in range(pieces - 1)] + [chunks[:, :, pieces - 1:, :last]]
+
+
+MAX_SHIFTED_VIEWS = 8
 
 
 def _blocked_attention(q: Tensor, kb: Tensor, vb: Tensor, block: int, n_blocks: int, mask: Tensor,
