@@ -174,6 +174,8 @@ def build_geometry(
         mask = torch.cat([smask, mask], dim=-1)
         if block % stride == 0:  # first = b * block // stride, as r < stride: the blocks' slots slide evenly
             slot_geometry["block_slot_step"] = block // stride
+        elif nb == 1:  # one block (decoding): its slots start at r // stride = 0, a slice
+            slot_geometry["block_slot_step"] = 1
     return WindowGeometry(T, W, cached, N, None, block, nb, mask[:, None], slot_index, **slot_geometry)
 
 
