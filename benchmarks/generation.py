@@ -5,8 +5,8 @@ the lengths in long chunks fed in parallel (model(chunk, state=...)), one stream
 state copied at each length; their states have a fixed size, so a step costs the same at any
 position. SMT's decode over SWA's is the memory's cost per generated token. The full-attention
 baseline is prefilled to each length in one call (its KV cache grows with it), up to
-`max_gpt_length` (where its quadratic prefill still fits the time budget). Each model's streams of
-all lengths then take their single-token steps in turns.
+`max_gpt_length` (where its quadratic prefill still fits the time budget). Then every stream of
+every model takes its single-token steps in turns (SMT's, SWA's and full attention's, all lengths).
 
     OMP_NUM_THREADS=2 python -m benchmarks.generation --lengths 1024 16384 131072 1048576
 """
@@ -45,11 +45,10 @@ def copy_state(state: StreamState) -> StreamState:
     return StreamState(state.position.clone(), {k: v.clone() for k, v in state.buffers.items()})
 
 
-def measure_lengths(arch: str, lengths, dtype: str, size: str = "small", device: str = "cpu",
-                    chunk: int = 4096, steps: int = 20, warmup: int = 3, seed: int = 0) -> dict[int, dict]:
-    """One model of `arch`, one stream per length: each stream is advanced to its length, then the
-    streams take their single-token steps in turns, so machine noise hits every length alike.
-    Rows hold the median ms per greedy token and the state bytes before and after the steps."""
+def prepare_streams(arch: str, lengths, dtype: str, size: str = "small", device: str = "cpu",
+                    chunk: int = 4096, seed: int = 0) -> tuple[torch.nn.Module, dict[int, list], dict[int, dict]]:
+    """One model of `arch` and one stream per length, advanced to it: (model, {length: [next token,
+    state, samples]}, {length: row with prefill_s and state_bytes})."""
     torch.manual_seed(seed)
     config = bench_config(size, device, arch=arch)
     model = build(config).eval()
@@ -67,29 +66,46 @@ def measure_lengths(arch: str, lengths, dtype: str, size: str = "small", device:
             rows[length] = {"arch": arch, "length": length, "dtype": dtype,
                             "prefill_s": time.perf_counter() - start, "state_bytes": state_nbytes(stream_state)}
             streams[length] = [logits.argmax(-1), stream_state, []]
+    return model, streams, rows
+
+
+def step_in_turns(prepared: dict[str, tuple], dtype: str, device: str = "cpu", steps: int = 20,
+                  warmup: int = 3) -> dict[str, dict[int, dict]]:
+    """Every stream of every model (`prepare_streams`' results by arch) takes its single-token steps in
+    turns, so machine noise hits every model and length alike. Each timed step follows an untimed one
+    of the same stream, as in generation (otherwise the stream after full attention's 16K step, which
+    sweeps a 134 MB cache through memory, would be timed with nothing of its own in cache). Rows gain
+    the median ms per greedy token and the state bytes after the steps."""
+    with torch.inference_mode(), autocast(dtype, device):
         for i in range(warmup + steps):
-            for stream in streams.values():
-                token, state, samples = stream
-                start = time.perf_counter()
-                logits, state = model.step(token, state)
-                synchronize(device)
-                if i >= warmup:
-                    samples.append(time.perf_counter() - start)
-                stream[0], stream[1] = logits.argmax(-1), state
-    for length, (_, state, samples) in streams.items():
-        samples.sort()
-        rows[length].update(ms_per_token=samples[len(samples) // 2] * 1e3, state_bytes_after=state_nbytes(state))
-    return rows
+            for model, streams, _ in prepared.values():
+                for stream in streams.values():
+                    for timed in (False, True):
+                        token, state, samples = stream
+                        start = time.perf_counter()
+                        logits, state = model.step(token, state)
+                        synchronize(device)
+                        if timed and i >= warmup:
+                            samples.append(time.perf_counter() - start)
+                        stream[0], stream[1] = logits.argmax(-1), state
+    results = {}
+    for arch, (_, streams, rows) in prepared.items():
+        for length, (_, state, samples) in streams.items():
+            samples.sort()
+            rows[length].update(ms_per_token=samples[len(samples) // 2] * 1e3, state_bytes_after=state_nbytes(state))
+        results[arch] = rows
+    return results
 
 
 def run(lengths=(1024, 16384, 131072), dtypes=("float32", "bfloat16"), size: str = "small",
         device: str = "cpu", max_gpt_length: int = 16384, chunk: int = 4096, steps: int = 20) -> list[dict]:
     rows = []
     for dtype in dtypes:
-        smt_rows = measure_lengths("smt", lengths, dtype, size, device, chunk, steps)
-        swa_rows = measure_lengths("swa", lengths, dtype, size, device, chunk, steps)
-        gpt_rows = measure_lengths("gpt", [n for n in lengths if n <= max_gpt_length], dtype, size, device,
-                                   chunk, steps)
+        gpt_lengths = [n for n in lengths if n <= max_gpt_length]
+        prepared = {arch: prepare_streams(arch, arch_lengths, dtype, size, device, chunk)
+                    for arch, arch_lengths in (("smt", lengths), ("swa", lengths), ("gpt", gpt_lengths))}
+        measured = step_in_turns(prepared, dtype, device, steps)
+        smt_rows, swa_rows, gpt_rows = measured["smt"], measured["swa"], measured["gpt"]
         base = smt_rows[min(lengths)]
         for length in lengths:
             row = smt_rows[length]
