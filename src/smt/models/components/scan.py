@@ -282,6 +282,13 @@ class _NativeGatedScan(torch.autograd.Function):
         return grad_u, grad_delta, grad_A.t(), grad_B, grad_C, grad_g, grad_h.transpose(1, 2)
 
 
+# torch.compile runs the native calls as they are (a graph break): its tracing tensors have no memory
+# for ctypes to read
+@torch.compiler.disable
+def _native_gated_scan(*args: Tensor) -> tuple[Tensor, Tensor]:
+    return _NativeGatedScan.apply(*args)
+
+
 def _time_major(*xs: Tensor) -> list[Tensor]:
     return [x.transpose(0, 1).contiguous() for x in xs]
 
@@ -296,9 +303,9 @@ def gated_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Ten
     last state; `gated_scan_reference` takes the same arguments."""
     u32, delta32 = u.float(), delta.float()
     u_t, delta_t, B_t, C_t, g_t = _time_major(u32, delta32, B.float(), C.float(), g.float().squeeze(-1))
-    scan = _NativeGatedScan if native and native_scan.available(u) else _FusedGatedScan
+    scan = _native_gated_scan if native and native_scan.available(u) else _FusedGatedScan.apply
     with torch.autocast(u.device.type, enabled=False):
-        y, last = scan.apply(u_t, delta_t, A.float().contiguous(), B_t, C_t, g_t, h0.float().contiguous())
+        y, last = scan(u_t, delta_t, A.float().contiguous(), B_t, C_t, g_t, h0.float().contiguous())
     return y.transpose(0, 1) + u32 * D.float(), last
 
 
@@ -333,6 +340,11 @@ class _NativeGatedWindow(torch.autograd.Function):
         return native_scan.gated_window_backward(g, window, grad_window.contiguous(), grad_last.contiguous())
 
 
+@torch.compiler.disable
+def _native_gated_window(*args: Tensor) -> tuple[Tensor, Tensor]:
+    return _NativeGatedWindow.apply(*args)
+
+
 def gated_window(x: Tensor, g: Tensor, conv_state: Tensor, native: bool = True) -> tuple[Tensor, Tensor]:
     """The gated convolution window of `MambaMixer.forward_gated`: conv_state (b, d_inner, K) holds the
     K = d_conv - 1 inputs before the step; at step t, with gate g_t, entry j becomes
@@ -343,9 +355,8 @@ def gated_window(x: Tensor, g: Tensor, conv_state: Tensor, native: bool = True) 
     batch, length, _ = x.shape
     if native and conv_state.shape[-1] > 0 and native_scan.available(x):
         with torch.autocast(x.device.type, enabled=False):
-            window, last = _NativeGatedWindow.apply(x.float().contiguous(),
-                                                    g.float().reshape(batch, length).contiguous(),
-                                                    conv_state.float().transpose(1, 2).contiguous())
+            window, last = _native_gated_window(x.float().contiguous(), g.float().reshape(batch, length).contiguous(),
+                                                conv_state.float().transpose(1, 2).contiguous())
         return window, last.transpose(1, 2)
     return gated_window_reference(x.float(), g.float(), conv_state.float())
 
@@ -377,8 +388,8 @@ def selective_scan_fused(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tens
     with torch.autocast(u.device.type, enabled=False):  # the contractions stay float32 too
         if native and native_scan.available(u) and u.dtype == torch.float32:
             open_gates = u.new_ones(length, batch)
-            y, last = _NativeGatedScan.apply(time_major[0], time_major[1], A.contiguous(), time_major[2],
-                                             time_major[3], open_gates, h0.contiguous())
+            y, last = _native_gated_scan(time_major[0], time_major[1], A.contiguous(), time_major[2],
+                                         time_major[3], open_gates, h0.contiguous())
         else:
             y, last = _FusedSelectiveScan.apply(time_major[0], time_major[1], A, time_major[2], time_major[3], h0)
     return y.transpose(0, 1), last
