@@ -141,7 +141,12 @@ def library() -> ctypes.CDLL | None:
 
 def available(*tensors: Tensor) -> bool:
     """Whether the native scan can take these tensors: all on CPU, and the library loaded."""
-    return all(t.device.type == "cpu" for t in tensors) and library() is not None
+    return all(t.device.type == "cpu" for t in tensors) and _loaded()
+
+
+@torch.compiler.assume_constant_result
+def _loaded() -> bool:  # a constant to torch.compile, which would otherwise trace the build
+    return library() is not None
 
 
 def _block_length(d_inner: int, d_state: int, steps: int) -> int:
