@@ -6,7 +6,8 @@ state copied at each length; their states have a fixed size, so a step costs the
 position. SMT's decode over SWA's is the memory's cost per generated token. The full-attention
 baseline is prefilled to each length in one call (its KV cache grows with it), up to
 `max_gpt_length` (where its quadratic prefill still fits the time budget). Then every stream of
-every model takes its single-token steps in turns (SMT's, SWA's and full attention's, all lengths).
+every model takes its single-token steps in turns (SMT's, SWA's and full attention's, all lengths), timed
+in runs of SMT's stride, so each timed run holds one memory write (the per-token cost, writes included).
 
     OMP_NUM_THREADS=2 python -m benchmarks.generation --lengths 1024 16384 131072 1048576
 """
@@ -69,25 +70,31 @@ def prepare_streams(arch: str, lengths, dtype: str, size: str = "small", device:
     return model, streams, rows
 
 
-def step_in_turns(prepared: dict[str, tuple], dtype: str, device: str = "cpu", steps: int = 20,
-                  warmup: int = 3) -> dict[str, dict[int, dict]]:
+def step_in_turns(prepared: dict[str, tuple], dtype: str, device: str = "cpu", turns: int = 20,
+                  warmup: int = 3, tokens_per_sample: int = 16) -> dict[str, dict[int, dict]]:
     """Every stream of every model (`prepare_streams`' results by arch) takes its single-token steps in
-    turns, so machine noise hits every model and length alike. Each timed step follows an untimed one
-    of the same stream, as in generation (otherwise the stream after full attention's 16K step, which
-    sweeps a 134 MB cache through memory, would be timed with nothing of its own in cache). Rows gain
-    the median ms per greedy token and the state bytes after the steps."""
+    turns, so machine noise hits every model and length alike. In a turn a stream takes one untimed step
+    (otherwise the stream after full attention's 16K step, which sweeps a 134 MB cache through memory,
+    would be timed with nothing of its own in cache), then `tokens_per_sample` timed steps, one sample:
+    SMT's stride, so every sample holds exactly one of its memory writes and a sample's mean is the
+    per-token cost of decoding, writes included. Rows gain the median over the turns of the ms per
+    greedy token, and the state bytes after the steps."""
     with torch.inference_mode(), autocast(dtype, device):
-        for i in range(warmup + steps):
+        for turn in range(warmup + turns):
             for model, streams, _ in prepared.values():
                 for stream in streams.values():
-                    for timed in (False, True):
-                        token, state, samples = stream
-                        start = time.perf_counter()
+                    token, state, samples = stream
+                    logits, state = model.step(token, state)
+                    token = logits.argmax(-1)
+                    synchronize(device)
+                    start = time.perf_counter()
+                    for _ in range(tokens_per_sample):
                         logits, state = model.step(token, state)
-                        synchronize(device)
-                        if timed and i >= warmup:
-                            samples.append(time.perf_counter() - start)
-                        stream[0], stream[1] = logits.argmax(-1), state
+                        token = logits.argmax(-1)
+                    synchronize(device)
+                    if turn >= warmup:
+                        samples.append((time.perf_counter() - start) / tokens_per_sample)
+                    stream[0], stream[1] = token, state
     results = {}
     for arch, (_, streams, rows) in prepared.items():
         for length, (_, state, samples) in streams.items():
@@ -98,13 +105,14 @@ def step_in_turns(prepared: dict[str, tuple], dtype: str, device: str = "cpu", s
 
 
 def run(lengths=(1024, 16384, 131072), dtypes=("float32", "bfloat16"), size: str = "small",
-        device: str = "cpu", max_gpt_length: int = 16384, chunk: int = 4096, steps: int = 20) -> list[dict]:
+        device: str = "cpu", max_gpt_length: int = 16384, chunk: int = 4096, turns: int = 20) -> list[dict]:
     rows = []
     for dtype in dtypes:
         gpt_lengths = [n for n in lengths if n <= max_gpt_length]
         prepared = {arch: prepare_streams(arch, arch_lengths, dtype, size, device, chunk)
                     for arch, arch_lengths in (("smt", lengths), ("swa", lengths), ("gpt", gpt_lengths))}
-        measured = step_in_turns(prepared, dtype, device, steps)
+        stride = prepared["smt"][0].config.stride
+        measured = step_in_turns(prepared, dtype, device, turns, tokens_per_sample=stride)
         smt_rows, swa_rows, gpt_rows = measured["smt"], measured["swa"], measured["gpt"]
         base = smt_rows[min(lengths)]
         for length in lengths:

@@ -27,7 +27,7 @@ def test_training_rows_have_ratios_against_each_baseline():
 
 def test_generation_state_bytes_do_not_grow_with_the_stream():
     rows = generation.with_targets(generation.run((16, 80), ("float32",), "toy", max_gpt_length=0,
-                                                  chunk=32, steps=2))
+                                                  chunk=32, turns=2))
     smt = [r for r in rows if r["arch"] == "smt"]
     assert [r["length"] for r in smt] == [16, 80]
     assert all(r["same_state_bytes"] for r in smt)
@@ -37,6 +37,16 @@ def test_generation_state_bytes_do_not_grow_with_the_stream():
     assert sorted(swa) == [16, 80] and swa[16]["state_bytes"] == swa[80]["state_bytes"] > 0
     assert smt[1]["vs_swa"] == pytest.approx(smt[1]["ms_per_token"] / swa[80]["ms_per_token"])
     assert isinstance(smt[1]["meets_vs_swa"], bool)
+
+
+def test_generation_samples_are_runs_of_the_stride_so_each_holds_one_write():
+    model, streams, _ = generation.prepare_streams("smt", (8,), "float32", "toy", chunk=8)
+    stride = model.config.stride
+    generation.step_in_turns({"smt": (model, streams, {8: {}})}, "float32", turns=3, warmup=1,
+                             tokens_per_sample=stride)
+    _, state, samples = streams[8]
+    assert len(samples) == 3
+    assert int(state.position[0]) == 8 + (1 + 3) * (1 + stride)  # an untimed step, then a timed run, per turn
 
 
 def test_flop_count_grows_linearly_for_smt_and_quadratically_for_full_attention():

@@ -223,3 +223,18 @@ def test_states_with_bad_positions_or_dtypes_are_named_or_converted():
     wide = StreamState(state.position, {k: v.double() for k, v in state.buffers.items()})
     got, _ = model(more, state=wide)
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+def test_a_state_is_checked_against_the_model_as_it_is_now_after_a_cast():
+    """The template a carried state is checked against is kept between calls (a decode step does not
+    rebuild it) but follows the model: after model.double() the state continues in float64."""
+    model = tiny_model()
+    ids = random_ids(1, 8)
+    _, aux = model(ids)
+    _, aux = model(random_ids(1, 1), state=aux["state"])  # the template is kept now
+    model.double()
+    _, aux = model(random_ids(1, 1), state=aux["state"])
+    assert aux["state"].buffers["token_kv"].dtype == torch.float64
+    fresh = model.init_state(1)
+    for name, value in aux["state"].buffers.items():
+        assert value.dtype == fresh.buffers[name].dtype, name

@@ -128,8 +128,18 @@ class LanguageModel(StreamingGeneration, nn.Module):
         if not isinstance(state, StreamState):
             raise TypeError("state must be a StreamState (aux['state'] of a previous call), "
                             f"got {type(state).__name__}")
-        return state.fitted_to(self.init_state(1), batch,  # type: ignore[attr-defined]
+        return state.fitted_to(self._state_template(), batch,
                                f"{type(self).__name__} (arch={self.config.arch!r})", grows=self.growing_state)
+
+    def _state_template(self) -> StreamState:
+        """init_state(1), what a state is checked against, kept while the device and dtypes that make it
+        stay the same (a decode step would otherwise allocate and zero every buffer to read their shapes)."""
+        key = (self.device, self.wte.weight.dtype, torch.get_default_dtype())
+        kept = self.__dict__.get("_kept_state_template")
+        if kept is None or kept[0] != key:
+            kept = (key, self.init_state(1))  # type: ignore[attr-defined]
+            self.__dict__["_kept_state_template"] = kept
+        return kept[1]
 
     # ------------------------------------------------------------- sharing
     def save_pretrained(self, save_directory: str | Path, tokenizer: Any = None, safe_serialization: bool = True,

@@ -158,7 +158,11 @@ def build_geometry(
         slot_geometry = dict(slot_block=s_block, slot_n_blocks=s_nb,
                              slot_block_mask=_band_blocks(valid, N - 1, s_block, s_nb)[:, None])
     slot_index = None
-    if N > 0:
+    if N > 0 and T == 1:  # decoding: the one query sees the N slots before this call, a slice
+        slot_index = torch.arange(N, device=device)[None]  # (1, N)
+        mask = torch.cat([slot_valid[:, None, None, :N], mask], dim=-1)
+        slot_geometry["block_slot_step"] = 1
+    elif N > 0:
         first = (r + b * block) // stride
         last = (r + b * block + block - 1) // stride
         width = int((last - first).max()) + N
@@ -213,7 +217,8 @@ def sliding_parts(keys: Tensor, width: int, step: int, n_blocks: int) -> list[Te
     B, H, length, d = keys.shape
     if n_blocks == 1 or pieces > MAX_SHIFTED_VIEWS:
         need = (n_blocks - 1) * step + width
-        keys = F.pad(keys, (0, 0, 0, max(0, need - length)))
+        if need > length:
+            keys = F.pad(keys, (0, 0, 0, need - length))
         if n_blocks == 1:
             return [keys[:, :, None, :width]]
         return [keys.unfold(2, width, step)[:, :, :n_blocks].transpose(-1, -2)]

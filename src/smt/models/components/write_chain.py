@@ -75,16 +75,16 @@ def write_chain(
     slot is the output of the last.
     """
     M, write_index = window_tokens, layout.write_index
-    window = write_index[:, None] - (M - 1) + torch.arange(M, device=write_index.device)  # (W, M)
-    chain = ChainInputs(pooling, ssm, memory_proj, slot_offsets, token_scores, token_values, layout.token_valid,
-                        window, slot_scores, slot_values, layout.slot_valid, ssm_state)
-    W, N = window.shape[0], slot_scores.shape[1]
+    W, N = layout.n_writes, slot_scores.shape[1]
     if W == 0:
         B = slot_scores.shape[0]
         empty_weights = token_scores.new_zeros(B, 0, pooling.n_heads, N + M)
         no_states = ssm_state["ssm_scan"][:, :0] if keep_states else None  # (B, 0, di, ds)
         return WriteResult(token_values.new_zeros(B, 0, token_values.shape[-1]), empty_weights,
                            slot_scores, slot_values, ssm_state, no_states)
+    window = write_index[:, None] - (M - 1) + torch.arange(M, device=write_index.device)  # (W, M)
+    chain = ChainInputs(pooling, ssm, memory_proj, slot_offsets, token_scores, token_values, layout.token_valid,
+                        window, slot_scores, slot_values, layout.slot_valid, ssm_state)
     if not pool_over_memory:
         # write w's window starts at token key S - 1 - r + S w
         return tokens_only_chain(chain, keep_states, (layout.stride - 1 - layout.phase, layout.stride))
@@ -168,7 +168,11 @@ def tokens_only_chain(c: ChainInputs, keep_states: bool = False,
     read_states = None
     parallel_states = getattr(c.ssm, "forward_keeping_states", None) is not None  # a Mamba memory
     parallel_gates = getattr(c.ssm, "forward_gated", None) is not None and V == 1
-    if gates is not None and parallel_gates:  # one gated scan per layer
+    if gates is not None and parallel_gates and W == 1 and not keep_states:
+        # one write (decoding): a Mamba step per layer costs half of a one-step scan's setup
+        out, ssm_state = ssm_steps(c.ssm, steps[:, 0], c.ssm_state, gates.view(B))
+        out = out[:, None]
+    elif gates is not None and parallel_gates:  # one gated scan per layer
         out, ssm_state, read_states = c.ssm.forward_gated(steps, gates.view(B, W), c.ssm_state, keep_states)
     elif keep_states and gates is None and parallel_states:  # every state, still in parallel
         out, ssm_state, all_states = c.ssm.forward_keeping_states(steps, c.ssm_state)
