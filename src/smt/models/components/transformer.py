@@ -19,7 +19,12 @@ from torch import Tensor, nn
 
 from smt.config import StrideHybridConfig
 from smt.models.components.rope import apply_rope
-from smt.models.components.windowed_attention import WindowGeometry, slot_attention, token_attention
+from smt.models.components.windowed_attention import (
+    WindowGeometry,
+    one_token_attention,
+    slot_attention,
+    token_attention,
+)
 
 
 class CausalSelfAttention(nn.Module):
@@ -46,11 +51,17 @@ class CausalSelfAttention(nn.Module):
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         cache_tk, cache_tv, cache_sk, cache_sv = cache
         T = n_tokens
+        p = self.dropout if self.training else 0.0
+        if geom.one_token:  # decoding: one cat of the whole window; the new caches are views of it
+            keys = torch.cat([cache_sk.to(k.dtype), cache_tk.to(k.dtype), k], dim=2)
+            values = torch.cat([cache_sv.to(v.dtype), cache_tv.to(v.dtype), v], dim=2)
+            out = self.c_proj(one_token_attention(q, keys, values, geom, p).transpose(1, 2).reshape(B, L, d))
+            N = cache_sk.shape[2]
+            return F.dropout(out, p, self.training), (keys[:, :, N + 1:], values[:, :, N + 1:], cache_sk, cache_sv)
         token_k = torch.cat([cache_tk.to(k.dtype), k[:, :, :T]], dim=2)
         token_v = torch.cat([cache_tv.to(v.dtype), v[:, :, :T]], dim=2)
         slot_k = torch.cat([cache_sk.to(k.dtype), k[:, :, T:]], dim=2)
         slot_v = torch.cat([cache_sv.to(v.dtype), v[:, :, T:]], dim=2)
-        p = self.dropout if self.training else 0.0
         out = token_attention(q[:, :, :T], token_k, token_v, slot_k, slot_v, geom, p)
         if L > T:
             out = torch.cat([out, slot_attention(q[:, :, T:], slot_k, slot_v, geom, p)], dim=2)

@@ -48,6 +48,7 @@ class WindowGeometry:
     slot_n_blocks: int = 0
     slot_block_mask: Tensor | None = None  # chunked: (B, 1, nb_slots, slot_block, slot_block + N - 1)
     causal_only: bool = False  # no cache and no slots: plain causal attention
+    one_token: bool = False  # chunked, one token and no write (decoding): its keys are every cached one and itself
     full_context: bool = False  # the full-attention baseline: the token cache grows
 
 
@@ -180,7 +181,8 @@ def build_geometry(
             slot_geometry["block_slot_step"] = block // stride
         elif nb == 1:  # one block (decoding): its slots start at r // stride = 0, a slice
             slot_geometry["block_slot_step"] = 1
-    return WindowGeometry(T, W, cached, N, None, block, nb, mask[:, None], slot_index, **slot_geometry)
+    return WindowGeometry(T, W, cached, N, None, block, nb, mask[:, None], slot_index, **slot_geometry,
+                          one_token=T == 1 and W == 0)
 
 
 def _band_blocks(valid: Tensor, cached: int, block: int, n_blocks: int) -> Tensor:
@@ -278,6 +280,13 @@ def token_attention(
         vb = _gather_slot_blocks(slot_v, geom) + vb
     kb, vb = (parts[0] if len(parts) == 1 else torch.cat(parts, dim=3) for parts in (kb, vb))
     return _blocked_attention(q, kb, vb, geom.block, geom.n_blocks, geom.block_mask, dropout_p)
+
+
+def one_token_attention(q: Tensor, keys: Tensor, values: Tensor, geom: WindowGeometry,
+                        dropout_p: float = 0.0) -> Tensor:
+    """`token_attention` for a `geom.one_token` call: the query (B, H, 1, d) against keys (B, H, N + M, d),
+    the N cached slots, the M - 1 cached tokens and itself, in the mask's order."""
+    return _blocked_attention(q, keys[:, :, None], values[:, :, None], 1, 1, geom.block_mask, dropout_p)
 
 
 def slot_attention(q: Tensor, slot_k: Tensor, slot_v: Tensor, geom: WindowGeometry,
