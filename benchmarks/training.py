@@ -29,16 +29,22 @@ ARCHS = ("smt", "smt-seed", "smt-loop", "smt-tokpool", "smt-scan-fused", "smt-sc
 SEED_DESIGN = {"pool_over_memory": True, "write_gate": False}
 
 
+# config fields set on every arch's model (--attention-block-size sets one)
+CONFIG_OVERRIDES: dict = {}
+
+
 def arch_config(arch: str, size: str, device: str):
-    if arch == "smt-tokpool":
-        return bench_config(size, device, pool_over_memory=False, write_gate=False)
-    if arch in ("smt-seed", "smt-loop"):
-        return bench_config(size, device, **SEED_DESIGN)
-    if arch in ("smt-scan-fused", "smt-scan-ref"):
-        return bench_config(size, device)
     if arch not in ARCHS:
         raise ValueError(f"unknown architecture {arch!r}; use one of {list(ARCHS)}")
-    return bench_config(size, device, arch=arch)
+    if arch == "smt-tokpool":
+        fields = {"pool_over_memory": False, "write_gate": False}
+    elif arch in ("smt-seed", "smt-loop"):
+        fields = SEED_DESIGN
+    elif arch in ("smt-scan-fused", "smt-scan-ref"):
+        fields = {}
+    else:
+        fields = {"arch": arch}
+    return bench_config(size, device, **fields, **CONFIG_OVERRIDES)
 
 
 def make_train_step(model, ids: torch.Tensor, dtype: str):
@@ -163,9 +169,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=1, help="rows per step (the write chain serves all at once)")
     parser.add_argument("--release-freed-memory", action="store_true",
                         help="glibc's default: freed memory goes back to the OS (each step faults it in again)")
+    parser.add_argument("--attention-block-size", type=int, default=None,
+                        help="the chunked attention's query block for every model (default: the config's)")
     args = parser.parse_args(argv)
     global KEEP_FREED_MEMORY
     KEEP_FREED_MEMORY = not args.release_freed_memory
+    CONFIG_OVERRIDES.clear()
+    if args.attention_block_size is not None:
+        CONFIG_OVERRIDES["attention_block_size"] = args.attention_block_size
     rows = with_targets(run(args.contexts, args.dtypes, args.archs, args.size, args.device, args.repeats,
                             batch=args.batch))
     print(markdown_table(rows, COLUMNS))

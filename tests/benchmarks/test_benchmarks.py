@@ -185,3 +185,13 @@ def test_gated_scan_rows_time_the_native_and_fused_scans_against_their_reference
         base = row["native_s"]
     assert row["fused_vs_native"] == pytest.approx(row["fused_s"] / base)
     assert row["reference_vs_native"] == pytest.approx(row["reference_s"] / base)
+
+
+def test_training_attention_block_size_reaches_every_model(monkeypatch, capsys):
+    monkeypatch.setattr(training, "CONFIG_OVERRIDES", {})
+    assert training.main(["--size", "toy", "--contexts", "64", "--dtypes", "float32", "--archs", "smt", "swa",
+                          "--repeats", "1", "--attention-block-size", "16"]) == 0
+    assert "| smt |" in capsys.readouterr().out
+    assert {training.arch_config(arch, "toy", "cpu").block_size for arch in ("smt", "smt-seed", "swa")} == {16}
+    monkeypatch.setattr(training, "CONFIG_OVERRIDES", {})
+    assert training.arch_config("smt", "toy", "cpu").block_size == 64
