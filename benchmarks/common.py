@@ -24,8 +24,12 @@ def bench_config(size: str = "small", device: str = "cpu", **overrides) -> Strid
     """The model shape every benchmark uses.
 
     small: the CPU benchmark shape (d=256, 4 layers of 4 heads, a 4-layer Mamba memory, the
-    WikiText-103 window N=15 M=50 S=16, an 8K vocabulary). toy: seconds-long smoke tests.
+    WikiText-103 window N=15 M=50 S=16, an 8K vocabulary). toy: seconds-long smoke tests. default: the
+    default 216M config (`StrideHybridConfig.wikitext103()`, d=768, 12 + 24 layers, vocab 50,280), the
+    shape of issue 16's GPU targets.
     """
+    if size == "default":
+        return StrideHybridConfig.wikitext103(**{"device": device, **overrides})
     if size == "small":
         base = dict(n_ssm_outputs=15, m_input_tokens=50, stride=16, vocab_size=8192, d_model=256,
                     transformer_n_layers=4, n_heads=4, ssm_n_layers=4)
@@ -33,7 +37,7 @@ def bench_config(size: str = "small", device: str = "cpu", **overrides) -> Strid
         base = dict(n_ssm_outputs=4, m_input_tokens=8, stride=4, vocab_size=256, d_model=64,
                     transformer_n_layers=2, n_heads=4, ssm_n_layers=2, ssm_d_state=8)
     else:
-        raise ValueError(f"unknown benchmark size {size!r}; use 'small' or 'toy'")
+        raise ValueError(f"unknown benchmark size {size!r}; use 'small', 'toy' or 'default'")
     return StrideHybridConfig(**{**base, "device": device, **overrides})
 
 

@@ -23,7 +23,7 @@ import torch
 from benchmarks import generation, mfu, profiles, scaling, ssm, training
 from benchmarks.common import machine_info, markdown_table
 
-SECTIONS = ("training", "generation", "mfu", "ssm", "profile", "scaling")
+SECTIONS = ("training", "generation", "mfu", "ssm", "gated_scan", "profile", "scaling")
 
 
 @dataclass
@@ -43,13 +43,14 @@ class Plan:
     gen_chunk: int
     scaling_contexts: tuple[int, ...]
     max_gpt_context: int
+    gated_shapes: tuple[tuple[int, int, int, int], ...]  # (batch, writes, d_inner, d_state)
 
     @classmethod
     def make(cls, quick: bool) -> Plan:
         if quick:
-            return cls("toy", (64, 128), (32, 96), 96, 64, 128, 32, 32, 1, 3, 32, (64, 128), 64)
+            return cls("toy", (64, 128), (32, 96), 96, 64, 128, 32, 32, 1, 3, 32, (64, 128), 64, ((1, 32, 16, 4),))
         return cls("small", (1024, 4096, 16384), (1024, 16384, 131072), 16384, 4096, 2048, 2048, 256, 3, 20, 4096,
-                   (4096, 16384, 65536), 16384)
+                   (4096, 16384, 65536), 16384, ((8, 256, 512, 16), (1, 256, 512, 16), (1, 1024, 128, 8)))
 
 
 def gpt_available() -> bool:
@@ -84,6 +85,8 @@ def run(sections=SECTIONS, quick: bool = False, device: str = "cpu", dtypes=("fl
         elif section == "ssm":
             results[section] = ssm.run(plan.ssm_length, plan.ssm_d_model, dtypes=dtypes, device=device,
                                        repeats=plan.repeats)
+        elif section == "gated_scan":
+            results[section] = ssm.gated_scan_rows(plan.gated_shapes, device, repeats=plan.repeats)
         elif section == "profile":
             results[section] = {dtype: profiles.profile_train_step("smt", plan.mfu_context, dtype, plan.size, device)
                                 for dtype in dtypes}
@@ -110,6 +113,8 @@ def to_markdown(results: dict) -> str:
               "generation": ("Generation", generation.COLUMNS),
               "mfu": ("Model FLOP utilisation", mfu.COLUMNS),
               "ssm": ("Mamba block: sequence vs step mode", ssm.COLUMNS),
+              "gated_scan": ("Gated scan: compiled (C on CPU, Triton on CUDA), fused and reference",
+                             ssm.GATED_COLUMNS),
               "scaling": ("Scaling: training tokens/s and peak step memory against context", scaling.COLUMNS),
               "scaling_fit": ("Scaling: peak memory = a + b * context/1K (least squares)", scaling.FIT_COLUMNS)}
     for key, (title, columns) in tables.items():

@@ -8,12 +8,14 @@ modes
 and the latency of one no-grad step (generation).
 
 With --gated: the default memory's gated scan alone, forward + backward, timed in turns: native
-(`scan.gated_scan`, the C loop of `smt.native`), fused (the same with native=False: PyTorch ops with a
+(`scan.gated_scan`'s compiled kernel: the C loop of `smt.native` on CPU, the Triton kernels of
+`triton_scan` on CUDA), fused (the same with native=False: PyTorch ops with a
 hand-written backward) and its chunked autograd reference (`scan.gated_scan_reference`), at the
 write counts and state sizes of the benchmark shape (256 writes, d_inner 512, d_state 16) and the toy
 shape (1,024 writes, d_inner 128, d_state 8):
 
     OMP_NUM_THREADS=2 python -m benchmarks.ssm --gated
+    python -m benchmarks.ssm --gated --device cuda
 """
 
 from __future__ import annotations
@@ -24,8 +26,7 @@ from functools import partial
 import torch
 
 from benchmarks.common import autocast, markdown_table, time_call, time_in_turns
-from smt import native
-from smt.models.components.scan import gated_scan, gated_scan_reference
+from smt.models.components.scan import compiled_scan_available, gated_scan, gated_scan_reference
 from smt.models.components.ssm import MambaStack
 
 TARGET = 10.0  # sequence mode over the step loop, forward + backward at length 2K
@@ -78,9 +79,9 @@ def run(length: int = 2048, d_model: int = 256, n_layers: int = 1, batch: int = 
 
 def gated_scan_rows(shapes=((8, 256, 512, 16), (1, 256, 512, 16), (1, 1024, 128, 8)), device: str = "cpu",
                     repeats: int = 5) -> list[dict]:
-    """Median forward + backward seconds of the native and fused gated scans and their reference, per
-    (batch, writes, d_inner, d_state), timed in turns; gates half closed, half open. Without the native
-    library its columns are None."""
+    """Median forward + backward seconds of the compiled ("native": C on CPU, Triton on CUDA) and fused gated
+    scans and their reference, per (batch, writes, d_inner, d_state), timed in turns; gates half closed, half
+    open. Without a compiled scan for the device its columns are None."""
     rows = []
     for batch, writes, d_inner, d_state in shapes:
         torch.manual_seed(0)
@@ -90,7 +91,7 @@ def gated_scan_rows(shapes=((8, 256, 512, 16), (1, 256, 512, 16), (1, 1024, 128,
         leaves = [x.to(device).requires_grad_() for x in leaves]
         h0 = torch.zeros(batch, d_inner, d_state, device=device)
         paths = {"fused": partial(gated_scan, native=False), "reference": gated_scan_reference}
-        if native.available(h0):
+        if compiled_scan_available(h0):
             paths = {"native": partial(gated_scan, native=True), **paths}
         calls = {}
         for name, scan_fn in paths.items():

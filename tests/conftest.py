@@ -10,6 +10,11 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Without a GPU the Triton kernels (smt.models.components.triton_scan) are tested under Triton's
+# interpreter, which must be chosen before anything imports triton (torch._dynamo does)
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 
 def shared_data_dir() -> Path:
     """The shared data folder; fails loudly when SMT_DATA_DIR is set but the data is missing."""

@@ -63,7 +63,20 @@ def test_mfu_rows_compare_against_a_measured_peak():
     rows = mfu.run(64, ("float32",), ("smt", "swa"), "toy", repeats=1, peak_n=64)
     assert rows[0]["peak_bf16_gflops"] > 0 and 0 < rows[0]["mfu_vs_same_dtype_peak"]
     assert rows[0]["mfu_vs_swa"] == pytest.approx(rows[0]["mfu_vs_same_dtype_peak"] / rows[1]["mfu_vs_same_dtype_peak"])
+    assert rows[0]["tokens_per_s_vs_swa"] == pytest.approx(rows[0]["tokens_per_s"] / rows[1]["tokens_per_s"])
     assert isinstance(rows[0]["meets_target"], bool)
+
+
+def test_mfu_counts_the_flops_of_every_row_of_a_batch():
+    one, two = (mfu.run(64, ("float32",), ("swa",), "toy", repeats=1, peak_n=64, batch=b)[0] for b in (1, 2))
+    assert two["batch"] == 2 and two["model_gflop"] == pytest.approx(2 * one["model_gflop"])
+    assert two["tokens_per_s"] == pytest.approx(2 * 64 / two["step_s"])
+
+
+def test_default_bench_size_is_the_default_216m_config():
+    from smt.config import StrideHybridConfig
+
+    assert bench_config("default").to_dict() == StrideHybridConfig.wikitext103(device="cpu").to_dict()
 
 
 def test_ssm_modes_and_speedups():
@@ -85,11 +98,14 @@ def test_state_nbytes_and_timing_helpers():
 
 def test_run_all_quick_writes_report_and_json(tmp_path):
     out = tmp_path / "report.md"
-    assert run_all.main(["--quick", "--only", "ssm", "mfu", "--dtypes", "float32", "--output", str(out)]) == 0
+    assert run_all.main(["--quick", "--only", "ssm", "mfu", "gated_scan", "--dtypes", "float32",
+                         "--output", str(out)]) == 0
     text = out.read_text()
     assert "Model FLOP utilisation" in text and "sequence-loop" in text and "Machine:" in text
+    assert "### Gated scan" in text
     data = json.loads(out.with_suffix(".json").read_text())
-    assert {"machine", "mfu", "ssm"} <= set(data)
+    assert {"machine", "mfu", "ssm", "gated_scan"} <= set(data)
+    assert data["gated_scan"][0]["reference_s"] > 0
     with pytest.raises(ValueError, match="section"):
         run_all.run(["nonsense"])
 

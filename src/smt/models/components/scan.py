@@ -23,7 +23,8 @@ recurrences, `gated_window_reference` (chunked scans through autograd) and `_Nat
 On CPU the scans and the window run by default as one C loop per call, forward and backward
 (`_NativeGatedScan`, `_NativeGatedWindow` over `smt.native`; the selective scan as the gated one with
 every gate open, which is the same maths exactly); with native=False, or where the library cannot be
-built, the PyTorch paths above run.
+built, the PyTorch paths above run. On CUDA, with Triton installed, both scans run as the Triton
+kernels of `triton_scan` (the window takes its chunked reference there).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import torch
 from torch import Tensor
 
 from smt import native as native_scan
+from smt.models.components import triton_scan
 
 
 def linear_scan_reference(a: Tensor, b: Tensor, h0: Tensor | None = None) -> Tensor:
@@ -293,17 +295,34 @@ def _time_major(*xs: Tensor) -> list[Tensor]:
     return [x.transpose(0, 1).contiguous() for x in xs]
 
 
+def _compiled_gated_scan(x: Tensor):
+    """The compiled gated scan for x's device, or None: the C loop on CPU (`smt.native`, where it could be
+    built), the Triton kernels on CUDA (`triton_scan`, where Triton is installed)."""
+    if native_scan.available(x):
+        return _native_gated_scan
+    if triton_scan.available(x):
+        return triton_scan.TritonGatedScan.apply
+    return None
+
+
+def compiled_scan_available(x: Tensor) -> bool:
+    """Whether `gated_scan` and `selective_scan_fused` run a compiled kernel on x's device (native=True)."""
+    return _compiled_gated_scan(x) is not None
+
+
 def gated_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, g: Tensor,
                h0: Tensor, native: bool = True) -> tuple[Tensor, Tensor]:
-    """The gated scan of `MambaMixer.forward_gated` through `_NativeGatedScan` on CPU (native=True and the
-    library built), else `_FusedGatedScan`:
+    """The gated scan of `MambaMixer.forward_gated` with native=True through the compiled kernel of the
+    device where there is one (`_NativeGatedScan` on CPU, `triton_scan.TritonGatedScan` on CUDA), else
+    `_FusedGatedScan`:
     s_t = lerp(s_{t-1}, exp(dt_t A) s_{t-1} + dt_t u_t B_t, g_t), each output read from the ungated
     step, y_t = C_t . (exp(dt_t A) s_{t-1} + dt_t u_t B_t) + D u_t. u, delta (batch, L, d_inner); B, C
     (batch, L, d_state); g (batch, L, 1); h0 (batch, d_inner, d_state). Returns y (float32) and the
     last state; `gated_scan_reference` takes the same arguments."""
     u32, delta32 = u.float(), delta.float()
     u_t, delta_t, B_t, C_t, g_t = _time_major(u32, delta32, B.float(), C.float(), g.float().squeeze(-1))
-    scan = _native_gated_scan if native and native_scan.available(u) else _FusedGatedScan.apply
+    scan = _compiled_gated_scan(u) if native else None
+    scan = scan or _FusedGatedScan.apply
     with torch.autocast(u.device.type, enabled=False):
         y, last = scan(u_t, delta_t, A.float().contiguous(), B_t, C_t, g_t, h0.float().contiguous())
     return y.transpose(0, 1) + u32 * D.float(), last
@@ -378,18 +397,19 @@ def gated_window_reference(x: Tensor, g: Tensor, conv_state: Tensor) -> tuple[Te
 def selective_scan_fused(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
                          h0: Tensor | None = None, native: bool = True) -> tuple[Tensor, Tensor]:
     """The scan part of `selective_scan` (no D term): float32 inputs in (batch, L, ...) layout; returns y
-    (batch, L, d_inner) and the last state. On CPU with native=True (and the library built) it is the
-    native gated scan with every gate open (lerp with weight 1 is the step itself, bit for bit), else
-    `_FusedSelectiveScan`."""
+    (batch, L, d_inner) and the last state. With native=True, where the device has a compiled gated scan
+    (the C loop on CPU, Triton on CUDA), it is that scan with every gate open (lerp with weight 1 is the
+    step itself, bit for bit), else `_FusedSelectiveScan`."""
     batch, length, d_inner = u.shape
     if h0 is None:
         h0 = u.new_zeros(batch, d_inner, A.shape[-1])
     time_major = _time_major(u, delta, B, C)
     with torch.autocast(u.device.type, enabled=False):  # the contractions stay float32 too
-        if native and native_scan.available(u) and u.dtype == torch.float32:
+        compiled = _compiled_gated_scan(u) if native and u.dtype == torch.float32 else None
+        if compiled is not None:
             open_gates = u.new_ones(length, batch)
-            y, last = _native_gated_scan(time_major[0], time_major[1], A.contiguous(), time_major[2],
-                                         time_major[3], open_gates, h0.contiguous())
+            y, last = compiled(time_major[0], time_major[1], A.contiguous(), time_major[2], time_major[3],
+                               open_gates, h0.contiguous())
         else:
             y, last = _FusedSelectiveScan.apply(time_major[0], time_major[1], A, time_major[2], time_major[3], h0)
     return y.transpose(0, 1), last

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from smt.config import StrideHybridConfig
 from smt.models.components.scan import (
+    compiled_scan_available,
     gated_scan,
     gated_scan_reference,
     gated_window,
@@ -34,7 +35,6 @@ from smt.models.components.scan import (
     scan_keeping_states,
     selective_scan,
 )
-from smt.native import available as native_scan_available
 
 
 class RMSNorm(nn.Module):
@@ -64,12 +64,12 @@ def _cuda_kernels():
 class MambaMixer(nn.Module):
     """One Mamba (S6) mixer with the reference parameter names."""
 
-    # On CPU both scans run as `smt.native`'s C loop (native_scan; where the library cannot be built, or
-    # with native_scan = False, the PyTorch paths: benchmark archs smt-scan-fused and smt-scan-ref).
-    # There, forward_gated's scan is fused from this many scan-state elements per step (batch x d_inner x
-    # d_state) up; below, the fused scan's per-step ops cost more than the chunked reference's passes
-    # (`python -m benchmarks.ssm --gated`, 2026-12-04: 0.68-0.93x at 1-2K elements, 2.3-8.3x from 8K
-    # up), so the reference runs there. math.inf always runs the reference.
+    # On CPU both scans run as `smt.native`'s C loop, on CUDA as the Triton kernels of `triton_scan`
+    # (native_scan; where neither can run, or with native_scan = False, the PyTorch paths: benchmark archs
+    # smt-scan-fused and smt-scan-ref). Off them, forward_gated's scan is fused from this many scan-state
+    # elements per step (batch x d_inner x d_state) up; below, the fused scan's per-step ops cost more
+    # than the chunked reference's passes (`python -m benchmarks.ssm --gated`, 2026-12-04: 0.68-0.93x at
+    # 1-2K elements, 2.3-8.3x from 8K up), so the reference runs there. math.inf always runs the reference.
     native_scan: bool = True
     fused_gated_min_state: float = 4096
 
@@ -146,13 +146,13 @@ class MambaMixer(nn.Module):
         """Sequence mode with a write gate per timestep, gates (B, L) in [0, 1]: the same maths as `step`
         followed by the gate's blend of each part of the state, s_t = g_t step(s_{t-1}, x_t) + (1 - g_t)
         s_{t-1}, with every output the ungated step's (as `write_chain.ssm_steps`, its reference). Both
-        parts stay linear recurrences: the scan runs as `scan.gated_scan` (native on CPU, else fused; both
-        with a hand-written backward), or with keep_states, or off the native path with a state below
-        fused_gated_min_state elements, as the chunked `gated_scan_reference`; the conv window as d_conv - 1
-        first-order recurrences with decay 1 - g, entry j taking entry j + 1 of the step before and the
-        newest entry the input (`scan.gated_window`: native on CPU, else chunked scans). A closed step
-        (g = 0) leaves both parts bit for bit. Returns the output, the new (conv, scan) state and, with
-        keep_states, the scan state after every step."""
+        parts stay linear recurrences: the scan runs as `scan.gated_scan` (native on CPU, Triton on CUDA,
+        else fused; all with a hand-written backward), or with keep_states, or off those compiled paths on
+        CUDA or with a state below fused_gated_min_state elements, as the chunked `gated_scan_reference`;
+        the conv window as d_conv - 1 first-order recurrences with decay 1 - g, entry j taking entry j + 1
+        of the step before and the newest entry the input (`scan.gated_window`: native on CPU, else chunked
+        scans). A closed step (g = 0) leaves both parts bit for bit. Returns the output, the new (conv, scan)
+        state and, with keep_states, the scan state after every step."""
         batch = hidden.shape[0]
         x, z = self.in_proj(hidden).chunk(2, dim=-1)  # (B, L, di)
         conv_state, scan_state = state if state is not None else self.init_state(batch, hidden.device)
@@ -163,14 +163,14 @@ class MambaMixer(nn.Module):
         delta, Bm, Cm = self._ssm_inputs(x)
         A = -torch.exp(self.A_log.float())
         args = (x, delta, A, Bm, Cm, self.D, g, scan_state.float())
-        native = self.native_scan and native_scan_available(x)
-        # on a GPU each of the fused scan's per-write ops is a kernel launch; the chunked reference
-        # launches about 2 sqrt(writes) steps' worth instead
-        small = scan_state.numel() < self.fused_gated_min_state or x.device.type == "cuda"
-        if keep_states or (not native and small):
+        compiled = self.native_scan and compiled_scan_available(x)
+        # off the compiled scans: on a GPU each of the fused scan's per-write ops is a kernel launch (the
+        # chunked reference launches about 2 sqrt(writes) steps' worth), and on CPU small states favour it
+        small = scan_state.numel() < self.fused_gated_min_state or x.is_cuda
+        if keep_states or (not compiled and small):
             y, last, states = gated_scan_reference(*args, keep_states)
         else:
-            (y, last), states = gated_scan(*args, native=native), None
+            (y, last), states = gated_scan(*args, native=compiled), None
         out = self.out_proj(y.to(x.dtype) * F.silu(z))
         return out, (conv, last), states
 
