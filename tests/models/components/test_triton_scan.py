@@ -1,4 +1,5 @@
-"""The Triton gated scan (the memory's scan on CUDA) against the chunked reference: values and gradients.
+"""The Triton gated scan and conv window (the memory's recurrences on CUDA) against their chunked
+references: values and gradients.
 
 On a CUDA machine the kernels run compiled (benchmarks/gpu.sh runs this file); elsewhere under Triton's
 interpreter on CPU tensors (tests/conftest.py sets TRITON_INTERPRET=1 before Triton is imported).
@@ -11,7 +12,14 @@ import torch
 
 from smt import native
 from smt.models.components import scan, triton_scan
-from smt.models.components.scan import gated_scan, gated_scan_reference, selective_scan, selective_scan_ref
+from smt.models.components.scan import (
+    gated_scan,
+    gated_scan_reference,
+    gated_window,
+    gated_window_reference,
+    selective_scan,
+    selective_scan_ref,
+)
 from smt.models.components.ssm import MambaMixer
 
 from .test_scan_fast import _gated_inputs, assert_same_outputs_and_gradients
@@ -24,17 +32,16 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 @pytest.fixture
 def triton_path(monkeypatch):
     """Route the compiled-scan dispatch to the Triton kernels, also for CPU tensors (the interpreter),
-    and count their calls."""
+    and list their calls (the Function's name per call)."""
     calls = []
-    apply = triton_scan.TritonGatedScan.apply
+    for function in (triton_scan.TritonGatedScan, triton_scan.TritonGatedWindow):
+        def counted(*args, apply=function.apply, name=function.__name__):
+            calls.append(name)
+            return apply(*args)
 
-    def counted(*args):
-        calls.append(args[0].shape)
-        return apply(*args)
-
+        monkeypatch.setattr(function, "apply", counted)
     monkeypatch.setattr(native, "available", lambda x: False)
     monkeypatch.setattr(triton_scan, "available", lambda x: True)
-    monkeypatch.setattr(triton_scan.TritonGatedScan, "apply", counted)
     return calls
 
 
@@ -50,7 +57,34 @@ def test_triton_gated_scan_matches_the_chunked_reference_values_and_gradients(le
     assert_same_outputs_and_gradients(lambda: gated_scan(*inputs, native=True),
                                       lambda: gated_scan_reference(*inputs),
                                       inputs, weights_y, weights_h)
-    assert triton_path, "the Triton kernels did not run"
+    assert triton_path == ["TritonGatedScan"]
+
+
+@pytest.mark.parametrize("entries,length,width", [(1, 1, 10), (3, 19, 10), (2, 6, 300)])
+def test_triton_gated_window_matches_the_chunked_reference_values_and_gradients(entries, length, width, triton_path):
+    """The window each step convolves, the last conv state and the gradients of x, the gates and the start
+    state; a width of 300 leaves a partial block of channels (256). Closed steps keep the window."""
+    torch.manual_seed(entries + length)
+    x = torch.randn(2, length, width, device=DEVICE, requires_grad=True)
+    g = torch.rand(2, length, 1, device=DEVICE)
+    g[:, ::3], g[:, 1::4] = 0.0, 1.0
+    g.requires_grad_()
+    start = torch.randn(2, width, entries, device=DEVICE, requires_grad=True)
+    weights_w = torch.randn(2, length, entries + 1, width, device=DEVICE)
+    weights_e = torch.randn(2, width, entries, device=DEVICE)
+    results = []
+    for window_fn in (gated_window, gated_window_reference):
+        window, last = window_fn(x, g, start)
+        loss = (window * weights_w).sum() + (last * weights_e).sum()
+        results.append((window, last, torch.autograd.grad(loss, (x, g, start))))
+    assert triton_path == ["TritonGatedWindow"]
+    (window, last, grads), (window_ref, last_ref, grads_ref) = results
+    torch.testing.assert_close(window, window_ref, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(last, last_ref, rtol=1e-6, atol=1e-6)
+    for got, want in zip(grads, grads_ref):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    closed = (g[..., 0] == 0)[:, :-1]  # step t closed: the window before step t + 1 is the one before t
+    assert torch.equal(window[:, 1:, :entries][closed], window[:, :-1, :entries][closed])
 
 
 def test_triton_gated_scan_keeps_the_state_bit_for_bit_behind_closed_gates(triton_path):
@@ -75,7 +109,7 @@ def test_triton_scan_with_open_gates_is_the_selective_scan(triton_path):
     weights_y, weights_h = torch.randn(2, 19, 6, device=DEVICE), torch.randn(2, 6, 4, device=DEVICE)
     assert_same_outputs_and_gradients(lambda: selective_scan(*inputs), lambda: selective_scan_ref(*inputs),
                                       inputs, weights_y, weights_h)
-    assert triton_path
+    assert triton_path == ["TritonGatedScan"]
 
 
 def test_mamba_memory_layer_takes_the_triton_scan_where_it_is_available(triton_path):
@@ -92,7 +126,7 @@ def test_mamba_memory_layer_takes_the_triton_scan_where_it_is_available(triton_p
         out, (conv, last), _ = mixer.forward_gated(hidden, gates)
         (out.square().sum() + last.sum()).backward()
         results.append((out, last, [p.grad.clone() for p in mixer.parameters()]))
-    assert len(triton_path) == 1
+    assert triton_path == ["TritonGatedWindow", "TritonGatedScan"]
     (out, last, grads), (out_ref, last_ref, grads_ref) = results
     torch.testing.assert_close(out, out_ref, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(last, last_ref, rtol=1e-5, atol=1e-5)

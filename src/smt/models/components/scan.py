@@ -23,8 +23,8 @@ recurrences, `gated_window_reference` (chunked scans through autograd) and `_Nat
 On CPU the scans and the window run by default as one C loop per call, forward and backward
 (`_NativeGatedScan`, `_NativeGatedWindow` over `smt.native`; the selective scan as the gated one with
 every gate open, which is the same maths exactly); with native=False, or where the library cannot be
-built, the PyTorch paths above run. On CUDA, with Triton installed, both scans run as the Triton
-kernels of `triton_scan` (the window takes its chunked reference there).
+built, the PyTorch paths above run. On CUDA, with Triton installed, the scans and the window run as
+the Triton kernels of `triton_scan`.
 """
 
 from __future__ import annotations
@@ -369,15 +369,26 @@ def gated_window(x: Tensor, g: Tensor, conv_state: Tensor, native: bool = True) 
     K = d_conv - 1 inputs before the step; at step t, with gate g_t, entry j becomes
     (1 - g_t) e_j + g_t e_{j+1} (the newest entry: x_t), so a closed gate leaves it bit for bit. x
     (b, L, d_inner), g (b, L, 1). Returns the window each step convolves, (b, L, K + 1, d_inner) float32
-    (the entries before the step, then x_t), and the last conv state (b, d_inner, K); on CPU through
-    `_NativeGatedWindow` (native=True and the library built), else `gated_window_reference`."""
+    (the entries before the step, then x_t), and the last conv state (b, d_inner, K); with native=True
+    through the device's compiled loop (`_NativeGatedWindow` on CPU, `triton_scan.TritonGatedWindow` on
+    CUDA), else `gated_window_reference`."""
     batch, length, _ = x.shape
-    if native and conv_state.shape[-1] > 0 and native_scan.available(x):
+    compiled = _compiled_gated_window(x) if native and conv_state.shape[-1] > 0 else None
+    if compiled is not None:
         with torch.autocast(x.device.type, enabled=False):
-            window, last = _native_gated_window(x.float().contiguous(), g.float().reshape(batch, length).contiguous(),
-                                                conv_state.float().transpose(1, 2).contiguous())
+            window, last = compiled(x.float().contiguous(), g.float().reshape(batch, length).contiguous(),
+                                    conv_state.float().transpose(1, 2).contiguous())
         return window, last.transpose(1, 2)
     return gated_window_reference(x.float(), g.float(), conv_state.float())
+
+
+def _compiled_gated_window(x: Tensor):
+    """The compiled gated window for x's device, or None (as `_compiled_gated_scan`)."""
+    if native_scan.available(x):
+        return _native_gated_window
+    if triton_scan.available(x):
+        return triton_scan.TritonGatedWindow.apply
+    return None
 
 
 def gated_window_reference(x: Tensor, g: Tensor, conv_state: Tensor) -> tuple[Tensor, Tensor]:
