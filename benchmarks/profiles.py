@@ -6,6 +6,11 @@ profiler's own per-op times are inflated where a step allocates much (every op's
 page faults under the profiler's bookkeeping), so the split is the one to trust for totals.
 
     OMP_NUM_THREADS=2 python -m benchmarks.profiles --split --batch 8 --dtype bfloat16
+
+`--count-ops ARCH ...` counts the ATen ops of one training step instead (`count_ops`): the kernel
+launches a CUDA device would see, which is what the compiled scans remove from the write path:
+
+    OMP_NUM_THREADS=2 python -m benchmarks.profiles --count-ops smt smt-scan-ref swa --size default --context 4096
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import argparse
 
 import torch
 from torch.profiler import ProfilerActivity, profile
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from benchmarks.common import markdown_table, time_in_turns
 from benchmarks.training import build_arch, make_train_step
@@ -71,6 +77,39 @@ def split_step(context: int = 4096, dtype: str = "float32", batch: int = 1, size
             *({"part": f"step: {name}", "seconds": value} for name, value in medians.items())]
 
 
+class _OpCounter(TorchDispatchMode):
+    """Counts the ATen ops that compute (views excluded): on a CUDA device each launches at least one kernel."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if not func.is_view:
+            self.ops += 1
+        return func(*args, **(kwargs or {}))
+
+
+def count_ops(archs=("smt", "smt-scan-ref", "swa"), context: int = 4096, size: str = "small", device: str = "cpu",
+              batch: int = 1) -> list[dict]:
+    """ATen ops per training step (forward, backward, AdamW; after one untimed step) of each arch. A compiled
+    scan (the C loop here, the Triton kernels on CUDA) counts as no op, so `smt` against `smt-scan-ref` is
+    what the compiled scans save in launches; every op of the step runs on the host, so its op count is
+    the same on CPU and on CUDA."""
+    rows = []
+    for arch in archs:
+        torch.manual_seed(0)
+        model = build_arch(arch, size, device)
+        ids = torch.randint(0, model.config.vocab_size, (batch, context + 1), device=device)
+        step = make_train_step(model, ids, "float32")
+        step()
+        with _OpCounter() as counter:
+            step()
+        rows.append({"arch": arch, "size": size, "context": context, "ops_per_step": counter.ops})
+        del model, step
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--arch", default="smt")
@@ -81,8 +120,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", action="store_true", help="SMT's step split into its parts (split_step)")
     parser.add_argument("--batch", type=int, default=1, help="rows per step (--split)")
     parser.add_argument("--repeats", type=int, default=3, help="timed steps per model (--split)")
+    parser.add_argument("--count-ops", nargs="+", metavar="ARCH", default=None,
+                        help="ATen ops per training step of these archs (count_ops)")
     args = parser.parse_args(argv)
-    if args.split:
+    if args.count_ops:
+        rows = count_ops(args.count_ops, args.context, args.size, args.device, args.batch)
+        print(markdown_table(rows, ["arch", "size", "context", "ops_per_step"]))
+    elif args.split:
         rows = split_step(args.context, args.dtype, args.batch, args.size, args.device, args.repeats)
         print(markdown_table(rows, ["part", "seconds"]))
     else:

@@ -179,6 +179,19 @@ def test_split_step_parts_are_the_differences_of_its_steps():
     assert rows["slots in the transformer (fixed - swa)"] == pytest.approx(fixed - swa)
 
 
+def test_count_ops_counts_every_computing_op_of_a_step(monkeypatch):
+    """The native scans replace the chunked reference's many ops; SWA has no write path at all. A
+    recurrence of 16 writes keeps the chunked reference's loops short but already visible."""
+    rows = {row["arch"]: row["ops_per_step"] for row in profiles.count_ops(("smt", "smt-scan-ref", "swa"), 64,
+                                                                             size="toy")}
+    assert 0 < rows["swa"] < rows["smt"] < rows["smt-scan-ref"]
+    counter = profiles._OpCounter()
+    with counter:
+        x = torch.ones(3)
+        x.view(1, 3).add(1).t()
+    assert counter.ops == 2  # ones and add; the views launch nothing
+
+
 def test_a_fixed_write_path_runs_the_real_one_once():
     model = build(bench_config("toy"))
     calls = []
