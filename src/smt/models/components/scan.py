@@ -301,7 +301,7 @@ def _compiled_gated_scan(x: Tensor):
     if native_scan.available(x):
         return _native_gated_scan
     if triton_scan.available(x):
-        return triton_scan.TritonGatedScan.apply
+        return triton_scan.gated_scan
     return None
 
 
@@ -387,7 +387,7 @@ def _compiled_gated_window(x: Tensor):
     if native_scan.available(x):
         return _native_gated_window
     if triton_scan.available(x):
-        return triton_scan.TritonGatedWindow.apply
+        return triton_scan.gated_window
     return None
 
 

@@ -39,8 +39,13 @@ def available(x: Tensor) -> bool:
     return x.is_cuda and _triton_installed()
 
 
+@torch.compiler.assume_constant_result
+def _triton_installed() -> bool:  # a constant to torch.compile
+    return _find_triton()
+
+
 @lru_cache(maxsize=1)
-def _triton_installed() -> bool:
+def _find_triton() -> bool:
     return importlib.util.find_spec("triton") is not None
 
 
@@ -303,3 +308,16 @@ class TritonGatedWindow(torch.autograd.Function):
             g, window, grad_window.contiguous(), grad_last.contiguous(), scratch, grad_x, grad_g, grad_e0, length,
             batch, width, K, BLOCK_K=block_k, BLOCK_D=block_d)
         return grad_x, grad_g.sum(0), grad_e0
+
+
+# torch.compile runs the kernels as they are (a graph break), as it does the native C loops
+@torch.compiler.disable
+def gated_scan(*args: Tensor) -> tuple[Tensor, Tensor]:
+    """`TritonGatedScan.apply`, outside torch.compile's tracing."""
+    return TritonGatedScan.apply(*args)
+
+
+@torch.compiler.disable
+def gated_window(*args: Tensor) -> tuple[Tensor, Tensor]:
+    """`TritonGatedWindow.apply`, outside torch.compile's tracing."""
+    return TritonGatedWindow.apply(*args)
