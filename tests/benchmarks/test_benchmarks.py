@@ -179,7 +179,7 @@ def test_split_step_parts_are_the_differences_of_its_steps():
     assert rows["slots in the transformer (fixed - swa)"] == pytest.approx(fixed - swa)
 
 
-def test_count_ops_counts_every_computing_op_of_a_step(monkeypatch):
+def test_count_ops_counts_every_computing_op_of_a_step():
     """The native scans replace the chunked reference's many ops; SWA has no write path at all. A
     recurrence of 16 writes keeps the chunked reference's loops short but already visible."""
     rows = {row["arch"]: row["ops_per_step"] for row in profiles.count_ops(("smt", "smt-scan-ref", "swa"), 64,
