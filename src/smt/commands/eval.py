@@ -2,6 +2,7 @@
 
     smt eval --checkpoint runs/x --data ../shared/data/wikitext/wiki.valid.tokens      streaming ppl
     smt eval --checkpoint runs/x --data DIR --positions 4096                           + loss-by-position PNG
+    smt eval --checkpoint runs/x --data DIR --positions 1024 --recall-split 2          + loss by n-gram hit distance
     smt eval --checkpoint runs/x --passkey 256,512,1024 --depths 0,0.5,1               text passkey grid
     smt eval --checkpoint runs/x --task passkey                                        synthetic task
 Results go to --out (default RUN_DIR/eval) as JSON (+ PNG) and are printed.
@@ -30,6 +31,13 @@ def add_parser(sub) -> None:
     parser.add_argument("--position-pieces", "--position_pieces", action="store_true",
                         help="for --positions: cut each document into streams of P+1 tokens (many "
                              "curves from a few long books) instead of reading each from its start only")
+    parser.add_argument("--recall-split", "--recall_split", type=int, default=None, metavar="N",
+                        help="also the loss split by associative-recall hits: tokens completing an N-gram seen "
+                             "earlier in the document, by how far back (N = 2 for BPE, longer for bytes); on the "
+                             "streams of --positions when given, else whole documents (recall_split.png)")
+    parser.add_argument("--recall-edges", "--recall_edges", default=None, metavar="D1,D2,...",
+                        type=_numbers(int, "--recall-edges", "32,192,512"),
+                        help="hit-distance bucket edges in tokens (default: the model's window reach R, 4R, 16R)")
     parser.add_argument("--passkey", default=None, metavar="LENGTHS", type=_numbers(int, "--passkey", "256,512,1024"),
                         help="comma-separated context lengths for the text passkey grid")
     parser.add_argument("--depths", default=[0, 0.25, 0.5, 0.75, 1], type=_numbers(float, "--depths", "0,0.5,1"))
@@ -97,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
     model, tokenizer, directory = load_for_eval(args.checkpoint, args.device)
     out = Path(args.out) if args.out else default_out_dir(args.checkpoint, "eval")
     out.mkdir(parents=True, exist_ok=True)
+    if args.recall_split is not None and not args.data:
+        raise ValueError("--recall-split splits the loss on text: pass --data PATH too")
     if not (args.data or args.passkey or args.task):
         raise ValueError("nothing to evaluate: pass --data PATH, --passkey LENGTHS and/or --task NAME")
     results: dict = {"checkpoint": str(directory), "arch": model.config.arch}
@@ -130,13 +140,19 @@ def _perplexity(args, model, tokenizer, out: Path) -> dict:
     dataset = build_token_dataset(args.data, tokenizer, split=args.split, progress=False, encoding=args.encoding,
                                   text_field=args.text_field)
     result = {"perplexity": evaluate_perplexity(model, dataset, args.segment_len, args.max_documents, progress=True)}
+    split = None
+    if args.recall_split is not None:
+        from smt.evaluation.recall_split import RecallSplit, default_edges
+
+        split = RecallSplit(args.recall_split, args.recall_edges or default_edges(model.config.window_reach))
     if args.positions:
         import numpy as np
 
         from smt.evaluation.position_loss import loss_by_position, plot_loss_by_position
 
         curve, counts = loss_by_position(model, dataset, args.positions, args.segment_len, args.max_documents,
-                                         pieces=args.position_pieces, progress=True)
+                                         pieces=args.position_pieces, progress=True,
+                                         visit=None if split is None else split.add)
         np.save(out / "loss_by_position.npy", curve)
         cfg = model.config
         png = plot_loss_by_position({cfg.arch: curve}, out / "loss_by_position.png",
@@ -146,6 +162,18 @@ def _perplexity(args, model, tokenizer, out: Path) -> dict:
                                       "mean_first_window": float(np.nanmean(curve[: cfg.m_input_tokens])),
                                       "mean_beyond_window": float(np.nanmean(curve[cfg.m_input_tokens:]))
                                       if args.positions > cfg.m_input_tokens else None}
+    if split is not None:
+        from smt.evaluation.recall_split import plot_recall_split, recall_split
+
+        if args.positions:
+            recall = split.result()
+        else:
+            recall = recall_split(model, dataset, split.n, split.edges, None, args.segment_len, args.max_documents,
+                                  progress=True)
+        recall["window_reach"] = model.config.window_reach
+        recall["streams"] = f"first {args.positions + 1} tokens of each document" if args.positions else "whole documents"
+        recall["png"] = str(plot_recall_split({model.config.arch: recall}, out / "recall_split.png"))
+        result["recall_split"] = recall
     return result
 
 

@@ -18,11 +18,13 @@ from smt.evaluation.streaming import iter_documents, stream_nll
 
 def loss_by_position(model, dataset, max_positions: int, segment_len: int = 512,
                      max_documents: int | None = None, pieces: bool = False,
-                     progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                     progress: bool = False, visit=None) -> tuple[np.ndarray, np.ndarray]:
     """(mean NLL per position (P,), number of streams reaching each position (P,)), over the
     documents of a token dataset, each streamed from its start for up to P predictions. With
     `pieces`, every document is cut into consecutive streams of P + 1 tokens, each read from a
-    fresh state: many more curves to average when there are few long documents (whole books)."""
+    fresh state: many more curves to average when there are few long documents (whole books).
+    `visit(tokens, nll)`, when given, also sees each stream's tokens and losses (the recall split
+    accumulates from the same pass)."""
     if max_positions < 1:
         raise ValueError(f"max_positions={max_positions} must be >= 1")
     sums = np.zeros(max_positions, dtype=np.float64)
@@ -34,6 +36,8 @@ def loss_by_position(model, dataset, max_positions: int, segment_len: int = 512,
             if len(piece) < 2:
                 continue
             nll = stream_nll(model, piece, segment_len)
+            if visit is not None:
+                visit(np.asarray(piece), nll)
             sums[: len(nll)] += nll
             counts[: len(nll)] += 1
     if counts[0] == 0:

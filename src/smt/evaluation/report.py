@@ -44,6 +44,18 @@ def _table(record: dict) -> list[str]:
     return ["| metric | value |", "|---|---|", *rows] if rows else []
 
 
+def _recall_table(split: dict) -> list[str]:
+    """The loss by n-gram hit distance (smt eval --recall-split) as a table."""
+    rows = [*split.get("buckets", {}).items(), ("all", split.get("all", {}))]
+    lines = [f"Loss by {split.get('n')}-gram hit distance ({split.get('streams', '')}; window reach "
+             f"{split.get('window_reach')}):", "", "| tokens | count | share | mean loss |", "|---|---:|---:|---:|"]
+    for name, entry in rows:
+        loss = entry.get("mean_loss")
+        lines.append(f"| {name} | {entry.get('tokens')} | {entry.get('share', 0):.3f} | "
+                     f"{'-' if loss is None else f'{loss:.4f}'} |")
+    return [*lines, ""]
+
+
 def build_report(run_dir: str | Path) -> str:
     """The Markdown text of a run's report (see the module docstring)."""
     run = Path(run_dir)
@@ -78,6 +90,8 @@ def build_report(run_dir: str | Path) -> str:
             data = _read_json(file)
             if data:
                 lines += [f"## {title}: {file.stem}", "", *_table(data), ""]
+                if isinstance(data.get("recall_split"), dict):
+                    lines += _recall_table(data["recall_split"])
     pictures = sorted(run.rglob("*.png"))
     if pictures:
         lines += ["## Pictures", ""]

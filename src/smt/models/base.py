@@ -112,13 +112,19 @@ class LanguageModel(StreamingGeneration, nn.Module):
         return {"total": sum(p.numel() for p in self.parameters()), "breakdown": breakdown, "lm_head_tied": tied}
 
     def _head(self, hidden: Tensor, targets: Tensor | None, ids: Tensor, aux: dict) -> Tensor | None:
-        """The logits (B, T, vocab); with targets (B, T) instead None, and aux["nll_sum"], the summed
+        """The logits (B, T, vocab); with targets (B, T) instead None, aux["nll_sum"], the summed
         next-token NLL over the targets that are not IGNORE_INDEX, from the fused head loss
-        (`head_loss.linear_cross_entropy`: the (tokens, vocab) logits are never formed)."""
+        (`head_loss.linear_cross_entropy`: the (tokens, vocab) logits are never formed), and
+        aux["loss"], the whole training objective: the mean NLL plus every auxiliary term the model
+        set before (the write gates' sparsity penalty), what a user's own loop should minimise."""
         if targets is None:
             return self.lm_head(hidden)
         targets = check_targets(targets, ids, self.config.vocab_size)
         aux["nll_sum"] = linear_cross_entropy(hidden, self.lm_head.weight, targets)
+        n_targets = (targets != IGNORE_INDEX).sum().clamp_min(1)
+        aux["loss"] = aux["nll_sum"] / n_targets
+        if "auxiliary_loss" in aux:
+            aux["loss"] = aux["loss"] + aux["auxiliary_loss"]
         return None
 
     def _check_state(self, state: StreamState | None, batch: int) -> StreamState:

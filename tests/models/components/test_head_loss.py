@@ -83,6 +83,35 @@ def test_every_model_gives_the_loss_of_its_logits_with_targets(arch):
                                    msg=name)
 
 
+@pytest.mark.parametrize("arch", ["smt", "swa", "gpt", "mamba"])
+def test_aux_loss_is_the_whole_training_objective(arch):
+    """aux["loss"] = the mean NLL over the real targets plus every auxiliary term: the default SMT's write
+    gates add their sparsity penalty in training (so a user's loop that minimises aux["loss"] trains what
+    `smt train` trains), not in eval; the baselines have none."""
+    torch.manual_seed(0)
+    config = StrideHybridConfig(arch=arch, vocab_size=64, d_model=32, transformer_n_layers=1, n_heads=2,
+                                ssm_n_layers=1, n_ssm_outputs=2, m_input_tokens=4, stride=4, context_length=16,
+                                write_gate_sparsity=0.5)
+    model = build_model(config).train()
+    ids = torch.randint(0, 64, (2, 21))
+    targets = ids.roll(-1, 1)
+    targets[:, -3:] = IGNORE_INDEX
+    _, aux = model(ids, targets=targets)
+    mean_nll = aux["nll_sum"] / (targets != IGNORE_INDEX).sum()
+    if arch == "smt":
+        assert float(aux["auxiliary_loss"]) == pytest.approx(0.5 * float(aux["write_gates"].mean()))
+        assert float(aux["auxiliary_loss"]) > 0.01
+        torch.testing.assert_close(aux["loss"], mean_nll + aux["auxiliary_loss"])
+    else:
+        assert "auxiliary_loss" not in aux
+        torch.testing.assert_close(aux["loss"], mean_nll)
+    aux["loss"].backward()
+    if arch == "smt":
+        assert model.pooling.gate.weight.grad.abs().sum() > 0
+    _, eval_aux = model.eval()(ids, targets=targets)
+    torch.testing.assert_close(eval_aux["loss"], eval_aux["nll_sum"] / (targets != IGNORE_INDEX).sum())
+
+
 @pytest.mark.parametrize("targets,message", [
     (torch.zeros(2, 5, dtype=torch.long), "shape"),
     (torch.full((2, 6), 64), "outside the vocabulary"),

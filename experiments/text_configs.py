@@ -1,0 +1,27 @@
+"""Write the run configs of the text regime (issue 37, docs/TEXT.md) into configs/experiments/.
+
+    python experiments/text_configs.py
+
+Every run is configs/experiments/text_smt.yaml (the default SMT) with the model replaced by its
+parameter-matched baseline (`matched_baseline`), full attention on random 1024-token windows with
+the same tokens per step. tests/test_experiment_configs.py checks the files still agree.
+"""
+
+from __future__ import annotations
+
+import yaml
+from gutenberg_configs import CONFIGS, matched_runs, write_configs  # the script beside this one
+
+BASE = CONFIGS / "text_smt.yaml"
+
+
+def run_configs() -> dict[str, dict]:
+    return matched_runs(yaml.safe_load(BASE.read_text(encoding="utf-8")), "runs/text")
+
+
+def main() -> None:
+    write_configs(run_configs(), "text", "text_configs.py", "docs/TEXT.md (issue 37)")
+
+
+if __name__ == "__main__":
+    main()
