@@ -171,7 +171,8 @@ def _perplexity(args, model, tokenizer, out: Path) -> dict:
             recall = recall_split(model, dataset, split.n, split.edges, None, args.segment_len, args.max_documents,
                                   progress=True)
         recall["window_reach"] = model.config.window_reach
-        recall["streams"] = f"first {args.positions + 1} tokens of each document" if args.positions else "whole documents"
+        recall["streams"] = (f"first {args.positions + 1} tokens of each document" if args.positions
+                             else "whole documents")
         recall["png"] = str(plot_recall_split({model.config.arch: recall}, out / "recall_split.png"))
         result["recall_split"] = recall
     return result
