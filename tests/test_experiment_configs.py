@@ -50,15 +50,17 @@ def test_gutenberg_configs_are_up_to_date_and_parameter_matched():
             assert abs(parameters(f"{prefix}{arch}") / smt - 1) < 0.1, f"{prefix}{arch} is not within 10% of SMT"
 
 
-def test_code_configs_are_up_to_date_and_parameter_matched():
-    runs = experiment_script("code_configs").run_configs()
+@pytest.mark.parametrize("prefix", ["code", "text"])
+def test_code_and_text_configs_are_up_to_date_and_parameter_matched(prefix):
+    runs = experiment_script(f"{prefix}_configs").run_configs()
 
     def parameters(name: str) -> int:
-        model_config = load_run_config(REPO / "configs" / "experiments" / f"code_{name}.yaml").model
+        model_config = load_run_config(REPO / "configs" / "experiments" / f"{prefix}_{name}.yaml").model
         return sum(p.numel() for p in build_model(model_config).parameters())
 
     smt = parameters("smt")
     for name, config in runs.items():
-        written = yaml.safe_load((REPO / "configs" / "experiments" / f"code_{name}.yaml").read_text())
-        assert written == config, f"configs/experiments/code_{name}.yaml is stale: run experiments/code_configs.py"
-        assert abs(parameters(name) / smt - 1) < 0.1, f"code_{name} is not within 10% of SMT"
+        written = yaml.safe_load((REPO / "configs" / "experiments" / f"{prefix}_{name}.yaml").read_text())
+        assert written == config, (f"configs/experiments/{prefix}_{name}.yaml is stale: "
+                                   f"run experiments/{prefix}_configs.py")
+        assert abs(parameters(name) / smt - 1) < 0.1, f"{prefix}_{name} is not within 10% of SMT"

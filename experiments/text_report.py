@@ -1,0 +1,174 @@
+#!/usr/bin/env python
+"""The tables and plots of the text regime (issue 37, docs/TEXT.md) from committed result files.
+
+    python experiments/text_report.py collect --runs runs/text --out docs/results/text/cpu4m.jsonl
+    python experiments/text_report.py table docs/results/text/cpu4m.jsonl [--plots docs/results/text/cpu4m]
+
+`collect` reads every evaluated run below --runs (NAME-sSEED/eval/eval.json from `smt eval --positions P
+--recall-split N`, the run's metrics.jsonl and config.yaml) and writes one JSON line per run: model, seed,
+parameters, tokens seen, the recall split and the loss-by-position curve. `table` prints, per model, the
+seed mean and [min-max] of every recall bucket and position bucket, the gaps SWA -> full attention and
+the share of it SMT closes, and draws the four models' loss-by-position and recall-split charts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+POSITION_BUCKETS = [(0, 32), (32, 192), (192, 512), (512, 1024)]
+ORDER = ["gpt", "swa", "mamba", "smt"]
+
+
+def collect(runs: Path) -> list[dict]:
+    records = []
+    for eval_json in sorted(runs.glob("*-s*/eval/eval.json")):
+        run = eval_json.parent.parent
+        match = re.fullmatch(r"(.+)-s(\d+)", run.name)
+        result = json.loads(eval_json.read_text(encoding="utf-8"))
+        if not match or "recall_split" not in result:
+            continue
+        metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+                   if line.strip()]
+        train = [m for m in metrics if m.get("split") == "train"]
+        config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
+        from smt.models.baselines import build_model
+        from smt.training.run_config import load_run_config
+
+        model_config = load_run_config(run / "config.yaml").model
+        parameters = sum(p.numel() for p in build_model(model_config.replace(device="cpu")).parameters())
+        curve = np.load(eval_json.parent / "loss_by_position.npy")
+        records.append({"model": match.group(1), "seed": int(match.group(2)), "parameters": parameters,
+                        "tokens_seen": train[-1]["tokens_seen"] if train else None,
+                        "steps": train[-1]["step"] if train else None,
+                        "tokens_per_s": train[-1].get("tokens_per_s") if train else None,
+                        "lr": config["training"]["lr"], "recall_split": result["recall_split"],
+                        "perplexity": result.get("perplexity", {}).get("ppl"),
+                        "loss_by_position": [round(float(v), 5) for v in curve]})
+    if not records:
+        raise SystemExit(f"no evaluated run under {runs} (NAME-sSEED/eval/eval.json with a recall split): "
+                         "run experiments/text.sh eval NAME SEED first")
+    return records
+
+
+def _by_model(records: list[dict]) -> dict[str, list[dict]]:
+    grouped: dict[str, list[dict]] = {}
+    for record in records:
+        grouped.setdefault(record["model"], []).append(record)
+    return dict(sorted(grouped.items(), key=lambda kv: (ORDER.index(kv[0]) if kv[0] in ORDER else 99, kv[0])))
+
+
+def bucket_values(record: dict) -> dict[str, float]:
+    """Every number of a run's rows: the recall buckets, all tokens, and the position buckets."""
+    split = record["recall_split"]
+    values = {name: entry["mean_loss"] for name, entry in split["buckets"].items()}
+    values["all tokens"] = split["all"]["mean_loss"]
+    curve = np.asarray(record["loss_by_position"], dtype=np.float64)
+    for lo, hi in POSITION_BUCKETS:
+        if lo < len(curve):
+            values[f"positions {lo}-{min(hi, len(curve)) - 1}"] = float(np.nanmean(curve[lo:hi]))
+    return values
+
+
+def summary(records: list[dict]) -> dict[str, dict[str, tuple[float, float, float]]]:
+    """model -> row name -> (mean, min, max) over seeds."""
+    out = {}
+    for model, runs in _by_model(records).items():
+        rows = [bucket_values(r) for r in runs]
+        out[model] = {name: (float(np.mean([r[name] for r in rows if r.get(name) is not None] or [np.nan])),
+                             float(np.min([r[name] for r in rows if r.get(name) is not None] or [np.nan])),
+                             float(np.max([r[name] for r in rows if r.get(name) is not None] or [np.nan])))
+                      for name in rows[0]}
+    return out
+
+
+def table(records: list[dict]) -> str:
+    grouped = _by_model(records)
+    stats = summary(records)
+    models = list(grouped)
+    first = records[0]["recall_split"]
+    lines = [f"Recall split: {first['n']}-gram hits, {first.get('streams', '')}; mean [min-max] over seeds.", "",
+             "| model | seeds | parameters | tokens seen | lr |", "|---|---|---:|---:|---:|"]
+    for model, runs in grouped.items():
+        lines.append(f"| {model} | {', '.join(str(r['seed']) for r in runs)} | {runs[0]['parameters']:,} | "
+                     f"{runs[0]['tokens_seen']:,} | {runs[0]['lr']:g} |")
+    shares = {name: entry["share"] for name, entry in first["buckets"].items()}
+    lines += ["", "| loss | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
+    for name in stats[models[0]]:
+        share = f" ({shares[name]:.0%} of tokens)" if name in shares else ""
+        cells = ["-" if not np.isfinite(m[0]) else f"{m[0]:.3f} [{m[1]:.3f}-{m[2]:.3f}]"
+                 if len(grouped[model]) > 1 else f"{m[0]:.3f}" for model in models for m in [stats[model][name]]]
+        lines.append(f"| {name}{share} | " + " | ".join(cells) + " |")
+    if {"gpt", "swa"} <= set(stats):
+        lines += ["", "Gap SWA -> full attention (mean SWA - mean GPT; its seed ranges) and the share of it each "
+                  "other model closes ((SWA - model) / (SWA - GPT)):", "",
+                  "| loss | gap | SWA range | GPT range | " + " | ".join(f"{m} closes" for m in models
+                                                                       if m not in ("gpt", "swa")) + " |",
+                  "|---|---:|---:|---:|" + "---:|" * (len(models) - 2)]
+        for name in stats["gpt"]:
+            swa, gpt = stats["swa"][name], stats["gpt"][name]
+            if not (np.isfinite(swa[0]) and np.isfinite(gpt[0])):
+                continue
+            gap = swa[0] - gpt[0]
+            closes = [f"{(swa[0] - stats[m][name][0]) / gap:.0%}" if abs(gap) > 1e-9 else "-"
+                      for m in models if m not in ("gpt", "swa")]
+            lines.append(f"| {name} | {gap:+.3f} | {swa[2] - swa[1]:.3f} | {gpt[2] - gpt[1]:.3f} | "
+                         + " | ".join(closes) + " |")
+    return "\n".join(lines)
+
+
+def plots(records: list[dict], prefix: Path) -> list[Path]:
+    from smt.evaluation.position_loss import plot_loss_by_position
+    from smt.evaluation.recall_split import plot_recall_split
+
+    grouped = _by_model(records)
+    curves = {f"{model} ({len(runs)} seed{'s' * (len(runs) > 1)})":
+              np.mean([np.asarray(r["loss_by_position"]) for r in runs], axis=0) for model, runs in grouped.items()}
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    first = records[0]["recall_split"]
+    mean_splits = {}
+    for model, runs in grouped.items():
+        split = json.loads(json.dumps(runs[0]["recall_split"]))
+        for name in split["buckets"]:
+            losses = [r["recall_split"]["buckets"][name]["mean_loss"] for r in runs]
+            split["buckets"][name]["mean_loss"] = None if None in losses else float(np.mean(losses))
+        split["all"]["mean_loss"] = float(np.mean([r["recall_split"]["all"]["mean_loss"] for r in runs]))
+        mean_splits[model] = split
+    return [plot_loss_by_position(curves, f"{prefix}_loss_by_position.png", window=32,
+                                  title="held-out CPython modules, first 1024 tokens (seed means)"),
+            plot_recall_split(mean_splits, f"{prefix}_recall_split.png",
+                              title=f"loss by {first['n']}-gram hit distance (seed means)")]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("collect")
+    c.add_argument("--runs", default="runs/text")
+    c.add_argument("--out", required=True)
+    t = sub.add_parser("table")
+    t.add_argument("results", nargs="+", help="JSON-lines files written by collect")
+    t.add_argument("--plots", default=None, help="prefix of the two PNGs")
+    args = parser.parse_args(argv)
+    if args.command == "collect":
+        records = collect(Path(args.runs))
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+        print(f"{len(records)} runs -> {args.out}")
+        return 0
+    records = [json.loads(line) for path in args.results for line in Path(path).read_text().splitlines()
+               if line.strip()]
+    print(table(records))
+    if args.plots:
+        for path in plots(records, Path(args.plots)):
+            print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
