@@ -45,7 +45,7 @@ def build(arch: str, overrides: dict, vocab_size: int) -> tuple[StrideHybridConf
 
 
 def train(model, task: TaskConfig, steps: int, lr: float, batch_size: int, seed: int, warmup: int,
-          weight_decay: float, log_every: int = 100) -> list[tuple[int, float]]:
+          weight_decay: float, log_every: int = 100) -> tuple[list[tuple[int, float]], list[dict]]:
     """With the task's state_passing > 0, rows continue the streams that the batcher marks (see
     TaskConfig), from the previous step's final state, detached, as the trainer's stream mode does."""
     training = TrainingConfig(batch_size=batch_size, seq_len=task.seq_len, lr=lr, warmup_steps=warmup,
@@ -53,7 +53,7 @@ def train(model, task: TaskConfig, steps: int, lr: float, batch_size: int, seed:
     optimizer = build_optimizer(model, training)
     scheduler = build_scheduler(optimizer, warmup, steps, 0.1)
     batcher = TaskBatcher(task, batch_size, seed)
-    losses, running = [], []
+    losses, diagnostics, running, norms, gates = [], [], [], [], []
     carried = None
     for step in range(steps):
         batch = batcher.next_batch()
@@ -66,16 +66,25 @@ def train(model, task: TaskConfig, steps: int, lr: float, batch_size: int, seed:
         objective = loss + aux["auxiliary_loss"] if "auxiliary_loss" in aux else loss  # as the Trainer does
         optimizer.zero_grad(set_to_none=True)
         objective.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         scheduler.step()
         running.append(float(loss.detach()))
+        norms.append(float(norm))
+        if "write_gates" in aux:
+            gate = aux["write_gates"].detach()
+            gates.append((float(gate.mean()), float((gate == 0).float().mean())))
         if (step + 1) % log_every == 0:
             losses.append((step + 1, sum(running) / len(running)))
-            running = []
+            # diagnostics of seeds that do not learn: the pre-clip gradient norm (median of the window) and the
+            # write gates (mean, share closed exactly) of the last step
+            diagnostics.append({"step": step + 1, "grad_norm": sorted(norms)[len(norms) // 2],
+                                "gate_mean": gates[-1][0] if gates else None,
+                                "gates_closed": gates[-1][1] if gates else None})
+            running, norms = [], []
             if (step + 1) % (5 * log_every) == 0:  # progress, for runs watched from their log
                 print(f"step {step + 1}: loss {losses[-1][1]:.3f}", file=sys.stderr, flush=True)
-    return losses
+    return losses, diagnostics
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"--init-from {args.init_from} does not match this model: missing {missing}, "
                              f"unexpected {unexpected}; only the write gate (pooling.gate.*) may be new")
     started = time.perf_counter()
-    losses = train(model, task, args.steps, args.lr, args.batch_size, args.seed, args.warmup, args.weight_decay)
+    losses, diagnostics = train(model, task, args.steps, args.lr, args.batch_size, args.seed, args.warmup,
+                                args.weight_decay)
     seconds = time.perf_counter() - started
     lengths = [args.seq_len, *args.eval_lengths]
     extra = {}
@@ -159,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
               "seq_len": args.seq_len, "steps": args.steps, "lr": args.lr, "state_passing": args.state_passing,
               "passed_rows": args.passed_rows, "R": smt_config.window_reach,
               "parameters": model.count_parameters()["total"], "train_seconds": round(seconds, 1),
-              "losses": losses, "accuracy": accuracy, "chance": task.chance, **extra}
+              "losses": losses, "diagnostics": diagnostics, "accuracy": accuracy, "chance": task.chance, **extra}
     if args.save:
         model.save_pretrained(args.save)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
