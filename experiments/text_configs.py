@@ -14,9 +14,20 @@ from gutenberg_configs import CONFIGS, matched_runs, write_configs  # the script
 
 BASE = CONFIGS / "text_smt.yaml"
 
+# memory variants tried in the regime (docs/TEXT.md): name -> changes to the SMT's model section
+VARIANTS = {
+    # every token reads the memory's state with its own query (what MQAR needed), two tokens per write
+    "smt_s2read": {"stride": 2, "memory_read": "slots+state"},
+}
+
 
 def run_configs() -> dict[str, dict]:
-    return matched_runs(yaml.safe_load(BASE.read_text(encoding="utf-8")), "runs/text")
+    base = yaml.safe_load(BASE.read_text(encoding="utf-8"))
+    runs = matched_runs(base, "runs/text")
+    for name, model in VARIANTS.items():
+        runs[name] = {"model": {**base["model"], **model}, "training": dict(base["training"]),
+                      "run": {**base["run"], "output_dir": f"runs/text/{name}"}}
+    return runs
 
 
 def main() -> None:
