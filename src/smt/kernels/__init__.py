@@ -25,9 +25,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from smt import native
+
 FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 REFERENCE = "reference"
-_OFF = ("0", "false", "no", "off")
 
 
 def _always() -> bool:
@@ -136,7 +137,7 @@ def named() -> tuple[str, ...] | None:
 
 def left_out() -> tuple[str, ...]:
     """Names the environment turns off: SMT_NATIVE=0 (the older switch) leaves out "native"."""
-    return ("native",) if os.environ.get("SMT_NATIVE", "1").strip().lower() in _OFF else ()
+    return () if native.enabled() else ("native",)
 
 
 def usable(kernel: Kernel, device: str, dtype: torch.dtype, size: float = 0) -> bool:
