@@ -23,9 +23,9 @@ except Exception as error:
     print("gpu.sh: mamba-ssm kernels not importable (%s): the pure-PyTorch scan is used" % error)
 PY
 
-# the fast-path equality tests (the Triton scan's compiled here, against its reference) and the
+# the fast-path equality tests (every registered kernel, the Triton ones compiled here, against its reference) and the
 # benchmark smoke tests (CPU oracles; seconds)
-timeout 150 "$PYTHON" -m pytest -q -x tests/models/components tests/benchmarks 2>&1 | tee "$TESTS_LOG"
+timeout 150 "$PYTHON" -m pytest -q -x tests/kernels tests/models/components tests/benchmarks 2>&1 | tee "$TESTS_LOG"
 
 # the benchmarks on the GPU; 16K/128K contexts, fp32 and bf16, and the gated scan's paths
 timeout 240 "$PYTHON" -m benchmarks.run_all --device cuda --only training generation mfu ssm gated_scan --output "$OUT"

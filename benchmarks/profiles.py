@@ -32,7 +32,7 @@ def profile_train_step(arch: str = "smt", context: int = 4096, dtype: str = "flo
     torch.manual_seed(0)
     model = build_arch(arch, size, device)
     ids = torch.randint(0, model.config.vocab_size, (1, context + 1), device=device)
-    step = make_train_step(model, ids, dtype)
+    step = make_train_step(model, ids, dtype, arch)
     step()
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.device(device).type == "cuda" else [])
     with profile(activities=activities) as prof:
@@ -101,7 +101,7 @@ def count_ops(archs=("smt", "smt-scan-ref", "swa"), context: int = 4096, size: s
         torch.manual_seed(0)
         model = build_arch(arch, size, device)
         ids = torch.randint(0, model.config.vocab_size, (batch, context + 1), device=device)
-        step = make_train_step(model, ids, "float32")
+        step = make_train_step(model, ids, "float32", arch)
         step()
         with _OpCounter() as counter:
             step()

@@ -1,16 +1,16 @@
 """The Mamba block alone: sequence mode vs a per-timestep loop, forward + backward.
 
 modes
-  sequence       MambaStack.forward with the fused scan (one in-place update per timestep, a
-                 hand-written backward: smt.models.components.scan._FusedSelectiveScan)
-  sequence-loop  MambaStack.forward with the reference scan (a Python loop over the scan only)
+  sequence       MambaStack.forward with the scan `smt.kernels` chooses (the C loop on CPU, Triton on
+                 CUDA, else the fused scan: one in-place update per timestep, a hand-written backward)
+  sequence-loop  MambaStack.forward under kernels.use("reference") (a Python loop over the scan only)
   step-loop      a Python loop calling MambaStack.step once per timestep (the plain reference)
 and the latency of one no-grad step (generation).
 
 With --gated: the default memory's gated scan alone, forward + backward, timed in turns: native
-(`scan.gated_scan`'s compiled kernel: the C loop of `smt.native` on CPU, the Triton kernels of
-`triton_scan` on CUDA), fused (the same with native=False: PyTorch ops with a
-hand-written backward) and its chunked autograd reference (`scan.gated_scan_reference`), at the
+(the gated scan's compiled implementation in `smt.kernels`: the C loop of `smt.native` on CPU, the Triton
+kernels of `triton_scan` on CUDA), fused (PyTorch ops with a hand-written backward) and its chunked
+autograd reference (`scan.gated_scan_reference`), at the
 write counts and state sizes of the benchmark shape (256 writes, d_inner 512, d_state 16) and the toy
 shape (1,024 writes, d_inner 128, d_state 8):
 
@@ -21,15 +21,30 @@ shape (1,024 writes, d_inner 128, d_state 8):
 from __future__ import annotations
 
 import argparse
-from functools import partial
 
 import torch
 
 from benchmarks.common import autocast, markdown_table, time_call, time_in_turns
-from smt.models.components.scan import compiled_scan_available, gated_scan, gated_scan_reference
+from smt import kernels
+from smt.models.components.scan import gated_scan_reference
 from smt.models.components.ssm import MambaStack
 
 TARGET = 10.0  # sequence mode over the step loop, forward + backward at length 2K
+
+
+def reference_forward(stack: MambaStack, x: torch.Tensor) -> torch.Tensor:
+    with kernels.use("reference"):
+        return stack(x)[0]
+
+
+def compiled_gated_scan(device: str) -> kernels.Kernel | None:
+    """The gated scan's compiled implementation on device (C on CPU, Triton on CUDA), where there is one."""
+    probe = torch.zeros(1, device=device)
+    for name in ("native", "triton"):
+        kernel = kernels.get("gated_scan", name)
+        if kernels.usable(kernel, probe.device.type, probe.dtype):
+            return kernel
+    return None
 
 
 def step_loop(stack: MambaStack, x: torch.Tensor) -> torch.Tensor:
@@ -48,7 +63,7 @@ def run(length: int = 2048, d_model: int = 256, n_layers: int = 1, batch: int = 
     x = torch.randn(batch, length, d_model, device=device, requires_grad=True)
     modes = {
         "sequence": lambda: stack(x)[0],
-        "sequence-loop": lambda: stack(x, reference=True)[0],
+        "sequence-loop": lambda: reference_forward(stack, x),
         "step-loop": lambda: step_loop(stack, x),
     }
     rows = []
@@ -90,9 +105,10 @@ def gated_scan_rows(shapes=((8, 256, 512, 16), (1, 256, 512, 16), (1, 1024, 128,
                   torch.randn(batch, writes, d_state), torch.ones(d_inner), torch.rand(batch, writes, 1).round()]
         leaves = [x.to(device).requires_grad_() for x in leaves]
         h0 = torch.zeros(batch, d_inner, d_state, device=device)
-        paths = {"fused": partial(gated_scan, native=False), "reference": gated_scan_reference}
-        if compiled_scan_available(h0):
-            paths = {"native": partial(gated_scan, native=True), **paths}
+        paths = {"fused": kernels.get("gated_scan", "fused").fn, "reference": gated_scan_reference}
+        compiled = compiled_gated_scan(device)
+        if compiled is not None:
+            paths = {"native": compiled.fn, **paths}
         calls = {}
         for name, scan_fn in paths.items():
             def train(scan_fn=scan_fn, leaves=leaves, h0=h0) -> None:

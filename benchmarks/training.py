@@ -6,20 +6,21 @@ architectures of a cell are timed in turns.
 scan per layer). `smt-seed` is the seed's design (pooling over memory slots + tokens, ungated: the
 sequential write chain, run fused), `smt-loop` the same chain run as the plain autograd loop (the
 fused chain's reference), `smt-tokpool` tokens-only pooling without gates (one plain scan),
-`smt-scan-fused` the default with its gated scan run by PyTorch (`_FusedGatedScan`, or the chunked
-reference for small states) instead of the native C loop, `smt-scan-ref` always through the chunked
-autograd reference.
+`smt-scan-fused` the default with its recurrences run by PyTorch (`kernels.use("fused")`: `_FusedGatedScan`,
+or the chunked reference for small states, instead of the native C loop), `smt-scan-ref` always through
+the references (`kernels.use("reference")`).
 """
 
 from __future__ import annotations
 
 import argparse
-import math
+from contextlib import nullcontext
 
 import torch
 
 from benchmarks.common import TurnTiming, autocast, bench_config, build, markdown_table, time_in_turns
 from benchmarks.flops import model_flops
+from smt import kernels
 from smt.training.host_memory import keep_freed_memory
 
 # every step benchmark keeps freed memory in the process (smt.training.host_memory), as the trainer
@@ -27,6 +28,8 @@ from smt.training.host_memory import keep_freed_memory
 KEEP_FREED_MEMORY = True
 ARCHS = ("smt", "smt-seed", "smt-loop", "smt-tokpool", "smt-scan-fused", "smt-scan-ref", "swa", "gpt")
 SEED_DESIGN = {"pool_over_memory": True, "write_gate": False}
+# the archs that are the default model with its recurrences narrowed to these implementations (smt.kernels)
+ARCH_KERNELS = {"smt-scan-fused": ("fused",), "smt-scan-ref": ("reference",)}
 
 
 # config fields set on every arch's model (--attention-block-size sets one)
@@ -47,14 +50,21 @@ def arch_config(arch: str, size: str, device: str):
     return bench_config(size, device, **fields, **CONFIG_OVERRIDES)
 
 
-def make_train_step(model, ids: torch.Tensor, dtype: str):
+def arch_kernels(arch: str):
+    """The context the arch's steps run in: `kernels.use(...)` for the scan archs, else nothing."""
+    names = ARCH_KERNELS.get(arch)
+    return kernels.use(*names) if names else nullcontext()
+
+
+def make_train_step(model, ids: torch.Tensor, dtype: str, arch: str = "smt"):
     """One optimizer step on next-token loss over ids (B, T + 1), through the fused head loss as the
-    trainer computes it (`model(inputs, targets=...)`, no (tokens, vocab) logits formed)."""
+    trainer computes it (`model(inputs, targets=...)`, no (tokens, vocab) logits formed), with the arch's
+    kernels."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=True)
     device = ids.device
 
     def step() -> float:
-        with autocast(dtype, device):
+        with arch_kernels(arch), autocast(dtype, device):
             _, aux = model(ids[:, :-1], targets=ids[:, 1:])
             loss = aux["nll_sum"] / ids[:, 1:].numel()
         loss.backward()
@@ -66,15 +76,11 @@ def make_train_step(model, ids: torch.Tensor, dtype: str):
 
 
 def build_arch(arch: str, size: str = "small", device: str = "cpu"):
-    """A fresh model of `arch` in training mode, with the arch's code path selected."""
+    """A fresh model of `arch` in training mode, with the arch's code path selected (the scan archs'
+    kernels are chosen in `make_train_step`)."""
     model = build(arch_config(arch, size, device)).train()
     if arch == "smt-loop":
         model.fused_write_chain = False
-    if arch in ("smt-scan-fused", "smt-scan-ref"):
-        for mixer in (m for m in model.modules() if hasattr(m, "native_scan")):
-            mixer.native_scan = False
-            if arch == "smt-scan-ref":
-                mixer.fused_gated_min_state = math.inf
     return model
 
 
@@ -86,7 +92,7 @@ def build_step(arch: str, context: int, dtype: str, size: str = "small", device:
     torch.manual_seed(seed)
     model = build_arch(arch, size, device)
     ids = torch.randint(0, model.config.vocab_size, (batch, context + 1), device=device)
-    return make_train_step(model, ids, dtype)
+    return make_train_step(model, ids, dtype, arch)
 
 
 def _row(arch: str, context: int, dtype: str, batch: int, measured: TurnTiming) -> dict:

@@ -10,7 +10,7 @@ import torch
 
 from benchmarks import flops, generation, mfu, profiles, run_all, scaling, ssm, training
 from benchmarks.common import bench_config, build, state_nbytes, time_call
-from smt import native
+from smt import kernels, native
 
 
 def test_training_rows_have_ratios_against_each_baseline():
@@ -163,11 +163,14 @@ def test_the_scan_archs_are_the_default_model_through_the_pytorch_scans():
     archs = ("smt", "smt-scan-fused", "smt-scan-ref")
     for arch in archs[1:]:
         assert training.arch_config(arch, "toy", "cpu") == training.arch_config("smt", "toy", "cpu")
-    mixers = {arch: [(m.native_scan, m.fused_gated_min_state) for m in training.build_arch(arch, "toy").modules()
-                     if hasattr(m, "native_scan")] for arch in archs}
-    assert mixers["smt"] and set(mixers["smt"]) == {(True, 4096)}
-    assert mixers["smt-scan-fused"] and set(mixers["smt-scan-fused"]) == {(False, 4096)}
-    assert mixers["smt-scan-ref"] and set(mixers["smt-scan-ref"]) == {(False, math.inf)}
+    probe = torch.zeros(1)
+    chosen = {}
+    for arch in archs:
+        with training.arch_kernels(arch):
+            chosen[arch] = [kernels.choose(op, probe, 1 << 20).name for op in ("gated_scan", "gated_window")]
+    assert chosen["smt-scan-fused"] == ["fused", "reference"]
+    assert chosen["smt-scan-ref"] == ["reference", "reference"]
+    assert chosen["smt"] == [kernels.choose(op, probe, 1 << 20).name for op in ("gated_scan", "gated_window")]
     assert math.isfinite(training.build_step("smt-scan-ref", 32, "float32", size="toy")())
 
 

@@ -1,9 +1,10 @@
-"""`smt bench`: run the speed benchmarks (the `benchmarks` package at the repository root)."""
+"""`smt bench`: run the speed benchmarks (the `benchmarks` folder of an SMT checkout, not installed with smt)
+as `python -m benchmarks.run_all` in a subprocess from the checkout's root."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import subprocess
 import sys
 from pathlib import Path
 
@@ -21,26 +22,30 @@ def add_parser(sub) -> None:
     parser.set_defaults(run=run)
 
 
-def _load_run_all():
-    """benchmarks.run_all, importable from the repository root (it is not installed with smt)."""
-    try:
-        return importlib.import_module("benchmarks.run_all")
-    except ModuleNotFoundError:
-        root = Path(__file__).resolve().parents[3]
-        if not (root / "benchmarks" / "run_all.py").is_file():
-            raise FileNotFoundError(
-                "the benchmarks package is not importable: run `smt bench` from the SMT repository "
-                "checkout (an editable install), or `python -m benchmarks.run_all` there") from None
-        sys.path.insert(0, str(root))
-        return importlib.import_module("benchmarks.run_all")
+def checkout_root(candidates: tuple[Path, ...] | None = None) -> Path:
+    """The SMT checkout that holds benchmarks/run_all.py: the one this package runs from (an editable
+    install), else the current folder. Raises FileNotFoundError saying where to run from."""
+    candidates = candidates or (Path(__file__).resolve().parents[3], Path.cwd())
+    for folder in candidates:
+        if (folder / "benchmarks" / "run_all.py").is_file():
+            return folder
+    raise FileNotFoundError("the benchmarks are not installed with smt: run `smt bench` from an SMT repository "
+                            "checkout (its root holds benchmarks/run_all.py), or `python -m benchmarks.run_all` "
+                            "there")
 
 
-def run(args: argparse.Namespace) -> int:
-    argv = ["--only", *args.only, "--device", args.device, "--dtypes", *args.dtypes]
+def command(args: argparse.Namespace) -> list[str]:
+    """The benchmark run's command line."""
+    argv = [sys.executable, "-m", "benchmarks.run_all", "--only", *args.only, "--device", args.device,
+            "--dtypes", *args.dtypes]
     if args.quick:
         argv.append("--quick")
     if args.threads is not None:
         argv += ["--threads", str(args.threads)]
     if args.output is not None:
-        argv += ["--output", str(args.output)]
-    return _load_run_all().main(argv)
+        argv += ["--output", str(Path(args.output).resolve())]  # the run's folder is the checkout's root
+    return argv
+
+
+def run(args: argparse.Namespace) -> int:
+    return subprocess.run(command(args), cwd=checkout_root()).returncode

@@ -141,11 +141,12 @@ def library() -> ctypes.CDLL | None:
 
 def available(*tensors: Tensor) -> bool:
     """Whether the native scan can take these tensors: all on CPU, and the library loaded."""
-    return all(t.device.type == "cpu" for t in tensors) and _loaded()
+    return all(t.device.type == "cpu" for t in tensors) and loaded()
 
 
 @torch.compiler.assume_constant_result
-def _loaded() -> bool:  # a constant to torch.compile, which would otherwise trace the build
+def loaded() -> bool:  # a constant to torch.compile, which would otherwise trace the build
+    """Whether the library is loaded (built on first call)."""
     return library() is not None
 
 

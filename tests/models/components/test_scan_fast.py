@@ -1,15 +1,15 @@
-"""The chunked scan (fast path) against the per-timestep reference: values and gradients."""
+"""The chunked scan (fast path) against the per-timestep reference, and the fused scans' gradchecks; every
+registered implementation of the scans is compared with its reference in tests/kernels/test_kernels.py."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from smt import kernels
 from smt.models.components import scan
 from smt.models.components.scan import (
     _FusedGatedScan,
-    gated_scan,
-    gated_scan_reference,
     linear_scan_chunked,
     linear_scan_reference,
     selective_scan,
@@ -39,9 +39,10 @@ def test_selective_scan_modes_agree_and_run_in_float32_for_bf16_inputs():
     u, delta = torch.randn(1, 40, 6), torch.rand(1, 40, 6) * 0.1
     A, D = -torch.rand(6, 4) - 0.5, torch.randn(6)
     B, C = torch.randn(1, 40, 4), torch.randn(1, 40, 4)
-    y_fast, h_fast = selective_scan(u, delta, A, B, C, D, reference=False)
+    y_fast, h_fast = selective_scan(u, delta, A, B, C, D)
     y_ref, h_ref = selective_scan_ref(u, delta, A, B, C, D)
-    torch.testing.assert_close(selective_scan(u, delta, A, B, C, D, reference=True)[0], y_ref, rtol=0, atol=0)
+    with kernels.use("reference"):
+        torch.testing.assert_close(selective_scan(u, delta, A, B, C, D)[0], y_ref, rtol=0, atol=0)
     torch.testing.assert_close(y_fast, y_ref, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(h_fast, h_ref, rtol=1e-5, atol=1e-5)
     y16, h16 = selective_scan(u.bfloat16(), delta.bfloat16(), A, B.bfloat16(), C.bfloat16(), D)
@@ -55,23 +56,6 @@ def scan_blocks(request, monkeypatch):
     if request.param == "blocks of 4":
         monkeypatch.setattr(scan, "SCAN_BLOCK_BYTES", 1)
     return request.param
-
-
-@pytest.mark.parametrize("length,with_h0", [(1, True), (2, False), (23, True)])
-def test_fused_selective_scan_matches_the_reference_loop_values_and_gradients(length, with_h0, scan_blocks):
-    """The fused scan's hand-written backward against autograd through the per-timestep loop."""
-    torch.manual_seed(length)
-    u = torch.randn(2, length, 6).requires_grad_()
-    delta = (torch.rand(2, length, 6) * 0.5).requires_grad_()
-    A = (-torch.rand(6, 4) - 0.5).requires_grad_()
-    B, C = torch.randn(2, length, 4).requires_grad_(), torch.randn(2, length, 4).requires_grad_()
-    D = torch.randn(6).requires_grad_()
-    h0 = torch.randn(2, 6, 4).requires_grad_() if with_h0 else None
-    weights_y, weights_h = torch.randn(2, length, 6), torch.randn(2, 6, 4)
-    inputs = [x for x in (u, delta, A, B, C, D, h0) if x is not None]
-    assert_same_outputs_and_gradients(lambda: selective_scan(u, delta, A, B, C, D, h0, native=False),
-                                      lambda: selective_scan(u, delta, A, B, C, D, h0, reference=True),
-                                      inputs, weights_y, weights_h)
 
 
 def assert_same_outputs_and_gradients(fast, reference, inputs, weights_y, weights_h):
@@ -109,53 +93,9 @@ def _gated_inputs(length: int, batch: int = 2, d_inner: int = 6, d_state: int = 
     return [u, delta, A, B, C, torch.randn(d_inner, dtype=dtype), g, torch.randn(batch, d_inner, d_state, dtype=dtype)]
 
 
-@pytest.mark.parametrize("length", [1, 2, 23])
-def test_fused_gated_scan_matches_the_chunked_reference_values_and_gradients(length, scan_blocks):
-    """The fused gated scan's hand-written backward against autograd through the chunked reference,
-    for every input: u, delta, A, B, C, D, the gates and the start state."""
-    torch.manual_seed(length)
-    inputs = [x.requires_grad_() for x in _gated_inputs(length)]
-    weights_y, weights_h = torch.randn(2, length, 6), torch.randn(2, 6, 4)
-    assert_same_outputs_and_gradients(lambda: gated_scan(*inputs, native=False),
-                                      lambda: gated_scan_reference(*inputs),
-                                      inputs, weights_y, weights_h)
-
-
 def test_fused_gated_scan_passes_gradcheck_in_float64(scan_blocks):
     torch.manual_seed(0)
     u, delta, A, B, C, _, g, h0 = _gated_inputs(9, batch=1, d_inner=3, d_state=2, dtype=torch.float64)
     time_major = [x.transpose(0, 1).contiguous() for x in (u, delta, B, C, g.squeeze(-1))]
     inputs = [x.requires_grad_() for x in (*time_major[:2], A, *time_major[2:], h0)]
     assert torch.autograd.gradcheck(lambda u, d, A, B, C, g, h0: _FusedGatedScan.apply(u, d, A, B, C, g, h0), inputs)
-
-
-def test_fused_gated_scan_leaves_the_state_bit_for_bit_behind_closed_gates():
-    torch.manual_seed(0)
-    u, delta, A, B, C, D, g, h0 = _gated_inputs(12)
-    g[:, 5:] = 0.0
-    _, mid = gated_scan(u[:, :5], delta[:, :5], A, B[:, :5], C[:, :5], D, g[:, :5], h0, native=False)
-    _, last = gated_scan(u, delta, A, B, C, D, g, h0, native=False)
-    assert torch.equal(last, mid)
-    _, untouched = gated_scan(u, delta, A, B, C, D, torch.zeros_like(g), h0, native=False)
-    assert torch.equal(untouched, h0)
-
-
-@pytest.mark.parametrize("native", [True, False])
-@pytest.mark.parametrize("scan", ["selective", "gated"])
-def test_fused_scans_stay_float32_under_bf16_autocast(scan, native):
-    torch.manual_seed(0)
-    if scan == "selective":
-        scan_fn, inputs = selective_scan_fused, [torch.randn(2, 9, 6), torch.rand(2, 9, 6), -torch.rand(6, 4) - 0.5,
-                                                 torch.randn(2, 9, 4), torch.randn(2, 9, 4)]
-    else:
-        scan_fn, inputs = gated_scan, _gated_inputs(9)
-    results = []
-    for enabled in (False, True):
-        leaves = [x.clone().requires_grad_() for x in inputs]
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
-            y, last = scan_fn(*leaves, native=native)
-        assert y.dtype == last.dtype == torch.float32
-        results.append((y, torch.autograd.grad(y.square().sum() + last.sum(), leaves)))
-    torch.testing.assert_close(results[1][0], results[0][0])
-    for got, want in zip(results[1][1], results[0][1]):
-        torch.testing.assert_close(got, want)

@@ -1,15 +1,12 @@
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
-from smt import SimpleSSM
-from smt.models.components.scan import gated_scan as scan_fused
-from smt.models.components.scan import gated_scan_reference as scan_reference
-from smt.models.components.scan import linear_scan_chunked, linear_scan_reference, selective_scan
+from smt import SimpleSSM, kernels
+from smt.models.components.scan import linear_scan_chunked, linear_scan_reference, selective_scan, selective_scan_ref
 from smt.models.components.ssm import MambaStack
+from tests.kernels.test_kernels import forced, runnable
 
 
 @pytest.mark.parametrize("length,chunk", [(1, None), (2, None), (7, 3), (64, None), (100, 9)])
@@ -39,7 +36,7 @@ def test_scan_does_not_overflow_with_strong_decay():
     B, C = torch.randn(1, 200, 8), torch.randn(1, 200, 8)
     y, last = selective_scan(u, delta, A, B, C, torch.ones(4))
     assert torch.isfinite(y).all() and torch.isfinite(last).all()
-    y_ref, _ = selective_scan(u, delta, A, B, C, torch.ones(4), reference=True)
+    y_ref, _ = selective_scan_ref(u, delta, A, B, C, torch.ones(4))
     torch.testing.assert_close(y, y_ref)
 
 
@@ -61,32 +58,32 @@ def test_sequence_mode_equals_step_mode_and_continuation(stack):
     y2, end = ssm(x[:, 10:], mid)
     torch.testing.assert_close(torch.cat([y1, y2], 1), y, rtol=1e-5, atol=1e-5)
     # the chunked scan and the per-timestep reference agree inside the stack too
-    y_ref, _ = ssm(x, reference=True)
+    with kernels.use("reference"):
+        y_ref, _ = ssm(x)
     torch.testing.assert_close(y_ref, y, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("path", ["native", "fused", "reference"])
+@pytest.mark.parametrize("kernel", kernels.implementations("gated_scan"), ids=lambda k: k.name)
 @pytest.mark.parametrize("d_conv", [1, 2, 4])
-def test_gated_sequence_mode_equals_gated_steps(d_conv, path):
-    """`forward_gated`, its scan native, fused or the chunked reference, against the step loop with the gate's
-    blend (`ssm_steps`): outputs, both parts of the state, every kept scan state (the reference path),
-    and the gradients."""
+def test_gated_sequence_mode_equals_gated_steps(d_conv, kernel):
+    """`forward_gated`, its scan and window through every registered implementation (the same name for the
+    window where it has one, else its reference), against the step loop with the gate's blend (`ssm_steps`):
+    outputs, both parts of the state, every kept scan state (the reference path), and the gradients."""
     from smt.models.components.write_chain import ssm_steps
 
+    device = runnable(kernel) if kernel.name != kernels.REFERENCE else "cpu"
     torch.manual_seed(0)
-    ssm = MambaStack(16, 2, d_state=4, d_conv=d_conv)
-    for layer in ssm.layers:
-        layer.mixer.native_scan = path == "native"
-        layer.mixer.fused_gated_min_state = 0 if path == "fused" else math.inf  # this test's states are small
-    x = torch.randn(2, 19, 16)
-    gates = torch.rand(2, 19)
+    ssm = MambaStack(16, 2, d_state=4, d_conv=d_conv).to(device)
+    x = torch.randn(2, 19, 16, device=device)
+    gates = torch.rand(2, 19, device=device)
     gates[:, ::3], gates[:, 1::5] = 0.0, 1.0  # closed and open steps beside partial ones
-    state = ssm.init_state(2)
+    state = ssm.init_state(2, device)
     with torch.no_grad():
         for _ in range(3):  # a start with history
-            _, state = ssm.step(torch.randn(2, 16), state)
-    y, end, no_states = ssm.forward_gated(x, gates, state)
-    _, _, kept = ssm.forward_gated(x, gates, state, keep_states=True)
+            _, state = ssm.step(torch.randn(2, 16, device=device), state)
+    with forced(kernel):  # this test's states are small: the fused scan runs only so
+        y, end, no_states = ssm.forward_gated(x, gates, state)
+        _, _, kept = ssm.forward_gated(x, gates, state, keep_states=True)
     assert no_states is None
     (y.square().sum() + end["ssm_scan"].sum()).backward()
     grads = {n: p.grad.clone() for n, p in ssm.named_parameters()}
@@ -107,33 +104,27 @@ def test_gated_sequence_mode_equals_gated_steps(d_conv, path):
     for name, p in ssm.named_parameters():
         torch.testing.assert_close(grads[name], p.grad, rtol=1e-4, atol=1e-5, msg=name)
     # two calls with the state carried equal one
-    y1, mid, _ = ssm.forward_gated(x[:, :8], gates[:, :8], state)
-    y2, _, _ = ssm.forward_gated(x[:, 8:], gates[:, 8:], mid)
+    with forced(kernel):
+        y1, mid, _ = ssm.forward_gated(x[:, :8], gates[:, :8], state)
+        y2, _, _ = ssm.forward_gated(x[:, 8:], gates[:, 8:], mid)
     torch.testing.assert_close(torch.cat([y1, y2], 1), y, rtol=1e-5, atol=1e-5)
 
 
-def test_small_gated_states_take_the_chunked_reference_off_the_native_path(monkeypatch):
-    """forward_gated runs the native scan whatever the state's size; off it (native_scan False), the fused
-    scan from fused_gated_min_state elements of state per step up, the chunked reference below."""
-    from smt import native
-    from smt.models.components import ssm as ssm_module
-
+def test_forward_gated_chooses_its_scan_by_the_state_size(monkeypatch):
+    """forward_gated asks for the scan that fits batch x d_inner x d_state elements of state per step: off the
+    native scan, the fused one from the fused scan's minimum size up, the chunked reference below."""
     calls = []
-    monkeypatch.setattr(ssm_module, "gated_scan",
-                        lambda *a, native: calls.append("native" if native else "fused") or scan_fused(*a))
-    monkeypatch.setattr(ssm_module, "gated_scan_reference",
-                        lambda *a: calls.append("reference") or scan_reference(*a))
-    stack = MambaStack(16, 1, d_state=4)  # d_inner 32: 128 state elements per row
+    for kernel in kernels.implementations("gated_scan"):
+        monkeypatch.setattr(kernel, "fn", lambda *a, fn=kernel.fn, name=kernel.name: calls.append(name) or fn(*a))
+    fused = kernels.get("gated_scan", "fused")
+    stack = MambaStack(16, 1, d_state=4)  # d_inner 32: 256 state elements for 2 rows
     x, gates = torch.randn(2, 5, 16), torch.rand(2, 5)
-    for native_scan, min_state, expected in ((False, 0, "fused"), (False, 256, "fused"),
-                                             (False, 257, "reference"), (True, 257, "native")):
-        if native_scan and native.library() is None:
-            expected = "reference"  # no compiler here: the native path falls back
-        stack.layers[0].mixer.native_scan = native_scan
-        stack.layers[0].mixer.fused_gated_min_state = min_state
-        calls.clear()
-        stack.forward_gated(x, gates)
-        assert calls == [expected], (native_scan, min_state)
+    with kernels.use("fused"):
+        for min_size, expected in ((0, "fused"), (256, "fused"), (257, "reference")):
+            monkeypatch.setitem(fused.min_size, "cpu", min_size)
+            calls.clear()
+            stack.forward_gated(x, gates)
+            assert calls == [expected], min_size
 
 
 def test_mamba_keeps_reference_parameter_names_and_fixed_state():

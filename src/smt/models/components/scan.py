@@ -8,23 +8,23 @@ carried start state times the running decay. Only products of decays (<= 1 for a
 formed, so nothing overflows, unlike a log-space cumsum/division. The scan runs in float32
 whatever the input dtype.
 
-`selective_scan` (Mamba) uses neither by default: `_FusedSelectiveScan` runs the recurrence one
-in-place update per timestep, in cache-sized blocks, with a hand-written backward (the fast
-path); `reference=True` runs the per-timestep reference through autograd (the oracle the tests
-compare it with).
+`selective_scan` (Mamba) uses neither: its fast path, `_FusedSelectiveScan`, runs the recurrence
+one in-place update per timestep, in cache-sized blocks, with a hand-written backward, and
+`selective_scan_ref`, the per-timestep loop through autograd, is its reference.
 
 `gated_scan` is the scan of a Mamba memory with a write gate per step (`MambaMixer.forward_gated`):
 `_FusedGatedScan`, built the same way, is its fast path, and `gated_scan_reference`, the chunked
-linear scan through autograd, its oracle (and the path that keeps every state).
+linear scan through autograd, its reference (and the path that keeps every state).
 
 `gated_window` is the gated convolution window of the same memory: d_conv - 1 chained first-order
 recurrences, `gated_window_reference` (chunked scans through autograd) and `_NativeGatedWindow`.
 
-On CPU the scans and the window run by default as one C loop per call, forward and backward
+Every op registers its implementations with `smt.kernels` at the end of this module, which chooses
+among them per call: on CPU the scans and the window run as one C loop per call, forward and backward
 (`_NativeGatedScan`, `_NativeGatedWindow` over `smt.native`; the selective scan as the gated one with
-every gate open, which is the same maths exactly); with native=False, or where the library cannot be
-built, the PyTorch paths above run. On CUDA, with Triton installed, the scans and the window run as
-the Triton kernels of `triton_scan`.
+every gate open, which is the same maths exactly); on CUDA, with Triton installed, as the Triton
+kernels of `triton_scan`; elsewhere, or under `kernels.use("fused")` / `kernels.use("reference")`, the
+PyTorch paths above.
 """
 
 from __future__ import annotations
@@ -34,7 +34,9 @@ import math
 import torch
 from torch import Tensor
 
+from smt import kernels
 from smt import native as native_scan
+from smt.kernels import Kernel
 from smt.models.components import triton_scan
 
 
@@ -291,41 +293,39 @@ def _native_gated_scan(*args: Tensor) -> tuple[Tensor, Tensor]:
     return _NativeGatedScan.apply(*args)
 
 
+@torch.compiler.disable
+def _native_gated_window(*args: Tensor) -> tuple[Tensor, Tensor]:
+    return _NativeGatedWindow.apply(*args)
+
+
 def _time_major(*xs: Tensor) -> list[Tensor]:
     return [x.transpose(0, 1).contiguous() for x in xs]
 
 
-def _compiled_gated_scan(x: Tensor):
-    """The compiled gated scan for x's device, or None: the C loop on CPU (`smt.native`, where it could be
-    built), the Triton kernels on CUDA (`triton_scan`, where Triton is installed)."""
-    if native_scan.available(x):
-        return _native_gated_scan
-    if triton_scan.available(x):
-        return triton_scan.gated_scan
-    return None
-
-
-def compiled_scan_available(x: Tensor) -> bool:
-    """Whether `gated_scan` and `selective_scan_fused` run a compiled kernel on x's device (native=True)."""
-    return _compiled_gated_scan(x) is not None
-
-
 def gated_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, g: Tensor,
-               h0: Tensor, native: bool = True) -> tuple[Tensor, Tensor]:
-    """The gated scan of `MambaMixer.forward_gated` with native=True through the compiled kernel of the
-    device where there is one (`_NativeGatedScan` on CPU, `triton_scan.TritonGatedScan` on CUDA), else
-    `_FusedGatedScan`:
+               h0: Tensor) -> tuple[Tensor, Tensor]:
+    """The gated scan of `MambaMixer.forward_gated`, through the implementation `kernels.choose` picks
+    for u's device and dtype and the state's size (native C on CPU, Triton on CUDA, the fused PyTorch
+    scan, else `gated_scan_reference`):
     s_t = lerp(s_{t-1}, exp(dt_t A) s_{t-1} + dt_t u_t B_t, g_t), each output read from the ungated
     step, y_t = C_t . (exp(dt_t A) s_{t-1} + dt_t u_t B_t) + D u_t. u, delta (batch, L, d_inner); B, C
     (batch, L, d_state); g (batch, L, 1); h0 (batch, d_inner, d_state). Returns y (float32) and the
-    last state; `gated_scan_reference` takes the same arguments."""
-    u32, delta32 = u.float(), delta.float()
-    u_t, delta_t, B_t, C_t, g_t = _time_major(u32, delta32, B.float(), C.float(), g.float().squeeze(-1))
-    scan = _compiled_gated_scan(u) if native else None
-    scan = scan or _FusedGatedScan.apply
-    with torch.autocast(u.device.type, enabled=False):
-        y, last = scan(u_t, delta_t, A.float().contiguous(), B_t, C_t, g_t, h0.float().contiguous())
-    return y.transpose(0, 1) + u32 * D.float(), last
+    last state."""
+    return kernels.choose("gated_scan", u, h0.numel()).fn(u, delta, A, B, C, D, g, h0)
+
+
+def _gated_scan_with(scan):
+    """The gated scan through a time-major float32 scan (`_FusedGatedScan`'s arguments and results)."""
+
+    def run(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, g: Tensor,
+            h0: Tensor) -> tuple[Tensor, Tensor]:
+        u32, delta32 = u.float(), delta.float()
+        u_t, delta_t, B_t, C_t, g_t = _time_major(u32, delta32, B.float(), C.float(), g.float().squeeze(-1))
+        with torch.autocast(u.device.type, enabled=False):
+            y, last = scan(u_t, delta_t, A.float().contiguous(), B_t, C_t, g_t, h0.float().contiguous())
+        return y.transpose(0, 1) + u32 * D.float(), last
+
+    return run
 
 
 def gated_scan_reference(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, g: Tensor,
@@ -340,6 +340,10 @@ def gated_scan_reference(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tens
     stepped = decay * before + drive  # each step's ungated state: what its output reads
     y = torch.einsum("blds,bls->bld", stepped, C.float()) + u.float() * D.float()
     return y, states[:, -1], (states if keep_states else None)
+
+
+def _gated_scan_reference_pair(*args: Tensor) -> tuple[Tensor, Tensor]:
+    return gated_scan_reference(*args)[:2]
 
 
 class _NativeGatedWindow(torch.autograd.Function):
@@ -359,36 +363,35 @@ class _NativeGatedWindow(torch.autograd.Function):
         return native_scan.gated_window_backward(g, window, grad_window.contiguous(), grad_last.contiguous())
 
 
-@torch.compiler.disable
-def _native_gated_window(*args: Tensor) -> tuple[Tensor, Tensor]:
-    return _NativeGatedWindow.apply(*args)
-
-
-def gated_window(x: Tensor, g: Tensor, conv_state: Tensor, native: bool = True) -> tuple[Tensor, Tensor]:
+def gated_window(x: Tensor, g: Tensor, conv_state: Tensor) -> tuple[Tensor, Tensor]:
     """The gated convolution window of `MambaMixer.forward_gated`: conv_state (b, d_inner, K) holds the
     K = d_conv - 1 inputs before the step; at step t, with gate g_t, entry j becomes
     (1 - g_t) e_j + g_t e_{j+1} (the newest entry: x_t), so a closed gate leaves it bit for bit. x
     (b, L, d_inner), g (b, L, 1). Returns the window each step convolves, (b, L, K + 1, d_inner) float32
-    (the entries before the step, then x_t), and the last conv state (b, d_inner, K); with native=True
-    through the device's compiled loop (`_NativeGatedWindow` on CPU, `triton_scan.TritonGatedWindow` on
-    CUDA), else `gated_window_reference`."""
-    batch, length, _ = x.shape
-    compiled = _compiled_gated_window(x) if native and conv_state.shape[-1] > 0 else None
-    if compiled is not None:
+    (the entries before the step, then x_t), and the last conv state (b, d_inner, K), through the
+    implementation `kernels.choose` picks (the compiled loop of the device: `_NativeGatedWindow` on CPU,
+    `triton_scan.TritonGatedWindow` on CUDA; else `gated_window_reference`)."""
+    return kernels.choose("gated_window", x).fn(x, g, conv_state)
+
+
+def _gated_window_with(compiled):
+    """The gated window through a compiled loop (`_NativeGatedWindow`'s arguments and results); a window
+    of no entries (d_conv 1), which the loops do not take, through the reference."""
+
+    def run(x: Tensor, g: Tensor, conv_state: Tensor) -> tuple[Tensor, Tensor]:
+        if conv_state.shape[-1] == 0:
+            return _gated_window_reference_float(x, g, conv_state)
+        batch, length, _ = x.shape
         with torch.autocast(x.device.type, enabled=False):
             window, last = compiled(x.float().contiguous(), g.float().reshape(batch, length).contiguous(),
                                     conv_state.float().transpose(1, 2).contiguous())
         return window, last.transpose(1, 2)
+
+    return run
+
+
+def _gated_window_reference_float(x: Tensor, g: Tensor, conv_state: Tensor) -> tuple[Tensor, Tensor]:
     return gated_window_reference(x.float(), g.float(), conv_state.float())
-
-
-def _compiled_gated_window(x: Tensor):
-    """The compiled gated window for x's device, or None (as `_compiled_gated_scan`)."""
-    if native_scan.available(x):
-        return _native_gated_window
-    if triton_scan.available(x):
-        return triton_scan.gated_window
-    return None
 
 
 def gated_window_reference(x: Tensor, g: Tensor, conv_state: Tensor) -> tuple[Tensor, Tensor]:
@@ -405,53 +408,61 @@ def gated_window_reference(x: Tensor, g: Tensor, conv_state: Tensor) -> tuple[Te
     return torch.stack(window, dim=2), (torch.stack(last, dim=-1) if last else conv_state)
 
 
+def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor,
+                   h0: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Mamba's selective scan in float32, through the implementation `kernels.choose` picks (the compiled
+    gated scan of the device with every gate open, else the fused PyTorch scan; `selective_scan_ref` is
+    the reference).
+
+    u, delta: (batch, L, d_inner); A: (d_inner, d_state); B, C: (batch, L, d_state); D: (d_inner,)
+    h_t = exp(delta_t * A) * h_{t-1} + delta_t * B_t * u_t;  y_t = C_t . h_t + D * u_t
+    Returns y (batch, L, d_inner) in u's dtype and the last state (batch, d_inner, d_state) float32.
+    """
+    size = u.shape[0] * u.shape[-1] * A.shape[-1]
+    return kernels.choose("selective_scan", u, size).fn(u, delta, A, B, C, D, h0)
+
+
 def selective_scan_fused(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
-                         h0: Tensor | None = None, native: bool = True) -> tuple[Tensor, Tensor]:
-    """The scan part of `selective_scan` (no D term): float32 inputs in (batch, L, ...) layout; returns y
-    (batch, L, d_inner) and the last state. With native=True, where the device has a compiled gated scan
-    (the C loop on CPU, Triton on CUDA), it is that scan with every gate open (lerp with weight 1 is the
-    step itself, bit for bit), else `_FusedSelectiveScan`."""
+                         h0: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """The scan part of `selective_scan` (no D term) by `_FusedSelectiveScan`, in the inputs' dtype (float32,
+    or float64 for gradcheck), (batch, L, ...) layout; returns y (batch, L, d_inner) and the last state."""
+    return _scan_part(_FusedSelectiveScan.apply, u, delta, A, B, C, h0)
+
+
+def _scan_part(scan, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
+               h0: Tensor | None) -> tuple[Tensor, Tensor]:
     batch, length, d_inner = u.shape
     if h0 is None:
         h0 = u.new_zeros(batch, d_inner, A.shape[-1])
     time_major = _time_major(u, delta, B, C)
     with torch.autocast(u.device.type, enabled=False):  # the contractions stay float32 too
-        compiled = _compiled_gated_scan(u) if native and u.dtype == torch.float32 else None
-        if compiled is not None:
-            open_gates = u.new_ones(length, batch)
-            y, last = compiled(time_major[0], time_major[1], A.contiguous(), time_major[2], time_major[3],
-                               open_gates, h0.contiguous())
-        else:
-            y, last = _FusedSelectiveScan.apply(time_major[0], time_major[1], A, time_major[2], time_major[3], h0)
+        y, last = scan(time_major[0], time_major[1], A.contiguous(), time_major[2], time_major[3], h0.contiguous())
     return y.transpose(0, 1), last
 
 
-def selective_scan(
-    u: Tensor,
-    delta: Tensor,
-    A: Tensor,
-    B: Tensor,
-    C: Tensor,
-    D: Tensor,
-    h0: Tensor | None = None,
-    reference: bool = False,
-    native: bool = True,
-) -> tuple[Tensor, Tensor]:
-    """Mamba's selective scan in float32: the fast path (`selective_scan_fused`, native on CPU unless
-    native=False), or with reference=True `selective_scan_ref`, the per-timestep reference (the flag
-    every SSM's forward takes).
+def _open_gates(compiled):
+    """A compiled gated scan with every gate open: the selective scan (lerp with weight 1 is the step
+    itself, bit for bit)."""
 
-    u, delta: (batch, L, d_inner); A: (d_inner, d_state); B, C: (batch, L, d_state); D: (d_inner,)
-    h_t = exp(delta_t * A) * h_{t-1} + delta_t * B_t * u_t;  y_t = C_t . h_t + D * u_t
-    Returns y (batch, L, d_inner) and the last state (batch, d_inner, d_state).
-    """
-    if reference:
-        return selective_scan_ref(u, delta, A, B, C, D, h0)
-    dtype = u.dtype
-    u, delta, B, C = u.float(), delta.float(), B.float(), C.float()
-    h0 = None if h0 is None else h0.float()
-    y, last = selective_scan_fused(u, delta, A.float(), B, C, h0, native=native)
-    return (y + u * D.float()).to(dtype), last
+    @torch.compiler.disable  # as the compiled scans are: one graph break, not one per nested call
+    def scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: Tensor) -> tuple[Tensor, Tensor]:
+        return compiled(u, delta, A, B, C, u.new_ones(u.shape[:2]), h0)
+
+    return scan
+
+
+def _selective_scan_with(scan):
+    """`selective_scan` through a time-major scan (`_FusedSelectiveScan`'s arguments and results)."""
+
+    def run(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor,
+            h0: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        dtype = u.dtype
+        u, delta, B, C = u.float(), delta.float(), B.float(), C.float()
+        h0 = None if h0 is None else h0.float()
+        y, last = _scan_part(scan, u, delta, A.float(), B, C, h0)
+        return (y + u * D.float()).to(dtype), last
+
+    return run
 
 
 def selective_scan_ref(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor,
@@ -475,3 +486,51 @@ def scan_keeping_states(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, h0: Tens
     decay = torch.exp(delta.float().unsqueeze(-1) * A.float())
     drive = (delta.float() * u.float()).unsqueeze(-1) * B.float().unsqueeze(2)
     return linear_scan_chunked(decay, drive, None if h0 is None else h0.float())
+
+
+def linear_scan(a: Tensor, b: Tensor, h0: Tensor | None = None) -> Tensor:
+    """States of h_t = a_t * h_{t-1} + b_t (as `linear_scan_reference`), through `kernels.choose`."""
+    return kernels.choose("linear_scan", b).fn(a, b, h0)
+
+
+def _register() -> None:
+    """The implementations of the recurrences, in order of preference (see `smt.kernels`)."""
+    native = {"devices": ("cpu",), "available": native_scan.loaded}
+    triton = {"devices": ("cuda",), "available": triton_scan.installed, "emulated_on_cpu": triton_scan.emulated}
+    kernels.define("gated_scan", _gated_scan_reference_pair, "scan-state elements per step (batch x d_inner x "
+                   "d_state)", "the memory's scan with a write gate per step (MambaMixer.forward_gated); "
+                   "reference: chunked linear scans through autograd")
+    kernels.register(Kernel("gated_scan", "native", _gated_scan_with(_native_gated_scan), **native,
+                            about="C loop (smt.native), hand-written backward, float32"))
+    kernels.register(Kernel("gated_scan", "triton", _gated_scan_with(triton_scan.gated_scan), **triton,
+                            about="Triton kernels (triton_scan), hand-written backward, float32"))
+    # below 4096 state elements the fused scan's per-step ops cost more than the chunked reference's passes
+    # (`python -m benchmarks.ssm --gated`: 0.68-0.93x at 1-2K elements, 2.3-8.3x from 8K up); on a GPU each
+    # of its per-step ops is a kernel launch, so the reference runs there
+    kernels.register(Kernel("gated_scan", "fused", _gated_scan_with(_FusedGatedScan.apply),
+                            min_size={"cpu": 4096, "cuda": math.inf},
+                            about="PyTorch ops in cache-sized blocks, hand-written backward, float32"))
+
+    kernels.define("selective_scan", selective_scan_ref, "scan-state elements per step (batch x d_inner x "
+                   "d_state)", "Mamba's scan (MambaMixer.forward); reference: one timestep at a time")
+    kernels.register(Kernel("selective_scan", "native", _selective_scan_with(_open_gates(_native_gated_scan)),
+                            **native, about="the native gated scan with every gate open"))
+    kernels.register(Kernel("selective_scan", "triton", _selective_scan_with(_open_gates(triton_scan.gated_scan)),
+                            **triton, about="the Triton gated scan with every gate open"))
+    kernels.register(Kernel("selective_scan", "fused", _selective_scan_with(_FusedSelectiveScan.apply),
+                            about="PyTorch ops in cache-sized blocks, hand-written backward, float32"))
+
+    kernels.define("gated_window", _gated_window_reference_float, "-",
+                   "the memory's conv window with a write gate per step; reference: chunked scans")
+    kernels.register(Kernel("gated_window", "native", _gated_window_with(_native_gated_window), **native,
+                            about="C loop (smt.native), float32"))
+    kernels.register(Kernel("gated_window", "triton", _gated_window_with(triton_scan.gated_window), **triton,
+                            about="Triton kernels (triton_scan), float32"))
+
+    kernels.define("linear_scan", linear_scan_reference, "-", "h_t = a_t h_{t-1} + b_t (SimpleSSM); reference: "
+                   "one timestep at a time")
+    kernels.register(Kernel("linear_scan", "chunked", linear_scan_chunked,
+                            about="chunks scanned at once, about 2 sqrt(L) sequential steps"))
+
+
+_register()

@@ -10,8 +10,9 @@ The Mamba stack keeps the reference parameter names (`layers.{i}.mixer.in_proj`,
 Hugging Face `MambaForCausalLM` weights load by name. The residual stream and both parts of
 the state (conv window, scan) are kept in float32, so a stream's state has the same bytes
 whatever autocast or code path produced it.
-The official CUDA kernels (mamba-ssm, causal-conv1d) are used only for sequence mode on a
-CUDA device, from a fresh state, when they import; they are imported lazily because the
+The official CUDA kernels (mamba-ssm, causal-conv1d: the `mamba_mixer` op's "mamba_ssm" in
+`smt.kernels`) are used only for sequence mode on a CUDA device, from a fresh state, when they
+import and the config's `use_cuda_kernels` allows them; they are imported lazily because the
 kernel package imports Triton at import time and fails on CPU-only machines.
 """
 
@@ -24,14 +25,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from smt import kernels
 from smt.config import StrideHybridConfig
+from smt.kernels import Kernel
 from smt.models.components.scan import (
-    compiled_scan_available,
     gated_scan,
     gated_scan_reference,
     gated_window,
-    linear_scan_chunked,
-    linear_scan_reference,
+    linear_scan,
     scan_keeping_states,
     selective_scan,
 )
@@ -63,15 +64,6 @@ def _cuda_kernels():
 
 class MambaMixer(nn.Module):
     """One Mamba (S6) mixer with the reference parameter names."""
-
-    # On CPU both scans run as `smt.native`'s C loop, on CUDA as the Triton kernels of `triton_scan`
-    # (native_scan; where neither can run, or with native_scan = False, the PyTorch paths: benchmark archs
-    # smt-scan-fused and smt-scan-ref). Off them, forward_gated's scan is fused from this many scan-state
-    # elements per step (batch x d_inner x d_state) up; below, the fused scan's per-step ops cost more
-    # than the chunked reference's passes (`python -m benchmarks.ssm --gated`, 2026-12-04: 0.68-0.93x at
-    # 1-2K elements, 2.3-8.3x from 8K up), so the reference runs there. math.inf always runs the reference.
-    native_scan: bool = True
-    fused_gated_min_state: float = 4096
 
     def __init__(self, d_model: int, d_state: int, d_conv: int, expand: int, dt_rank: int,
                  use_cuda_kernels: bool = True, dt_min: float = 1e-3, dt_max: float = 0.1,
@@ -110,16 +102,18 @@ class MambaMixer(nn.Module):
         dt, B, C = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         return F.softplus(self.dt_proj(dt)), B, C
 
-    def forward(self, hidden: Tensor, state: tuple[Tensor, Tensor] | None = None,
-                reference: bool = False, keep_states: bool = False):
+    def forward(self, hidden: Tensor, state: tuple[Tensor, Tensor] | None = None, keep_states: bool = False):
         """Sequence mode: hidden (B, L, d) -> (B, L, d), new (conv, scan) state. keep_states=True also
         returns the scan state after every timestep, (B, L, d_inner, d_state) float32, formed by the
-        chunked linear scan through autograd (the per-token memory read needs them)."""
-        kernels = (_cuda_kernels() if (self.use_cuda_kernels and hidden.is_cuda and state is None
-                                       and not keep_states) else None)
-        if kernels is not None:
-            return self._forward_cuda(hidden, kernels)
-        B_, L, _ = hidden.shape
+        chunked linear scan through autograd (the per-token memory read needs them). From a fresh state
+        the whole layer may run as the `mamba_mixer` op's kernel (`smt.kernels`)."""
+        if self.use_cuda_kernels and state is None and not keep_states:
+            return kernels.choose("mamba_mixer", hidden).fn(self, hidden)
+        return self._forward_sequence(hidden, state, keep_states)
+
+    def _forward_sequence(self, hidden: Tensor, state: tuple[Tensor, Tensor] | None = None,
+                          keep_states: bool = False):
+        """`forward` in PyTorch (the reference of the `mamba_mixer` op), its scan through `selective_scan`."""
         x, z = self.in_proj(hidden).chunk(2, dim=-1)
         x = x.transpose(1, 2)  # (B, di, L)
         conv_state, scan_state = state if state is not None else (None, None)
@@ -136,8 +130,7 @@ class MambaMixer(nn.Module):
             states = scan_keeping_states(x, delta, A, Bm, scan_state)
             y = (torch.einsum("blds,bls->bld", states, Cm.float()) + x.float() * self.D.float()).to(x.dtype)
             return self.out_proj(y * F.silu(z)), (new_conv.float(), states[:, -1]), states
-        y, last = selective_scan(x, delta, A, Bm, Cm, self.D, scan_state, reference=reference,
-                                 native=self.native_scan)
+        y, last = selective_scan(x, delta, A, Bm, Cm, self.D, scan_state)
         y = y * F.silu(z)
         return self.out_proj(y), (new_conv.float(), last)
 
@@ -146,31 +139,27 @@ class MambaMixer(nn.Module):
         """Sequence mode with a write gate per timestep, gates (B, L) in [0, 1]: the same maths as `step`
         followed by the gate's blend of each part of the state, s_t = g_t step(s_{t-1}, x_t) + (1 - g_t)
         s_{t-1}, with every output the ungated step's (as `write_chain.ssm_steps`, its reference). Both
-        parts stay linear recurrences: the scan runs as `scan.gated_scan` (native on CPU, Triton on CUDA,
-        else fused; all with a hand-written backward), or with keep_states, or off those compiled paths on
-        CUDA or with a state below fused_gated_min_state elements, as the chunked `gated_scan_reference`;
+        parts stay linear recurrences: the scan runs as `scan.gated_scan` (whichever implementation
+        `smt.kernels` chooses: native on CPU, Triton on CUDA, fused for large states, else the chunked
+        reference), or with keep_states as the chunked `gated_scan_reference`, which keeps every state;
         the conv window as d_conv - 1 first-order recurrences with decay 1 - g, entry j taking entry j + 1
-        of the step before and the newest entry the input (`scan.gated_window`: native on CPU, else chunked
-        scans). A closed step (g = 0) leaves both parts bit for bit. Returns the output, the new (conv, scan)
-        state and, with keep_states, the scan state after every step."""
+        of the step before and the newest entry the input (`scan.gated_window`). A closed step (g = 0)
+        leaves both parts bit for bit. Returns the output, the new (conv, scan) state and, with keep_states,
+        the scan state after every step."""
         batch = hidden.shape[0]
         x, z = self.in_proj(hidden).chunk(2, dim=-1)  # (B, L, di)
         conv_state, scan_state = state if state is not None else self.init_state(batch, hidden.device)
         g = gates.float().unsqueeze(-1)  # (B, L, 1)
-        window, conv = gated_window(x, g, conv_state, native=self.native_scan)  # (B, L, d_conv, di)
+        window, conv = gated_window(x, g, conv_state)  # (B, L, d_conv, di)
         # summed over a middle axis, every operand contiguous in d_inner
         x = F.silu((window.to(x.dtype) * self.conv1d.weight.squeeze(1).t()).sum(2) + self.conv1d.bias)
         delta, Bm, Cm = self._ssm_inputs(x)
         A = -torch.exp(self.A_log.float())
         args = (x, delta, A, Bm, Cm, self.D, g, scan_state.float())
-        compiled = self.native_scan and compiled_scan_available(x)
-        # off the compiled scans: on a GPU each of the fused scan's per-write ops is a kernel launch (the
-        # chunked reference launches about 2 sqrt(writes) steps' worth), and on CPU small states favour it
-        small = scan_state.numel() < self.fused_gated_min_state or x.is_cuda
-        if keep_states or (not compiled and small):
-            y, last, states = gated_scan_reference(*args, keep_states)
+        if keep_states:
+            y, last, states = gated_scan_reference(*args, keep_states=True)
         else:
-            (y, last), states = gated_scan(*args, native=compiled), None
+            (y, last), states = gated_scan(*args), None
         out = self.out_proj(y.to(x.dtype) * F.silu(z))
         return out, (conv, last), states
 
@@ -224,11 +213,11 @@ class _ResidualStack(nn.Module):
     def init_state(self, batch: int, device=None) -> dict[str, Tensor]:
         return self._pack_state([layer.mixer.init_state(batch, device) for layer in self.layers])
 
-    def forward(self, x: Tensor, state: dict[str, Tensor] | None = None, reference: bool = False):
+    def forward(self, x: Tensor, state: dict[str, Tensor] | None = None):
         residual = x.float()
         new_states = []
         for i, layer in enumerate(self.layers):
-            out, s = layer.mixer(layer.norm(residual.to(x.dtype)), self._layer_state(state, i), reference=reference)
+            out, s = layer.mixer(layer.norm(residual.to(x.dtype)), self._layer_state(state, i))
             residual = residual + out.float()
             new_states.append(s)
         return self.norm_f(residual.to(x.dtype)), self._pack_state(new_states)
@@ -314,12 +303,11 @@ class DiagonalRecurrence(nn.Module):
     def init_state(self, batch: int, device=None) -> tuple[Tensor]:
         return (torch.zeros(batch, self.d_hidden, device=device),)
 
-    def forward(self, x: Tensor, state: tuple[Tensor] | None = None, reference: bool = False):
+    def forward(self, x: Tensor, state: tuple[Tensor] | None = None):
         a = torch.sigmoid(self.decay_logit.float())
         drive = (1 - a) * self.in_proj(x).float()
         h0 = None if state is None else state[0].float()
-        scan = linear_scan_reference if reference else linear_scan_chunked
-        states = scan(a.expand_as(drive), drive, h0)
+        states = linear_scan(a.expand_as(drive), drive, h0)
         return self.out_proj(states.to(x.dtype)), (states[:, -1],)
 
     def step(self, x: Tensor, state: tuple[Tensor]):
@@ -348,3 +336,28 @@ def build_ssm(config: StrideHybridConfig) -> _ResidualStack:
     return MambaStack(config.d_model, config.ssm_n_layers, config.ssm_d_state, config.ssm_d_conv,
                       config.ssm_expand, config.dt_rank, config.rms_norm_eps, config.use_cuda_kernels,
                       *config.dt_init_range, config.ssm_init)
+
+
+def _mixer_reference(mixer: MambaMixer, hidden: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    return mixer._forward_sequence(hidden)
+
+
+def _mixer_mamba_ssm(mixer: MambaMixer, hidden: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    return mixer._forward_cuda(hidden, _cuda_kernels())
+
+
+def _mamba_ssm_installed() -> bool:
+    return _cuda_kernels() is not None
+
+
+def _register() -> None:
+    """The mamba_mixer op: a Mamba layer's sequence mode from a fresh state (see `smt.kernels`)."""
+    kernels.define("mamba_mixer", _mixer_reference, "-", "a Mamba layer's sequence mode from a fresh state "
+                   "(MambaMixer.forward); reference: the PyTorch layer, its scan through selective_scan")
+    kernels.register(Kernel("mamba_mixer", "mamba_ssm", _mixer_mamba_ssm, devices=("cuda",),
+                            dtypes=(torch.float16, torch.bfloat16, torch.float32), available=_mamba_ssm_installed,
+                            about="mamba-ssm and causal-conv1d (the cuda extra); the config's use_cuda_kernels: "
+                                  "false leaves it out"))
+
+
+_register()

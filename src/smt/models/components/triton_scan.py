@@ -36,12 +36,18 @@ CHUNK = 16  # writes between stored states: the backward recomputes at most this
 
 def available(x: Tensor) -> bool:
     """Whether the Triton scan can run on x: a CUDA tensor and Triton installed."""
-    return x.is_cuda and _triton_installed()
+    return x.is_cuda and installed()
 
 
 @torch.compiler.assume_constant_result
-def _triton_installed() -> bool:  # a constant to torch.compile
+def installed() -> bool:  # a constant to torch.compile
+    """Whether Triton is installed."""
     return _find_triton()
+
+
+def emulated() -> bool:
+    """Whether the kernels can run CPU tensors here: Triton installed and its interpreter on."""
+    return _find_triton() and _interpreting()
 
 
 @lru_cache(maxsize=1)
