@@ -43,9 +43,24 @@ def test_eval_analyze_report(tmp_path, shared_data, monkeypatch, capsys):
     assert 0 <= stats["ssm_total"] <= 1 and abs(stats["ssm_total"] + stats["input_total"] - 1) < 1e-6
     assert len(stats["along_document"]) == 10
     assert (out / "analysis" / "pooling_window.png").is_file()
+    # a later evaluation replaces only what it computes; each result says where it came from
+    assert main(["eval", "--checkpoint", str(model_dir), "--passkey", "100", "--depths", "0.5", "--samples", "1",
+                 "--out", str(out / "eval")]) == 0
+    kept = json.loads((out / "eval" / "eval.json").read_text())
+    assert kept["perplexity"] == result["perplexity"] and kept["passkey"]["context_lengths"] == [100]
+    assert kept["perplexity"]["evaluated"]["data"] == str(data) and kept["passkey"]["evaluated"]["step"] is None
+    assert kept["perplexity"]["evaluated"]["at"] <= kept["passkey"]["evaluated"]["at"]
+    history = [json.loads(line) for line in (out / "eval" / "eval_history.jsonl").read_text().splitlines()]
+    assert [sorted(k for k in h if k not in ("checkpoint", "arch")) for h in history] == [
+        ["loss_by_position", "perplexity"], ["passkey"], ["passkey"]]
     assert main(["report", str(out)]) == 0
     report = (out / "REPORT.md").read_text()
     assert "## Evaluation: eval" in report and "pooling_window.png" in report
+    # every nested result reaches the report, as tables
+    assert "### perplexity" in report and "| token_ppl |" in report and f"on {data}" in report
+    assert "### loss_by_position" in report and "| mean_first_window |" in report
+    assert "### passkey" in report and "| 100 (exact) |" in report
+    assert "| along_document |" in report  # the analysis' nested values too
     err = capsys.readouterr().err
     assert "perplexity" in err and "loss by position" in err and "passkey" in err  # progress bars
     # a section that fails keeps what the earlier ones wrote

@@ -5,7 +5,10 @@
     smt eval --checkpoint runs/x --data DIR --positions 1024 --recall-split 2          + loss by n-gram hit distance
     smt eval --checkpoint runs/x --passkey 256,512,1024 --depths 0,0.5,1               text passkey grid
     smt eval --checkpoint runs/x --task passkey                                        synthetic task
-Results go to --out (default RUN_DIR/eval) as JSON (+ PNG) and are printed.
+Results go to --out (default RUN_DIR/eval) as JSON (+ PNG) and are printed. eval.json keeps one entry per
+kind of result (perplexity, loss_by_position, recall_split, passkey, task): a later evaluation replaces only the
+kinds it computes, and each entry names its checkpoint, step and time (`evaluated`); every evaluation is also
+appended whole to eval_history.jsonl, so nothing computed is lost.
 """
 
 from __future__ import annotations
@@ -69,6 +72,38 @@ def load_for_eval(path: str | Path, device: str = "cpu", prefer_best: bool = Tru
     return model, tokenizer, directory
 
 
+HISTORY_FILE = "eval_history.jsonl"
+
+
+def evaluation_stamp(directory: Path) -> dict:
+    """Where a result comes from: the checkpoint, its training step (None for a model directory) and the
+    time."""
+    from datetime import datetime, timezone
+
+    record = directory / "training.json"
+    step = json.loads(record.read_text(encoding="utf-8")).get("step") if record.is_file() else None
+    stamp = {"checkpoint": str(directory), "step": step,
+             "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    return stamp
+
+
+def read_eval_file(path: Path) -> dict:
+    """The results an earlier `smt eval` left in eval.json (empty when none or unreadable)."""
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        import sys
+
+        print(f"smt eval: {path} is unreadable; replacing it (earlier evaluations remain in {HISTORY_FILE})",
+              file=sys.stderr)
+        return {}
+    return data
+
+
 def default_out_dir(checkpoint: str | Path, name: str) -> Path:
     path = Path(checkpoint)
     run_dir = path.parent.parent if path.parent.name == "checkpoints" else path
@@ -109,16 +144,25 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--recall-split splits the loss on text: pass --data PATH too")
     if not (args.data or args.passkey or args.task):
         raise ValueError("nothing to evaluate: pass --data PATH, --passkey LENGTHS and/or --task NAME")
+    stamp = evaluation_stamp(directory)
+    kept = read_eval_file(out / "eval.json")
     results: dict = {"checkpoint": str(directory), "arch": model.config.arch}
 
-    def section(compute) -> None:
+    def section(compute, **source) -> None:
         """Run one section and write eval.json right after it: an error in a later section keeps
         what the earlier ones computed."""
-        results.update(compute())
-        write_json_atomic(out / "eval.json", json.loads(json.dumps(results, default=str)))
+        new = {key: {**value, "evaluated": {**stamp, **source}} if isinstance(value, dict) else value
+               for key, value in compute().items()}
+        results.update(new)
+        kept.update(results)
+        write_json_atomic(out / "eval.json", json.loads(json.dumps(kept, default=str)))
+        with open(out / HISTORY_FILE, "a", encoding="utf-8") as history:
+            history.write(json.dumps({"checkpoint": results["checkpoint"], "arch": results["arch"], **new},
+                                     default=str) + "\n")
 
     if args.data:
-        section(lambda: _perplexity(args, model, tokenizer, out))
+        section(lambda: _perplexity(args, model, tokenizer, out),
+                data=str(args.data) + (f" ({args.split})" if args.split else ""))
     if args.passkey:
         section(lambda: {"passkey": _passkey(args, model, tokenizer, out)})
     if args.task:
