@@ -79,3 +79,28 @@ def test_analyze_refuses_a_model_without_memory(tmp_path, shared_data, capsys):
     assert "no memory writes" in capsys.readouterr().err
     assert main(["eval", "--checkpoint", str(model_dir)]) == 2
     assert "nothing to evaluate" in capsys.readouterr().err
+
+
+def test_eval_compares_several_runs_in_one_table_and_chart(tmp_path, shared_data, monkeypatch, capsys):
+    monkeypatch.setenv("SMT_CACHE_DIR", str(tmp_path / "cache"))
+    data = tmp_path / "sample.txt"
+    data.write_text((shared_data / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8")[:3000],
+                    encoding="utf-8")
+    runs = [saved_model(tmp_path, shared_data, arch) for arch in ("smt", "swa")]
+    out = tmp_path / "cmp"
+    assert main(["eval", "--checkpoint", *map(str, runs), "--data", str(data), "--positions", "100",
+                 "--recall-split", "2", "--passkey", "80", "--depths", "0,1", "--samples", "1",
+                 "--out", str(out)]) == 0
+    table = (out / "compare.md").read_text()
+    assert "| metric | model_smt | model_swa |" in table and "| arch | smt | swa |" in table
+    for row in ("| perplexity.loss |", "| loss_by_position.mean_first_window |", "| passkey.mean_exact |",
+                "| recall_split.all.mean_loss |", "| parameters |"):
+        assert row in table
+    assert table in capsys.readouterr().out
+    both = json.loads((out / "compare.json").read_text())
+    for name, run in zip(("model_smt", "model_swa"), runs):
+        own = json.loads((run / "eval" / "eval.json").read_text())  # each run keeps its own results
+        assert both[name]["perplexity"]["loss"] == own["perplexity"]["loss"]
+    assert both["model_smt"]["perplexity"]["loss"] != both["model_swa"]["perplexity"]["loss"]
+    for png in ("loss_by_position.png", "recall_split.png", "passkey_heatmap.png"):
+        assert (out / png).is_file() and f"]({png})" in table

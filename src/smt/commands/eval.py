@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from smt.model_directory import write_json_atomic
@@ -23,8 +24,9 @@ from smt.model_directory import write_json_atomic
 def add_parser(sub) -> None:
     parser = sub.add_parser("eval", help="evaluate a checkpoint: perplexity, loss by position, passkey, tasks",
                             description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, metavar="DIR",
-                        help="run, checkpoints/, step or model directory")
+    parser.add_argument("--checkpoint", required=True, metavar="DIR", nargs="+",
+                        help="run, checkpoints/, step or model directory; several to compare them (the same "
+                             "evaluation on each, then one table and chart in --out)")
     parser.add_argument("--data", default=None, help="text file, directory or dataset name for perplexity")
     parser.add_argument("--split", default=None, help="split of --data (e.g. valid, test)")
     parser.add_argument("--segment-len", "--segment_len", type=int, default=512)
@@ -50,7 +52,8 @@ def add_parser(sub) -> None:
     parser.add_argument("--filler", default=None, metavar="FILE", help="passkey filler text (default: grass/sky)")
     parser.add_argument("--task", default=None, help="synthetic task: passkey, mqar, selective_copy, "
                         "induction_heads, or a JSON mapping of fields")
-    parser.add_argument("--out", default=None, help="output directory (default RUN_DIR/eval)")
+    parser.add_argument("--out", default=None, help="output directory (default RUN_DIR/eval); with several "
+                        "checkpoints, the comparison's (default ./compare; each run's results go to its RUN_DIR/eval)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(run=run)
@@ -96,8 +99,6 @@ def read_eval_file(path: Path) -> dict:
     except ValueError:
         data = None
     if not isinstance(data, dict):
-        import sys
-
         print(f"smt eval: {path} is unreadable; replacing it (earlier evaluations remain in {HISTORY_FILE})",
               file=sys.stderr)
         return {}
@@ -137,16 +138,42 @@ def _numbers(kind, flag: str, example: str):
 
 
 def run(args: argparse.Namespace) -> int:
-    model, tokenizer, directory = load_for_eval(args.checkpoint, args.device)
-    out = Path(args.out) if args.out else default_out_dir(args.checkpoint, "eval")
-    out.mkdir(parents=True, exist_ok=True)
     if args.recall_split is not None and not args.data:
         raise ValueError("--recall-split splits the loss on text: pass --data PATH too")
     if not (args.data or args.passkey or args.task):
         raise ValueError("nothing to evaluate: pass --data PATH, --passkey LENGTHS and/or --task NAME")
+    if len(args.checkpoint) == 1:
+        checkpoint = args.checkpoint[0]
+        results = evaluate_checkpoint(args, checkpoint, Path(args.out) if args.out else
+                                      default_out_dir(checkpoint, "eval"))
+        print(json.dumps(results, indent=2, default=str))
+        return 0
+    return _compare(args)
+
+
+def _compare(args: argparse.Namespace) -> int:
+    """The same evaluation on each checkpoint (kept in its own RUN_DIR/eval), then one table and chart."""
+    from smt.evaluation.comparison import run_names, write_comparison
+
+    results = {}
+    for name, checkpoint in zip(run_names(args.checkpoint), args.checkpoint):
+        print(f"smt eval: {name} ({checkpoint})", file=sys.stderr)
+        results[name] = evaluate_checkpoint(args, checkpoint, default_out_dir(checkpoint, "eval"))
+    markdown = write_comparison(results, Path(args.out or "compare"))
+    print(markdown.read_text(encoding="utf-8"))
+    print(f"comparison written to {markdown} (+ compare.json and the charts)", file=sys.stderr)
+    return 0
+
+
+def evaluate_checkpoint(args: argparse.Namespace, checkpoint: str, out: Path) -> dict:
+    """Run the evaluations `args` asks for on one checkpoint; eval.json in `out` is updated after each
+    (see the module docstring) and this evaluation's results are returned."""
+    model, tokenizer, directory = load_for_eval(checkpoint, args.device)
+    out.mkdir(parents=True, exist_ok=True)
     stamp = evaluation_stamp(directory)
     kept = read_eval_file(out / "eval.json")
-    results: dict = {"checkpoint": str(directory), "arch": model.config.arch}
+    results: dict = {"checkpoint": str(directory), "arch": model.config.arch, "step": stamp["step"],
+                     "parameters": sum(p.numel() for p in model.parameters())}
 
     def section(compute, **source) -> None:
         """Run one section and write eval.json right after it: an error in a later section keeps
@@ -168,10 +195,9 @@ def run(args: argparse.Namespace) -> int:
     if args.task:
         from smt.evaluation.tasks import evaluate_task
 
-        task = _task_from_args(args.task, args.checkpoint)
+        task = _task_from_args(args.task, checkpoint)
         section(lambda: {"task": evaluate_task(model, task, n_samples=args.samples, seed=args.seed)})
-    print(json.dumps(results, indent=2, default=str))
-    return 0
+    return results
 
 
 def _perplexity(args, model, tokenizer, out: Path) -> dict:
@@ -199,9 +225,10 @@ def _perplexity(args, model, tokenizer, out: Path) -> dict:
                                          visit=None if split is None else split.add)
         np.save(out / "loss_by_position.npy", curve)
         cfg = model.config
+        window = cfg.m_input_tokens if cfg.arch in ("smt", "swa") else None
         png = plot_loss_by_position({cfg.arch: curve}, out / "loss_by_position.png",
-                                    window=cfg.m_input_tokens if cfg.arch in ("smt", "swa") else None)
-        result["loss_by_position"] = {"png": str(png), "streams_at_last_position": int(counts[-1]),
+                                    window=window)
+        result["loss_by_position"] = {"png": str(png), "streams_at_last_position": int(counts[-1]), "window": window,
                                       "npy": str(out / "loss_by_position.npy"),
                                       "mean_first_window": float(np.nanmean(curve[: cfg.m_input_tokens])),
                                       "mean_beyond_window": float(np.nanmean(curve[cfg.m_input_tokens:]))
