@@ -35,6 +35,7 @@ def test_eval_analyze_report(tmp_path, shared_data, monkeypatch, capsys):
                  "--passkey", "120", "--depths", "0,1", "--samples", "2", "--out", str(out / "eval")]) == 0
     result = json.loads((out / "eval" / "eval.json").read_text())
     assert result["perplexity"]["n_documents"] == 1 and result["perplexity"]["word_ppl"] > 1
+    assert "at least the 90% of prose" in result["perplexity"]["word_ppl_note"]
     assert (out / "eval" / "loss_by_position.png").is_file() and (out / "eval" / "passkey_heatmap.png").is_file()
     assert len(result["passkey"]["exact"]) == 1 and len(result["passkey"]["exact"][0]) == 2
     assert main(["analyze", "--checkpoint", str(model_dir), "--text", str(data), "--out",
@@ -104,3 +105,20 @@ def test_eval_compares_several_runs_in_one_table_and_chart(tmp_path, shared_data
     assert both["model_smt"]["perplexity"]["loss"] != both["model_swa"]["perplexity"]["loss"]
     for png in ("loss_by_position.png", "recall_split.png", "passkey_heatmap.png"):
         assert (out / png).is_file() and f"]({png})" in table
+
+
+def test_word_perplexity_only_on_prose(tmp_path, shared_data, monkeypatch, capsys):
+    monkeypatch.setenv("SMT_CACHE_DIR", str(tmp_path / "cache"))
+    code = tmp_path / "code.jsonl"
+    modules = (shared_data / "code" / "valid.jsonl").read_text(encoding="utf-8").splitlines()[1:4]
+    code.write_text("\n".join(json.dumps({"text": json.loads(m)["text"][:2500]}) for m in modules), encoding="utf-8")
+    model_dir = saved_model(tmp_path, shared_data)
+    assert main(["eval", "--checkpoint", str(model_dir), "--data", str(code), "--out", str(tmp_path / "a")]) == 0
+    result = json.loads((tmp_path / "a" / "eval.json").read_text())["perplexity"]
+    assert "word_ppl" not in result and "n_words" not in result and result["token_ppl"] > 1
+    assert result["word_ppl_note"].startswith("not reported: ") and "of prose" in result["word_ppl_note"]
+    assert "no word perplexity" in capsys.readouterr().err
+    assert main(["eval", "--checkpoint", str(model_dir), "--data", str(code), "--word-ppl", "always",
+                 "--out", str(tmp_path / "b")]) == 0
+    forced = json.loads((tmp_path / "b" / "eval.json").read_text())["perplexity"]
+    assert forced["word_ppl"] > forced["token_ppl"] and forced["loss"] == result["loss"]

@@ -200,3 +200,23 @@ def test_float16_trains_with_a_loss_scaler_that_resumes(tmp_path):
     (tmp_path / "fp32").mkdir()
     float32 = Trainer(tiny_config(tmp_path / "fp32", max_steps=1), view, view)
     assert not float32._setup(DistContext(), resume=False).scaler.is_enabled()
+
+
+def _word_level_tokenizer(words):
+    from tokenizers import Tokenizer, models
+
+    return Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token=words[0]))
+
+
+@pytest.mark.parametrize("kind", ["prose", "code"])
+def test_word_perplexity_is_logged_for_prose_only(tmp_path, kind, capsys):
+    words, more = {"prose": (["the", "cat", "sat", "on", "mat", "and", "it's", "well-known", "dog"], "s"),
+                   "code": (["x[0]", "self.f(", "==", "def", "return", "a.b", "f(x):", "1", "_y"], "_")}[kind]
+    tokenizer = _word_level_tokenizer(["<eos>", *[w + more * k for k in range(8) for w in words][:63]])
+    view = synthetic_view()
+    Trainer(tiny_config(tmp_path, max_steps=6), view, view, tokenizer=tokenizer).train()
+    valid = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()
+             if json.loads(x)["split"] == "valid"]
+    assert valid and all(("word_ppl" in r) == (kind == "prose" and r.get("complete", True)) for r in valid)
+    assert any("word_ppl" in r for r in valid) == (kind == "prose")
+    assert ("no word perplexity for this validation text" in capsys.readouterr().out) == (kind == "code")

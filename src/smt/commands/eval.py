@@ -31,6 +31,9 @@ def add_parser(sub) -> None:
     parser.add_argument("--split", default=None, help="split of --data (e.g. valid, test)")
     parser.add_argument("--segment-len", "--segment_len", type=int, default=512)
     parser.add_argument("--max-documents", "--max_documents", type=int, default=None)
+    parser.add_argument("--word-ppl", "--word_ppl", choices=("auto", "always"), default="auto",
+                        help="word perplexity: auto reports it on prose only (where nine in ten words are words "
+                             "of letters: WikiText, books; not code), always on any text")
     parser.add_argument("--positions", type=int, default=None, metavar="P",
                         help="also the mean loss at positions 0..P-1 (PNG with the window marked)")
     parser.add_argument("--position-pieces", "--position_pieces", action="store_true",
@@ -209,7 +212,9 @@ def _perplexity(args, model, tokenizer, out: Path) -> dict:
 
     dataset = build_token_dataset(args.data, tokenizer, split=args.split, progress=False, encoding=args.encoding,
                                   text_field=args.text_field)
-    result = {"perplexity": evaluate_perplexity(model, dataset, args.segment_len, args.max_documents, progress=True)}
+    result = {"perplexity": _word_ppl_where_meaningful(
+        evaluate_perplexity(model, dataset, args.segment_len, args.max_documents, progress=True),
+        dataset, tokenizer, args.word_ppl)}
     split = None
     if args.recall_split is not None:
         from smt.evaluation.recall_split import RecallSplit, default_edges
@@ -247,6 +252,21 @@ def _perplexity(args, model, tokenizer, out: Path) -> dict:
         recall["png"] = str(plot_recall_split({model.config.arch: recall}, out / "recall_split.png"))
         result["recall_split"] = recall
     return result
+
+
+def _word_ppl_where_meaningful(perplexity: dict, dataset, tokenizer, mode: str) -> dict:
+    """Drop the word perplexity of text that is not prose (smt.evaluation.metrics.words_are_prose), saying why."""
+    if "word_ppl" not in perplexity:
+        return perplexity
+    from smt.evaluation.metrics import words_are_prose
+    from smt.evaluation.streaming import sample_text
+
+    prose, why = words_are_prose(sample_text(dataset, tokenizer.decode))
+    if prose or mode == "always":
+        return {**perplexity, "word_ppl_note": why}
+    print(f"smt eval: no word perplexity: {why} (--word-ppl always shows it)", file=sys.stderr)
+    dropped = {k: v for k, v in perplexity.items() if k not in ("word_ppl", "n_words")}
+    return {**dropped, "word_ppl_note": f"not reported: {why}"}
 
 
 def _passkey(args, model, tokenizer, out: Path) -> dict:

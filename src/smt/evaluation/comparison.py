@@ -17,7 +17,7 @@ from smt.evaluation.report import flatten
 from smt.model_directory import write_json_atomic
 
 # bookkeeping, not metrics: file paths, the stamp, the sums behind the means
-_SKIPPED = ("evaluated", "png", "npy", "nll_sum", "checkpoint", "streams")
+_SKIPPED = ("evaluated", "png", "npy", "nll_sum", "checkpoint", "streams", "word_ppl_note")
 _FIRST = ("arch", "parameters", "step")
 
 
