@@ -220,3 +220,11 @@ def test_word_perplexity_is_logged_for_prose_only(tmp_path, kind, capsys):
     assert valid and all(("word_ppl" in r) == (kind == "prose" and r.get("complete", True)) for r in valid)
     assert any("word_ppl" in r for r in valid) == (kind == "prose")
     assert ("no word perplexity for this validation text" in capsys.readouterr().out) == (kind == "code")
+
+
+def test_training_warns_when_the_warmup_is_the_whole_run(tmp_path, capsys):
+    view = synthetic_view()
+    Trainer(tiny_config(tmp_path / "a", max_steps=4, warmup_steps=4), view).train()
+    assert "warmup_steps=4 is not shorter than the run's 4 steps" in capsys.readouterr().err
+    Trainer(tiny_config(tmp_path / "b", max_steps=4, warmup_steps=2), view).train()
+    assert "warmup_steps" not in capsys.readouterr().err

@@ -55,7 +55,7 @@ from smt.training.model_factory import build_model
 from smt.training.optimizer import build_optimizer
 from smt.training.run_config import FullConfig
 from smt.training.run_directory import check_run_dir, claim_run_dir
-from smt.training.schedule import build_scheduler
+from smt.training.schedule import build_scheduler, warmup_warning
 from smt.training.stop_signals import StopOnSignal, TrainingInterrupted
 
 # settings a resumed run must share with the checkpoint (the data position depends on them)
@@ -259,6 +259,9 @@ class Trainer:
         random.seed(tc.seed)
         model = build_model(self.config.model, self.run.init_from).to(ctx.device)
         total_steps = self._total_steps(ctx.world_size)
+        warning = warmup_warning(tc.warmup_steps, total_steps)
+        if warning and ctx.is_main:
+            print(warning, file=sys.stderr)
         batcher = self._make_batcher(ctx)
         start_step, loaded = 0, None
         if resume:
