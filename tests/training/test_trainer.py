@@ -228,3 +228,21 @@ def test_training_warns_when_the_warmup_is_the_whole_run(tmp_path, capsys):
     assert "warmup_steps=4 is not shorter than the run's 4 steps" in capsys.readouterr().err
     Trainer(tiny_config(tmp_path / "b", max_steps=4, warmup_steps=2), view).train()
     assert "warmup_steps" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("model", [{"preset": "tiny"}, {"preset": "tiny", "vocab_size": 1024}])
+def test_model_vocabulary_comes_from_the_tokenizer_unless_given(tmp_path, shared_data, capsys, model):
+    book = book_config(tmp_path, shared_data, max_steps=2, warmup_steps=1, eval_interval=2, checkpoint_interval=2)
+    data = book.to_dict()
+    data["model"] = model
+    config = load_run_config(None, data)
+    assert config.vocab_size_given == ("vocab_size" in model)
+    train_from_config(config)
+    err = capsys.readouterr().err
+    saved = load_run_config(tmp_path / "run" / "config.yaml")
+    if "vocab_size" in model:  # kept as given, with a word on the rows no token trains
+        assert saved.model.vocab_size == 1024 and saved.vocab_size_given
+        assert "model.vocab_size=1024 but the tokenizer has 512 tokens: 512 embedding rows will never" in err
+    else:  # the tiny preset's 256 would not even fit the tokenizer's 512
+        assert saved.model.vocab_size == 512
+        assert "model.vocab_size: 512, from the tokenizer (512 tokens" in err and "warning" not in err
