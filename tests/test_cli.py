@@ -93,3 +93,33 @@ def test_help_promises_only_commands_that_exist(capsys):
     text = capsys.readouterr().out
     assert "serve" not in text
     assert all(command in text for command in COMMANDS)
+
+
+def test_info_describes_a_run_a_step_and_a_model_directory(tmp_path, capsys):
+    import json
+
+    from smt.training.trainer import Trainer
+    from tests.training.helpers import synthetic_view, tiny_config
+
+    view = synthetic_view()
+    Trainer(tiny_config(tmp_path / "run", max_steps=6), view, view).train()
+    assert main(["info", str(tmp_path / "run")]) == 0
+    text = capsys.readouterr().out
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    train = [m for m in metrics if m["split"] == "train"][-1]
+    best = min((m for m in metrics if m["split"] == "valid"), key=lambda m: m["loss"])
+    assert "architecture      | smt" in text and f"tokens seen: {train['tokens_seen']:,}" in text
+    assert "steps trained: 6" in text and f"best valid loss: {best['loss']:.4f}" in text
+    assert "checkpoints: step_000006" in text and "parameters: " in text
+    assert main(["info", str(tmp_path / "run" / "checkpoints" / "step_000006"), "--json"]) == 0
+    facts = json.loads(capsys.readouterr().out)
+    assert facts["checkpoint_step"] == 6 and facts["config"]["vocab_size"] == 64 and facts["steps"] == 6
+    from smt import StrideHybridConfig, StrideHybridModel
+
+    model = StrideHybridModel(StrideHybridConfig.tiny(vocab_size=8))
+    model.save_pretrained(tmp_path / "m")
+    assert main(["info", str(tmp_path / "m"), "--json"]) == 0
+    facts = json.loads(capsys.readouterr().out)
+    assert facts["parameters"]["total"] == model.count_parameters()["total"] and "steps" not in facts
+    assert "--preset, not both" in _error(capsys, ["info", str(tmp_path / "m"), "--preset", "tiny"])
+    assert "holds no model" in _error(capsys, ["info", str(tmp_path)])

@@ -35,6 +35,7 @@ def test_eval_analyze_report(tmp_path, shared_data, monkeypatch, capsys):
                  "--passkey", "120", "--depths", "0,1", "--samples", "2", "--out", str(out / "eval")]) == 0
     result = json.loads((out / "eval" / "eval.json").read_text())
     assert result["perplexity"]["n_documents"] == 1 and result["perplexity"]["word_ppl"] > 1
+    assert "at least the 90% of prose" in result["perplexity"]["word_ppl_note"]
     assert (out / "eval" / "loss_by_position.png").is_file() and (out / "eval" / "passkey_heatmap.png").is_file()
     assert len(result["passkey"]["exact"]) == 1 and len(result["passkey"]["exact"][0]) == 2
     assert main(["analyze", "--checkpoint", str(model_dir), "--text", str(data), "--out",
@@ -43,9 +44,24 @@ def test_eval_analyze_report(tmp_path, shared_data, monkeypatch, capsys):
     assert 0 <= stats["ssm_total"] <= 1 and abs(stats["ssm_total"] + stats["input_total"] - 1) < 1e-6
     assert len(stats["along_document"]) == 10
     assert (out / "analysis" / "pooling_window.png").is_file()
+    # a later evaluation replaces only what it computes; each result says where it came from
+    assert main(["eval", "--checkpoint", str(model_dir), "--passkey", "100", "--depths", "0.5", "--samples", "1",
+                 "--out", str(out / "eval")]) == 0
+    kept = json.loads((out / "eval" / "eval.json").read_text())
+    assert kept["perplexity"] == result["perplexity"] and kept["passkey"]["context_lengths"] == [100]
+    assert kept["perplexity"]["evaluated"]["data"] == str(data) and kept["passkey"]["evaluated"]["step"] is None
+    assert kept["perplexity"]["evaluated"]["at"] <= kept["passkey"]["evaluated"]["at"]
+    history = [json.loads(line) for line in (out / "eval" / "eval_history.jsonl").read_text().splitlines()]
+    assert [sorted(k for k in h if k not in ("checkpoint", "arch")) for h in history] == [
+        ["loss_by_position", "perplexity"], ["passkey"], ["passkey"]]
     assert main(["report", str(out)]) == 0
     report = (out / "REPORT.md").read_text()
     assert "## Evaluation: eval" in report and "pooling_window.png" in report
+    # every nested result reaches the report, as tables
+    assert "### perplexity" in report and "| token_ppl |" in report and f"on {data}" in report
+    assert "### loss_by_position" in report and "| mean_first_window |" in report
+    assert "### passkey" in report and "| 100 (exact) |" in report
+    assert "| along_document |" in report  # the analysis' nested values too
     err = capsys.readouterr().err
     assert "perplexity" in err and "loss by position" in err and "passkey" in err  # progress bars
     # a section that fails keeps what the earlier ones wrote
@@ -64,3 +80,45 @@ def test_analyze_refuses_a_model_without_memory(tmp_path, shared_data, capsys):
     assert "no memory writes" in capsys.readouterr().err
     assert main(["eval", "--checkpoint", str(model_dir)]) == 2
     assert "nothing to evaluate" in capsys.readouterr().err
+
+
+def test_eval_compares_several_runs_in_one_table_and_chart(tmp_path, shared_data, monkeypatch, capsys):
+    monkeypatch.setenv("SMT_CACHE_DIR", str(tmp_path / "cache"))
+    data = tmp_path / "sample.txt"
+    data.write_text((shared_data / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8")[:3000],
+                    encoding="utf-8")
+    runs = [saved_model(tmp_path, shared_data, arch) for arch in ("smt", "swa")]
+    out = tmp_path / "cmp"
+    assert main(["eval", "--checkpoint", *map(str, runs), "--data", str(data), "--positions", "100",
+                 "--recall-split", "2", "--passkey", "80", "--depths", "0,1", "--samples", "1",
+                 "--out", str(out)]) == 0
+    table = (out / "compare.md").read_text()
+    assert "| metric | model_smt | model_swa |" in table and "| arch | smt | swa |" in table
+    for row in ("| perplexity.loss |", "| loss_by_position.mean_first_window |", "| passkey.mean_exact |",
+                "| recall_split.all.mean_loss |", "| parameters |"):
+        assert row in table
+    assert table in capsys.readouterr().out
+    both = json.loads((out / "compare.json").read_text())
+    for name, run in zip(("model_smt", "model_swa"), runs):
+        own = json.loads((run / "eval" / "eval.json").read_text())  # each run keeps its own results
+        assert both[name]["perplexity"]["loss"] == own["perplexity"]["loss"]
+    assert both["model_smt"]["perplexity"]["loss"] != both["model_swa"]["perplexity"]["loss"]
+    for png in ("loss_by_position.png", "recall_split.png", "passkey_heatmap.png"):
+        assert (out / png).is_file() and f"]({png})" in table
+
+
+def test_word_perplexity_only_on_prose(tmp_path, shared_data, monkeypatch, capsys):
+    monkeypatch.setenv("SMT_CACHE_DIR", str(tmp_path / "cache"))
+    code = tmp_path / "code.jsonl"
+    modules = (shared_data / "code" / "valid.jsonl").read_text(encoding="utf-8").splitlines()[1:4]
+    code.write_text("\n".join(json.dumps({"text": json.loads(m)["text"][:2500]}) for m in modules), encoding="utf-8")
+    model_dir = saved_model(tmp_path, shared_data)
+    assert main(["eval", "--checkpoint", str(model_dir), "--data", str(code), "--out", str(tmp_path / "a")]) == 0
+    result = json.loads((tmp_path / "a" / "eval.json").read_text())["perplexity"]
+    assert "word_ppl" not in result and "n_words" not in result and result["token_ppl"] > 1
+    assert result["word_ppl_note"].startswith("not reported: ") and "of prose" in result["word_ppl_note"]
+    assert "no word perplexity" in capsys.readouterr().err
+    assert main(["eval", "--checkpoint", str(model_dir), "--data", str(code), "--word-ppl", "always",
+                 "--out", str(tmp_path / "b")]) == 0
+    forced = json.loads((tmp_path / "b" / "eval.json").read_text())["perplexity"]
+    assert forced["word_ppl"] > forced["token_ppl"] and forced["loss"] == result["loss"]

@@ -9,11 +9,37 @@ import pytest
 import torch
 
 from smt import StrideHybridConfig
-from smt.evaluation.metrics import accuracy, perplexity, summarize, token_nll, word_perplexity
+from smt.evaluation.metrics import (
+    PROSE_WORD_SHARE,
+    accuracy,
+    letter_word_share,
+    perplexity,
+    summarize,
+    token_nll,
+    word_perplexity,
+    words_are_prose,
+)
 from smt.evaluation.position_loss import loss_by_position, plot_loss_by_position
 from smt.evaluation.streaming import evaluate_perplexity, stream_nll
 from smt.models.baselines import build_model
 from smt.training.batching import TokenView
+
+
+def test_words_are_prose_on_text_not_on_code(shared_data):
+    import json
+
+    assert letter_word_share("l'homme don\u2019t well-known (Z\u00fcrich), == 3.5 foo_bar a.b") == pytest.approx(4 / 7)
+    wiki = (shared_data / "wikitext" / "wiki.valid.tokens").read_text(encoding="utf-8")
+    books = [p.read_text(encoding="utf-8", errors="replace")
+             for p in sorted((shared_data / "gutenberg").rglob("*.txt"))[:3]]
+    code = [json.loads(line)["text"] for line in
+            (shared_data / "code" / "valid.jsonl").read_text(encoding="utf-8").splitlines()]
+    for text in [wiki, *books, (shared_data / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8")]:
+        assert letter_word_share(text) > PROSE_WORD_SHARE + 0.04
+    assert letter_word_share("".join(code)) < PROSE_WORD_SHARE - 0.1
+    assert all(letter_word_share("".join(code[i : i + 5])) < PROSE_WORD_SHARE for i in range(0, len(code), 5))
+    prose, why = words_are_prose("".join(code))
+    assert not prose and "under the 90% of prose" in why
 
 
 def test_word_perplexity_by_hand():

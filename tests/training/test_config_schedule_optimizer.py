@@ -7,7 +7,7 @@ from smt.config import ConfigError, StrideHybridConfig
 from smt.models.stride_hybrid import StrideHybridModel
 from smt.training.optimizer import build_optimizer, split_decay_parameters
 from smt.training.run_config import load_run_config, parse_overrides
-from smt.training.schedule import build_scheduler, lr_factor
+from smt.training.schedule import build_scheduler, lr_factor, warmup_warning
 
 
 def test_warmup_then_cosine_to_the_floor():
@@ -18,6 +18,13 @@ def test_warmup_then_cosine_to_the_floor():
     assert lr_factor(500, 10, 110, 0.1) == pytest.approx(0.1)
     values = [lr_factor(s, 10, 110, 0.1) for s in range(10, 111)]
     assert all(a >= b for a, b in zip(values, values[1:]))
+
+
+def test_a_warmup_as_long_as_the_run_is_warned():
+    assert warmup_warning(10, 100) is None
+    message = warmup_warning(100, 100)
+    assert "warmup_steps=100 is not shorter than the run's 100 steps" in message and "--warmup_steps 10" in message
+    assert "--warmup_steps 1" in warmup_warning(2000, 5)
 
 
 def test_scheduler_drives_the_optimizer():

@@ -200,3 +200,49 @@ def test_float16_trains_with_a_loss_scaler_that_resumes(tmp_path):
     (tmp_path / "fp32").mkdir()
     float32 = Trainer(tiny_config(tmp_path / "fp32", max_steps=1), view, view)
     assert not float32._setup(DistContext(), resume=False).scaler.is_enabled()
+
+
+def _word_level_tokenizer(words):
+    from tokenizers import Tokenizer, models
+
+    return Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token=words[0]))
+
+
+@pytest.mark.parametrize("kind", ["prose", "code"])
+def test_word_perplexity_is_logged_for_prose_only(tmp_path, kind, capsys):
+    words, more = {"prose": (["the", "cat", "sat", "on", "mat", "and", "it's", "well-known", "dog"], "s"),
+                   "code": (["x[0]", "self.f(", "==", "def", "return", "a.b", "f(x):", "1", "_y"], "_")}[kind]
+    tokenizer = _word_level_tokenizer(["<eos>", *[w + more * k for k in range(8) for w in words][:63]])
+    view = synthetic_view()
+    Trainer(tiny_config(tmp_path, max_steps=6), view, view, tokenizer=tokenizer).train()
+    valid = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()
+             if json.loads(x)["split"] == "valid"]
+    assert valid and all(("word_ppl" in r) == (kind == "prose" and r.get("complete", True)) for r in valid)
+    assert any("word_ppl" in r for r in valid) == (kind == "prose")
+    assert ("no word perplexity for this validation text" in capsys.readouterr().out) == (kind == "code")
+
+
+def test_training_warns_when_the_warmup_is_the_whole_run(tmp_path, capsys):
+    view = synthetic_view()
+    Trainer(tiny_config(tmp_path / "a", max_steps=4, warmup_steps=4), view).train()
+    assert "warmup_steps=4 is not shorter than the run's 4 steps" in capsys.readouterr().err
+    Trainer(tiny_config(tmp_path / "b", max_steps=4, warmup_steps=2), view).train()
+    assert "warmup_steps" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("model", [{"preset": "tiny"}, {"preset": "tiny", "vocab_size": 1024}])
+def test_model_vocabulary_comes_from_the_tokenizer_unless_given(tmp_path, shared_data, capsys, model):
+    book = book_config(tmp_path, shared_data, max_steps=2, warmup_steps=1, eval_interval=2, checkpoint_interval=2)
+    data = book.to_dict()
+    data["model"] = model
+    config = load_run_config(None, data)
+    assert config.vocab_size_given == ("vocab_size" in model)
+    train_from_config(config)
+    err = capsys.readouterr().err
+    saved = load_run_config(tmp_path / "run" / "config.yaml")
+    if "vocab_size" in model:  # kept as given, with a word on the rows no token trains
+        assert saved.model.vocab_size == 1024 and saved.vocab_size_given
+        assert "model.vocab_size=1024 but the tokenizer has 512 tokens: 512 embedding rows will never" in err
+    else:  # the tiny preset's 256 would not even fit the tokenizer's 512
+        assert saved.model.vocab_size == 512
+        assert "model.vocab_size: 512, from the tokenizer (512 tokens" in err and "warning" not in err

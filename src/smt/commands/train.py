@@ -120,7 +120,7 @@ def train_from_config(config, resume: bool = False, overwrite: bool = False):
         outcome = train_task_from_config(config, resume=resume, overwrite=overwrite)
         print(json.dumps(outcome.evaluation, indent=2, default=str))
         return outcome.train
-    from smt.training.data_setup import prepare_data, prepare_tokenizer
+    from smt.training.data_setup import fit_vocab_to_tokenizer, prepare_data, prepare_tokenizer
     from smt.training.distributed import barrier, setup_distributed, teardown_distributed
     from smt.training.trainer import Trainer
 
@@ -134,10 +134,7 @@ def train_from_config(config, resume: bool = False, overwrite: bool = False):
         if not ctx.is_main:
             tokenizer = prepare_tokenizer(config.run)
             train, valid = prepare_data(config.run, tokenizer, progress=False)
-        if tokenizer.vocab_size > config.model.vocab_size:
-            raise ValueError(f"tokenizer {config.run.tokenizer} has {tokenizer.vocab_size} tokens but "
-                             f"model.vocab_size is {config.model.vocab_size}: token ids would fall outside "
-                             f"the embedding; set --model.vocab_size {tokenizer.model_vocab_size}")
+        fit_vocab_to_tokenizer(config, tokenizer, report=ctx.is_main)
         result = Trainer(config, train, valid, tokenizer, context=ctx).train(resume=resume, overwrite=overwrite)
         return result if ctx.is_main else None
     finally:

@@ -4,17 +4,31 @@ Published WikiText / PG-19 tables report word-level perplexity: exp(total NLL / 
 words), where the total NLL is over the model's own tokens; it makes models with different
 tokenizers comparable. Word counts come with the token datasets (smt.data: WikiText counts one
 <eos> per line, as its published counts do).
+
+Word perplexity means something only where the words are words: on prose (WikiText, books) a
+whitespace-separated piece is a word, in code it is `self.assertEqual(a,` or `x[0]`, so the same
+count turns a fine token perplexity into millions. `letter_word_share` measures it: of the pieces
+holding a letter or digit (lone punctuation such as WikiText's `@-@` or code's `==` is left out),
+the share that are a word of letters with punctuation around it. Prose is far above
+PROSE_WORD_SHARE (WikiText-103 valid 96%, Gutenberg books 99%), Python code below it (76% over
+the standard library, 58-83% in groups of five modules), and word perplexity is reported only
+above it.
 """
 
 from __future__ import annotations
 
 import math
+import re
 
 import torch.nn.functional as F
 from torch import Tensor
 
 IGNORE_INDEX = -100
 _MAX_EXPONENT = 700.0  # exp(709) is the largest finite double
+PROSE_WORD_SHARE = 0.9
+# a word of letters (any script; ' or - inside), with any punctuation before or after it; punctuation alone
+_PUNCTUATION = re.compile(r"^[\W_]+$")
+_LETTER_WORD = re.compile(r"^[\W_]*[^\W\d_]+(?:['’-][^\W\d_]+)*[\W_]*$")
 
 
 def perplexity(nll_sum: float, count: int) -> float:
@@ -64,3 +78,18 @@ def summarize(nll_sum: float, n_tokens: int, n_words: int | None = None) -> dict
     if n_words:
         out.update(word_ppl=word_perplexity(nll_sum, n_words), n_words=int(n_words))
     return out
+
+
+def letter_word_share(text: str) -> float:
+    """Of the whitespace-separated pieces of `text` with a letter or digit, the share that are words of
+    letters (0 when there are none)."""
+    pieces = [piece for piece in text.split() if not _PUNCTUATION.match(piece)]
+    return sum(1 for piece in pieces if _LETTER_WORD.match(piece)) / len(pieces) if pieces else 0.0
+
+
+def words_are_prose(text: str) -> tuple[bool, str]:
+    """Whether word perplexity means something on this text (see the module docstring), and why, in words."""
+    share = letter_word_share(text)
+    verdict = share >= PROSE_WORD_SHARE
+    return verdict, (f"{share:.0%} of the text's whitespace-separated words are words of letters, "
+                     f"{'at least' if verdict else 'under'} the {PROSE_WORD_SHARE:.0%} of prose")

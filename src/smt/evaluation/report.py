@@ -34,13 +34,29 @@ def _metrics(run_dir: Path) -> list[dict]:
 def _fmt(value) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
-    if isinstance(value, (dict, list)):
+    if isinstance(value, list):
+        if len(value) <= 8 and all(isinstance(v, (int, float, str)) or v is None for v in value):
+            return ", ".join(_fmt(v) for v in value)
+        return f"{len(value)} values (see the JSON file)"
+    if isinstance(value, dict):
         return "`" + json.dumps(value, default=str)[:200] + "`"
     return str(value)
 
 
+def flatten(record: dict, prefix: str = "") -> dict:
+    """Nested mappings as one level of dotted keys ({"a": {"b": 1}} -> {"a.b": 1}); lists stay values."""
+    flat: dict = {}
+    for key, value in record.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def _table(record: dict) -> list[str]:
-    rows = [f"| {k} | {_fmt(v)} |" for k, v in record.items() if not isinstance(v, (dict, list))]
+    """A metric | value table of every entry, nested ones under dotted names."""
+    rows = [f"| {k} | {_fmt(v)} |" for k, v in flatten(record).items()]
     return ["| metric | value |", "|---|---|", *rows] if rows else []
 
 
@@ -54,6 +70,48 @@ def _recall_table(split: dict) -> list[str]:
         lines.append(f"| {name} | {entry.get('tokens')} | {entry.get('share', 0):.3f} | "
                      f"{'-' if loss is None else f'{loss:.4f}'} |")
     return [*lines, ""]
+
+
+def _passkey_table(grid: dict) -> list[str]:
+    """Exact-match rate (and likelihood win rate) by context length and key depth."""
+    depths = grid.get("depths", [])
+    lines = ["| context \\ depth | " + " | ".join(f"{d:g}" for d in depths) + " |", "|---|" + "---:|" * len(depths)]
+    for metric in ("exact", "likelihood"):
+        for length, row in zip(grid.get("context_lengths", []), grid.get(metric, [])):
+            lines.append(f"| {length} ({metric}) | " + " | ".join(f"{v:.2f}" for v in row) + " |")
+    return [*lines, ""]
+
+
+def _source(entry: dict) -> str:
+    """'step 400 of CHECKPOINT, on DATA, 2024-...' from an entry's `evaluated` stamp."""
+    stamp = entry.get("evaluated")
+    if not isinstance(stamp, dict):
+        return ""
+    step = f"step {stamp['step']} of " if stamp.get("step") is not None else ""
+    data = f", on {stamp['data']}" if stamp.get("data") else ""
+    return f"Computed from {step}`{stamp.get('checkpoint')}`{data} at {stamp.get('at')}."
+
+
+def _result_sections(data: dict) -> list[str]:
+    """Top-level values as one table, then one subsection per nested result (perplexity, loss by position,
+    passkey, recall split, task, ...) with a table made for it or its values flattened."""
+    lines = _table({k: v for k, v in data.items() if not isinstance(v, dict)})
+    lines += [""] if lines else []
+    for key, entry in data.items():
+        if not isinstance(entry, dict):
+            continue
+        lines += [f"### {key}", ""]
+        source = _source(entry)
+        lines += [source, ""] if source else []
+        rest = {k: v for k, v in entry.items() if k != "evaluated"}
+        if key == "recall_split":
+            lines += _recall_table(entry)
+            rest = {k: v for k, v in rest.items() if k not in ("buckets", "all")}
+        elif key == "passkey" and "exact" in entry:
+            lines += _passkey_table(entry)
+            rest = {k: v for k, v in rest.items() if k not in ("exact", "likelihood", "context_lengths", "depths")}
+        lines += [*_table(rest), ""]
+    return lines
 
 
 def build_report(run_dir: str | Path) -> str:
@@ -79,7 +137,7 @@ def build_report(run_dir: str | Path) -> str:
                       f"at step {best.get('step')}.", ""]
     task = _read_json(run / "task_eval.json")
     if task:
-        lines += ["## Synthetic task", "", *_table(task), ""]
+        lines += ["## Synthetic task", "", *_table({k: v for k, v in task.items() if k != "by_depth"}), ""]
         if "by_depth" in task:
             lines += ["| depth | exact | likelihood |", "|---:|---:|---:|"]
             lines += [f"| {d} | {v['exact']:.3f} | {v['likelihood']:.3f} |" for d, v in task["by_depth"].items()]
@@ -89,9 +147,7 @@ def build_report(run_dir: str | Path) -> str:
         for file in files:
             data = _read_json(file)
             if data:
-                lines += [f"## {title}: {file.stem}", "", *_table(data), ""]
-                if isinstance(data.get("recall_split"), dict):
-                    lines += _recall_table(data["recall_split"])
+                lines += [f"## {title}: {file.stem}", "", *_result_sections(data)]
     pictures = sorted(run.rglob("*.png"))
     if pictures:
         lines += ["## Pictures", ""]

@@ -91,3 +91,11 @@ def evaluate_perplexity(model, dataset, segment_len: int = 512, max_documents: i
     result = summarize(nll_sum, n_tokens, n_words if (words is not None and whole) else None)
     result["n_documents"] = documents
     return result
+
+
+def sample_text(dataset, decode, pieces: int = 25, piece_tokens: int = 2000) -> str:
+    """About `pieces` x `piece_tokens` tokens of a token dataset, evenly spread over it, decoded to text
+    (enough to judge what kind of text it is without decoding all of it)."""
+    tokens = dataset.tokens
+    starts = np.linspace(0, max(0, len(tokens) - piece_tokens), num=min(pieces, max(1, len(tokens) // piece_tokens)))
+    return "\n".join(decode(np.asarray(tokens[int(a): int(a) + piece_tokens]).tolist()) for a in starts)

@@ -66,3 +66,31 @@ def check_vocab(view: TokenView, model_config: StrideHybridConfig, what: str = "
                          f"{model_config.vocab_size}: token ids would fall outside the embedding; set "
                          f"model.vocab_size to {pad_vocab_size(view.vocab_size)} or use the tokenizer "
                          "the model was built for")
+
+
+def fit_vocab_to_tokenizer(config, tokenizer, report: bool = True) -> None:
+    """Size the model's vocabulary from the tokenizer (padded to a multiple of 8) when the config does not
+    give model.vocab_size; when it does, refuse one too small and warn of one larger (embedding rows no
+    token ever trains); `report` says what it did (rank 0 only)."""
+    import sys
+
+    from smt.config import pad_vocab_size
+
+    wanted = getattr(tokenizer, "model_vocab_size", None) or pad_vocab_size(tokenizer.vocab_size)
+    have = config.model.vocab_size
+    if have == wanted:
+        return
+    if not config.vocab_size_given:
+        config.model = config.model.replace(vocab_size=wanted)
+        if report:
+            print(f"model.vocab_size: {wanted}, from the tokenizer ({tokenizer.vocab_size} tokens, padded to a "
+                  f"multiple of 8; the preset has {have})", file=sys.stderr)
+        return
+    if tokenizer.vocab_size > have:
+        raise ValueError(f"tokenizer {config.run.tokenizer} has {tokenizer.vocab_size} tokens but model.vocab_size is "
+                         f"{have}: token ids would fall outside the embedding; set --model.vocab_size {wanted} "
+                         "(or leave it out to take the tokenizer's)")
+    if have > wanted and report:
+        print(f"warning: model.vocab_size={have} but the tokenizer has {tokenizer.vocab_size} tokens: "
+              f"{have - wanted:,} embedding rows will never be trained; set --model.vocab_size {wanted} (or leave "
+              "it out of the config to take the tokenizer's)", file=sys.stderr)

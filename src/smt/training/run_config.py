@@ -133,6 +133,9 @@ class FullConfig:
     model: StrideHybridConfig = field(default_factory=StrideHybridConfig.tiny)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    # whether model.vocab_size was written in the config (file or override); when not, training takes the
+    # tokenizer's. Not saved: config.yaml spells every field out, so a run's own config fixes it.
+    vocab_size_given: bool = field(default=True, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model.to_dict(), "training": self.training.to_dict(), "run": self.run.to_dict()}
@@ -165,7 +168,8 @@ class FullConfig:
             raise ConfigError(f"model section: {error}")
         model_config = (StrideHybridConfig.preset(preset, **model) if preset
                         else StrideHybridConfig.from_dict(model))
-        return cls(model_config, TrainingConfig.from_dict(sections["training"]), RunConfig.from_dict(sections["run"]))
+        return cls(model_config, TrainingConfig.from_dict(sections["training"]), RunConfig.from_dict(sections["run"]),
+                   vocab_size_given="vocab_size" in model)
 
 
 SECTION_FIELDS = {

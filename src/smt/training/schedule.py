@@ -29,3 +29,13 @@ class WarmupCosine:
 def build_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int,
                     min_lr_ratio: float) -> torch.optim.lr_scheduler.LambdaLR:
     return torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(warmup_steps, total_steps, min_lr_ratio))
+
+
+def warmup_warning(warmup_steps: int, total_steps: int) -> str | None:
+    """A warning when the warm-up is not shorter than the run (the peak lr is never reached, nothing
+    decays), else None."""
+    if warmup_steps < total_steps:
+        return None
+    return (f"warning: training.warmup_steps={warmup_steps} is not shorter than the run's {total_steps} steps: "
+            f"the learning rate only ramps up, never reaching its peak or decaying; set warmup_steps below "
+            f"{total_steps} (e.g. --warmup_steps {max(1, total_steps // 10)})")

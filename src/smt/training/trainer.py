@@ -55,7 +55,7 @@ from smt.training.model_factory import build_model
 from smt.training.optimizer import build_optimizer
 from smt.training.run_config import FullConfig
 from smt.training.run_directory import check_run_dir, claim_run_dir
-from smt.training.schedule import build_scheduler
+from smt.training.schedule import build_scheduler, warmup_warning
 from smt.training.stop_signals import StopOnSignal, TrainingInterrupted
 
 # settings a resumed run must share with the checkpoint (the data position depends on them)
@@ -127,6 +127,7 @@ class Trainer:
             raise ValueError(f"training.seq_len={self.tc.seq_len} must be a multiple of model.stride="
                              f"{config.model.stride} in stream batching (segments keep rows aligned to writes)")
         self.tokenizer = tokenizer
+        self._words_are_prose: bool | None = None  # judged at the first validation
         self.context = context
         self.run_dir = Path(self.run.output_dir)
         self.checkpoint_root = self.run_dir / "checkpoints"
@@ -258,6 +259,9 @@ class Trainer:
         random.seed(tc.seed)
         model = build_model(self.config.model, self.run.init_from).to(ctx.device)
         total_steps = self._total_steps(ctx.world_size)
+        warning = warmup_warning(tc.warmup_steps, total_steps)
+        if warning and ctx.is_main:
+            print(warning, file=sys.stderr)
         batcher = self._make_batcher(ctx)
         start_step, loaded = 0, None
         if resume:
@@ -463,9 +467,25 @@ class Trainer:
         loss = float(totals[0] / totals[1].clamp(min=1))
         record = {"loss": loss, "ppl": _ppl(loss), "tokens": int(totals[1]), "complete": complete}
         n_words = self.valid_view.n_words
-        if complete and n_words:
+        if complete and n_words and self._word_ppl_meaningful(ctx):
             record["word_ppl"] = _ppl(float(totals[0]) / n_words)
         return record
+
+    def _word_ppl_meaningful(self, ctx: DistContext) -> bool:
+        """Word perplexity on prose only (smt.evaluation.metrics.words_are_prose), judged once on a sample of
+        the validation text; kept when there is no tokenizer to decode it with."""
+        if self._words_are_prose is None:
+            decode = getattr(self.tokenizer, "decode", None)
+            if decode is None:
+                self._words_are_prose = True
+            else:
+                from smt.evaluation.metrics import words_are_prose
+                from smt.evaluation.streaming import sample_text
+
+                self._words_are_prose, why = words_are_prose(sample_text(self.valid_view, decode))
+                if not self._words_are_prose and ctx.is_main:
+                    tqdm.write(f"no word perplexity for this validation text: {why}")
+        return self._words_are_prose
 
     def _restore_optimizer(self, wrapped, optimizer, scheduler, state: dict) -> None:
         try:
