@@ -1,0 +1,54 @@
+"""The table scripts of issue 37 (experiments/text_report.py, experiments/robust_report.py) on hand-made result lines."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def script(name: str):
+    sys.path.insert(0, str(REPO / "experiments"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(REPO / "experiments"))
+
+
+def text_record(model: str, seed: int, far: float, near: float = 3.0) -> dict:
+    buckets = {"hit 1-32": {"tokens": 10, "share": 0.25, "mean_loss": near},
+               "hit 33+": {"tokens": 10, "share": 0.25, "mean_loss": far},
+               "no hit": {"tokens": 20, "share": 0.5, "mean_loss": 5.0}}
+    return {"model": model, "seed": seed, "parameters": 1000, "tokens_seen": 4096, "lr": 2e-3,
+            "recall_split": {"n": 2, "edges": [32], "streams": "test", "buckets": buckets,
+                             "all": {"tokens": 40, "share": 1.0, "mean_loss": 4.0}},
+            "loss_by_position": [5.0] * 40}
+
+
+def test_text_table_gives_seed_ranges_and_the_share_of_the_gap_closed():
+    report = script("text_report")
+    records = [text_record("gpt", 1, 3.0), text_record("gpt", 2, 3.2), text_record("swa", 1, 4.0),
+               text_record("swa", 2, 4.2), text_record("smt", 1, 3.6), text_record("smt", 2, 3.6)]
+    stats = report.summary(records)
+    assert stats["gpt"]["hit 33+"] == pytest.approx((3.1, 3.0, 3.2))
+    assert stats["swa"]["positions 32-39"] == pytest.approx((5.0, 5.0, 5.0))
+    text = report.table(records)
+    assert "| hit 33+ (25% of tokens) | 3.100 [3.000-3.200] | 4.100 [4.000-4.200] | 3.600 [3.600-3.600] |" in text
+    # the gap SWA - GPT is 1.0 on the far hits, SMT is 0.5 below SWA: it closes half
+    assert "| hit 33+ | +1.000 | 0.200 | 0.200 | 50% |" in text
+
+
+def test_robust_summary_counts_seeds_that_learn_and_hold():
+    report = script("robust_report")
+
+    def record(seed: int, at_train: float, at_long: float) -> dict:
+        return {"label": "v", "seed": seed, "steps": 200, "train_seconds": 10.0, "losses": [[100, 1.0], [200, 0.5]],
+                "accuracy": {"64": {"2": 1.0, "61": at_train}, "896": {"2": 1.0, "893": at_long}}}
+
+    text = report.summarize([record(1, 1.0, 1.0), record(2, 1.0, 0.5), record(3, 0.3, 0.2)])
+    assert "| v | 3 | 2 / 3 | 1 / 3 (at 896) | 0.30 / 1.00 / 1.00 | 0.20 / 0.50 / 1.00 | 10 |" in text
+    assert "| v | 3 | 1.000 / - / - / 0.500 | 0.30 | 0.20 | - | - |" in text
