@@ -131,3 +131,42 @@ def test_a_checkpoint_inside_a_logging_window_logs_the_same_record(tmp_path):
     straight, resumed = (_records(tmp_path / name)[0] for name in ("a", "b"))
     assert [r["step"] for r in resumed if r["split"] == "train"] == [3, 6, 8]
     assert resumed == straight
+
+
+def _logged_lr(run_dir: Path) -> dict[int, float]:
+    lines = (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    return {r["step"]: r["lr"] for r in map(json.loads, lines) if r["split"] == "train"}
+
+
+def test_resume_applies_a_new_lr_and_length_and_says_so(tmp_path, capsys):
+    """Before, config.yaml said lr 1e-2 / max_steps 10 while the restored schedule kept 3e-3 over 6 steps."""
+    from smt.training.run_config import load_run_config
+    from smt.training.schedule import lr_factor
+
+    Trainer(tiny_config(tmp_path, max_steps=6, log_interval=1), VIEW).train()
+    changed = tiny_config(tmp_path, max_steps=10, log_interval=1, lr=1e-2, beta2=0.9)
+    Trainer(changed, VIEW).train(resume=True)
+    note = capsys.readouterr().err
+    assert "changed settings, which apply from step 7 on" in note
+    assert "training.lr 0.003 -> 0.01" in note and "training.max_steps 6 -> 10" in note and "training.beta2" in note
+    assert load_run_config(tmp_path / "config.yaml").to_dict() == changed.to_dict()
+    lr = _logged_lr(tmp_path)
+    assert [lr[step] for step in range(7, 11)] == [1e-2 * lr_factor(step - 1, 2, 10, 0.1) for step in range(7, 11)]
+    saved = torch.load(tmp_path / "checkpoints" / step_dir_name(10) / "optimizer.pt", weights_only=True)
+    assert saved["scheduler"]["base_lrs"] == [1e-2, 1e-2]
+    assert [tuple(g["betas"]) for g in saved["optimizer"]["param_groups"]] == [(0.9, 0.9)] * 2
+
+
+def test_resume_past_the_end_is_refused_and_at_the_end_is_named(tmp_path, capsys):
+    """Before, `--resume --max_steps 4` on a checkpoint at step 6 ended with exit 0 having done nothing."""
+    from smt.config import ConfigError
+
+    Trainer(tiny_config(tmp_path, max_steps=6), VIEW).train()
+    config_before = (tmp_path / "config.yaml").read_text()
+    with pytest.raises(ConfigError, match=r"step_000006 is at step 6, past the run's end \(training.max_steps=4\)"
+                                          r".*--max_steps above 6"):
+        Trainer(tiny_config(tmp_path, max_steps=4), VIEW).train(resume=True)
+    assert (tmp_path / "config.yaml").read_text() == config_before  # nothing rewritten
+    result = Trainer(tiny_config(tmp_path, max_steps=6), VIEW).train(resume=True)
+    assert result.losses == {}
+    assert "already at the run's end (training.max_steps=6); nothing to train" in capsys.readouterr().err

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from smt.config import ConfigError
 from smt.training.batching import (
     Batch,
     RandomWindowBatcher,
@@ -217,6 +218,18 @@ class Trainer:
             raise CheckpointError(f"{directory} was trained with a different tokenizer (fingerprint "
                                   f"{fingerprint} vs {self.tokenizer.fingerprint()}); use the run's tokenizer")
 
+    def _check_length(self, start_step: int, total_steps: int, chosen: Path, ctx: DistContext) -> None:
+        """A resume past the run's end is an error, one at its end a note: neither trains a step."""
+        length = (f"training.max_steps={self.tc.max_steps}" if self.tc.max_steps == total_steps
+                  else f"training.epochs={self.tc.epochs} ({total_steps} steps)")
+        if start_step > total_steps:
+            raise ConfigError(f"--resume: {chosen.name} is at step {start_step}, past the run's end ({length}); "
+                              f"nothing would be trained. Set --max_steps above {start_step} to train on, or "
+                              "resume an older checkpoint (--resume step_NNNNNN)")
+        if start_step == total_steps and ctx.is_main:
+            tqdm.write(f"note: --resume: {chosen.name} is already at the run's end ({length}); nothing to train. "
+                       f"Set --max_steps above {start_step} to train on", file=sys.stderr)
+
     # ------------------------------------------------------------------ train
     def train(self, resume: bool | str | Path = False, stop_after: int | None = None,
               overwrite: bool = False) -> TrainResult:
@@ -271,6 +284,7 @@ class Trainer:
             loaded = load_checkpoint(chosen, model)
             self._check_resumable(loaded.training_state, chosen, ctx)
             start_step = int(loaded.training_state["step"])
+            self._check_length(start_step, total_steps, chosen, ctx)
             batcher.load_state_dict(loaded.training_state["data_position"])
         if ctx.is_main:
             self.config.to_yaml(self.run_dir / "config.yaml")
@@ -280,6 +294,9 @@ class Trainer:
         stream_state = None
         if loaded is not None:
             self._restore_optimizer(wrapped, optimizer, scheduler, loaded.optimizer_state)
+            _apply_hyperparameters(optimizer, scheduler, tc, total_steps)
+            if ctx.is_main:
+                _note_changed_settings(loaded.training_state, self.config, chosen, start_step)
             if loaded.stream_state is not None:
                 from smt.models.components.stream_state import StreamState
 
@@ -571,6 +588,40 @@ def _restore_trainer_state(run: _RunState, saved: dict | None) -> None:
     run.elapsed_before = float(saved["elapsed_s"])
     run.last_eval = saved.get("last_eval")
     run.result.skipped_steps = [int(step) for step in saved.get("skipped_steps", [])]
+
+
+def _apply_hyperparameters(optimizer: torch.optim.Optimizer, scheduler: Any, tc: Any, total_steps: int) -> None:
+    """Make the restored optimizer and schedule follow the config (a resume with --lr, --max_steps,
+    --beta1 ... changes them from the resumed step on); values already equal are left untouched, so
+    an unchanged resume stays bit for bit."""
+    schedule = {"warmup_steps": tc.warmup_steps, "total_steps": total_steps, "min_lr_ratio": float(tc.min_lr_ratio)}
+    lr = float(tc.lr)
+    if any(vars(f) != schedule for f in scheduler.lr_lambdas) or any(b != lr for b in scheduler.base_lrs):
+        for function in scheduler.lr_lambdas:
+            vars(function).update(schedule)
+        scheduler.base_lrs = [lr] * len(optimizer.param_groups)
+        for group, function in zip(optimizer.param_groups, scheduler.lr_lambdas):
+            group["initial_lr"] = lr
+            group["lr"] = lr * function(scheduler.last_epoch)
+        scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
+    betas = (float(tc.beta1), float(tc.beta2))
+    for index, group in enumerate(optimizer.param_groups):
+        if tuple(group["betas"]) != betas:
+            group["betas"] = betas
+        if index == 0 and group["weight_decay"] != float(tc.weight_decay):  # group 1: never decayed
+            group["weight_decay"] = float(tc.weight_decay)
+
+
+def _note_changed_settings(record: dict, config: FullConfig, chosen: Path, step: int) -> None:
+    """Name the settings that differ from the checkpoint's: they apply from the next step on."""
+    saved = record.get("config", {})
+    now = config.to_dict()
+    changed = [f"{section}.{key} {saved[section][key]!r} -> {value!r}"
+               for section in ("training", "run") if isinstance(saved.get(section), dict)
+               for key, value in now[section].items() if key in saved[section] and saved[section][key] != value]
+    if changed:
+        tqdm.write(f"note: resuming {chosen.name} with changed settings, which apply from step {step + 1} on "
+                   f"(the learning-rate schedule follows the new values): {', '.join(changed)}", file=sys.stderr)
 
 
 def _peak_rss_mib() -> float:
