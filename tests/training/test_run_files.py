@@ -56,3 +56,65 @@ def test_an_atomic_write_that_fails_leaves_the_old_file_and_no_temporary(tmp_pat
         raise RuntimeError("killed")
     assert target.read_text() == "old\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml"]
+
+
+def _train(run_dir, **kwargs):
+    from smt.training.trainer import Trainer
+    from tests.training.helpers import synthetic_view, tiny_config
+
+    view = synthetic_view()
+    steps = kwargs.pop("max_steps", 2)
+    return Trainer(tiny_config(run_dir, max_steps=steps, checkpoint_interval=2, eval_interval=2), view, view).train(
+        **kwargs)
+
+
+def test_a_directory_with_the_users_files_is_refused_and_overwrite_keeps_them(tmp_path):
+    """Before, a fresh run overwrote a user's config.yaml and metrics.csv (no checkpoints there) with exit 0."""
+    from smt.training.run_directory import RunDirectoryError
+
+    run = tmp_path / "mine"
+    run.mkdir()
+    mine = {"config.yaml": "my notes\n", "metrics.csv": "a,b\n1,2\n", "notes.txt": "keep me\n"}
+    for name, text in mine.items():
+        (run / name).write_text(text)
+    with pytest.raises(RunDirectoryError, match=r"holds files this trainer did not write \(config.yaml, metrics.csv, "
+                                                r"notes.txt\).*--overwrite.*keeps every other file"):
+        _train(run)
+    assert sorted(p.name for p in run.iterdir()) == sorted(mine)  # nothing created, nothing touched
+    assert all((run / name).read_text() == text for name, text in mine.items())
+    _train(run, overwrite=True)
+    assert (run / "notes.txt").read_text() == "keep me\n"  # not the trainer's: kept
+    assert "training:" in (run / "config.yaml").read_text()
+    with pytest.raises(RunDirectoryError, match="already holds a run"):
+        _train(run)
+
+
+def test_the_trainers_own_directory_is_reused_but_a_users_file_in_it_is_named(tmp_path):
+    from smt.training.run_directory import RunDirectoryError
+
+    run = tmp_path / "run"
+    _train(run)
+    _train(run, overwrite=True)  # its own outputs only: no complaint
+    _train(run, max_steps=4, resume=True)
+    (run / "checkpoints").rename(tmp_path / "elsewhere")
+    (run / "metrics.jsonl").write_text("")  # nothing of a run left, but a file of the user's:
+    (run / "eval_notes.md").write_text("mine")
+    with pytest.raises(RunDirectoryError, match=r"did not write \(eval_notes.md\)"):
+        _train(run)
+
+
+def test_leftovers_of_killed_writes_are_swept_at_the_next_start(tmp_path):
+    """Before, a `.best.json.*` temporary left by a kill at the final save stayed for good."""
+    run = tmp_path / "run"
+    _train(run, max_steps=4)
+    checkpoints = run / "checkpoints"
+    leftovers = [checkpoints / ".best.json.k3j2x", checkpoints / ".best.json.tmp-abc", run / ".metrics.jsonl.tmp-z",
+                 run / ".config.yaml.tmp-q", run / ".metrics.csv.Xy12"]
+    for path in leftovers:
+        path.write_text("partial")
+    for name in (".step_000004.tmp-x", ".step_000002.old-123"):
+        (checkpoints / name).mkdir()
+        (checkpoints / name / "model.safetensors").write_bytes(b"partial")
+    _train(run, max_steps=4, resume=True)  # at the run's end: nothing trained, nothing saved
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["best.json", "step_000002", "step_000004"]
+    assert not [p for p in run.iterdir() if p.name.startswith((".metrics", ".config"))]
