@@ -617,7 +617,7 @@ def _note_changed_settings(record: dict, config: FullConfig, chosen: Path, step:
     saved = record.get("config", {})
     now = config.to_dict()
     changed = [f"{section}.{key} {saved[section][key]!r} -> {value!r}"
-               for section in ("training", "run") if isinstance(saved.get(section), dict)
+               for section in ("model", "training", "run") if isinstance(saved.get(section), dict)
                for key, value in now[section].items() if key in saved[section] and saved[section][key] != value]
     if changed:
         tqdm.write(f"note: resuming {chosen.name} with changed settings, which apply from step {step + 1} on "
