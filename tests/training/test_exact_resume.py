@@ -168,6 +168,8 @@ def test_resume_past_the_end_is_refused_and_at_the_end_is_named(tmp_path, capsys
                                           r".*--max_steps above 6"):
         Trainer(tiny_config(tmp_path, max_steps=4), VIEW).train(resume=True)
     assert (tmp_path / "config.yaml").read_text() == config_before  # nothing rewritten
-    result = Trainer(tiny_config(tmp_path, max_steps=6), VIEW).train(resume=True)
+    result = Trainer(tiny_config(tmp_path, max_steps=6, lr=1e-2), VIEW).train(resume=True)
     assert result.losses == {}
-    assert "already at the run's end (training.max_steps=6); nothing to train" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "already at the run's end (training.max_steps=6); nothing to train" in err
+    assert "changed settings" not in err and (tmp_path / "config.yaml").read_text() == config_before

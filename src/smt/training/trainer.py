@@ -286,7 +286,8 @@ class Trainer:
             start_step = int(loaded.training_state["step"])
             self._check_length(start_step, total_steps, chosen, ctx)
             batcher.load_state_dict(loaded.training_state["data_position"])
-        if ctx.is_main:
+        finished = loaded is not None and start_step == total_steps  # nothing to train: the run stays as it was
+        if ctx.is_main and not finished:
             self.config.to_yaml(self.run_dir / "config.yaml")
         wrapped = wrap_model(model, ctx, self.run.parallel)
         optimizer = build_optimizer(wrapped, tc)
@@ -295,7 +296,7 @@ class Trainer:
         if loaded is not None:
             self._restore_optimizer(wrapped, optimizer, scheduler, loaded.optimizer_state)
             _apply_hyperparameters(optimizer, scheduler, tc, total_steps)
-            if ctx.is_main:
+            if ctx.is_main and not finished:
                 _note_changed_settings(loaded.training_state, self.config, chosen, start_step)
             if loaded.stream_state is not None:
                 from smt.models.components.stream_state import StreamState
