@@ -105,16 +105,17 @@ stops_in_order = st.lists(stop, min_size=1, max_size=2, unique_by=lambda s: s[1]
     lambda stops: sorted(stops, key=lambda item: item[1]))
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow],
+@settings(max_examples=16, deadline=None, suppress_health_check=[HealthCheck.too_slow],
           phases=[Phase.explicit, Phase.generate])
 @given(batching=st.sampled_from(["random", "stream"]),
        log_interval=st.integers(1, 4), checkpoint_interval=st.integers(1, 5), eval_interval=st.integers(1, 5),
-       keep_last_checkpoints=st.integers(1, 3),
+       keep_last_checkpoints=st.integers(1, 3), accumulation=st.integers(1, 2),
        stops=stops_in_order)
 def test_a_resumed_run_is_the_uninterrupted_run_bit_for_bit(batching, log_interval, checkpoint_interval,
-                                                           eval_interval, keep_last_checkpoints, stops):
+                                                           eval_interval, keep_last_checkpoints, accumulation, stops):
     intervals = {"log_interval": log_interval, "checkpoint_interval": checkpoint_interval,
-                 "eval_interval": eval_interval, "keep_last_checkpoints": keep_last_checkpoints}
+                 "eval_interval": eval_interval, "keep_last_checkpoints": keep_last_checkpoints,
+                 "gradient_accumulation_steps": accumulation}
     with tempfile.TemporaryDirectory() as tmp:
         reference, resumed = Path(tmp) / "reference", Path(tmp) / "resumed"
         _train(reference, batching, intervals, [])
