@@ -34,6 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from smt.atomic_files import shared_mode, write_json_atomic
 from smt.config import ConfigError, StrideHybridConfig
 
 MODEL_TYPE = "smt_stride_hybrid"
@@ -82,26 +83,6 @@ def sha256_file(path: Path) -> str:
         while chunk := handle.read(1 << 22):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def shared_mode(directory: bool = False) -> int:
-    """The mode a plain open() / mkdir() gives under the process umask (0644 / 0755 with the usual
-    022), for files and folders made by mkstemp / mkdtemp (0600 / 0700): checkpoints on a cluster
-    are read by other jobs and users."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return (0o777 if directory else 0o666) & ~mask
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temporary file beside `path`, fsync it, then rename over `path`."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.chmod(temporary, shared_mode())
-    with os.fdopen(handle, "w", encoding="utf-8") as out:
-        json.dump(data, out, indent=1)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(temporary, path)
 
 
 def read_json(file: Path) -> dict[str, Any]:

@@ -114,7 +114,7 @@ def _checkpoint_being_written(root: Path, after_step: int):
     def moment():
         if not root.is_dir():
             return None
-        staging = [p.name for p in root.iterdir() if ".tmp-" in p.name]
+        staging = [p.name for p in root.iterdir() if p.name.startswith(".step_") and ".tmp-" in p.name]
         return staging and _steps_of(root)[-1] >= after_step and f"while staging {staging[0]}"
     return moment
 

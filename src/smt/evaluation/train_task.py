@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
+from smt.atomic_files import write_text_atomic
 from smt.evaluation.tasks import TaskBatcher, TaskConfig, evaluate_task
 from smt.models import load_model
 from smt.training.batching import TokenView
@@ -81,7 +82,7 @@ def train_task(config: FullConfig, task: TaskConfig | dict | str, resume: bool =
     evaluation["parameters"] = model.count_parameters()["total"]
     evaluation["task_config"] = task.to_dict()
     out = Path(config.run.output_dir) / "task_eval.json"
-    out.write_text(json.dumps(evaluation, indent=2, default=str) + "\n", encoding="utf-8")
+    write_text_atomic(out, json.dumps(evaluation, indent=2, default=str) + "\n")
     return TaskRunResult(result, evaluation, model)
 
 

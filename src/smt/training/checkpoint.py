@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from smt.atomic_files import staging_leftovers
 from smt.model_directory import (
     TRAINING_FILE,
     CheckpointError,
@@ -164,11 +165,22 @@ def _update_best(root: Path, candidate: Path, val_loss: float) -> None:
         write_json_atomic(file, {"step_dir": candidate.name, "val_loss": val_loss})
 
 
+def checkpoint_staging(root: Path) -> list[Path]:
+    """What killed saves leave in checkpoints/: staging folders, replaced step folders awaiting
+    deletion, temporary best.json files (never read, only disk)."""
+    if not root.is_dir():
+        return []
+    return [*root.glob(".step_*.tmp-*"), *root.glob(".step_*.old-*"), *staging_leftovers(root, (BEST_FILE,))]
+
+
 def prune_checkpoints(root: Path, keep_last: int) -> None:
-    """Delete all but the newest `keep_last` step directories, never the best one, and the
-    staging folders of saves that were killed before their rename (never read, only disk)."""
-    for stale in root.glob(".step_*.tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+    """Delete all but the newest `keep_last` step directories, never the best one, and what killed
+    saves left (checkpoint_staging)."""
+    for stale in checkpoint_staging(root):
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
     best = best_checkpoint(root)
     checkpoints = list_checkpoints(root)
     for path in checkpoints[: max(0, len(checkpoints) - keep_last)]:

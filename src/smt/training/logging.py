@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from smt.atomic_files import atomic_output
+
 TRACKERS = ("csv", "tensorboard", "wandb", "mlflow")  # csv: metrics.jsonl + metrics.csv, always written
 
 CSV_FIELDS = ("step", "split", "loss", "ppl", "word_ppl", "tokens_per_s", "lr", "grad_norm",
@@ -39,10 +41,11 @@ class MetricsLogger:
         self.trackers = [t for t in (_open_tracker(name, run_dir, run_config or {}) for name in trackers) if t]
 
     def _rewrite(self) -> None:
-        with open(self.jsonl, "w", encoding="utf-8") as out:
+        """Both files replaced whole (a kill mid-rewrite leaves the old history, never a cut one)."""
+        with atomic_output(self.jsonl) as out:
             for record in self.records:
                 out.write(json.dumps(record) + "\n")
-        with open(self.csv, "w", encoding="utf-8", newline="") as out:
+        with atomic_output(self.csv) as out:
             writer = csv.DictWriter(out, CSV_FIELDS, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(self.records)
@@ -157,6 +160,7 @@ def plot_loss_curve(records: list[dict], path: Path) -> Path | None:
     axis.grid(alpha=0.3)
     axis.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    with atomic_output(path, binary=True) as out:
+        figure.savefig(out, dpi=120, format="png")
     plt.close(figure)
     return path

@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from smt.atomic_files import write_text_atomic
 from smt.config import (
     ConfigError,
     StrideHybridConfig,
@@ -143,7 +144,7 @@ class FullConfig:
     def to_yaml(self, path: str | Path | None = None) -> str:
         text = yaml.safe_dump(self.to_dict(), sort_keys=False)
         if path is not None:
-            Path(path).write_text(text, encoding="utf-8")
+            write_text_atomic(path, text)
         return text
 
     @classmethod

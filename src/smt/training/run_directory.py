@@ -3,9 +3,13 @@
 `claim_run_dir` decides, before anything is written, whether a training may use a directory:
 a directory that already holds a run (checkpoints or a metrics log) is continued with `--resume`
 or started over with an explicit `--overwrite` (which deletes only what the trainer wrote there);
-otherwise the training stops with a message. `RunLock` holds an exclusive lock on the directory
-for the whole training, so a second training on it exits at once naming the holder; the lock is
-the operating system's (flock), so a process that died leaves no lock behind.
+one that holds files the trainer did not write (its outputs count as its own only where its
+marker `.smt-run` shows it claimed the directory before) is used only with `--overwrite`, which
+still keeps every file not named like its outputs; otherwise the training stops with a message.
+Temporary files of writes a kill interrupted are swept once the directory is claimed. `RunLock`
+holds an exclusive lock on the directory for the whole training, so a second training on it
+exits at once naming the holder; the lock is the operating system's (flock), so a process that
+died leaves no lock behind.
 """
 
 from __future__ import annotations
@@ -17,9 +21,13 @@ import socket
 import time
 from pathlib import Path
 
+from smt.atomic_files import staging_leftovers, write_json_atomic
+
 LOCK_FILE = ".lock"
+MARKER_FILE = ".smt-run"  # written at the first claim: the trainer's outputs here are its own
 TRAINER_OUTPUTS = ("checkpoints", "metrics.jsonl", "metrics.csv", "config.yaml", "loss_curve.png",
                    "task_eval.json", "tensorboard", "wandb")
+REWRITTEN_FILES = ("metrics.jsonl", "metrics.csv", "config.yaml", "loss_curve.png", "task_eval.json", MARKER_FILE)
 
 
 class RunDirectoryError(ValueError):
@@ -58,7 +66,40 @@ def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> str | None:
         raise RunDirectoryError(f"{run_dir} already holds a run ({found}); continue it with --resume, start a new "
                                 "one in another output_dir (--output_dir DIR), or delete it and start clean with "
                                 "--overwrite")
+    foreign = foreign_files(run_dir)
+    if foreign and not overwrite:
+        shown = ", ".join(foreign[:8]) + (f" and {len(foreign) - 8} more" if len(foreign) > 8 else "")
+        raise RunDirectoryError(f"{run_dir} holds files this trainer did not write ({shown}); train into another "
+                                f"--output_dir, or add --overwrite to use it anyway: that replaces only files named "
+                                f"like the trainer's outputs ({', '.join(TRAINER_OUTPUTS)}) and keeps every other file")
     return found
+
+
+def foreign_files(run_dir: Path) -> list[str]:
+    """What in `run_dir` the trainer did not write: everything but its lock, its marker and the
+    temporary files of its interrupted writes, and, where its marker shows an earlier claim, its
+    outputs (without the marker a config.yaml or metrics.csv may well be the user's own)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    ours = {LOCK_FILE, MARKER_FILE} | {p.name for p in staging_leftovers(run_dir, REWRITTEN_FILES)}
+    if (run_dir / MARKER_FILE).is_file():
+        ours |= set(TRAINER_OUTPUTS)
+    return sorted(p.name for p in run_dir.iterdir() if p.name not in ours)
+
+
+def sweep_staging(run_dir: Path) -> list[Path]:
+    """Delete the temporary files and folders that killed writes left (the run directory must be
+    locked: a live training's are never touched); returns what was removed."""
+    from smt.training.checkpoint import checkpoint_staging
+
+    stale = staging_leftovers(run_dir, REWRITTEN_FILES) + checkpoint_staging(run_dir / "checkpoints")
+    for path in stale:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return stale
 
 
 def claim_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> RunLock:
@@ -68,18 +109,21 @@ def claim_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> RunLock:
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise RunDirectoryError(f"output_dir {run_dir} is a file, not a directory; choose another --output_dir")
-    if not run_dir.is_dir():
-        check_run_dir(run_dir, resume, overwrite)  # e.g. --resume into nothing: create nothing
+    check_run_dir(run_dir, resume, overwrite)  # refused: create nothing (again below, under the lock)
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = RunLock(run_dir).__enter__()
     try:
-        if check_run_dir(run_dir, resume, overwrite):
+        check_run_dir(run_dir, resume, overwrite)
+        sweep_staging(run_dir)
+        if overwrite:
             for name in TRAINER_OUTPUTS:
                 path = run_dir / name
-                if path.is_dir():
+                if path.is_dir() and not path.is_symlink():
                     shutil.rmtree(path)
-                elif path.exists():
+                elif path.exists() or path.is_symlink():
                     path.unlink()
+        if not (run_dir / MARKER_FILE).is_file():
+            write_json_atomic(run_dir / MARKER_FILE, {"written_by": "smt train", "outputs": list(TRAINER_OUTPUTS)})
     except BaseException:
         lock.__exit__()
         raise

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from smt.config import ConfigError
 from smt.training.batching import (
     Batch,
     RandomWindowBatcher,
@@ -61,6 +62,9 @@ from smt.training.stop_signals import StopOnSignal, TrainingInterrupted
 # settings a resumed run must share with the checkpoint (the data position depends on them)
 AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}  # training.dtype -> autocast
 RESUME_MUST_MATCH = ("batch_size", "gradient_accumulation_steps", "seq_len", "batching", "seed")
+# the logging window: what the next train record averages over (saved in checkpoints: a resume
+# in the middle of a window must log the same record as the uninterrupted run)
+EMPTY_WINDOW = {"nll": 0.0, "count": 0, "tokens": 0, "time": 0.0}
 
 
 class NonFiniteError(RuntimeError):
@@ -101,7 +105,10 @@ class _RunState:
     scaler: Any = None  # torch.amp.GradScaler: enabled for training.dtype float16, a pass-through otherwise
     tokens_total: int = 0
     last_eval: dict | None = None
-    window: dict = field(default_factory=lambda: {"nll": 0.0, "count": 0, "tokens": 0, "time": 0.0})
+    window: dict = field(default_factory=lambda: dict(EMPTY_WINDOW))
+    elapsed_before: float = 0.0  # training seconds of the run before this process resumed it
+    tokens_before: int = 0  # tokens_total when this process resumed the run
+
 
 
 class Trainer:
@@ -212,6 +219,18 @@ class Trainer:
             raise CheckpointError(f"{directory} was trained with a different tokenizer (fingerprint "
                                   f"{fingerprint} vs {self.tokenizer.fingerprint()}); use the run's tokenizer")
 
+    def _check_length(self, start_step: int, total_steps: int, chosen: Path, ctx: DistContext) -> None:
+        """A resume past the run's end is an error, one at its end a note: neither trains a step."""
+        length = (f"training.max_steps={self.tc.max_steps}" if self.tc.max_steps == total_steps
+                  else f"training.epochs={self.tc.epochs} ({total_steps} steps)")
+        if start_step > total_steps:
+            raise ConfigError(f"--resume: {chosen.name} is at step {start_step}, past the run's end ({length}); "
+                              f"nothing would be trained. Set --max_steps above {start_step} to train on, or "
+                              "resume an older checkpoint (--resume step_NNNNNN)")
+        if start_step == total_steps and ctx.is_main:
+            tqdm.write(f"note: --resume: {chosen.name} is already at the run's end ({length}); nothing to train. "
+                       f"Set --max_steps above {start_step} to train on", file=sys.stderr)
+
     # ------------------------------------------------------------------ train
     def train(self, resume: bool | str | Path = False, stop_after: int | None = None,
               overwrite: bool = False) -> TrainResult:
@@ -269,8 +288,10 @@ class Trainer:
             loaded = load_checkpoint(chosen, model)
             self._check_resumable(loaded.training_state, chosen, ctx)
             start_step = int(loaded.training_state["step"])
+            self._check_length(start_step, total_steps, chosen, ctx)
             batcher.load_state_dict(loaded.training_state["data_position"])
-        if ctx.is_main:
+        finished = loaded is not None and start_step == total_steps  # nothing to train: the run stays as it was
+        if ctx.is_main and not finished:
             self.config.to_yaml(self.run_dir / "config.yaml")
         wrapped = wrap_model(model, ctx, self.run.parallel)
         optimizer = build_optimizer(wrapped, tc)
@@ -278,6 +299,9 @@ class Trainer:
         stream_state = None
         if loaded is not None:
             self._restore_optimizer(wrapped, optimizer, scheduler, loaded.optimizer_state)
+            _apply_hyperparameters(optimizer, scheduler, tc, total_steps)
+            if ctx.is_main and not finished:
+                _note_changed_settings(loaded.training_state, self.config, chosen, start_step)
             if loaded.stream_state is not None:
                 from smt.models.components.stream_state import StreamState
 
@@ -294,12 +318,15 @@ class Trainer:
                                self.config.to_dict()) if ctx.is_main else None
         bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step",
                    disable=not (self.run.progress and ctx.is_main), dynamic_ncols=True)
-        return _RunState(
+        run = _RunState(
             model=model, wrapped=wrapped, forward=torch.compile(wrapped) if tc.compile else wrapped,
             optimizer=optimizer, scheduler=scheduler, batcher=batcher, stream_state=stream_state, logger=logger,
             bar=bar, result=TrainResult(self.run_dir, total_steps), total_steps=total_steps, step=start_step,
             last_checkpoint=loaded.directory if loaded is not None else None,
             params=[p for p in wrapped.parameters() if p.requires_grad], started=time.perf_counter(), scaler=scaler)
+        if loaded is not None:
+            _restore_trainer_state(run, loaded.training_state.get("trainer"))
+        return run
 
     def _step(self, run: _RunState, ctx: DistContext) -> tuple[float, float, float] | None:
         """One optimizer step over gradient_accumulation_steps micro-batches: (loss, grad norm, lr),
@@ -372,17 +399,17 @@ class Trainer:
         record = {"step": run.step, "split": "train", "loss": mean, "ppl": _ppl(mean),
                   "tokens_per_s": window["tokens"] / max(window["time"], 1e-9), "lr": lr,
                   "grad_norm": grad_norm, "tokens_seen": run.tokens_total,
-                  "elapsed_s": time.perf_counter() - run.started, "peak_rss_mib": _peak_rss_mib()}
+                  "elapsed_s": _elapsed(run), "peak_rss_mib": _peak_rss_mib()}
         if run.logger:
             run.logger.log(record)
-        run.window = {"nll": 0.0, "count": 0, "tokens": 0, "time": 0.0}
+        run.window = dict(EMPTY_WINDOW)
 
     def _evaluate_if_due(self, run: _RunState, ctx: DistContext, final: bool) -> None:
         if self.valid_view is None or not (run.step % self.tc.eval_interval == 0 or final):
             return
         full = final and self.run.full_final_eval
         run.last_eval = self.evaluate(run.wrapped, ctx, None if full else self.tc.eval_batches)
-        run.last_eval.update(step=run.step, split="valid", elapsed_s=time.perf_counter() - run.started)
+        run.last_eval.update(step=run.step, split="valid", elapsed_s=_elapsed(run))
         if run.logger:
             run.logger.log(run.last_eval)
             word = f" word ppl {run.last_eval['word_ppl']:.2f}" if run.last_eval.get("word_ppl") else ""
@@ -392,7 +419,7 @@ class Trainer:
         last_eval = run.last_eval
         val_loss = last_eval["loss"] if last_eval and last_eval["step"] == run.step else None
         run.last_checkpoint = self._save(run.model, run.wrapped, run.optimizer, run.scheduler, run.scaler, run.batcher,
-                                         run.stream_state, run.step, val_loss, ctx)
+                                         run.stream_state, run.step, val_loss, ctx, _trainer_state(run))
 
     def _stop_if_signalled(self, run: _RunState, ctx: DistContext, stop: StopOnSignal) -> None:
         """After Ctrl-C or SIGTERM: keep the step just finished in a checkpoint and stop."""
@@ -413,7 +440,7 @@ class Trainer:
         run.bar.close()
         result = run.result
         result.wall_s = time.perf_counter() - run.started
-        result.tokens_per_s = run.tokens_total / max(result.wall_s, 1e-9)
+        result.tokens_per_s = (run.tokens_total - run.tokens_before) / max(result.wall_s, 1e-9)
         result.final_eval = run.last_eval
         result.last_checkpoint = run.last_checkpoint
         if run.logger:
@@ -508,7 +535,8 @@ class Trainer:
             torch.cuda.set_rng_state(state["cuda_rng"])
         random.setstate(_python_rng_from(state["python_rng"]))
 
-    def _save(self, model, wrapped, optimizer, scheduler, scaler, batcher, stream_state, step, val_loss, ctx) -> Path:
+    def _save(self, model, wrapped, optimizer, scheduler, scaler, batcher, stream_state, step, val_loss, ctx,
+              trainer_state: dict | None = None) -> Path:
         fsdp = self.run.parallel == "fsdp" and ctx.enabled
         if fsdp:
             from torch.distributed.checkpoint.state_dict import (
@@ -540,6 +568,7 @@ class Trainer:
                     "tokenizer_fingerprint": (self.tokenizer.fingerprint() if hasattr(self.tokenizer, "fingerprint")
                                               else None),
                     "train_data_fingerprint": self._data_fingerprint(),
+                    "trainer": trainer_state,
                 },
                 optimizer_state={
                     "optimizer": optimizer_state,
@@ -556,6 +585,64 @@ class Trainer:
                                    self.tc.keep_last_checkpoints, val_loss)
         barrier(ctx)
         return path
+
+
+def _elapsed(run: _RunState) -> float:
+    """Training seconds since the run began, the time before a resume included."""
+    return run.elapsed_before + time.perf_counter() - run.started
+
+
+def _trainer_state(run: _RunState) -> dict:
+    """The trainer's own carried state (plain JSON): what the logged records and the result depend
+    on besides the model, optimizer, RNG and data position."""
+    return {"window": dict(run.window), "tokens_seen": run.tokens_total, "elapsed_s": _elapsed(run),
+            "last_eval": run.last_eval, "skipped_steps": list(run.result.skipped_steps)}
+
+
+def _restore_trainer_state(run: _RunState, saved: dict | None) -> None:
+    """Continue the logging window, token count, clock and last evaluation of a checkpoint (one
+    written before these were saved starts them afresh)."""
+    if not saved:
+        return
+    run.window = {key: type(value)(saved["window"][key]) for key, value in EMPTY_WINDOW.items()}
+    run.tokens_total = run.tokens_before = int(saved["tokens_seen"])
+    run.elapsed_before = float(saved["elapsed_s"])
+    run.last_eval = saved.get("last_eval")
+    run.result.skipped_steps = [int(step) for step in saved.get("skipped_steps", [])]
+
+
+def _apply_hyperparameters(optimizer: torch.optim.Optimizer, scheduler: Any, tc: Any, total_steps: int) -> None:
+    """Make the restored optimizer and schedule follow the config (a resume with --lr, --max_steps,
+    --beta1 ... changes them from the resumed step on); values already equal are left untouched, so
+    an unchanged resume stays bit for bit."""
+    schedule = {"warmup_steps": tc.warmup_steps, "total_steps": total_steps, "min_lr_ratio": float(tc.min_lr_ratio)}
+    lr = float(tc.lr)
+    if any(vars(f) != schedule for f in scheduler.lr_lambdas) or any(b != lr for b in scheduler.base_lrs):
+        for function in scheduler.lr_lambdas:
+            vars(function).update(schedule)
+        scheduler.base_lrs = [lr] * len(optimizer.param_groups)
+        for group, function in zip(optimizer.param_groups, scheduler.lr_lambdas):
+            group["initial_lr"] = lr
+            group["lr"] = lr * function(scheduler.last_epoch)
+        scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
+    betas = (float(tc.beta1), float(tc.beta2))
+    for index, group in enumerate(optimizer.param_groups):
+        if tuple(group["betas"]) != betas:
+            group["betas"] = betas
+        if index == 0 and group["weight_decay"] != float(tc.weight_decay):  # group 1: never decayed
+            group["weight_decay"] = float(tc.weight_decay)
+
+
+def _note_changed_settings(record: dict, config: FullConfig, chosen: Path, step: int) -> None:
+    """Name the settings that differ from the checkpoint's: they apply from the next step on."""
+    saved = record.get("config", {})
+    now = config.to_dict()
+    changed = [f"{section}.{key} {saved[section][key]!r} -> {value!r}"
+               for section in ("model", "training", "run") if isinstance(saved.get(section), dict)
+               for key, value in now[section].items() if key in saved[section] and saved[section][key] != value]
+    if changed:
+        tqdm.write(f"note: resuming {chosen.name} with changed settings, which apply from step {step + 1} on "
+                   f"(the learning-rate schedule follows the new values): {', '.join(changed)}", file=sys.stderr)
 
 
 def _peak_rss_mib() -> float:
