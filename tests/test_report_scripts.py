@@ -1,4 +1,4 @@
-"""The table scripts of issue 37 (experiments/text_report.py, experiments/robust_report.py) on hand-made result lines."""
+"""The table scripts of issue 37 (experiments/text_report.py, robust_report.py) on hand-made result lines."""
 
 from __future__ import annotations
 
