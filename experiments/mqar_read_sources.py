@@ -47,7 +47,7 @@ def record_writes(model, inputs: torch.Tensor) -> dict[str, torch.Tensor]:
             seen["gate"].append(gate)
         return gate
 
-    model.fused_write_chain = False  # one step per write, in order
+    model.memory.fused = False  # one step per write, in order
     mixer._ssm_inputs, pooling.write_gate = recorded_inputs, recorded_gate
     try:
         model(inputs)

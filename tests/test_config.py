@@ -150,3 +150,21 @@ def test_heads_default_to_gpt2_widths():
     assert StrideHybridConfig(d_model=512).n_heads == 8
     assert StrideHybridConfig(d_model=200).n_heads == 2  # the widest split not above 64 that divides
     assert StrideHybridConfig(d_model=512, n_heads=4).n_heads == 4
+
+
+def test_the_memory_strategy_is_one_field_and_the_old_flag_maps_to_it():
+    from smt.models.memory import GatedTokensMemory, SlotFeedbackMemory
+    from smt.models.stride_hybrid import StrideHybridModel
+
+    assert StrideHybridConfig.tiny().memory == "gated_tokens"
+    saved = {k: v for k, v in StrideHybridConfig.tiny().to_dict().items() if k != "memory"}  # an older config
+    old = StrideHybridConfig.from_dict({**saved, "pool_over_memory": True})
+    assert old.memory == "slot_feedback" and old.pool_over_memory and "pool_over_memory" not in old.to_dict()
+    assert StrideHybridConfig.tiny(pool_over_memory=False).memory == "gated_tokens"
+    assert StrideHybridConfig.tiny().replace(pool_over_memory=True, write_gate=False).memory == "slot_feedback"
+    assert isinstance(StrideHybridModel(old).memory, SlotFeedbackMemory)
+    assert isinstance(StrideHybridModel(StrideHybridConfig.tiny()).memory, GatedTokensMemory)
+    with pytest.raises(ConfigError, match="pool_over_memory=True means memory='slot_feedback'"):
+        StrideHybridConfig.tiny(pool_over_memory=True, memory="gated_tokens")
+    with pytest.raises(ConfigError, match="memory='slots'"):
+        StrideHybridConfig.tiny(memory="slots")

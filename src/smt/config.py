@@ -22,6 +22,7 @@ import yaml
 ARCHITECTURES = ("smt", "gpt", "swa", "mamba")
 SSM_TYPES = ("mamba", "simple")
 SSM_INITS = ("mamba", "mimetic")
+MEMORIES = ("gated_tokens", "slot_feedback")
 MEMORY_READS = ("slots", "slots+state", "slots+tied")
 GATE_GRADIENTS = ("clamp", "straight_through")
 POSITION_TYPES = ("rope", "learned")
@@ -201,11 +202,13 @@ class StrideHybridConfig(_Serialisable):
     attention_impl: str = "chunked"  # "chunked" (linear cost) or "dense" (test oracle)
     attention_block_size: int | None = None  # query block of the chunked path; default max(M, 64)
     layer_norm_eps: float = 1e-5
+    # the memory strategy (smt.models.memory): "gated_tokens" (the default since docs/MEMORY.md Q17),
+    # pooling reads the window's tokens only and the SSM runs as one scan; "slot_feedback", the seed's
+    # design, pooling over the memory slots + tokens (a sequential chain). Older configs name it with
+    # `pool_over_memory` (false / true), still accepted.
+    memory: str = "gated_tokens"
     # attention pooling
     pooling_heads: int = 1
-    # False (the default since docs/MEMORY.md Q17): pooling reads the window's tokens only, the SSM runs
-    # as one scan; True: the seed's design, pooling over the memory slots + tokens (a sequential chain)
-    pool_over_memory: bool = False
     pool_position_bias: bool = False  # a learned pooling score per window position (the newest tokens)
     # vectors pooled per write, each its own SSM step: one SSM step adds a rank-1 update (x B^T) to
     # the state, so one vector per write can bind at most one key to a value (docs/MEMORY.md Q10);
@@ -262,6 +265,26 @@ class StrideHybridConfig(_Serialisable):
         if self.write_gate_sparsity is None:
             self.write_gate_sparsity = _resolved_sparsity(self.write_gate)
         self.validate()
+
+    @classmethod
+    def canonical_names(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """Old names replaced, and the old `pool_over_memory` mapped to the strategy it chose (`memory`)."""
+        data = super().canonical_names(data)
+        if "pool_over_memory" in data:
+            legacy = data.pop("pool_over_memory")
+            if not isinstance(legacy, bool):
+                raise ConfigError(f"pool_over_memory={legacy!r}: must be true or false; or name the strategy with "
+                                  f"memory: one of {list(MEMORIES)}")
+            mapped = "slot_feedback" if legacy else "gated_tokens"
+            if data.setdefault("memory", mapped) != mapped:
+                raise ConfigError(f"pool_over_memory={legacy} means memory={mapped!r}, but memory="
+                                  f"{data['memory']!r} is given; keep only memory")
+        return data
+
+    @property
+    def pool_over_memory(self) -> bool:
+        """Whether pooling reads the memory slots too (the old name of memory == 'slot_feedback')."""
+        return self.memory == "slot_feedback"
 
     def replace(self, **changes: Any) -> StrideHybridConfig:
         """A validated copy with some fields changed; a write-gate penalty left at its default follows
@@ -369,7 +392,7 @@ class StrideHybridConfig(_Serialisable):
         if self.write_gate_sparsity > 0 and not self.write_gate:
             fail("write_gate_sparsity", "penalises the write gates, but write_gate is false",
                  "set write_gate: true, or write_gate_sparsity: 0")
-        choices = {"arch": ARCHITECTURES, "ssm_type": SSM_TYPES, "ssm_init": SSM_INITS,
+        choices = {"arch": ARCHITECTURES, "memory": MEMORIES, "ssm_type": SSM_TYPES, "ssm_init": SSM_INITS,
                    "position": POSITION_TYPES, "memory_read": MEMORY_READS, "write_gate_gradient": GATE_GRADIENTS,
                    "attention_impl": ATTENTION_IMPLS, "dtype": DTYPES}
         for name, allowed in choices.items():

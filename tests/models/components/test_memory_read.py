@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from smt.models.components.memory_read import MemoryRead, TiedMemoryRead, memory_read_reference
+from smt.models.memory.read import MemoryRead, TiedMemoryRead, memory_read_reference
 from tests.models.helpers import random_ids, seed_design, tiny_model
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from smt.models import StrideHybridModel
-from smt.models.components.write_chain import ssm_steps, write_chain_reference
+from smt.models.memory.chain import ssm_steps, write_chain_reference
 from tests.models.helpers import random_ids, tiny_model
 
 
@@ -167,7 +167,7 @@ def test_gated_tokens_only_writes_in_parallel_equal_the_step_loop(read, monkeypa
 def test_regular_windows_are_sliding_views_equal_to_the_gather(position, n_tokens):
     """ChainInputs.windows with (start, step) from the layout gives the gather's windows and gradients."""
     from smt.models.components.windowed_attention import WriteLayout
-    from smt.models.components.write_chain import ChainInputs
+    from smt.models.memory.chain import ChainInputs
 
     M, N, S, H, d = 5, 2, 4, 2, 3
     layout = WriteLayout.of(torch.full((2,), position), n_tokens, M, N, S)
