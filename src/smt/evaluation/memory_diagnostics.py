@@ -515,7 +515,7 @@ def _sample_log_retention(delta: Tensor, A: Tensor, limit: int, generator: torch
 def _step_gates(model, ids: Tensor) -> Tensor | None:
     """The write gates (B, writes) of a gated SMT memory with one SSM step per write, else None."""
     cfg = model.config
-    if not getattr(cfg, "write_gate", False) or not getattr(model, "n_slots", 0) or cfg.write_vectors != 1:
+    if not getattr(cfg, "write_gate", False) or not getattr(model, "n_slots", 0):
         return None
     with _diagnostic_mode(model):
         _, aux = model(ids)
@@ -554,8 +554,8 @@ def ssm_retention(model, input_ids, key_positions=None, query_positions=None, ma
     """Per-step retention of the SSM memory and the retention accumulated from the key to the query.
 
     Mamba: retention exp(delta * A) per (prompt, step, layer, channel, state) with delta from the
-    layer's actual inputs (`ssm_step_deltas`), and for a gated memory (`write_gate`, one vector per
-    write) that of the gated write, g exp(delta * A) + 1 - g (a closed write keeps the state whole);
+    layer's actual inputs (`ssm_step_deltas`), and for a gated memory (`write_gate`)
+    that of the gated write, g exp(delta * A) + 1 - g (a closed write keeps the state whole);
     SimpleSSM: the learned decay per channel (the
     same every step). Steps are writes (SMT) or tokens (a Mamba LM). Quantiles are over prompts,
     steps, channels and states (at most `max_samples` random entries per layer).

@@ -20,7 +20,7 @@ from smt.models.components.attention_pooling import AttentionPooling
 from smt.models.components.ssm import build_ssm
 from smt.models.components.windowed_attention import WriteLayout
 from smt.models.memory.chain import ChainInputs, ChainResult
-from smt.models.memory.read import MemoryRead, TiedMemoryRead
+from smt.models.memory.read import MemoryRead
 
 
 @dataclass
@@ -35,13 +35,11 @@ class WriteResult:
     write_states: Tensor | None = None
 
 
-def _build_read(config: StrideHybridConfig) -> nn.Module | None:
-    d = config.d_model
-    if config.memory_read == "slots+state":
-        return MemoryRead(d, config.d_inner, config.ssm_d_state, config.layer_norm_eps, config.initializer_range)
-    if config.memory_read == "slots+tied":
-        return TiedMemoryRead(d, config.d_inner, config.initializer_range)
-    return None
+def _build_read(config: StrideHybridConfig) -> MemoryRead | None:
+    if config.memory_read != "slots+state":
+        return None
+    return MemoryRead(config.d_model, config.d_inner, config.ssm_d_state, config.layer_norm_eps,
+                      config.initializer_range)
 
 
 class Memory(nn.Module):
@@ -54,9 +52,7 @@ class Memory(nn.Module):
         self.pooling_heads = config.pooling_heads
         window = config.window_size if config.pool_position_bias else None
         self.pooling = AttentionPooling(d, config.pooling_heads, config.layer_norm_eps, config.initializer_range,
-                                        window, config.write_vectors, config.write_gate,
-                                        hard_gate=config.write_gate_sparsity > 0,
-                                        straight_through=config.write_gate_gradient == "straight_through")
+                                        window, config.write_gate)
         self.ssm = build_ssm(config)
         self.memory_proj = nn.Linear(d, d, bias=False)
         nn.init.normal_(self.memory_proj.weight, std=config.initializer_range)
@@ -109,4 +105,4 @@ class Memory(nn.Module):
         if self.memory_read is None:
             return x
         states = torch.cat([state["ssm_scan"][:, -1:].to(result.write_states.dtype), result.write_states], 1)
-        return x + self.memory_read(x, states, layout.phase, self.stride, self.pooling, self.ssm.layers[-1])
+        return x + self.memory_read(x, states, layout.phase, self.stride)

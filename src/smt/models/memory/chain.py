@@ -79,15 +79,11 @@ class ChainInputs(NamedTuple):
 
 
 def ssm_steps(ssm: nn.Module, pooled: Tensor, state: dict, gate: Tensor | None = None) -> tuple[Tensor, dict]:
-    """One write into the SSM: pooled (B, d) is one step; (B, V, d), V steps in order. Returns the
-    output of the last step and the state after it. With a gate (B,) the state after the write is
-    g * (the state the steps produce) + (1 - g) * (the state before); the output is the steps'."""
+    """One write into the SSM: pooled (B, d) is one step. Returns its output and the state after it.
+    With a gate (B,) the state after the write is g * (the state the step produces) + (1 - g) * (the
+    state before); the output is the step's."""
     before = state
-    if pooled.dim() == 2:
-        out, state = ssm.step(pooled, state)
-    else:
-        for vector in pooled.unbind(1):
-            out, state = ssm.step(vector, state)
+    out, state = ssm.step(pooled, state)
     if gate is not None:
         state = {name: torch.lerp(before[name].float(), value.float(), gate.view(-1, *[1] * (value.dim() - 1)))
                  for name, value in state.items()}
@@ -99,40 +95,36 @@ def tokens_only_chain(c: ChainInputs, keep_states: bool = False,
     """pool_over_memory=False: the windows hold tokens only, so every write is pooled at once and
     the SSM runs in sequence mode (no loop); `regular` as in `ChainInputs.windows`. keep_states on a
     Mamba memory keeps every state through `MambaStack.forward_keeping_states`, and write gates run
-    through `MambaStack.forward_gated`; another SSM, or a gate over several vectors per write, runs step
-    by step (the reference)."""
+    through `MambaStack.forward_gated`; another SSM's gated writes run step by step (the reference)."""
     B, N, (W, M) = c.slot_scores.shape[0], c.slot_scores.shape[1], c.window.shape
     pooling = c.pooling
     win_scores, win_values, win_valid = c.windows(regular)
     pooled, weights = pooling.pool(win_scores.flatten(0, 1), win_values.flatten(0, 1), win_valid.flatten(0, 1))
-    V = pooling.vectors
-    steps = pooled.reshape(B, W * V, -1)  # a write's vectors are consecutive SSM steps
-    gates = pooling.write_gate(pooled.reshape(B * W, V, -1))
+    steps = pooled.view(B, W, -1)
+    gates = pooling.write_gate(pooled)
     all_gates = gates.view(B, W) if gates is not None else None
     read_states = None
     parallel_states = getattr(c.ssm, "forward_keeping_states", None) is not None  # a Mamba memory
-    parallel_gates = getattr(c.ssm, "forward_gated", None) is not None and V == 1
+    parallel_gates = getattr(c.ssm, "forward_gated", None) is not None
     if gates is not None and parallel_gates and W == 1 and not keep_states:
         # one write (decoding): a Mamba step per layer costs half of a one-step scan's setup
         out, ssm_state = ssm_steps(c.ssm, steps[:, 0], c.ssm_state, gates.view(B))
         out = out[:, None]
     elif gates is not None and parallel_gates:  # one gated scan per layer
-        out, ssm_state, read_states = c.ssm.forward_gated(steps, gates.view(B, W), c.ssm_state, keep_states)
+        out, ssm_state, read_states = c.ssm.forward_gated(steps, all_gates, c.ssm_state, keep_states)
     elif keep_states and gates is None and parallel_states:  # every state, still in parallel
-        out, ssm_state, all_states = c.ssm.forward_keeping_states(steps, c.ssm_state)
-        out, read_states = out[:, V - 1::V], all_states[:, V - 1::V]
-    elif keep_states or gates is not None:  # step by step: the reference, another SSM, a gate over V steps
+        out, ssm_state, read_states = c.ssm.forward_keeping_states(steps, c.ssm_state)
+    elif keep_states or gates is not None:  # step by step: the reference, and another SSM's gated writes
         outs, kept, ssm_state = [], [], c.ssm_state
-        gates = gates.view(B, W).unbind(1) if gates is not None else [None] * W
+        step_gates = all_gates.unbind(1) if gates is not None else [None] * W
         for w in range(W):
-            step_out, ssm_state = ssm_steps(c.ssm, steps[:, w * V:(w + 1) * V], ssm_state, gates[w])
+            step_out, ssm_state = ssm_steps(c.ssm, steps[:, w], ssm_state, step_gates[w])
             outs.append(step_out)
             if keep_states:
                 kept.append(ssm_state["ssm_scan"][:, -1])
         out, read_states = torch.stack(outs, 1), torch.stack(kept, 1) if keep_states else None
     else:
         out, ssm_state = c.ssm(steps, c.ssm_state)
-        out = out[:, V - 1::V]  # a write's slot: the output of its last step
     slots = c.to_slot(out, None)
     new_scores, new_values = pooling.project(slots)
     weights = weights.view(B, W, pooling.n_heads, M)

@@ -1,4 +1,4 @@
-"""The per-token memory reads: every token queries the SSM state (memory_read='slots+state' / 'slots+tied').
+"""The per-token memory read: every token queries the SSM state (memory_read='slots+state').
 
 In the seed's design the transformer sees the memory only through its N slots, and a slot is the
 SSM's output at a write: the state is read with the write's own input, so what a slot holds cannot
@@ -6,20 +6,12 @@ depend on what a later token looks for. Multi-query recall needs exactly that (d
 Mamba solves it because every token reads the state with its own C. Here every token t reads the
 last Mamba layer's scan state after the latest write visible to it (made by a token before t):
 
-    r_t = out( gate_t * (h_k(t) . q_t) )     h: (d_inner, d_state), q_t: d_state numbers
+    r_t = out( h_k(t) . q_t )     h: (d_inner, d_state), q_t: d_state numbers
 
 and r_t is added to the token's embedding as it enters the transformer. Pooling still reads the raw
 embeddings, so the write chain never depends on a read: causality and chunking hold as before.
 
-`MemoryRead` ('slots+state') learns its own query, q_t = query(norm(e_t)), and has no gate. Trained
-on MQAR its queries collapse to one direction for every token (docs/MEMORY.md Q12): nothing ties a
-query to the B of the write that holds the same key, so the read learns the sum of the state.
-`TiedMemoryRead` ('slots+tied') reads as a Mamba token would: the token's embedding goes through
-the write path as if it were a window of one token (the pooling's value and output projections,
-the last Mamba layer's norm, in_proj, the newest conv tap and x_proj), and its C is the query,
-silu(z) the gate. The query and the writes' B then come from the same projections, so with the
-mimetic initialisation (C's projection = B's) a key's query matches the write that held it from
-the start. The only new parameters are `out`'s.
+`MemoryRead` ('slots+state') learns its own query, q_t = query(norm(e_t)), and has no gate.
 """
 
 from __future__ import annotations
@@ -52,45 +44,21 @@ class MemoryRead(nn.Module):
         for lin in (self.query, self.out):
             nn.init.normal_(lin.weight, std=init_std)
 
-    def queries(self, x: Tensor, pooling: nn.Module | None = None, layer: nn.Module | None = None):
+    def queries(self, x: Tensor) -> tuple[Tensor, None]:
         """x (B, T, d) -> queries (B, T, d_state) in float32 and no gate."""
         return self.query(self.norm(x)).float(), None
 
-    def forward(self, x: Tensor, states: Tensor, phase: int, stride: int, pooling: nn.Module | None = None,
-                layer: nn.Module | None = None) -> Tensor:
+    def forward(self, x: Tensor, states: Tensor, phase: int, stride: int) -> Tensor:
         """x (B, T, d) token embeddings; states, phase, stride as in `grouped_read`. Returns the reads
-        (B, T, d). pooling and layer are unused (the tied read's signature)."""
+        (B, T, d)."""
         return self.out(grouped_read(*self.queries(x), states, phase, stride).to(x.dtype))
 
 
-class TiedMemoryRead(nn.Module):
-    def __init__(self, d_model: int, d_inner: int, init_std: float = 0.02) -> None:
-        super().__init__()
-        self.out = nn.Linear(d_inner, d_model, bias=False)
-        nn.init.normal_(self.out.weight, std=init_std)
-
-    def queries(self, x: Tensor, pooling: nn.Module, layer: nn.Module) -> tuple[Tensor, Tensor]:
-        """x (B, T, d) -> queries (B, T, d_state) and gates (B, T, d_inner), float32; `layer` is the last
-        Mamba layer."""
-        mixer = layer.mixer
-        as_written = pooling.out(pooling.value(pooling.norm(x)))  # a window of this token alone
-        inner, z = mixer.in_proj(layer.norm(as_written)).chunk(2, dim=-1)
-        inner = F.silu(inner * mixer.conv1d.weight[:, 0, -1] + mixer.conv1d.bias)  # the newest conv tap
-        c_rows = mixer.x_proj.weight[mixer.dt_rank + mixer.d_state:]  # x_proj's C part only: no dt, no B
-        return F.linear(inner, c_rows).float(), F.silu(z).float()
-
-    def forward(self, x: Tensor, states: Tensor, phase: int, stride: int, pooling: nn.Module,
-                layer: nn.Module) -> Tensor:
-        """As `MemoryRead.forward`, with the query and gate made by the write path (pooling, layer)."""
-        return self.out(grouped_read(*self.queries(x, pooling, layer), states, phase, stride).to(x.dtype))
-
-
-def memory_read_reference(reader: MemoryRead | TiedMemoryRead, x: Tensor, states: Tensor, phase: int, stride: int,
-                          pooling: nn.Module | None = None, layer: nn.Module | None = None) -> Tensor:
+def memory_read_reference(reader: MemoryRead, x: Tensor, states: Tensor, phase: int, stride: int) -> Tensor:
     """`reader.forward` one token at a time: token i reads states[:, (phase + i) // stride]."""
     reads = []
     for i in range(x.shape[1]):
-        q, gate = reader.queries(x[:, i:i + 1], pooling, layer)
+        q, gate = reader.queries(x[:, i:i + 1])
         h = states[:, (phase + i) // stride].float()
         read = torch.einsum("bds,bs->bd", h, q[:, 0])
         if gate is not None:

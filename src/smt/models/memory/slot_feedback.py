@@ -3,8 +3,8 @@
 A write's window holds the slots made by the writes before it, so the writes of a call form a
 chain: `chain.loop_chain` through autograd, or for a Mamba memory of >= FUSED_MIN_WRITES writes
 per call the hand-differentiated `fused_chain.fused_write_chain` (same maths; the loop is its
-reference). The fused chain knows neither the pooling's position bias, nor gates, nor several
-vectors per write, nor the per-token read's states: those run the loop.
+reference). The fused chain knows neither the pooling's position bias, nor gates, nor the per-token
+read's states: those run the loop.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ class SlotFeedbackMemory(Memory):
     def __init__(self, config: StrideHybridConfig) -> None:
         super().__init__(config)
         self.fusable = (config.ssm_type == "mamba" and self.n_slots > 0 and not config.pool_position_bias
-                        and config.write_vectors == 1 and not config.write_gate)
+                        and not config.write_gate)
 
     def _chain(self, chain: ChainInputs, layout: WriteLayout, keep_states: bool) -> ChainResult:
         if self.fused and self.fusable and not keep_states and layout.n_writes >= FUSED_MIN_WRITES:
