@@ -80,7 +80,7 @@ def build_arch(arch: str, size: str = "small", device: str = "cpu"):
     kernels are chosen in `make_train_step`)."""
     model = build(arch_config(arch, size, device)).train()
     if arch == "smt-loop":
-        model.fused_write_chain = False
+        model.memory.fused = False
     return model
 
 

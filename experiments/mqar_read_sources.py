@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Where does an MQAR query's memory read come from? (docs/MEMORY.md Q12)
 
-An SMT with a per-token read (`memory_read: slots+state` or `slots+tied`) reads the last Mamba
+An SMT with a per-token read (`memory_read: slots+state`) reads the last Mamba
 layer's state h with each token's query q: r = out(gate * (h q)), and h is a decayed sum of the
 writes' updates dt * x B^T (times the write gate, where there is one). So the read splits exactly
 into one term per write. For held-out MQAR prompts this script measures, at every query, the share
@@ -47,14 +47,12 @@ def record_writes(model, inputs: torch.Tensor) -> dict[str, torch.Tensor]:
             seen["gate"].append(gate)
         return gate
 
-    model.fused_write_chain = False  # one step per write, in order
+    model.memory.fused = False  # one step per write, in order
     mixer._ssm_inputs, pooling.write_gate = recorded_inputs, recorded_gate
     try:
         model(inputs)
     finally:
         del mixer._ssm_inputs, pooling.write_gate
-    if model.config.write_vectors != 1:
-        raise SystemExit("this script reads one SSM step per write (write_vectors = 1)")
     # the loop records one write per call (B, ...); the tokens-only scan all writes at once (B, W, ...)
     writes = {name: torch.cat([v if v.dim() == 3 else v[:, None] for v in values], 1).float()
               for name, values in seen.items() if name != "gate"}

@@ -13,12 +13,12 @@ INVALID = [
     ({"d_model": 100, "n_heads": 3}, "n_heads"),
     ({"d_model": 64, "n_heads": 64}, "RoPE needs an even head size"),
     ({"pooling_heads": 5}, "pooling_heads"),
-    ({"pooling_heads": 2, "write_vectors": 3}, "write_vectors"),
-    ({"write_vectors": 0}, "write_vectors"),
+    ({"write_vectors": 2}, "write_vectors was removed"),
+    ({"write_gate_gradient": "straight_through"}, "write_gate_gradient was removed"),
+    ({"memory_read": "slots+tied"}, "slots\\+tied' was removed"),
+    ({"write_gate": True, "write_gate_sparsity": 0}, "the soft gate, removed"),
     ({"write_gate": False, "write_gate_sparsity": 0.05}, "write_gate is false"),
     ({"write_gate": True, "write_gate_sparsity": -0.1}, "write_gate_sparsity"),
-    ({"write_gate": True, "write_gate_sparsity": 0, "write_gate_gradient": "straight_through"}, "the gate is soft"),
-    ({"write_gate": True, "write_gate_sparsity": 0.1, "write_gate_gradient": "gumbel"}, "write_gate_gradient"),
     ({"vocab_size": 1}, "vocab_size"),
     ({"device": "tpu"}, "device"),
     ({"dtype": "int8"}, "dtype"),
@@ -107,7 +107,6 @@ def test_the_default_memory_is_tokens_only_with_hard_gates_and_the_seed_design_s
     assert (default.pool_over_memory, default.write_gate, default.write_gate_sparsity) == (False, True, 1e-4)
     seed = StrideHybridConfig.tiny(pool_over_memory=True, write_gate=False)
     assert seed.write_gate_sparsity == 0.0  # no penalty without gates: the seed's design validates as it was
-    assert StrideHybridConfig.tiny(write_gate=True, write_gate_sparsity=0.0).write_gate_sparsity == 0.0  # soft
     # a config saved before the switch (every field written out) loads as what it was
     old = StrideHybridConfig.from_dict({**seed.to_dict(), "write_gate_sparsity": 0.0})
     assert (old.pool_over_memory, old.write_gate, old.write_gate_sparsity) == (True, False, 0.0)
@@ -150,3 +149,26 @@ def test_heads_default_to_gpt2_widths():
     assert StrideHybridConfig(d_model=512).n_heads == 8
     assert StrideHybridConfig(d_model=200).n_heads == 2  # the widest split not above 64 that divides
     assert StrideHybridConfig(d_model=512, n_heads=4).n_heads == 4
+
+
+def test_the_memory_strategy_is_one_field_and_the_old_flag_maps_to_it():
+    from smt.models.memory import GatedTokensMemory, SlotFeedbackMemory
+    from smt.models.stride_hybrid import StrideHybridModel
+
+    assert StrideHybridConfig.tiny().memory == "gated_tokens"
+    saved = {k: v for k, v in StrideHybridConfig.tiny().to_dict().items() if k != "memory"}  # an older config
+    old = StrideHybridConfig.from_dict({**saved, "pool_over_memory": True})
+    assert old.memory == "slot_feedback" and old.pool_over_memory and "pool_over_memory" not in old.to_dict()
+    assert StrideHybridConfig.tiny(pool_over_memory=False).memory == "gated_tokens"
+    assert StrideHybridConfig.tiny().replace(pool_over_memory=True, write_gate=False).memory == "slot_feedback"
+    assert isinstance(StrideHybridModel(old).memory, SlotFeedbackMemory)
+    assert isinstance(StrideHybridModel(StrideHybridConfig.tiny()).memory, GatedTokensMemory)
+    with pytest.raises(ConfigError, match="pool_over_memory=True means memory='slot_feedback'"):
+        StrideHybridConfig.tiny(pool_over_memory=True, memory="gated_tokens")
+    with pytest.raises(ConfigError, match="memory='slots'"):
+        StrideHybridConfig.tiny(memory="slots")
+
+
+def test_a_saved_config_holding_the_removed_fields_at_their_neutral_values_still_loads():
+    saved = {**StrideHybridConfig.tiny().to_dict(), "write_vectors": 1, "write_gate_gradient": "clamp"}
+    assert StrideHybridConfig.from_dict(saved) == StrideHybridConfig.tiny()

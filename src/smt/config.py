@@ -22,8 +22,11 @@ import yaml
 ARCHITECTURES = ("smt", "gpt", "swa", "mamba")
 SSM_TYPES = ("mamba", "simple")
 SSM_INITS = ("mamba", "mimetic")
-MEMORY_READS = ("slots", "slots+state", "slots+tied")
-GATE_GRADIENTS = ("clamp", "straight_through")
+MEMORIES = ("gated_tokens", "slot_feedback")
+MEMORY_READS = ("slots", "slots+state")
+# memory variants the ablation (docs/MEMORY.md) showed failed, removed: the field and the one value an
+# old config may hold for it (the value that meant "off"); any other value is a ConfigError
+REMOVED_FIELDS = {"write_vectors": 1, "write_gate_gradient": "clamp"}
 POSITION_TYPES = ("rope", "learned")
 ATTENTION_IMPLS = ("chunked", "dense")
 DEVICES = ("cpu", "cuda", "mps", "auto")
@@ -201,31 +204,24 @@ class StrideHybridConfig(_Serialisable):
     attention_impl: str = "chunked"  # "chunked" (linear cost) or "dense" (test oracle)
     attention_block_size: int | None = None  # query block of the chunked path; default max(M, 64)
     layer_norm_eps: float = 1e-5
+    # the memory strategy (smt.models.memory): "gated_tokens" (the default since docs/MEMORY.md Q17),
+    # pooling reads the window's tokens only and the SSM runs as one scan; "slot_feedback", the seed's
+    # design, pooling over the memory slots + tokens (a sequential chain). Older configs name it with
+    # `pool_over_memory` (false / true), still accepted.
+    memory: str = "gated_tokens"
     # attention pooling
     pooling_heads: int = 1
-    # False (the default since docs/MEMORY.md Q17): pooling reads the window's tokens only, the SSM runs
-    # as one scan; True: the seed's design, pooling over the memory slots + tokens (a sequential chain)
-    pool_over_memory: bool = False
     pool_position_bias: bool = False  # a learned pooling score per window position (the newest tokens)
-    # vectors pooled per write, each its own SSM step: one SSM step adds a rank-1 update (x B^T) to
-    # the state, so one vector per write can bind at most one key to a value (docs/MEMORY.md Q10);
-    # the pooling heads are split into this many groups, one vector each
-    write_vectors: int = 1
     # a learned gate per write (sigmoid of the pooled vector): the memory keeps g of the state the
     # write produces and 1 - g of the state before, so a write of filler can be skipped (MEMORY.md Q12)
     write_gate: bool = True
-    # > 0: the gate becomes hard (a stretched sigmoid clipped to [0, 1], so a write can be skipped
-    # exactly) and this weight times the mean gate is added to the training loss: the memory pays for
-    # every write it keeps, and a state that skips every filler write is the same at any length
+    # the gate is hard (a stretched sigmoid clipped to [0, 1], so a write can be skipped exactly) and
+    # this weight (> 0 with write_gate) times the mean gate is added to the training loss: the memory
+    # pays for every write it keeps, and a state that skips every filler write is the same at any length
     # None: 1e-4 with write_gate (tuned on code's training modules, MEMORY.md Q15/Q17), else 0
     write_gate_sparsity: float | None = None
-    # the hard gate's gradient: "clamp" (the clip's own, zero where the gate is clipped shut, so a gate
-    # the penalty closes for every input never reopens; MEMORY.md Q15) or "straight_through" (the
-    # forward is the same clipped gate, the backward the unclipped stretched sigmoid's)
-    write_gate_gradient: str = "clamp"
     # "slots": the transformer reads the memory through its N slots only (the seed's design);
-    # "slots+state": each token also reads the memory's last SSM state with its own query (issue 13);
-    # "slots+tied": ... with the query the write path makes of the token (the last layer's C; MEMORY.md Q12)
+    # "slots+state": each token also reads the memory's last SSM state with its own query (issue 13)
     memory_read: str = "slots"
     # SSM memory (Mamba-130M shape)
     ssm_type: str = "mamba"
@@ -262,6 +258,33 @@ class StrideHybridConfig(_Serialisable):
         if self.write_gate_sparsity is None:
             self.write_gate_sparsity = _resolved_sparsity(self.write_gate)
         self.validate()
+
+    @classmethod
+    def canonical_names(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """Old names replaced, and the old `pool_over_memory` mapped to the strategy it chose (`memory`)."""
+        data = super().canonical_names(data)
+        for name, neutral in REMOVED_FIELDS.items():
+            if name in data and data.pop(name) != neutral:
+                raise ConfigError(f"{name} was removed (a memory variant that failed in docs/MEMORY.md's ablation); "
+                                  f"delete {name} from the config")
+        if data.get("memory_read") == "slots+tied":
+            raise ConfigError("memory_read='slots+tied' was removed (a memory read that failed in docs/MEMORY.md's "
+                              "ablation); use memory_read: slots+state or slots")
+        if "pool_over_memory" in data:
+            legacy = data.pop("pool_over_memory")
+            if not isinstance(legacy, bool):
+                raise ConfigError(f"pool_over_memory={legacy!r}: must be true or false; or name the strategy with "
+                                  f"memory: one of {list(MEMORIES)}")
+            mapped = "slot_feedback" if legacy else "gated_tokens"
+            if data.setdefault("memory", mapped) != mapped:
+                raise ConfigError(f"pool_over_memory={legacy} means memory={mapped!r}, but memory="
+                                  f"{data['memory']!r} is given; keep only memory")
+        return data
+
+    @property
+    def pool_over_memory(self) -> bool:
+        """Whether pooling reads the memory slots too (the old name of memory == 'slot_feedback')."""
+        return self.memory == "slot_feedback"
 
     def replace(self, **changes: Any) -> StrideHybridConfig:
         """A validated copy with some fields changed; a write-gate penalty left at its default follows
@@ -320,7 +343,7 @@ class StrideHybridConfig(_Serialisable):
             raise ConfigError(f"{name}={getattr(self, name)!r}: {problem}; {fix}")
 
         for name in ("n_ssm_outputs", "m_input_tokens", "stride", "vocab_size", "d_model",
-                     "transformer_n_layers", "n_heads", "pooling_heads", "write_vectors", "ssm_n_layers",
+                     "transformer_n_layers", "n_heads", "pooling_heads", "ssm_n_layers",
                      "ssm_d_state", "ssm_d_conv", "ssm_expand", "max_position_embeddings"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
@@ -342,7 +365,7 @@ class StrideHybridConfig(_Serialisable):
             fail("stride", "must be >= 1 (a write every `stride` tokens)", "use stride >= 1")
         if self.vocab_size < 2:
             fail("vocab_size", "a vocabulary needs at least 2 tokens", "set it from the tokenizer")
-        for name in ("d_model", "transformer_n_layers", "n_heads", "pooling_heads", "write_vectors", "ssm_d_state",
+        for name in ("d_model", "transformer_n_layers", "n_heads", "pooling_heads", "ssm_d_state",
                      "ssm_d_conv", "ssm_expand", "max_position_embeddings"):
             if getattr(self, name) < 1:
                 fail(name, "must be >= 1", "use a positive size")
@@ -359,25 +382,22 @@ class StrideHybridConfig(_Serialisable):
         if self.d_model % self.pooling_heads:
             fail("pooling_heads", f"d_model={self.d_model} is not divisible by pooling_heads",
                  "choose pooling_heads dividing d_model")
-        if self.pooling_heads % self.write_vectors:
-            fail("write_vectors", f"each vector of a write pools with its own group of heads, and "
-                 f"pooling_heads={self.pooling_heads} does not split into {self.write_vectors} groups",
-                 "use pooling_heads = a multiple of write_vectors")
         if not (isinstance(self.write_gate_sparsity, (int, float)) and self.write_gate_sparsity >= 0):
             fail("write_gate_sparsity", f"must be a number >= 0, got {self.write_gate_sparsity!r}",
                  "use 0 (no penalty) or a small weight such as 0.05")
         if self.write_gate_sparsity > 0 and not self.write_gate:
             fail("write_gate_sparsity", "penalises the write gates, but write_gate is false",
                  "set write_gate: true, or write_gate_sparsity: 0")
-        choices = {"arch": ARCHITECTURES, "ssm_type": SSM_TYPES, "ssm_init": SSM_INITS,
-                   "position": POSITION_TYPES, "memory_read": MEMORY_READS, "write_gate_gradient": GATE_GRADIENTS,
+        choices = {"arch": ARCHITECTURES, "memory": MEMORIES, "ssm_type": SSM_TYPES, "ssm_init": SSM_INITS,
+                   "position": POSITION_TYPES, "memory_read": MEMORY_READS,
                    "attention_impl": ATTENTION_IMPLS, "dtype": DTYPES}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 fail(name, "unknown value", f"use one of {list(allowed)}")
-        if self.write_gate_gradient != "clamp" and not self.write_gate_sparsity > 0:
-            fail("write_gate_gradient", f"{self.write_gate_gradient!r} is a hard gate's gradient, but the gate is "
-                 "soft (write_gate_sparsity is 0)", "set write_gate_sparsity > 0, or write_gate_gradient: clamp")
+        if self.write_gate and not self.write_gate_sparsity > 0:
+            fail("write_gate_sparsity", "write_gate with write_gate_sparsity 0 was the soft gate, removed (it "
+                 "failed in docs/MEMORY.md's ablation)", "use write_gate_sparsity > 0 (None: the default 1e-4), "
+                 "or write_gate: false")
         if not isinstance(self.device, str) or not (
             self.device in DEVICES or re.fullmatch(r"cuda:\d+", self.device)
         ):
@@ -443,8 +463,7 @@ class StrideHybridConfig(_Serialisable):
     def _hard_gate_note(self) -> str:
         if not self.write_gate_sparsity:
             return ""
-        gradient = ", straight-through" if self.write_gate_gradient == "straight_through" else ""
-        return f" (hard, sparsity {self.write_gate_sparsity:g}{gradient})"
+        return f" (hard, sparsity {self.write_gate_sparsity:g})"
 
     def summary(self, print_fn=print) -> str:
         """A readable table of the configuration; printed and returned."""
@@ -460,11 +479,9 @@ class StrideHybridConfig(_Serialisable):
             ("attention pooling", f"{self.pooling_heads} head(s), over "
                                   f"{'memory + tokens' if self.pool_over_memory else 'tokens only'}"
                                   f"{', position bias' if self.pool_position_bias else ''}"
-                                  f"{f', {self.write_vectors} vectors per write' if self.write_vectors > 1 else ''}"
                                   f"{', gated writes' if self.write_gate else ''}"
                                   f"{self._hard_gate_note}"),
-            ("memory read", {"slots": "slots", "slots+state": "slots + per-token read of the SSM state",
-                             "slots+tied": "slots + per-token read of the SSM state, query tied to the writes"}
+            ("memory read", {"slots": "slots", "slots+state": "slots + per-token read of the SSM state"}
              [self.memory_read]),
             ("SSM memory", f"{self.ssm_type}, {self.ssm_n_layers} layers, d_state={self.ssm_d_state}, "
                            f"d_conv={self.ssm_d_conv}, expand={self.ssm_expand}, dt_rank={self.dt_rank}, "

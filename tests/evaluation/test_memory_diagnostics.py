@@ -32,12 +32,17 @@ def random_ids(batch: int = 3, length: int = 32, seed: int = 1) -> torch.Tensor:
     return torch.randint(0, VOCAB, (batch, length), generator=torch.Generator().manual_seed(seed))
 
 
+def _fused_flag(model):
+    memory = getattr(model, "memory", None)
+    return "absent" if memory is None else vars(memory).get("fused", "absent")
+
+
 def untouched(model, ids, run):
     """Run a diagnostic and prove it left the model as it was: parameters, modes, the fused flag,
     no hooks or wrappers left, the same logits."""
     model.train()  # dropout is 0: the outputs do not change, but the mode must come back
     params = {name: p.detach().clone() for name, p in model.named_parameters()}
-    flag_before = dict(vars(model)).get("fused_write_chain", "absent")
+    flag_before = _fused_flag(model)
     with torch.no_grad():
         before, _ = model(ids)
     result = run()
@@ -45,7 +50,7 @@ def untouched(model, ids, run):
         after, _ = model(ids)
     assert torch.equal(before, after)
     assert all(torch.equal(p, params[name]) and p.grad is None for name, p in model.named_parameters())
-    assert dict(vars(model)).get("fused_write_chain", "absent") == flag_before
+    assert _fused_flag(model) == flag_before
     assert all(m.training for m in model.modules())
     for module in model.modules():
         assert not module._forward_hooks and not module._forward_pre_hooks
@@ -85,12 +90,12 @@ def test_gradient_is_causal_and_reaches_earlier_writes(overrides, mode):
 
 def test_gradient_keeps_an_explicit_fused_flag():
     model = tiny()
-    model.fused_write_chain = True  # an instance attribute must be restored as such
+    model.memory.fused = True  # an instance attribute must be restored as such
     ids = random_ids(2, 24)
     targets = torch.full_like(ids, -100)
     targets[:, -1] = 3
     untouched(model, ids, lambda: md.write_gradient_by_distance(model, ids, targets))
-    assert vars(model)["fused_write_chain"] is True
+    assert vars(model.memory)["fused"] is True
 
 
 # --------------------------------------------------------------------------- key pooling
@@ -99,7 +104,7 @@ def test_key_pooling_weight_matches_an_explicit_recomputation():
     ids = random_ids(4, 30)  # 7 writes (after tokens 3, 7, ..., 27)
     keys = [5, 27, 13, 29]
     result = untouched(model, ids, lambda: md.key_pooling_weight(model, ids, keys))
-    model.fused_write_chain = False  # the reference: the diagnostics run the autograd write chain
+    model.memory.fused = False  # the reference: the diagnostics run the autograd write chain
     with torch.no_grad():
         _, aux = model(ids)
     w = aux["attention_weights"].double()

@@ -9,12 +9,9 @@ from smt import StrideHybridConfig, StrideHybridModel
 
 def seed_design(**overrides) -> dict:
     """Overrides for the seed's design (pooling over memory slots + tokens, ungated writes; the default
-    before docs/MEMORY.md Q17), with the fields a variant sets kept; a gate the variant turns on stays
-    soft unless it sets its sparsity."""
-    fields = {"pool_over_memory": True, "write_gate": False, **overrides}
-    if fields["write_gate"]:
-        fields.setdefault("write_gate_sparsity", 0.0)
-    return fields
+    before docs/MEMORY.md Q17), with the fields a variant sets kept."""
+    overrides = StrideHybridConfig.canonical_names(overrides)  # an old pool_over_memory: the memory it names
+    return {"memory": "slot_feedback", "write_gate": False, **overrides}
 
 
 def tiny_model(randomise_position_bias: bool = False, **overrides) -> StrideHybridModel:

@@ -25,27 +25,13 @@ SEED_VARIANTS = {
     "tokens-only-read-state-stride-1-mimetic": {"pool_over_memory": False, "memory_read": "slots+state",
                                                 "pool_position_bias": True, "stride": 1, "ssm_init": "mimetic",
                                                 "ssm_dt_min": 1e-3, "ssm_dt_max": 0.1},
-    "two-vectors-per-write": {"write_vectors": 2, "pool_position_bias": True},
-    "two-vectors-per-write-read-state-stride-3": {"write_vectors": 2, "memory_read": "slots+state", "stride": 3,
-                                                  "m_input_tokens": 7, "n_ssm_outputs": 5},
-    "tokens-only-two-vectors-per-write": {"pool_over_memory": False, "write_vectors": 2},
-    "gated-writes": {"write_gate": True},
-    "tied-read-mimetic": {"memory_read": "slots+tied", "ssm_init": "mimetic"},
-    "tied-read-gated-position-bias-stride-3": {"memory_read": "slots+tied", "write_gate": True,
-                                               "pool_position_bias": True, "stride": 3, "m_input_tokens": 7,
-                                               "n_ssm_outputs": 5},
-    "tokens-only-tied-read": {"pool_over_memory": False, "memory_read": "slots+tied"},
     "gated-writes-read-state-position-bias-stride-2": {"write_gate": True, "memory_read": "slots+state",
                                                        "pool_position_bias": True, "stride": 2},
-    "tokens-only-gated-writes": {"pool_over_memory": False, "write_gate": True},
     "hard-gated-writes": {"write_gate": True, "write_gate_sparsity": 0.05},
     "tokens-only-hard-gated-writes-read-state": {"pool_over_memory": False, "write_gate": True,
                                                  "write_gate_sparsity": 0.05, "memory_read": "slots+state"},
-    "tokens-only-hard-gated-straight-through-stride-2": {"pool_over_memory": False, "write_gate": True,
-                                                         "write_gate_sparsity": 0.05, "stride": 2,
-                                                         "write_gate_gradient": "straight_through"},
-    "tokens-only-gated-writes-read-state-two-vectors": {"pool_over_memory": False, "write_gate": True,
-                                                        "memory_read": "slots+state", "write_vectors": 2},
+    "tokens-only-hard-gated-stride-2": {"pool_over_memory": False, "write_gate": True, "write_gate_sparsity": 0.05,
+                                        "stride": 2},
 }
 # the default (tokens-only pooling, hard write gates) and the seed's design under every variant above
 VARIANTS = {
@@ -54,6 +40,8 @@ VARIANTS = {
     "default-simple-ssm": {"ssm_type": "simple"},
     "default-stride-3": {"stride": 3, "m_input_tokens": 7, "n_ssm_outputs": 5},
     "default-read-state": {"memory_read": "slots+state"},
+    "default-read-state-position-bias-stride-1": {"memory_read": "slots+state", "pool_position_bias": True,
+                                                  "stride": 1},
     **{f"seed-{name}": seed_design(**fields) for name, fields in SEED_VARIANTS.items()},
 }
 

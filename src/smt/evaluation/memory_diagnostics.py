@@ -22,7 +22,7 @@ each answering one question about the path key token -> pooling -> SSM -> slot -
 
 `diagnose` builds synthetic passkey prompts and returns them all as one JSON-serialisable dict;
 `plot_diagnostics` draws them; `summarize` formats the few numbers that matter. Every function
-runs the model in eval mode with the autograd write chain (fused_write_chain = False), adds
+runs the model in eval mode with the autograd write chain (memory.fused = False), adds
 hooks only for the call, and restores the model (modes, flag, hooks) afterwards; parameters and
 outputs are never changed. Distances assume each prompt starts a fresh stream.
 """
@@ -83,18 +83,19 @@ def _positions(values, batch: int, name: str, length: int) -> Tensor:
 def _diagnostic_mode(model: nn.Module) -> Iterator[None]:
     """Eval mode and the autograd write chain for the duration; restored afterwards."""
     modes = [(m, m.training) for m in model.modules()]
-    had_flag = "fused_write_chain" in vars(model)
-    old_flag = vars(model).get("fused_write_chain")
+    memory = getattr(model, "memory", None)
+    had_flag = memory is not None and "fused" in vars(memory)
+    old_flag = vars(memory).get("fused") if memory is not None else None
     try:
         model.eval()
-        if hasattr(model, "fused_write_chain"):
-            model.fused_write_chain = False
+        if memory is not None and hasattr(memory, "fused"):
+            memory.fused = False
         yield
     finally:
         if had_flag:
-            model.fused_write_chain = old_flag
-        elif "fused_write_chain" in vars(model):
-            del model.fused_write_chain
+            memory.fused = old_flag
+        elif memory is not None and "fused" in vars(memory):
+            del memory.fused
         for module, mode in modes:
             module.training = mode
 
@@ -514,7 +515,7 @@ def _sample_log_retention(delta: Tensor, A: Tensor, limit: int, generator: torch
 def _step_gates(model, ids: Tensor) -> Tensor | None:
     """The write gates (B, writes) of a gated SMT memory with one SSM step per write, else None."""
     cfg = model.config
-    if not getattr(cfg, "write_gate", False) or not getattr(model, "n_slots", 0) or cfg.write_vectors != 1:
+    if not getattr(cfg, "write_gate", False) or not getattr(model, "n_slots", 0):
         return None
     with _diagnostic_mode(model):
         _, aux = model(ids)
@@ -553,8 +554,8 @@ def ssm_retention(model, input_ids, key_positions=None, query_positions=None, ma
     """Per-step retention of the SSM memory and the retention accumulated from the key to the query.
 
     Mamba: retention exp(delta * A) per (prompt, step, layer, channel, state) with delta from the
-    layer's actual inputs (`ssm_step_deltas`), and for a gated memory (`write_gate`, one vector per
-    write) that of the gated write, g exp(delta * A) + 1 - g (a closed write keeps the state whole);
+    layer's actual inputs (`ssm_step_deltas`), and for a gated memory (`write_gate`)
+    that of the gated write, g exp(delta * A) + 1 - g (a closed write keeps the state whole);
     SimpleSSM: the learned decay per channel (the
     same every step). Steps are writes (SMT) or tokens (a Mamba LM). Quantiles are over prompts,
     steps, channels and states (at most `max_samples` random entries per layer).

@@ -14,18 +14,15 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from smt.config import StrideHybridConfig
 from smt.models.base import LanguageModel, count
-from smt.models.components.attention_pooling import AttentionPooling
-from smt.models.components.memory_read import MemoryRead, TiedMemoryRead
 from smt.models.components.rope import rope_tables
-from smt.models.components.ssm import build_ssm
 from smt.models.components.stream_state import StreamState
 from smt.models.components.transformer import SimpleCausalTransformer
 from smt.models.components.windowed_attention import WriteLayout, build_geometry
-from smt.models.components.write_chain import write_chain
+from smt.models.memory import Memory, build_memory
 
 
 def check_input_ids(input_ids: Tensor, vocab_size: int) -> Tensor:
@@ -51,34 +48,27 @@ def check_input_ids(input_ids: Tensor, vocab_size: int) -> Tensor:
 class StrideHybridModel(LanguageModel):
     """The Stride Memory Transformer; also the sliding-window baseline (arch='swa' or N=0)."""
 
-    # the hand-differentiated write chain for a Mamba memory; False runs the autograd loop (its reference)
-    fused_write_chain: bool = True
-
     def __init__(self, config: StrideHybridConfig) -> None:
         super().__init__(config)
         if config.arch not in ("smt", "swa"):
             raise ValueError(f"arch={config.arch!r} is a baseline with its own class; "
                              "build it with smt.models.build_model(config)")
-        d = config.d_model
         self.n_slots = config.n_ssm_outputs if config.has_memory else 0
         self._make_embedding(positions=config.position == "learned")
         self.transformer = SimpleCausalTransformer(config)
+        self.memory: Memory | None = None
         if self.n_slots > 0:
-            window = config.window_size if config.pool_position_bias else None
-            self.pooling = AttentionPooling(d, config.pooling_heads, config.layer_norm_eps, config.initializer_range,
-                                            window, config.write_vectors, config.write_gate,
-                                            hard_gate=config.write_gate_sparsity > 0,
-                                            straight_through=config.write_gate_gradient == "straight_through")
-            self.ssm = build_ssm(config)
-            self.memory_proj = nn.Linear(d, d, bias=False)
-            nn.init.normal_(self.memory_proj.weight, std=config.initializer_range)
-            if config.memory_read == "slots+state":
-                self.memory_read = MemoryRead(d, config.d_inner, config.ssm_d_state, config.layer_norm_eps,
-                                              config.initializer_range)
-            elif config.memory_read == "slots+tied":
-                self.memory_read = TiedMemoryRead(d, config.d_inner, config.initializer_range)
+            self._adopt(build_memory(config))
         self._make_head()
         self._finish_init()
+
+    def _adopt(self, memory: Memory) -> None:
+        """Hold `memory` and register its parts on the model itself: the parameter names stay those of
+        the checkpoints written before the memory package (`pooling.*`, `ssm.*`, `memory_proj.*`,
+        `memory_read.*`), and `model.pooling` is `model.memory.pooling`."""
+        object.__setattr__(self, "memory", memory)  # not a child: its parts are, under their own names
+        for name, part in memory.named_children():
+            self.add_module(name, part)
 
     # ------------------------------------------------------------------ sizes
     def _breakdown(self) -> dict[str, int]:
@@ -95,13 +85,8 @@ class StrideHybridModel(LanguageModel):
             "token_kv": torch.zeros(batch_size, L, 2, H, M - 1, dh, device=dev, dtype=dt),
             "slot_kv": torch.zeros(batch_size, L, 2, H, N, dh, device=dev, dtype=dt),
         }
-        if N > 0:
-            hp = cfg.pooling_heads
-            buffers["pool_token_scores"] = torch.zeros(batch_size, M - 1, hp, device=dev)
-            buffers["pool_token_values"] = torch.zeros(batch_size, M - 1, cfg.d_model, device=dev, dtype=dt)
-            buffers["pool_slot_scores"] = torch.zeros(batch_size, N, hp, device=dev)
-            buffers["pool_slot_values"] = torch.zeros(batch_size, N, cfg.d_model, device=dev, dtype=dt)
-            buffers.update(self.ssm.init_state(batch_size, dev))
+        if self.memory is not None:
+            buffers.update(self.memory.init_state(batch_size, dev, dt))
         position = torch.zeros(batch_size, dtype=torch.long, device=dev)
         return StreamState(position, buffers)
 
@@ -145,17 +130,18 @@ class StrideHybridModel(LanguageModel):
         layout = WriteLayout.of(p, T, M, N, S)
         slot_token_pos = layout.slot_token_pos  # the token each new slot summarises
         aux: dict = {"n_writes": layout.n_writes}
-        if N > 0:
-            slots, weights, read_states, gates = self._write(x, buffers, new_buffers, layout)
-            if gates is not None:
-                aux["write_gates"] = gates
-                if self.training and cfg.write_gate_sparsity > 0 and gates.numel():
-                    aux["auxiliary_loss"] = cfg.write_gate_sparsity * gates.mean()
-            if read_states is not None:  # a per-token read: the state before this call, then per write
-                states = torch.cat([buffers["ssm_scan"][:, -1:].to(read_states.dtype), read_states], 1)
-                x = x + self.memory_read(x, states, layout.phase, S, self.pooling, self.ssm.layers[-1])
-            aux["attention_weights_per_head"] = weights
-            aux["attention_weights"] = weights.mean(2)
+        if self.memory is not None:
+            slot_offsets = self.wpe(slot_token_pos) if self.wpe is not None else None
+            result = self.memory.write(x, layout, buffers, slot_offsets)
+            new_buffers.update(result.state)
+            if result.gates is not None:
+                aux["write_gates"] = result.gates
+                if self.training and cfg.write_gate_sparsity > 0 and result.gates.numel():
+                    aux["auxiliary_loss"] = cfg.write_gate_sparsity * result.gates.mean()
+            x = self.memory.read(x, buffers, result, layout)
+            slots = result.slots
+            aux["attention_weights_per_head"] = result.weights
+            aux["attention_weights"] = result.weights.mean(2)
             aux["memory"] = slots
         else:
             slots = x.new_zeros(B, 0, cfg.d_model)
@@ -175,24 +161,3 @@ class StrideHybridModel(LanguageModel):
         new_buffers["slot_kv"] = torch.stack([torch.stack(c[2:], 1) for c in new_caches], 1)
         aux["state"] = StreamState(p + T, new_buffers)
         return logits, aux
-
-    def _write(self, x: Tensor, buffers: dict, new_buffers: dict, layout: WriteLayout):
-        """Run the write chain for this call; fills new_buffers with the pooling and SSM state."""
-        cfg = self.config
-        M = cfg.m_input_tokens
-        scores, values = self.pooling.project(x)
-        token_scores = torch.cat([buffers["pool_token_scores"], scores], 1)
-        token_values = torch.cat([buffers["pool_token_values"].to(values.dtype), values], 1)
-        ssm_state = {k: v for k, v in buffers.items() if k.startswith("ssm_")}
-        slot_offsets = self.wpe(layout.slot_token_pos) if self.wpe is not None else None
-        result = write_chain(
-            self.pooling, self.ssm, self.memory_proj, slot_offsets, token_scores, token_values, layout,
-            buffers["pool_slot_scores"], buffers["pool_slot_values"], ssm_state, M, cfg.pool_over_memory,
-            self.fused_write_chain, keep_states=hasattr(self, "memory_read"),
-        )
-        new_buffers["pool_token_scores"] = token_scores[:, token_scores.shape[1] - (M - 1):]
-        new_buffers["pool_token_values"] = token_values[:, token_values.shape[1] - (M - 1):]
-        new_buffers["pool_slot_scores"] = result.slot_scores
-        new_buffers["pool_slot_values"] = result.slot_values
-        new_buffers.update(result.ssm_state)
-        return result.slots, result.weights, result.read_states, result.gates

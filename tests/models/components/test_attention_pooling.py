@@ -34,26 +34,6 @@ def test_single_head_weights_are_the_softmax_of_query_key_scores():
     torch.testing.assert_close(pooling(window)[1][:, 0], expected)
 
 
-def test_several_vectors_split_the_heads_into_groups():
-    one = AttentionPooling(16, n_heads=4)
-    two = AttentionPooling(16, n_heads=4, vectors=2)
-    two.load_state_dict(one.state_dict())
-    window = torch.randn(3, 6, 16)
-    pooled, weights = one(window)
-    vectors, weights_two = two(window)
-    assert vectors.shape == (3, 2, 16)
-    torch.testing.assert_close(weights_two, weights)
-    torch.testing.assert_close(vectors.sum(1), pooled, rtol=1e-5, atol=1e-6)  # out is linear without bias
-    # the first vector is made by heads 0-1 alone: changing the other heads' queries leaves it alone
-    with torch.no_grad():
-        two.query[2:] += 1.0
-    changed, _ = two(window)
-    torch.testing.assert_close(changed[:, 0], vectors[:, 0])
-    assert not torch.allclose(changed[:, 1], vectors[:, 1])
-    with pytest.raises(ValueError, match="groups"):
-        AttentionPooling(16, n_heads=4, vectors=3)
-
-
 def test_pooling_rejects_heads_not_dividing_width():
     with pytest.raises(ValueError, match="divisible"):
         AttentionPooling(30, n_heads=4)
@@ -99,21 +79,3 @@ def test_the_analyzer_works_on_the_class_as_the_seed_calls_it(tmp_path):
         AttentionPoolingAnalyzer.analyze_attention(small, window_size=12, n_ssm=12)
 
 
-def test_a_straight_through_hard_gate_is_the_same_gate_with_a_gradient_where_it_is_shut():
-    """MEMORY.md Q15: the clip gives a gate pushed shut no gradient, so it never reopens; the
-    straight-through gate has the same values and passes the unclipped gradient back."""
-    torch.manual_seed(0)
-    clamp = AttentionPooling(16, gate=True, hard_gate=True)
-    straight = AttentionPooling(16, gate=True, hard_gate=True, straight_through=True)
-    with torch.no_grad():
-        clamp.gate.weight.normal_(std=3.0)
-    straight.load_state_dict(clamp.state_dict())
-    pooled = torch.randn(64, 16)
-    shut = clamp.write_gate(pooled)
-    assert torch.equal(shut, straight.write_gate(pooled)) and bool((shut == 0).any()) and bool((shut == 1).any())
-    closed = shut == 0
-    through_clip = torch.autograd.functional.jacobian(lambda x: clamp.write_gate(x).sum(), pooled)
-    straight_through = torch.autograd.functional.jacobian(lambda x: straight.write_gate(x).sum(), pooled)
-    assert bool((through_clip[closed] == 0).all())
-    assert bool((straight_through[closed].abs().sum(-1) > 0).all()), "every shut gate still gets a gradient"
-    torch.testing.assert_close(straight_through[~closed & (shut < 1)], through_clip[~closed & (shut < 1)])

@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from smt.models.components import write_chain as write_chain_module
-from smt.models.components.fused_write_chain import fused_write_chain
+from smt.models.memory import fused_chain as fused_chain_module
+from smt.models.memory.fused_chain import fused_write_chain
 from tests.models.helpers import random_ids, seed_design, tiny_model
 
 
 def _loss_and_grads(model, ids, fused: bool, cuts=(), probe_seed: int = 3):
     """A loss over logits, pooling weights and the final state of a stream fed in chunks (the
     state is carried with its graph, so gradients cross the chunk boundaries)."""
-    model.fused_write_chain = fused
+    model.memory.fused = fused
     model.zero_grad(set_to_none=True)
     generator = torch.Generator().manual_seed(probe_seed)
     state, loss, outputs = None, 0.0, []
@@ -39,7 +39,7 @@ def _assert_same(model, ids, cuts=()):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
     assert grads_fused.keys() == grads_loop.keys()
     memory_params = [n for n in grads_loop if n.startswith(("ssm.", "pooling.", "memory_proj."))]
-    from smt.models.components.fused_write_chain import chain_weights
+    from smt.models.memory.fused_chain import chain_weights
 
     pool, layers = chain_weights(model.pooling, model.ssm, model.memory_proj)
     named = {id(weight) for weight in [*pool, *(w for layer in layers for w in layer)]}
@@ -70,18 +70,18 @@ def test_fused_chain_equals_loop_across_chunks_with_carried_graph():
 def test_fused_chain_runs_only_from_four_writes():
     model = tiny_model(**seed_design()).eval()
     calls = []
-    original = write_chain_module.fused_write_chain
+    original = fused_chain_module.fused_write_chain
 
     def counting(*args, **kwargs):
         calls.append(1)
         return original(*args, **kwargs)
 
-    write_chain_module.fused_write_chain = counting
+    fused_chain_module.fused_write_chain = counting
     try:
         model(random_ids(1, 4 * model.config.stride))
         model(random_ids(1, 4 * model.config.stride - 1))
     finally:
-        write_chain_module.fused_write_chain = original
+        fused_chain_module.fused_write_chain = original
     assert len(calls) == 1  # 4 writes: fused; 3 writes: the loop (generation's one write per call, too)
 
 
@@ -90,7 +90,7 @@ def test_fused_chain_under_bf16_autocast_stays_close_to_loop():
     ids = random_ids(2, 45)
     results = []
     for fused in (False, True):
-        model.fused_write_chain = fused
+        model.memory.fused = fused
         with torch.autocast("cpu", dtype=torch.bfloat16):
             _, aux = model(ids)
         results.append(aux["memory"].float())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from smt.models.components.memory_read import MemoryRead, TiedMemoryRead, memory_read_reference
+from smt.models.memory.read import MemoryRead, memory_read_reference
 from tests.models.helpers import random_ids, seed_design, tiny_model
 
 
@@ -19,44 +19,10 @@ def test_grouped_read_equals_token_by_token(phase, length, stride):
                                memory_read_reference(reader, x, states, phase, stride), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("phase,length,stride", [(0, 12, 4), (3, 9, 4), (2, 7, 3)])
-def test_tied_grouped_read_equals_token_by_token(phase, length, stride):
-    model = tiny_model(memory_read="slots+tied")
-    reader, pooling, layer = model.memory_read, model.pooling, model.ssm.layers[-1]
-    assert isinstance(reader, TiedMemoryRead)
-    cfg = model.config
-    x = torch.randn(2, length, cfg.d_model)
-    states = torch.randn(2, 1 + (phase + length) // stride, cfg.d_inner, cfg.ssm_d_state)
-    fast = reader(x, states, phase, stride, pooling, layer)
-    torch.testing.assert_close(fast, memory_read_reference(reader, x, states, phase, stride, pooling, layer),
-                               rtol=1e-5, atol=1e-6)
-    assert fast.abs().max() > 0
-
-
-def test_tied_query_is_the_last_layers_c_of_a_one_token_write():
-    """The tied query of a token is the C the last Mamba layer computes for a write that pooled that
-    token alone, from a state whose conv history is zero (the newest tap only)."""
-    model = tiny_model(memory_read="slots+tied", ssm_n_layers=1)
-    x = torch.randn(3, 1, model.config.d_model)
-    q, gate = model.memory_read.queries(x, model.pooling, model.ssm.layers[-1])
-    pooled, _ = model.pooling(x)  # a window of one token: all the weight on it
-    mixer = model.ssm.layers[-1].mixer
-    captured = {}
-    inputs = mixer._ssm_inputs
-    mixer._ssm_inputs = lambda inner: captured.setdefault("dt_B_C", inputs(inner))
-    try:
-        mixer.step(model.ssm.layers[-1].norm(pooled), mixer.init_state(3))
-    finally:
-        del mixer._ssm_inputs
-    torch.testing.assert_close(q[:, 0], captured["dt_B_C"][2].float(), rtol=1e-5, atol=1e-6)
-    assert gate.shape == (3, 1, model.config.d_inner)
-
-
-@pytest.mark.parametrize("read", ["slots+state", "slots+tied"])
-def test_each_token_reads_the_state_after_the_writes_before_it(read):
+def test_each_token_reads_the_state_after_the_writes_before_it():
     """The reads the model adds equal an explicit recomputation: the scan state of the last Mamba
     layer after every write, from the SSM stepped on the chain's pooled vectors (the seed's chain)."""
-    model = tiny_model(**seed_design(memory_read=read))
+    model = tiny_model(**seed_design(memory_read="slots+state"))
     ids = random_ids(2, 23)
     S = model.config.stride
     captured = {}
@@ -83,8 +49,7 @@ def test_each_token_reads_the_state_after_the_writes_before_it(read):
         out, state = model.ssm.step(pooled, state)
         slots.append(model.memory_proj(out))
         states.append(state["ssm_scan"][:, -1])
-    reads = memory_read_reference(model.memory_read, x, torch.stack(states, 1), 0, S, model.pooling,
-                                  model.ssm.layers[-1])
+    reads = memory_read_reference(model.memory_read, x, torch.stack(states, 1), 0, S)
     torch.testing.assert_close(captured["x"], x + reads, rtol=1e-5, atol=1e-6)
     assert reads[:, S:].abs().max() > 0 and reads[:, :S].abs().max() == 0  # nothing written before token S
 
@@ -95,7 +60,5 @@ def test_memory_read_needs_a_mamba_memory():
 
     with pytest.raises(ConfigError, match="memory_read"):
         StrideHybridConfig.tiny(memory_read="slots+state", ssm_type="simple").validate()
-    with pytest.raises(ConfigError, match="memory_read"):
-        StrideHybridConfig.tiny(memory_read="slots+tied", ssm_type="simple").validate()
     with pytest.raises(ConfigError, match="memory_read"):
         StrideHybridConfig.tiny(memory_read="state").validate()

@@ -69,7 +69,7 @@ def test_gated_sequence_mode_equals_gated_steps(d_conv, kernel):
     """`forward_gated`, its scan and window through every registered implementation (the same name for the
     window where it has one, else its reference), against the step loop with the gate's blend (`ssm_steps`):
     outputs, both parts of the state, every kept scan state (the reference path), and the gradients."""
-    from smt.models.components.write_chain import ssm_steps
+    from smt.models.memory.chain import ssm_steps
 
     device = runnable(kernel) if kernel.name != kernels.REFERENCE else "cpu"
     torch.manual_seed(0)

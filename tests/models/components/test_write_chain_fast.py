@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from smt import StrideHybridConfig, StrideHybridModel
-from smt.models.components.write_chain import write_chain_reference
+from smt.models.memory.chain import write_chain_reference
 
 
 def test_model_write_chain_matches_reference_with_gradients():

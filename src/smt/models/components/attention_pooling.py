@@ -16,20 +16,13 @@ at the start) is added before the softmax: the seed's pooling is content-only, s
 prefer the newest tokens, and a write cannot single out the last key-value pair it covers. The
 bias is indexed from the end, so a tokens-only window (M positions) uses the token half.
 
-With `vectors` V > 1 the heads form V groups of n_heads / V and a window pools to V vectors, the
-g-th made by the g-th group alone: `out` applied to the heads of that group, the others zero (the
-sum of the V vectors is the one-vector pooling's output). Each vector becomes its own SSM step.
-
-With `gate` a write also gets a gate g = sigmoid(gate(pooled)) in (0, 1) (`write_gate`; with V
-vectors, from their sum): the memory keeps g of the state the write produces and 1 - g of the
-state before it. A softmax always pools a full-size vector, even from a window of filler, so
-without a gate every write lands in the state with its full weight; the gate lets a write that
-carries nothing be skipped, which also spares the state its decay (docs/MEMORY.md Q12). A sigmoid
-never closes, so `hard_gate` stretches it past [0, 1] and clips it (g = clamp(1.2 sigmoid(u) - 0.1,
-0, 1), the hard-concrete form of Louizos et al. 2018 without its noise): a write with g = 0 leaves
-the state exactly as it was (`write_gate_sparsity`, docs/MEMORY.md Q14). The clip has no gradient
-where it clips, so a gate pushed shut for every input gets no signal to reopen (MEMORY.md Q15);
-`straight_through` keeps the clipped gate forward and passes the unclipped gradient back.
+With `gate` a write also gets a gate g in [0, 1] (`write_gate`): the memory keeps g of the state
+the write produces and 1 - g of the state before it. A softmax always pools a full-size vector, even
+from a window of filler, so without a gate every write lands in the state with its full weight; the
+gate lets a write that carries nothing be skipped, which also spares the state its decay. A sigmoid
+never closes, so the gate stretches it past [0, 1] and clips it (g = clamp(1.2 sigmoid(u) - 0.1, 0, 1),
+the hard-concrete form of Louizos et al. 2018 without its noise): a write with g = 0 leaves the state
+exactly as it was (`write_gate_sparsity` pays for the open ones, docs/MEMORY.md).
 """
 
 from __future__ import annotations
@@ -39,23 +32,18 @@ import math
 import torch
 from torch import Tensor, nn
 
-# the gates start open (sigmoid(2) = 0.88): at initialisation a gated memory writes almost as the seed's does
-GATE_INIT_BIAS = 2.0
-# the hard gate starts open too (1.2 sigmoid(1) - 0.1 = 0.78), nearer its closing point u = -2.4
+# the gate starts open (1.2 sigmoid(1) - 0.1 = 0.78), not far from its closing point u = -2.4
 HARD_GATE_INIT_BIAS = 1.0
 HARD_GATE_STRETCH = 0.1
 
 
 class AttentionPooling(nn.Module):
     def __init__(self, d_model: int, n_heads: int = 1, eps: float = 1e-5, init_std: float = 0.02,
-                 window: int | None = None, vectors: int = 1, gate: bool = False,
-                 hard_gate: bool = False, straight_through: bool = False) -> None:
+                 window: int | None = None, gate: bool = False) -> None:
         super().__init__()
         if d_model % n_heads:
             raise ValueError(f"d_model={d_model} must be divisible by pooling heads={n_heads}")
-        if vectors < 1 or n_heads % vectors:
-            raise ValueError(f"pooling heads={n_heads} must split into vectors={vectors} equal groups")
-        self.n_heads, self.vectors = n_heads, vectors
+        self.n_heads = n_heads
         self.d_head = d_model // n_heads
         self.norm = nn.LayerNorm(d_model, eps=eps)
         self.query = nn.Parameter(torch.randn(n_heads, self.d_head) * init_std)
@@ -65,25 +53,18 @@ class AttentionPooling(nn.Module):
         for lin in (self.key, self.value, self.out):
             nn.init.normal_(lin.weight, std=init_std)
         self.position_bias = nn.Parameter(torch.zeros(window, n_heads)) if window else None
-        self.gate, self.hard_gate = None, hard_gate and gate
-        self.straight_through = straight_through and self.hard_gate
+        self.gate = None
         if gate:
             self.gate = nn.Linear(d_model, 1)
             nn.init.normal_(self.gate.weight, std=init_std)
-            nn.init.constant_(self.gate.bias, HARD_GATE_INIT_BIAS if self.hard_gate else GATE_INIT_BIAS)
+            nn.init.constant_(self.gate.bias, HARD_GATE_INIT_BIAS)
 
     def write_gate(self, pooled: Tensor) -> Tensor | None:
-        """The gate (B,) in float32 of a write that pooled `pooled` ((B, d) or (B, V, d)); None without one."""
+        """The gate (B,) in float32 of a write that pooled `pooled` (B, d); None without one."""
         if self.gate is None:
             return None
-        summed = pooled if pooled.dim() == 2 else pooled.sum(1)
-        gate = torch.sigmoid(self.gate(summed).float()).squeeze(-1)
-        if self.hard_gate:
-            stretched = gate * (1 + 2 * HARD_GATE_STRETCH) - HARD_GATE_STRETCH
-            gate = stretched.clamp(0.0, 1.0)
-            if self.straight_through:  # forward: exactly the clipped value; backward: the stretched sigmoid's
-                gate = gate.detach() + (stretched - stretched.detach())
-        return gate
+        gate = torch.sigmoid(self.gate(pooled).float()).squeeze(-1)
+        return (gate * (1 + 2 * HARD_GATE_STRETCH) - HARD_GATE_STRETCH).clamp(0.0, 1.0)
 
     def project(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Per-vector scores (..., heads) in float32 and values (..., d)."""
@@ -95,7 +76,7 @@ class AttentionPooling(nn.Module):
     def pool(self, scores: Tensor, values: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """Pool windows: scores (B, L, H), values (B, L, d), mask (B, L) True = visible.
 
-        Returns pooled (B, d) (with vectors V > 1: (B, V, d)) and weights (B, H, L) that sum to 1
+        Returns pooled (B, d) and weights (B, H, L) that sum to 1
         over visible positions. The softmax runs in float32; masked positions get exactly zero weight.
         """
         scores = scores.float()
@@ -105,15 +86,10 @@ class AttentionPooling(nn.Module):
         weights = torch.softmax(scores, dim=1).transpose(1, 2)  # (B, H, L)
         heads = values.unflatten(-1, (self.n_heads, self.d_head))  # (B, L, H, dh)
         pooled = torch.einsum("bhl,blhd->bhd", weights.to(values.dtype), heads)
-        if self.vectors == 1:
-            return self.out(pooled.flatten(1)), weights
-        group = self.n_heads // self.vectors  # vector g: out's columns of its heads, times their outputs
-        columns = self.out.weight.unflatten(1, (self.vectors, group * self.d_head))  # (d, V, group * dh)
-        by_group = pooled.unflatten(1, (self.vectors, group)).flatten(2)  # (B, V, group * dh)
-        return torch.einsum("bvk,dvk->bvd", by_group, columns), weights
+        return self.out(pooled.flatten(1)), weights
 
     def forward(self, window: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """window (B, L, d) -> pooled (B, d) or (B, vectors, d), weights (B, heads, L)."""
+        """window (B, L, d) -> pooled (B, d), weights (B, heads, L)."""
         if mask is None:
             mask = torch.ones(window.shape[:2], dtype=torch.bool, device=window.device)
         return self.pool(*self.project(window), mask)

@@ -138,7 +138,7 @@ class MambaMixer(nn.Module):
                       keep_states: bool = False):
         """Sequence mode with a write gate per timestep, gates (B, L) in [0, 1]: the same maths as `step`
         followed by the gate's blend of each part of the state, s_t = g_t step(s_{t-1}, x_t) + (1 - g_t)
-        s_{t-1}, with every output the ungated step's (as `write_chain.ssm_steps`, its reference). Both
+        s_{t-1}, with every output the ungated step's (as `memory.chain.ssm_steps`, its reference). Both
         parts stay linear recurrences: the scan runs as `scan.gated_scan` (whichever implementation
         `smt.kernels` chooses: native on CPU, Triton on CUDA, fused for large states, else the chunked
         reference), or with keep_states as the chunked `gated_scan_reference`, which keeps every state;
@@ -275,7 +275,7 @@ class MambaStack(_ResidualStack):
     def forward_gated(self, x: Tensor, gates: Tensor, state: dict[str, Tensor] | None = None,
                       keep_states: bool = False):
         """Sequence mode with a write gate per timestep (B, L), every layer's state blended by it
-        (`MambaMixer.forward_gated`); the step loop of `write_chain.ssm_steps` is the reference.
+        (`MambaMixer.forward_gated`); the step loop of `memory.chain.ssm_steps` is the reference.
         Returns y, the new state and, with keep_states, the last layer's scan state after every step."""
         residual = x.float()
         new_states = []

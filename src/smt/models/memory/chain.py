@@ -1,17 +1,14 @@
 """The memory write chain: every S tokens, pool the window and step the SSM.
 
-The chain is sequential because a write's pooling window holds the memory slots made by
-earlier writes. `write_chain` keeps the sequential part small: the token half of every window
-(per-token scores and values) is computed for all tokens at once and gathered per write; the
-loop only scores the one new slot per write, takes a softmax over N + M numbers and steps the
-SSM. With `pool_over_memory=False` the windows hold tokens only, so all writes are pooled at
-once and the SSM runs in sequence mode: no loop at all.
+The chain is sequential when a write's pooling window holds the memory slots made by earlier
+writes (the slot-feedback memory): the token half of every window (per-token scores and values) is
+computed for all tokens at once and gathered per write; the loop only scores the one new slot per
+write, takes a softmax over N + M numbers and steps the SSM (`loop_chain`; `fused_chain` is its
+hand-differentiated form). With windows of tokens only (the gated tokens-only memory) all writes
+are pooled at once and the SSM runs in sequence mode: `tokens_only_chain`, no loop at all.
 
-`write_chain` is a dispatcher over three paths with one signature (`ChainInputs` -> `WriteResult`):
-`tokens_only_chain` (pool_over_memory=False), `fused_write_chain` (a Mamba memory, >= FUSED_MIN_WRITES
-writes) and `loop_chain` (through autograd, every other case, and the fused path's reference).
-`write_chain_reference` builds every window explicitly and calls the pooling module on it;
-it is the oracle the fast chain is tested against.
+Both take `ChainInputs` and return a `ChainResult`. `write_chain_reference` builds every window
+explicitly and calls the pooling module on it; it is the oracle the fast chains are tested against.
 """
 
 from __future__ import annotations
@@ -24,17 +21,13 @@ import torch
 from torch import Tensor, nn
 
 from smt.models.components.attention_pooling import AttentionPooling
-from smt.models.components.fused_write_chain import fused_write_chain
-from smt.models.components.ssm import MambaStack
-from smt.models.components.windowed_attention import WriteLayout, sliding_blocks
-
-# below this many writes per call (generation: one write every S tokens) the fused chain's per-call
-# weight preparation costs more than it saves
-FUSED_MIN_WRITES = 4
+from smt.models.components.windowed_attention import sliding_blocks
 
 
 @dataclass
-class WriteResult:
+class ChainResult:
+    """What a chain of writes returns (its memory wraps it in a `WriteResult`)."""
+
     slots: Tensor  # (B, W, d) the new memory slot vectors, as they enter the transformer
     weights: Tensor  # (B, W, heads, N + M) pooling weights per write
     slot_scores: Tensor  # (B, N, heads) pooling scores of the latest N slots, for the next call
@@ -45,57 +38,8 @@ class WriteResult:
     gates: Tensor | None = None  # (B, W) float32 the write gates, with write_gate
 
 
-def write_chain(
-    pooling: AttentionPooling,
-    ssm,
-    memory_proj: nn.Linear,
-    slot_offsets: Tensor | None,
-    token_scores: Tensor,
-    token_values: Tensor,
-    layout: WriteLayout,
-    slot_scores: Tensor,
-    slot_values: Tensor,
-    ssm_state: dict[str, Tensor],
-    window_tokens: int,
-    pool_over_memory: bool = True,
-    fused: bool = True,
-    keep_states: bool = False,
-) -> WriteResult:
-    """Run the writes of one call.
-
-    token_* cover [M-1 cached tokens, T new tokens]: scores (B, L, H), values (B, L, d); `layout`
-    (the call's WriteLayout) says which tokens exist, which token triggers each write and which of
-    the latest N slots (slot_*, before this call) exist. A slot is memory_proj(SSM output) +
-    slot_offsets[:, w] (B, W, d; learned positions, or None). fused=True runs a Mamba memory's chain
-    of >= FUSED_MIN_WRITES writes through `fused_write_chain` (`loop_chain`, through autograd, is its
-    reference and runs every other case). keep_states=True also returns the scan state after every
-    write (`WriteResult.read_states`, for a per-token memory read); the fused chain does not keep
-    them, and neither does it know the pooling's position bias, several vectors per write or the write
-    gate, so those variants run the loop. With several vectors per write, a write is that many SSM steps and its
-    slot is the output of the last.
-    """
-    M, write_index = window_tokens, layout.write_index
-    W, N = layout.n_writes, slot_scores.shape[1]
-    if W == 0:
-        B = slot_scores.shape[0]
-        empty_weights = token_scores.new_zeros(B, 0, pooling.n_heads, N + M)
-        no_states = ssm_state["ssm_scan"][:, :0] if keep_states else None  # (B, 0, di, ds)
-        return WriteResult(token_values.new_zeros(B, 0, token_values.shape[-1]), empty_weights,
-                           slot_scores, slot_values, ssm_state, no_states)
-    window = write_index[:, None] - (M - 1) + torch.arange(M, device=write_index.device)  # (W, M)
-    chain = ChainInputs(pooling, ssm, memory_proj, slot_offsets, token_scores, token_values, layout.token_valid,
-                        window, slot_scores, slot_values, layout.slot_valid, ssm_state)
-    if not pool_over_memory:
-        # write w's window starts at token key S - 1 - r + S w
-        return tokens_only_chain(chain, keep_states, (layout.stride - 1 - layout.phase, layout.stride))
-    if (fused and isinstance(ssm, MambaStack) and N > 0 and W >= FUSED_MIN_WRITES
-            and pooling.position_bias is None and pooling.vectors == 1 and pooling.gate is None and not keep_states):
-        return WriteResult(*fused_write_chain(**chain._asdict()))  # by name: the fields are its parameters
-    return loop_chain(chain, keep_states)
-
-
 class ChainInputs(NamedTuple):
-    """What every path of the chain takes (see `write_chain`); window (W, M) holds the index into
+    """What every path of the chain takes; window (W, M) holds the index into
     the token_* tensors of every window position of every write."""
 
     pooling: AttentionPooling
@@ -135,15 +79,11 @@ class ChainInputs(NamedTuple):
 
 
 def ssm_steps(ssm: nn.Module, pooled: Tensor, state: dict, gate: Tensor | None = None) -> tuple[Tensor, dict]:
-    """One write into the SSM: pooled (B, d) is one step; (B, V, d), V steps in order. Returns the
-    output of the last step and the state after it. With a gate (B,) the state after the write is
-    g * (the state the steps produce) + (1 - g) * (the state before); the output is the steps'."""
+    """One write into the SSM: pooled (B, d) is one step. Returns its output and the state after it.
+    With a gate (B,) the state after the write is g * (the state the step produces) + (1 - g) * (the
+    state before); the output is the step's."""
     before = state
-    if pooled.dim() == 2:
-        out, state = ssm.step(pooled, state)
-    else:
-        for vector in pooled.unbind(1):
-            out, state = ssm.step(vector, state)
+    out, state = ssm.step(pooled, state)
     if gate is not None:
         state = {name: torch.lerp(before[name].float(), value.float(), gate.view(-1, *[1] * (value.dim() - 1)))
                  for name, value in state.items()}
@@ -151,54 +91,50 @@ def ssm_steps(ssm: nn.Module, pooled: Tensor, state: dict, gate: Tensor | None =
 
 
 def tokens_only_chain(c: ChainInputs, keep_states: bool = False,
-                      regular: tuple[int, int] | None = None) -> WriteResult:
+                      regular: tuple[int, int] | None = None) -> ChainResult:
     """pool_over_memory=False: the windows hold tokens only, so every write is pooled at once and
     the SSM runs in sequence mode (no loop); `regular` as in `ChainInputs.windows`. keep_states on a
     Mamba memory keeps every state through `MambaStack.forward_keeping_states`, and write gates run
-    through `MambaStack.forward_gated`; another SSM, or a gate over several vectors per write, runs step
-    by step (the reference)."""
+    through `MambaStack.forward_gated`; another SSM's gated writes run step by step (the reference)."""
     B, N, (W, M) = c.slot_scores.shape[0], c.slot_scores.shape[1], c.window.shape
     pooling = c.pooling
     win_scores, win_values, win_valid = c.windows(regular)
     pooled, weights = pooling.pool(win_scores.flatten(0, 1), win_values.flatten(0, 1), win_valid.flatten(0, 1))
-    V = pooling.vectors
-    steps = pooled.reshape(B, W * V, -1)  # a write's vectors are consecutive SSM steps
-    gates = pooling.write_gate(pooled.reshape(B * W, V, -1))
+    steps = pooled.view(B, W, -1)
+    gates = pooling.write_gate(pooled)
     all_gates = gates.view(B, W) if gates is not None else None
     read_states = None
     parallel_states = getattr(c.ssm, "forward_keeping_states", None) is not None  # a Mamba memory
-    parallel_gates = getattr(c.ssm, "forward_gated", None) is not None and V == 1
+    parallel_gates = getattr(c.ssm, "forward_gated", None) is not None
     if gates is not None and parallel_gates and W == 1 and not keep_states:
         # one write (decoding): a Mamba step per layer costs half of a one-step scan's setup
         out, ssm_state = ssm_steps(c.ssm, steps[:, 0], c.ssm_state, gates.view(B))
         out = out[:, None]
     elif gates is not None and parallel_gates:  # one gated scan per layer
-        out, ssm_state, read_states = c.ssm.forward_gated(steps, gates.view(B, W), c.ssm_state, keep_states)
+        out, ssm_state, read_states = c.ssm.forward_gated(steps, all_gates, c.ssm_state, keep_states)
     elif keep_states and gates is None and parallel_states:  # every state, still in parallel
-        out, ssm_state, all_states = c.ssm.forward_keeping_states(steps, c.ssm_state)
-        out, read_states = out[:, V - 1::V], all_states[:, V - 1::V]
-    elif keep_states or gates is not None:  # step by step: the reference, another SSM, a gate over V steps
+        out, ssm_state, read_states = c.ssm.forward_keeping_states(steps, c.ssm_state)
+    elif keep_states or gates is not None:  # step by step: the reference, and another SSM's gated writes
         outs, kept, ssm_state = [], [], c.ssm_state
-        gates = gates.view(B, W).unbind(1) if gates is not None else [None] * W
+        step_gates = all_gates.unbind(1) if gates is not None else [None] * W
         for w in range(W):
-            step_out, ssm_state = ssm_steps(c.ssm, steps[:, w * V:(w + 1) * V], ssm_state, gates[w])
+            step_out, ssm_state = ssm_steps(c.ssm, steps[:, w], ssm_state, step_gates[w])
             outs.append(step_out)
             if keep_states:
                 kept.append(ssm_state["ssm_scan"][:, -1])
         out, read_states = torch.stack(outs, 1), torch.stack(kept, 1) if keep_states else None
     else:
         out, ssm_state = c.ssm(steps, c.ssm_state)
-        out = out[:, V - 1::V]  # a write's slot: the output of its last step
     slots = c.to_slot(out, None)
     new_scores, new_values = pooling.project(slots)
     weights = weights.view(B, W, pooling.n_heads, M)
     weights = torch.cat([weights.new_zeros(B, W, pooling.n_heads, N), weights], dim=-1)
     slot_scores = torch.cat([c.slot_scores, new_scores], dim=1)[:, W:]
     slot_values = torch.cat([c.slot_values, new_values.to(c.slot_values.dtype)], dim=1)[:, W:]
-    return WriteResult(slots, weights, slot_scores, slot_values, ssm_state, read_states, all_gates)
+    return ChainResult(slots, weights, slot_scores, slot_values, ssm_state, read_states, all_gates)
 
 
-def loop_chain(c: ChainInputs, keep_states: bool = False) -> WriteResult:
+def loop_chain(c: ChainInputs, keep_states: bool = False) -> ChainResult:
     """One write at a time through autograd: any memory SSM, and the reference of the fused path."""
     B, N, W = c.slot_scores.shape[0], c.slot_scores.shape[1], c.window.shape[0]
     pooling, slot_scores, slot_values, slot_valid, ssm_state = (c.pooling, c.slot_scores, c.slot_values,
@@ -229,7 +165,7 @@ def loop_chain(c: ChainInputs, keep_states: bool = False) -> WriteResult:
             kept.append(ssm_state["ssm_scan"][:, -1])
     read_states = torch.stack(kept, 1) if keep_states else None
     all_gates = torch.stack(gates, 1) if pooling.gate is not None else None
-    return WriteResult(torch.stack(slots, 1), torch.stack(all_weights, 1), slot_scores, slot_values, ssm_state,
+    return ChainResult(torch.stack(slots, 1), torch.stack(all_weights, 1), slot_scores, slot_values, ssm_state,
                        read_states, all_gates)
 
 

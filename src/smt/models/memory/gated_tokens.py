@@ -1,0 +1,19 @@
+"""The default memory: pooling reads the window's tokens only, and every write passes a gate.
+
+No write's window depends on an earlier write, so every write of a call is pooled at once and the
+SSM runs in sequence mode (with gates: one gated scan per layer); see `chain.tokens_only_chain`.
+"""
+
+from __future__ import annotations
+
+from smt.models.components.windowed_attention import WriteLayout
+from smt.models.memory.base import Memory
+from smt.models.memory.chain import ChainInputs, ChainResult, tokens_only_chain
+
+
+class GatedTokensMemory(Memory):
+    """`memory: gated_tokens` (the default); the per-token read (`memory_read: slots+state`) is its option."""
+
+    def _chain(self, chain: ChainInputs, layout: WriteLayout, keep_states: bool) -> ChainResult:
+        # write w's window starts at token key S - 1 - r + S w: regular windows, sliding views
+        return tokens_only_chain(chain, keep_states, (layout.stride - 1 - layout.phase, layout.stride))
