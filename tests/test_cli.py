@@ -25,7 +25,7 @@ def test_abbreviated_and_unknown_options_are_refused_with_suggestions(capsys):
 @pytest.mark.parametrize("text,message", [
     (b"model:\n  preset: tiny\n  strid: 16\n", r"'strid' -> 'stride'"),
     (b"model:\n  n_layer: 2\n", r"'n_layer' -> 'transformer_n_layers'"),
-    (b"training:\n  lr: fast\n", r"lr='fast': must be a number"),
+    (b"training:\n  lr: fast\n", r"lr='fast': must be a finite number"),
     (b"model: [1, 2, 3]\n", r"the model section must be a mapping"),
     (b"model:\n  d_model: 64 \xff\n", r"is not UTF-8 text"),
     (b"run:\n  outptu_dir: x\n", r"'outptu_dir' -> 'output_dir'"),
@@ -78,9 +78,10 @@ def test_train_help_gives_every_field_its_type_default_and_meaning(capsys):
     with _pytest.raises(SystemExit):
         main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "--model.position VALUE, --position VALUE str, default 'rope': \"rope\" (unbounded streams)" in text
-    assert "--training.lr VALUE, --lr VALUE float, default" in text
-    assert "--run.logger VALUE, --logger VALUE str | list[str], default 'csv'" in text
+    assert ("--model.position VALUE, --position VALUE one of: rope, learned, default 'rope': \"rope\" "
+            "(unbounded streams)") in text
+    assert "--training.lr VALUE, --lr VALUE a finite number, default" in text
+    assert "--run.logger VALUE, --logger VALUE a string or a list (each item a string), default 'csv'" in text
     assert "--model.n_layers" not in text  # old names are accepted, not advertised
 
 

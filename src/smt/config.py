@@ -15,22 +15,35 @@ import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, get_args
 
 import yaml
 
-ARCHITECTURES = ("smt", "gpt", "swa", "mamba")
-SSM_TYPES = ("mamba", "simple")
-SSM_INITS = ("mamba", "mimetic")
-MEMORIES = ("gated_tokens", "slot_feedback")
-MEMORY_READS = ("slots", "slots+state")
+from smt.typed_fields import ConfigError, check_fields
+
+Architecture = Literal["smt", "gpt", "swa", "mamba"]
+SsmType = Literal["mamba", "simple"]
+SsmInit = Literal["mamba", "mimetic"]
+MemoryKind = Literal["gated_tokens", "slot_feedback"]
+MemoryRead = Literal["slots", "slots+state"]
+PositionType = Literal["rope", "learned"]
+AttentionImpl = Literal["chunked", "dense"]
+Dtype = Literal["float32", "bfloat16", "float16"]
+Batching = Literal["random", "stream"]
+NonfinitePolicy = Literal["stop", "skip"]
+ARCHITECTURES = get_args(Architecture)
+SSM_TYPES = get_args(SsmType)
+SSM_INITS = get_args(SsmInit)
+MEMORIES = get_args(MemoryKind)
+MEMORY_READS = get_args(MemoryRead)
 # memory variants the ablation (docs/MEMORY.md) showed failed, removed: the field and the one value an
 # old config may hold for it (the value that meant "off"); any other value is a ConfigError
 REMOVED_FIELDS = {"write_vectors": 1, "write_gate_gradient": "clamp"}
-POSITION_TYPES = ("rope", "learned")
-ATTENTION_IMPLS = ("chunked", "dense")
+POSITION_TYPES = get_args(PositionType)
+ATTENTION_IMPLS = get_args(AttentionImpl)
 DEVICES = ("cpu", "cuda", "mps", "auto")
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = get_args(Dtype)
+MAX_CONFIG_BYTES = 1_000_000  # a config is a few kB; a bound keeps a runaway file from hanging the parser
 DEFAULT_WRITE_GATE_SPARSITY = 1e-4  # the hard write gates' penalty when write_gate_sparsity is None
 
 
@@ -39,17 +52,35 @@ def _resolved_sparsity(write_gate: bool) -> float:
     return DEFAULT_WRITE_GATE_SPARSITY if write_gate is True else 0.0
 
 
-class ConfigError(ValueError):
-    """An impossible or inconsistent configuration value."""
-
-
 def pad_vocab_size(vocab_size: int, multiple: int = 8) -> int:
     """Round a tokenizer's vocabulary up to a multiple of `multiple` (as Mamba does)."""
     return int(math.ceil(vocab_size / multiple) * multiple)
 
 
 class _YamlLoader(yaml.SafeLoader):
-    """YAML 1.1 reads `3e-4` as a string; this loader reads it as a float, like YAML 1.2."""
+    """YAML 1.1 reads `3e-4` as a string; this loader reads it as a float, like YAML 1.2. It also
+    refuses duplicate keys (YAML keeps the last silently) and aliases (`*name`: an alias bomb of a
+    few lines expands to gigabytes)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise ConfigError(f"line {event.start_mark.line + 1}: YAML alias *{event.anchor} is not accepted in a "
+                              "config; write the value out")
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                continue  # an unhashable key: SafeLoader's own error
+            key = self.construct_object(key_node)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ConfigError(f"line {line}: duplicate key {key!r} (first at line {seen[key]}); YAML would "
+                                  "keep only the last, merge them into one")
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
 
 
 _YamlLoader.add_implicit_resolver(
@@ -60,8 +91,36 @@ _YamlLoader.add_implicit_resolver(
 
 
 def parse_yaml(text: str) -> Any:
-    """Safe YAML parsing (no object construction) that reads 3e-4 as a float."""
-    return yaml.load(text, Loader=_YamlLoader)  # noqa: S506 - a SafeLoader subclass
+    """Safe YAML parsing (no object construction) that reads 3e-4 as a float; duplicate keys,
+    aliases, more than MAX_CONFIG_BYTES and deep nesting are a ConfigError."""
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{len(text)} characters of YAML, more than a config's {MAX_CONFIG_BYTES}; "
+                          "is this the right file?")
+    try:
+        return yaml.load(text, Loader=_YamlLoader)  # noqa: S506 - a SafeLoader subclass
+    except RecursionError as error:
+        raise ConfigError("YAML nested too deeply for a config; flatten it") from error
+
+
+def _json_mapping(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json's object hook that refuses duplicate keys (json.loads keeps the last silently)."""
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ConfigError(f"duplicate key {key!r}; JSON would keep only the last, merge them into one")
+        result[key] = value
+    return result
+
+
+def parse_json(text: str) -> Any:
+    """json.loads with duplicate keys refused."""
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{len(text)} characters of JSON, more than a config's {MAX_CONFIG_BYTES}; "
+                          "is this the right file?")
+    try:
+        return json.loads(text, object_pairs_hook=_json_mapping)
+    except RecursionError as error:
+        raise ConfigError("JSON nested too deeply for a config; flatten it") from error
 
 
 def load_mapping(path: str | Path, expected: str = "a mapping of field names to values") -> dict[str, Any]:
@@ -75,9 +134,12 @@ def load_mapping(path: str | Path, expected: str = "a mapping of field names to 
         raise ConfigError(f"{path} is not UTF-8 text (byte {error.start}: {error.reason}); save the file as "
                           "UTF-8") from error
     try:
-        data = json.loads(text) if path.suffix == ".json" else parse_yaml(text)
+        data = parse_json(text) if path.suffix == ".json" else parse_yaml(text)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from error
     except (ValueError, yaml.YAMLError) as error:
-        raise ConfigError(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {error}") from error
+        message = " ".join(str(error).split())  # YAML's messages span lines; an error is one line
+        raise ConfigError(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {message}") from error
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected {expected}, got {type(data).__name__}")
     return data
@@ -198,17 +260,17 @@ class StrideHybridConfig(_Serialisable):
     transformer_n_layers: int = 12
     n_heads: int | None = None  # default: GPT-2's 64-wide heads (12 at d_model=768, 8 at 512)
     d_ff: int | None = None  # default 4 * d_model
-    position: str = "rope"  # "rope" (unbounded streams) or "learned" (GPT-2 parity)
+    position: PositionType = "rope"  # "rope" (unbounded streams) or "learned" (GPT-2 parity)
     max_position_embeddings: int = 1024  # only used by position="learned"
     rope_base: float = 10000.0
-    attention_impl: str = "chunked"  # "chunked" (linear cost) or "dense" (test oracle)
+    attention_impl: AttentionImpl = "chunked"  # "chunked" (linear cost) or "dense" (test oracle)
     attention_block_size: int | None = None  # query block of the chunked path; default max(M, 64)
     layer_norm_eps: float = 1e-5
     # the memory strategy (smt.models.memory): "gated_tokens" (the default since docs/MEMORY.md Q17),
     # pooling reads the window's tokens only and the SSM runs as one scan; "slot_feedback", the seed's
     # design, pooling over the memory slots + tokens (a sequential chain). Older configs name it with
     # `pool_over_memory` (false / true), still accepted.
-    memory: str = "gated_tokens"
+    memory: MemoryKind = "gated_tokens"
     # attention pooling
     pooling_heads: int = 1
     pool_position_bias: bool = False  # a learned pooling score per window position (the newest tokens)
@@ -222,9 +284,9 @@ class StrideHybridConfig(_Serialisable):
     write_gate_sparsity: float | None = None
     # "slots": the transformer reads the memory through its N slots only (the seed's design);
     # "slots+state": each token also reads the memory's last SSM state with its own query (issue 13)
-    memory_read: str = "slots"
+    memory_read: MemoryRead = "slots"
     # SSM memory (Mamba-130M shape)
-    ssm_type: str = "mamba"
+    ssm_type: SsmType = "mamba"
     ssm_n_layers: int = 24
     ssm_d_state: int = 16
     ssm_d_conv: int = 4
@@ -235,11 +297,11 @@ class StrideHybridConfig(_Serialisable):
     # hundreds of writes; docs/MEMORY.md), Mamba's own [1e-3, 1e-1] for the Mamba-only LM (arch mamba)
     ssm_dt_min: float | None = None
     ssm_dt_max: float | None = None
-    ssm_init: str = "mamba"  # "mamba" (the paper's) or "mimetic" (A near 0, C projection = B's)
+    ssm_init: SsmInit = "mamba"  # "mamba" (the paper's) or "mimetic" (A near 0, C projection = B's)
     rms_norm_eps: float = 1e-5
     use_cuda_kernels: bool = True  # mamba-ssm kernels, only when importable and on CUDA
     # architecture: smt, or one of the baselines sharing the same blocks
-    arch: str = "smt"
+    arch: Architecture = "smt"
     context_length: int | None = None  # arch gpt: keys a token sees at most (its trained context);
     # streams longer than it slide the KV cache (None: the cache keeps every key)
     # misc
@@ -247,9 +309,10 @@ class StrideHybridConfig(_Serialisable):
     dropout: float = 0.0
     initializer_range: float = 0.02
     device: str = "cpu"
-    dtype: str = "float32"
+    dtype: Dtype = "float32"
 
     def __post_init__(self) -> None:
+        check_fields(self, "model")
         if self.n_heads is None and isinstance(self.d_model, int) and not isinstance(self.d_model, bool):
             heads = max(1, self.d_model // 64)
             while self.d_model % heads:
@@ -520,13 +583,14 @@ class TrainingConfig(_Serialisable):
     checkpoint_interval: int = 500
     keep_last_checkpoints: int = 3
     seed: int = 1337
-    dtype: str = "float32"  # float32, bfloat16 (autocast) or float16 (autocast + loss scaling, GPUs without bf16)
+    dtype: Dtype = "float32"  # float32, bfloat16 (autocast) or float16 (autocast + loss scaling, GPUs without bf16)
     compile: bool = False
-    batching: str = "random"  # "random" windows or "stream" (long documents, state carried)
-    nonfinite: str = "stop"  # what to do on a NaN/inf loss or gradient: "stop" or "skip"
+    batching: Batching = "random"  # "random" windows or "stream" (long documents, state carried)
+    nonfinite: NonfinitePolicy = "stop"  # what to do on a NaN/inf loss or gradient: "stop" or "skip"
     device: str = "cpu"
 
     def __post_init__(self) -> None:
+        check_fields(self, "training")
         self.validate()
 
     def validate(self) -> None:

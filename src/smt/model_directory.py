@@ -28,7 +28,7 @@ import os
 import re
 import tempfile
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import torch
@@ -50,6 +50,9 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json",
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 GENERATION_CONFIG_FILE = "generation_config.json"
 MODEL_CARD_FILE = "README.md"
+# what an integrity record must list when present (must_be_recorded)
+RECORDED_FILES = (CONFIG_FILE, TOKENIZER_FILE, TOKENIZER_CONFIG_FILE, "vocab.json", "merges.txt")
+RECORDED_SUFFIXES = (".safetensors", ".bin", ".pt", ".index.json")
 # transformers' trust_remote_code entry points: two files beside the weights, each one import from smt.hf
 AUTO_MAP = {"AutoConfig": "configuration_smt.SMTConfig", "AutoModelForCausalLM": "modeling_smt.SMTForCausalLM"}
 
@@ -378,6 +381,7 @@ def verify_model_files(directory: str | Path) -> None:
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise CheckpointError(f"{file} is unreadable ({error}); re-save the model, or delete {file.name} to "
                               "load it unchecked") from error
+    check_record_scope(directory, dict(items), file)
     check_files(directory, dict(items), missing=f"{file.name} lists it; copy the whole directory",
                 changed=f"was changed or corrupted after it was saved (its sha256 does not match {file.name}); "
                         f"re-save the model, or if you edited it on purpose, delete {file.name} to load it "
@@ -396,10 +400,35 @@ def verify_training_record(directory: Path) -> dict:
         checksums = record["checksums"]
     except (ValueError, KeyError, TypeError) as error:
         raise CheckpointError(f"{file} is unreadable or incomplete ({error})") from error
+    check_record_scope(directory, checksums, file)
     check_files(directory, checksums, missing="the checkpoint is incomplete",
                 changed=f"is corrupted or truncated: its sha256 does not match {file.name}; move this step "
                         "directory away and resume from an older one (smt train --config ... --resume step_NNNNNN)")
     return record
+
+
+def must_be_recorded(directory: Path) -> list[str]:
+    """The files of a directory its integrity record must list: the config, the weights (and a
+    step's optimizer and stream state) and the tokenizer files, those present."""
+    return sorted(p.name for p in directory.iterdir()
+                  if p.is_file() and (p.name in RECORDED_FILES or p.name.endswith(RECORDED_SUFFIXES)))
+
+
+def check_record_scope(directory: Path, checksums: Any, record: Path) -> None:
+    """A record names only files inside its directory, as sha256 strings, and covers every file of
+    must_be_recorded: an empty or partial record would otherwise vouch for files it never checked."""
+    if not isinstance(checksums, dict) or not all(isinstance(v, str) for v in checksums.values()):
+        raise CheckpointError(f"{record} is damaged (its checksums are not a mapping of file name to sha256); "
+                              "re-save the model")
+    for name in checksums:
+        parts = PurePosixPath(str(name)).parts
+        if not name or "\\" in name or PurePosixPath(name).is_absolute() or ".." in parts:
+            raise CheckpointError(f"{record} names {name!r}, which is not a file of {directory}; the record is "
+                                  "damaged or forged: re-save the model or take a fresh copy")
+    uncovered = [name for name in must_be_recorded(directory) if name not in checksums]
+    if uncovered:
+        raise CheckpointError(f"{record} does not cover {uncovered} of {directory}, so it cannot vouch for them; "
+                              "re-save the model, or delete the record to load the directory unchecked")
 
 
 def check_files(directory: Path, checksums: dict[str, str], missing: str, changed: str) -> None:

@@ -12,8 +12,10 @@ import dataclasses
 import json
 import sys
 from dataclasses import fields
+from typing import Any
 
 from smt.config import StrideHybridConfig, TrainingConfig
+from smt.typed_fields import describe, field_types
 
 
 def _section_fields() -> dict[str, list[str]]:
@@ -57,8 +59,18 @@ def add_parser(sub) -> None:
             flags = [f"--{section}.{name}"] + ([f"--{name}"] if counts[name] == 1 else [])
             text = argparse.SUPPRESS if name in StrideHybridConfig.ALIASES else described.get((section, name))
             group.add_argument(*flags, dest=f"override:{section}.{name}", metavar="VALUE",
-                               default=argparse.SUPPRESS, help=text)
+                               default=argparse.SUPPRESS, help=text, action=_SetOnce)
     parser.set_defaults(run=run)
+
+
+class _SetOnce(argparse.Action):
+    """A setting given twice (--lr 1 --training.lr 2) is refused, as a duplicate key in a file is."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        if hasattr(namespace, self.dest):
+            parser.error(f"{option_string}: {self.dest.removeprefix('override:')} is given twice; keep one")
+        setattr(namespace, self.dest, values)
 
 
 def _field_help() -> dict[tuple[str, str], str]:
@@ -77,8 +89,9 @@ def _field_help() -> dict[tuple[str, str], str]:
             match = re.match(r"\s+(\w+): [^=]+=\s*.+?\s+#\s*(.+)$", line)
             if match:
                 comments[match.group(1)] = match.group(2).strip()
+        types = field_types(cls)
         for f in fields(cls):
-            kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+            kind = describe(types[f.name])
             default = f.default if f.default is not dataclasses.MISSING else "(computed)"
             text = f"{kind}, default {default!r}"
             described[(section, f.name)] = text + (f": {comments[f.name]}" if f.name in comments else "")

@@ -34,6 +34,7 @@ from transformers.generation import utils as generation_utils
 from transformers.utils import ModelOutput
 
 from smt.hf.configuration import SMTConfig
+from smt.model_directory import verify_model_files
 from smt.models.baselines import build_model
 from smt.models.components.stream_state import StreamState
 
@@ -189,6 +190,14 @@ class SMTForCausalLM(SMTPreTrainedModel, GenerationMixin):
             for param in native.parameters():  # initialised natively: transformers' init leaves them alone
                 param._is_hf_initialized = True
         self.post_init()
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: Any, *args: Any, **kwargs: Any) -> Any:
+        """transformers' from_pretrained, after a local directory is checked against its integrity
+        record (checksums.json or a step's training.json), as every native loader does."""
+        if pretrained_model_name_or_path is not None and Path(pretrained_model_name_or_path).is_dir():
+            verify_model_files(Path(pretrained_model_name_or_path) / (kwargs.get("subfolder") or ""))
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     @property
     def smt_model(self) -> nn.Module:

@@ -68,6 +68,9 @@ def best_checkpoint(root: Path) -> Path | None:
         name = json.loads(file.read_text(encoding="utf-8"))["step_dir"]
     except (ValueError, KeyError, TypeError) as error:
         raise CheckpointError(f"{file} is unreadable ({error}); delete it to fall back to the latest") from error
+    if not isinstance(name, str) or not STEP_DIR.match(name):
+        raise CheckpointError(f"{file} names {name!r}, not a step directory of this run (step_NNNNNN); "
+                              "delete it to fall back to the latest")
     return root / name
 
 

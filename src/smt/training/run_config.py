@@ -17,7 +17,7 @@ import codecs
 import dataclasses
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import yaml
 
@@ -31,12 +31,14 @@ from smt.config import (
     unknown_fields_error,
 )
 from smt.training.logging import TRACKERS
+from smt.typed_fields import check_fields
 
 
 def _load_mapping(path: str | Path) -> dict[str, Any]:
     return load_mapping(path, "a mapping with sections model/training/run")
 
-PARALLEL_MODES = ("ddp", "fsdp")
+ParallelMode = Literal["ddp", "fsdp"]
+PARALLEL_MODES = get_args(ParallelMode)
 
 
 @dataclass
@@ -59,7 +61,7 @@ class RunConfig:
     init_from: str | dict | None = None  # see smt.pretrained.init_model
     task: str | dict | None = None  # synthetic task instead of text: a name in smt.evaluation.tasks.TASKS
     full_final_eval: bool = True  # the last evaluation reads the whole validation set
-    parallel: str = "ddp"  # with several processes: "ddp" or "fsdp" (sharded, large models)
+    parallel: ParallelMode = "ddp"  # with several processes: "ddp" or "fsdp" (sharded, large models)
     dist_timeout_s: int = 600  # a collective waiting longer than this ends the run with an error
     stop_grace_s: float | None = 300.0  # after SIGTERM, the step in progress may take this long (None: no limit)
     keep_freed_memory: bool = True  # CPU runs: freed memory stays in the process (smt.training.host_memory)
@@ -68,6 +70,7 @@ class RunConfig:
     tensorboard: bool = False  # old switch: true adds "tensorboard" to logger
 
     def __post_init__(self) -> None:
+        check_fields(self, "run")
         self.validate()
 
     def validate(self) -> None:
@@ -155,7 +158,7 @@ class FullConfig:
                               "model, training and run")
         sections = {}
         for name in ("model", "training", "run"):
-            value = data.get(name) or {}
+            value = {} if data.get(name) is None else data[name]
             if not isinstance(value, dict):
                 raise ConfigError(f"the {name} section must be a mapping of field: value, got "
                                   f"{type(value).__name__} {value!r}")
@@ -183,6 +186,7 @@ SECTION_FIELDS = {
 def parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
     """['--lr', '3e-4', '--model.d_model=128'] -> {'training': {'lr': 0.0003}, 'model': {...}}."""
     result: dict[str, dict[str, Any]] = {}
+    given: dict[tuple[str, str], str] = {}  # (section, canonical field) -> the option that set it
     index = 0
     while index < len(items):
         item = items[index]
@@ -210,8 +214,14 @@ def parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
             section = owners[0]
         if section == "model":
             name = StrideHybridConfig.ALIASES.get(name, name)  # old names land on the canonical field
+        if (section, name) in given:  # the file rule: one value per field, old and new names included
+            raise ConfigError(f"--{key} and --{given[section, name]} set the same field {section}.{name}; "
+                              "keep one")
+        given[section, name] = key
         try:
             parsed = parse_yaml(value)
+        except ConfigError as error:
+            raise ConfigError(f"--{key}: {error}") from error
         except yaml.YAMLError:  # not YAML (e.g. '{'): the text itself, for the field's own check to judge
             parsed = value
         result.setdefault(section, {})[name] = parsed
@@ -223,7 +233,7 @@ def load_run_config(path: str | Path | None = None, overrides: list[str] | dict 
     data = _load_mapping(path) if path is not None else {}
     extra = parse_overrides(overrides) if isinstance(overrides, list) else (overrides or {})
     for section in ("model", "training", "run"):
-        if not isinstance(data.get(section) or {}, dict):
+        if not isinstance({} if data.get(section) is None else data[section], dict):
             where = f"{path}: " if path is not None else ""
             raise ConfigError(f"{where}the {section} section must be a mapping of field: value, got "
                               f"{type(data[section]).__name__} {data[section]!r}")
