@@ -19,7 +19,7 @@ case $stage in
       --train_data "$DATA/code/train.jsonl" --valid_data "$DATA/code/valid.jsonl" \
       > "runs/text/logs/$name-s$seed.train.log" 2>&1 ;;
   eval)
-    "$SMT" eval --checkpoint "$run" --data "$DATA/code/valid.jsonl" --positions 1024 --recall-split 2 \
+    "$SMT" eval --checkpoint "$run" --data "$DATA/code/valid.jsonl" --positions 1024 --recall-split 2 --recall-edges 32,186,512 \
       --out "$run/eval" > "runs/text/logs/$name-s$seed.eval.log" 2>&1 ;;
   *) echo "usage: text.sh train|eval NAME [SEED]" >&2; exit 2 ;;
 esac
