@@ -45,13 +45,18 @@ def build(arch: str, overrides: dict, vocab_size: int) -> tuple[StrideHybridConf
 
 
 def train(model, task: TaskConfig, steps: int, lr: float, batch_size: int, seed: int, warmup: int,
-          weight_decay: float, log_every: int = 100) -> tuple[list[tuple[int, float]], list[dict]]:
+          weight_decay: float, log_every: int = 100,
+          optimizer_kind: str = "smt") -> tuple[list[tuple[int, float]], list[dict]]:
     """With the task's state_passing > 0, rows continue the streams that the batcher marks (see
     TaskConfig), from the previous step's final state, detached, as the trainer's stream mode does."""
     training = TrainingConfig(batch_size=batch_size, seq_len=task.seq_len, lr=lr, warmup_steps=warmup,
                               weight_decay=weight_decay, max_steps=steps)
-    optimizer = build_optimizer(model, training)
-    scheduler = build_scheduler(optimizer, warmup, steps, 0.1)
+    if optimizer_kind == "smt":  # smt.training's: betas (0.9, 0.95), no decay on gains and biases, floor 0.1
+        optimizer = build_optimizer(model, training)
+        scheduler = build_scheduler(optimizer, warmup, steps, 0.1)
+    else:  # what a loop of one's own would write: torch's AdamW defaults on every parameter, cosine to zero
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+        scheduler = build_scheduler(optimizer, warmup, steps, 0.0)
     batcher = TaskBatcher(task, batch_size, seed)
     losses, diagnostics, running, norms, gates = [], [], [], [], []
     carried = None
@@ -109,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--weight-decay", type=float, default=0.0)
+    parser.add_argument("--optimizer", default="smt", choices=["smt", "torch-adamw"],
+                        help="smt: smt.training's optimizer and schedule; torch-adamw: torch.optim.AdamW's defaults "
+                             "(betas 0.9/0.999, weight decay 0.01 on every parameter) and cosine to zero")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--state-passing", type=float, default=0.0,
@@ -144,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
                              f"unexpected {unexpected}; only the write gate (pooling.gate.*) may be new")
     started = time.perf_counter()
     losses, diagnostics = train(model, task, args.steps, args.lr, args.batch_size, args.seed, args.warmup,
-                                args.weight_decay)
+                                args.weight_decay, optimizer_kind=args.optimizer)
     seconds = time.perf_counter() - started
     lengths = [args.seq_len, *args.eval_lengths]
     extra = {}
@@ -166,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
                                                          seed=args.seed) for length in lengths}
     record = {"label": args.label or args.arch, "task": args.task, "arch": args.arch, "init_from": args.init_from,
               "model": overrides, "seed": args.seed,
-              "seq_len": args.seq_len, "steps": args.steps, "lr": args.lr, "state_passing": args.state_passing,
+              "seq_len": args.seq_len, "steps": args.steps, "lr": args.lr,
+              "optimizer": args.optimizer, "state_passing": args.state_passing,
               "passed_rows": args.passed_rows, "R": smt_config.window_reach,
               "parameters": model.count_parameters()["total"], "train_seconds": round(seconds, 1),
               "losses": losses, "diagnostics": diagnostics, "accuracy": accuracy, "chance": task.chance, **extra}
