@@ -48,7 +48,7 @@ def collect(runs: Path) -> list[dict]:
                         "steps": train[-1]["step"] if train else None,
                         "tokens_per_s": train[-1].get("tokens_per_s") if train else None,
                         "lr": config["training"]["lr"], "recall_split": result["recall_split"],
-                        "perplexity": result.get("perplexity", {}).get("ppl"),
+                        "whole_module_loss": result.get("perplexity", {}).get("loss"),
                         "loss_by_position": [round(float(v), 5) for v in curve]})
     if not records:
         raise SystemExit(f"no evaluated run under {runs} (NAME-sSEED/eval/eval.json with a recall split): "
@@ -93,10 +93,14 @@ def table(records: list[dict]) -> str:
     models = list(grouped)
     first = records[0]["recall_split"]
     lines = [f"Recall split: {first['n']}-gram hits, {first.get('streams', '')}; mean [min-max] over seeds.", "",
-             "| model | seeds | parameters | tokens seen | lr |", "|---|---|---:|---:|---:|"]
+             "| model | seeds | parameters | tokens seen | lr | loss on whole held-out modules (streamed) |",
+             "|---|---|---:|---:|---:|---|"]
     for model, runs in grouped.items():
+        whole = [r["whole_module_loss"] for r in runs if r.get("whole_module_loss") is not None]
+        whole_text = (f"{np.mean(whole):.3f} [{min(whole):.3f}-{max(whole):.3f}]" if len(whole) > 1
+                      else f"{whole[0]:.3f}" if whole else "-")
         lines.append(f"| {model} | {', '.join(str(r['seed']) for r in runs)} | {runs[0]['parameters']:,} | "
-                     f"{runs[0]['tokens_seen']:,} | {runs[0]['lr']:g} |")
+                     f"{runs[0]['tokens_seen']:,} | {runs[0]['lr']:g} | {whole_text} |")
     shares = {name: entry["share"] for name, entry in first["buckets"].items()}
     lines += ["", "| loss | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
     for name in stats[models[0]]:
