@@ -67,6 +67,13 @@ def bucket_values(record: dict) -> dict[str, float]:
     """Every number of a run's rows: the recall buckets, all tokens, and the position buckets."""
     split = record["recall_split"]
     values = {name: entry["mean_loss"] for name, entry in split["buckets"].items()}
+    # the hits beyond SWA's reach together (the far buckets are small: 1-5% of the tokens each)
+    far = [entry for entry, low in zip(split["buckets"].values(), [1, *[e + 1 for e in split["edges"]]])
+           if len(split["edges"]) > 1 and low > split["edges"][1]]
+    far_tokens = sum(e["tokens"] for e in far)
+    if far_tokens:
+        values[f"hit {split['edges'][1] + 1}+ (all beyond the second edge)"] = (
+            sum(e["tokens"] * e["mean_loss"] for e in far if e["mean_loss"] is not None) / far_tokens)
     values["all tokens"] = split["all"]["mean_loss"]
     curve = np.asarray(record["loss_by_position"], dtype=np.float64)
     for lo, hi in POSITION_BUCKETS:
