@@ -41,20 +41,23 @@ def profile_train_step(arch: str = "smt", context: int = 4096, dtype: str = "flo
 
 
 def _fix_write_path(model) -> None:
-    """Replace model._write by its first call's outputs, detached (the slots as a fresh leaf each call)."""
-    real, kept = model._write, {}
+    """Replace model.memory.write by its first call's result, detached (the slots a fresh leaf each call)."""
+    from dataclasses import replace
 
-    def fixed(x, buffers, new_buffers, layout):
+    real, kept = model.memory.write, {}
+
+    def fixed(x, layout, state, slot_offsets=None):
         if not kept:
             with torch.no_grad():
-                outputs = real(x, buffers, new_buffers, layout)
-            kept["outputs"] = [o.detach() if torch.is_tensor(o) else o for o in outputs]
-            kept["buffers"] = {name: value.detach() for name, value in new_buffers.items()}
-        new_buffers.update(kept["buffers"])
-        slots, *rest = kept["outputs"]
-        return (slots.clone().requires_grad_(), *rest)
+                result = real(x, layout, state, slot_offsets)
+            kept["result"] = replace(
+                result, slots=result.slots.detach(), weights=result.weights.detach(),
+                state={name: value.detach() for name, value in result.state.items()},
+                gates=None if result.gates is None else result.gates.detach(),
+                write_states=None if result.write_states is None else result.write_states.detach())
+        return replace(kept["result"], slots=kept["result"].slots.clone().requires_grad_())
 
-    model._write = fixed
+    model.memory.write = fixed
 
 
 def split_step(context: int = 4096, dtype: str = "float32", batch: int = 1, size: str = "small",

@@ -110,11 +110,11 @@ def test_run_all_quick_writes_report_and_json(tmp_path):
         run_all.run(["nonsense"])
 
 
-def test_smt_bench_command_runs_quick(tmp_path, capsys):
+def test_smt_bench_command_runs_quick(tmp_path, capfd):
     from smt.cli import main
 
     assert main(["bench", "--quick", "--only", "ssm", "--dtypes", "float32"]) == 0
-    assert "Mamba block" in capsys.readouterr().out
+    assert "Mamba block" in capfd.readouterr().out  # the benchmarks run in a subprocess: its output, fd 1
 
 
 def test_long_stream_benchmark_reports_constant_state():
@@ -198,8 +198,8 @@ def test_count_ops_counts_every_computing_op_of_a_step():
 def test_a_fixed_write_path_runs_the_real_one_once():
     model = build(bench_config("toy"))
     calls = []
-    real = model._write
-    model._write = lambda *args: calls.append(1) or real(*args)
+    real = model.memory.write
+    model.memory.write = lambda *args: calls.append(1) or real(*args)
     profiles._fix_write_path(model)
     ids = torch.randint(0, model.config.vocab_size, (1, 33))
     for _ in range(3):
