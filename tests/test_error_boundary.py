@@ -52,3 +52,30 @@ def test_an_unexpected_error_is_one_line_and_its_traceback_is_kept(capsys, monke
     assert main(["info", "x"]) == 1
     err = capsys.readouterr().err
     assert "Traceback (most recent call last)" in err and "in broken" in err, err
+
+
+def test_a_real_full_disk_is_named_with_its_free_space(tmp_path, shared_data, capsys, mount_tmpfs):
+    """2 MiB: the run starts, its first checkpoint (2.6 MB) does not fit. Before: torch's
+    `[enforce fail at inline_container.cc:672] . unexpected pos ...` traceback."""
+    disk = mount_tmpfs("2m")
+    line = _one_line(capsys, _train_args(tmp_path, shared_data, disk / "run"))
+    assert f"disk full at {disk / 'run' / 'checkpoints'}: free " in line and "choose another --output_dir" in line
+    assert list((disk / "run" / "checkpoints").iterdir()) == []  # no staging folder left
+    assert (disk / "run" / "config.yaml").stat().st_size > 0
+
+
+def test_a_disk_full_before_config_yaml_leaves_no_empty_config(tmp_path, shared_data, capsys, mount_tmpfs):
+    """Before, the lock's flush raised a bare `OSError: [Errno 28]` and config.yaml could be left empty."""
+    disk = mount_tmpfs("1m")
+    with open(disk / "filler", "wb", buffering=0) as out, pytest.raises(OSError):
+        while True:
+            out.write(bytes(4096))
+    line = _one_line(capsys, _train_args(tmp_path, shared_data, disk / "run"))
+    assert f"disk full at {disk / 'run'}" in line and "free 0 bytes" in line, line
+    assert not (disk / "run" / "config.yaml").exists()
+    (disk / "filler").unlink()
+    with open(disk / "filler", "wb") as out:  # room for the lock and marker, not for config.yaml
+        out.write(bytes((1 << 20) - 8192))
+    line = _one_line(capsys, _train_args(tmp_path, shared_data, disk / "run"))
+    assert f"disk full at {disk / 'run' / 'config.yaml'}: free " in line, line
+    assert not (disk / "run" / "config.yaml").exists()

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from smt.config import ConfigError
+from smt.errors import writing_under
 from smt.training.batching import (
     Batch,
     RandomWindowBatcher,
@@ -242,11 +243,12 @@ class Trainer:
         locked while the training runs."""
         ctx = self.context or setup_distributed(self.tc.device, self.run.dist_timeout_s)
         try:
-            if not ctx.is_main:
-                check_run_dir(self.run_dir, resume, overwrite)
-                return self._train(ctx, resume, stop_after)
-            with claim_run_dir(self.run_dir, resume, overwrite):
-                return self._train(ctx, resume, stop_after)
+            with writing_under(self.run_dir):
+                if not ctx.is_main:
+                    check_run_dir(self.run_dir, resume, overwrite)
+                    return self._train(ctx, resume, stop_after)
+                with claim_run_dir(self.run_dir, resume, overwrite):
+                    return self._train(ctx, resume, stop_after)
         finally:
             if self.context is None:
                 teardown_distributed(ctx)
