@@ -22,14 +22,14 @@ def _one_line(capsys, argv: list[str], code: int = 2) -> str:
     return last
 
 
-def _train_args(tmp_path: Path, shared_data: Path, output_dir: Path, *extra: str) -> list[str]:
+def _train_args(tmp_path: Path, shared_data: Path, output_dir: Path, *extra: str, steps: int = 2) -> list[str]:
     train = tmp_path / "train.txt"
     if not train.exists():
         text = (shared_data / "gutenberg/train/pg158-emma.txt").read_text(encoding="utf-8")
         train.write_text(text[:40_000], encoding="utf-8")
     return ["train", "--preset", "tiny", "--vocab_size", "512", "--train_data", str(train), "--valid_fraction", "null",
             "--tokenizer", str(tmp_path / "tok"), "--tokenizer_vocab_size", "512", "--output_dir", str(output_dir),
-            "--batch_size", "4", "--seq_len", "32", "--max_steps", "2", "--warmup_steps", "1",
+            "--batch_size", "4", "--seq_len", "32", "--max_steps", str(steps), "--warmup_steps", "1",
             "--checkpoint_interval", "2", "--progress", "false", "--tensorboard", "false", *extra]
 
 
@@ -79,3 +79,46 @@ def test_a_disk_full_before_config_yaml_leaves_no_empty_config(tmp_path, shared_
     line = _one_line(capsys, _train_args(tmp_path, shared_data, disk / "run"))
     assert f"disk full at {disk / 'run' / 'config.yaml'}: free " in line, line
     assert not (disk / "run" / "config.yaml").exists()
+
+
+def _remount_read_only(disk: Path) -> None:
+    import subprocess
+
+    subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True, capture_output=True)
+
+
+def test_read_only_directories_are_named_with_the_option_to_change(tmp_path, shared_data, capsys, mount_tmpfs):
+    """A fresh run, a resume and `smt eval --out` on a read-only file system (before: a raw
+    `OSError: [Errno 30] Read-only file system` traceback)."""
+    read_only = mount_tmpfs("1m", read_only=True)
+    line = _one_line(capsys, _train_args(tmp_path, shared_data, read_only / "run"))
+    assert f"cannot use {read_only / 'run'}: the file system is read-only" in line and "--output_dir" in line, line
+    disk = mount_tmpfs("8m")
+    assert main(_train_args(tmp_path, shared_data, disk / "run")) == 0
+    capsys.readouterr()
+    _remount_read_only(disk)
+    line = _one_line(capsys, _train_args(tmp_path, shared_data, disk / "run", "--resume", steps=4))
+    assert f"cannot use {disk / 'run'}" in line and "read-only" in line, line
+    line = _one_line(capsys, ["eval", "--checkpoint", str(disk / "run"), "--data", str(tmp_path / "train.txt"),
+                              "--max-documents", "1", "--out", str(read_only / "eval")])
+    assert f"cannot use {read_only / 'eval'}: the file system is read-only" in line and "another --out" in line, line
+
+
+def test_a_file_where_a_directory_belongs_is_named(tmp_path, shared_data, capsys):
+    """`--output_dir FILE/sub` (before: NotADirectoryError) and `--cache_dir FILE` (FileExistsError)."""
+    (tmp_path / "a_file").write_text("mine")
+    line = _one_line(capsys, _train_args(tmp_path, shared_data, tmp_path / "a_file" / "sub"))
+    assert f"cannot use {tmp_path / 'a_file' / 'sub'}: a part of this path is a file" in line, line
+    line = _one_line(capsys, _train_args(tmp_path, shared_data, tmp_path / "run", "--cache_dir",
+                                         str(tmp_path / "a_file")))
+    assert f"cannot use {tmp_path / 'a_file'}: a file is in the way where a directory is expected" in line, line
+    assert (tmp_path / "a_file").read_text() == "mine"
+
+
+def test_an_unknown_device_suggests_cuda_or_cpu(tmp_path, capsys):
+    """Before: torch's `RuntimeError: Expected one of cpu, cuda, ipu, xpu, ...` (train), and for
+    generate a message blaming the model directory's config.json."""
+    line = _one_line(capsys, ["train", "--training.device", "gpu", "--print-config"])
+    assert "device='gpu': unknown training device; use cpu, cuda" in line, line
+    line = _one_line(capsys, ["generate", "--checkpoint", str(tmp_path), "--prompt", "x", "--device", "gpu"])
+    assert "--device gpu: unknown device; use cpu, cuda, cuda:N, mps or auto" in line, line

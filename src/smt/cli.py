@@ -50,6 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     if extras:
         print(f"smt {args.command}: error: {_unknown_options(parser, args.command, extras)}", file=sys.stderr)
         return 2
+    from smt.config import DEVICE_FIX, is_device_name
+
+    if getattr(args, "device", None) is not None and not is_device_name(args.device):
+        print(f"smt {args.command}: error: --device {args.device}: unknown device; {DEVICE_FIX}", file=sys.stderr)
+        return 2
     from smt.training.stop_signals import StopGraceExpired, TrainingInterrupted
 
     try:
@@ -71,7 +76,7 @@ def _report(command: str, error: Exception) -> int:
     """Exit 2 with the error's line when it is written for the user, else 1 with where the traceback is."""
     from smt.errors import known_error_line, unexpected_error_line
 
-    line = known_error_line(error)
+    line = known_error_line(error, "--output_dir" if command == "train" else "--out")
     if line is not None:
         print(f"smt {command}: error: {line}", file=sys.stderr)
         return 2

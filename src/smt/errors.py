@@ -20,7 +20,7 @@ DEBUG_ENV = "SMT_DEBUG"
 NEARLY_FULL_BYTES = 1 << 20
 
 _FIXES = {
-    errno.EROFS: "the file system is read-only; choose a writable location (e.g. another --output_dir)",
+    errno.EROFS: "the file system is read-only; choose a writable location (another {option})",
     errno.EACCES: "permission denied; choose a location you can write to, or change its permissions",
     errno.EPERM: "operation not permitted; choose a location you can write to",
     errno.ENOTDIR: "a part of this path is a file, not a directory; choose another path",
@@ -77,17 +77,17 @@ def writing_under(path: str | Path) -> Iterator[None]:
         raise type(error)(error.errno, error.strerror, str(path)) from error
 
 
-def disk_full_message(path: str | Path) -> str:
+def disk_full_message(path: str | Path, option: str = "--output_dir") -> str:
     free = free_bytes(path)
     shown = "unknown" if free is None else f"{free:,}"
-    return f"disk full at {path}: free {shown} bytes; free space or choose another --output_dir"
+    return f"disk full at {path}: free {shown} bytes; free space or choose another {option}"
 
 
-def _os_error_line(error: OSError) -> str:
+def _os_error_line(error: OSError, option: str) -> str:
     where = error.filename if error.filename is not None else ""
-    if error.errno in (errno.ENOSPC, errno.EDQUOT):
-        return disk_full_message(where or os.getcwd())
-    fix = _FIXES.get(error.errno, error.strerror or str(error))
+    if is_disk_full(error):
+        return disk_full_message(where or os.getcwd(), option)
+    fix = _FIXES.get(error.errno, error.strerror or str(error)).format(option=option)
     return f"cannot use {where}: {fix}" if where else f"{error.strerror or error}: {fix}"
 
 
@@ -101,8 +101,9 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def known_error_line(error: BaseException) -> str | None:
-    """The one line for an error whose message is written for the user, else None."""
+def known_error_line(error: BaseException, option: str = "--output_dir") -> str | None:
+    """The one line for an error whose message is written for the user, else None; `option` is the
+    command's output location, suggested when it cannot be written."""
     import torch
 
     from smt.training.trainer import NonFiniteError
@@ -110,7 +111,7 @@ def known_error_line(error: BaseException) -> str | None:
     if isinstance(error, (MemoryError, torch.cuda.OutOfMemoryError)):
         return _memory_line(error)
     if isinstance(error, OSError):  # a message of our own has no errno
-        return " ".join(str(error).split("\n")) if error.errno is None else _os_error_line(error)
+        return " ".join(str(error).split("\n")) if error.errno is None else _os_error_line(error, option)
     if isinstance(error, (ValueError, TypeError, NonFiniteError)):
         return " ".join(str(error).split("\n")).strip() or type(error).__name__
     return None
