@@ -122,3 +122,48 @@ def test_an_unknown_device_suggests_cuda_or_cpu(tmp_path, capsys):
     assert "device='gpu': unknown training device; use cpu, cuda" in line, line
     line = _one_line(capsys, ["generate", "--checkpoint", str(tmp_path), "--prompt", "x", "--device", "gpu"])
     assert "--device gpu: unknown device; use cpu, cuda, cuda:N, mps or auto" in line, line
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from smt import StrideHybridConfig, StrideHybridModel
+
+    words = ["<unk>", "the", "memory", "stride", "<|endoftext|>"]
+    tokenizer = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    directory = tmp_path_factory.mktemp("model") / "m"
+    StrideHybridModel(StrideHybridConfig.tiny(vocab_size=8)).save_pretrained(directory, tokenizer=tokenizer)
+    return directory
+
+
+def test_a_lone_surrogate_in_the_prompt_is_named(model_dir, capsys):
+    """Bytes that are not UTF-8 in argv reach Python as lone surrogates; before: the tokenizer's
+    `TextInputSequence must be str`."""
+    line = _one_line(capsys, ["generate", "--checkpoint", str(model_dir), "--prompt", "the \udc80 memory"])
+    assert "--prompt: character 4 ('\\udc80') is a lone surrogate" in line and "UTF-8" in line, line
+
+
+def test_a_latin1_config_json_is_named(model_dir, tmp_path, capsys):
+    """Before: `'utf-8' codec can't decode byte 0xe9 in position ...`, no file named."""
+    import json
+    import shutil
+
+    copy = tmp_path / "m"
+    shutil.copytree(model_dir, copy)
+    (copy / "checksums.json").unlink()
+    config = json.loads((copy / "config.json").read_text(encoding="utf-8"))
+    (copy / "config.json").write_text(json.dumps({**config, "note": "café"}, ensure_ascii=False), encoding="latin-1")
+    line = _one_line(capsys, ["generate", "--checkpoint", str(copy), "--prompt", "the memory"])
+    assert f"{copy / 'config.json'}: not UTF-8 text" in line and "latin-1" in line, line
+
+
+def test_lm_eval_model_args_that_are_not_numbers_are_named():
+    """`lm_eval --model smt --model_args segment_len=abc`: before, `invalid literal for int()`."""
+    pytest.importorskip("lm_eval")
+    from smt.evaluation.lm_eval_adapter import SMTLM
+
+    for name, value in (("segment_len", "abc"), ("segment_len", "0"), ("segment_len", "2.5")):
+        with pytest.raises(ValueError, match=rf"{name}='{value}' in --model_args: must be a whole number >= 1"):
+            SMTLM(pretrained="unused", **{name: value})
