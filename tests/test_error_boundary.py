@@ -167,3 +167,39 @@ def test_lm_eval_model_args_that_are_not_numbers_are_named():
     for name, value in (("segment_len", "abc"), ("segment_len", "0"), ("segment_len", "2.5")):
         with pytest.raises(ValueError, match=rf"{name}='{value}' in --model_args: must be a whole number >= 1"):
             SMTLM(pretrained="unused", **{name: value})
+
+
+@pytest.mark.parametrize("option,value,part,field", [
+    ("--vocab_size", "1e12", "64,000,000,176,065 parameters", "model.vocab_size"),
+    ("--batch_size", "1e9", "activations", "training.batch_size"),
+])
+def test_impossible_sizes_are_refused_with_the_memory_they_need(tmp_path, shared_data, capsys, option, value, part,
+                                                                 field):
+    """Before: a raw `DefaultCPUAllocator: can't allocate memory` traceback (vocab_size), or a run
+    that ground on until killed (batch_size). Refused before the run directory is created."""
+    args = _train_args(tmp_path, shared_data, tmp_path / "run")
+    args[args.index(option) + 1] = value
+    line = _one_line(capsys, args)
+    assert "this run needs at least " in line and f"({part}" in line and "but the cpu memory is" in line, line
+    assert f"lower {field}" in line, line
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_state_too_large_for_the_memory_is_refused_or_warned(monkeypatch, capsys):
+    """--m_input_tokens 1000000: a 5 GB carried state at batch 4, which grew silently before."""
+    import torch
+
+    from smt import StrideHybridConfig
+    from smt.config import TrainingConfig
+    from smt.training import memory_estimate
+
+    model, training = StrideHybridConfig.tiny(m_input_tokens=1_000_000), TrainingConfig(batch_size=4, seq_len=32)
+    monkeypatch.setattr(memory_estimate, "device_memory", lambda device: (4 << 30, 2 << 30))
+    with pytest.raises(ValueError, match=r"needs at least 4\.8 GiB \(the carried stream state: 4\.8 GiB\) but the "
+                                         r"cpu memory is 4\.0 GiB; lower model\.m_input_tokens"):
+        memory_estimate.check_training_memory(model, training, torch.device("cpu"))
+    monkeypatch.setattr(memory_estimate, "device_memory", lambda device: (64 << 30, 5 << 30))
+    warning = memory_estimate.check_training_memory(model, training, torch.device("cpu"))
+    assert warning.startswith("warning: this run needs at least 4.8 GiB") and "5.0 GiB of cpu memory is free" in warning
+    monkeypatch.setattr(memory_estimate, "device_memory", lambda device: (64 << 30, 60 << 30))
+    assert memory_estimate.check_training_memory(model, training, torch.device("cpu")) is None

@@ -53,6 +53,7 @@ from smt.training.distributed import (
 )
 from smt.training.host_memory import keep_freed_memory
 from smt.training.logging import MetricsLogger, plot_loss_curve
+from smt.training.memory_estimate import check_training_memory
 from smt.training.model_factory import build_model
 from smt.training.optimizer import build_optimizer
 from smt.training.run_config import FullConfig
@@ -243,6 +244,9 @@ class Trainer:
         locked while the training runs."""
         ctx = self.context or setup_distributed(self.tc.device, self.run.dist_timeout_s)
         try:
+            warning = check_training_memory(self.config.model, self.tc, ctx.device)  # before anything is written
+            if warning and ctx.is_main:
+                print(warning, file=sys.stderr)
             with writing_under(self.run_dir):
                 if not ctx.is_main:
                     check_run_dir(self.run_dir, resume, overwrite)
