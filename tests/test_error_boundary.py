@@ -203,3 +203,16 @@ def test_a_state_too_large_for_the_memory_is_refused_or_warned(monkeypatch, caps
     assert warning.startswith("warning: this run needs at least 4.8 GiB") and "5.0 GiB of cpu memory is free" in warning
     monkeypatch.setattr(memory_estimate, "device_memory", lambda device: (64 << 30, 60 << 30))
     assert memory_estimate.check_training_memory(model, training, torch.device("cpu")) is None
+
+
+@pytest.mark.parametrize("option,value,named", [
+    ("--ssm_dt_max", "1e300", "dt_proj.bias, ssm.layers.1.mixer.dt_proj.bias are non-finite at initialisation"),
+    ("--initializer_range", "1e30", "model.initializer_range=1e+30 (default 0.02)"),
+])
+def test_a_nonfinite_first_step_blames_the_setting_not_the_learning_rate(tmp_path, shared_data, capsys, option,
+                                                                         value, named):
+    """Before: 'non-finite loss at step 1 ... Lower the learning rate', which no update had used yet."""
+    line = _one_line(capsys, _train_args(tmp_path, shared_data, tmp_path / "run", option, value))
+    assert "non-finite loss at step 1" in line and "before any update, so not the learning rate" in line, line
+    assert named in line and f"model.{option[2:]}={float(value)!r}" in line, line
+    assert "Lower the learning rate" not in line, line

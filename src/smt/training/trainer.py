@@ -51,6 +51,7 @@ from smt.training.distributed import (
     unwrap,
     wrap_model,
 )
+from smt.training.first_step import first_step_cause
 from smt.training.host_memory import keep_freed_memory
 from smt.training.logging import MetricsLogger, plot_loss_curve
 from smt.training.memory_estimate import check_training_memory
@@ -386,6 +387,9 @@ class Trainer:
             run.bar.close()
             kept = (f"the last good checkpoint is {run.last_checkpoint}" if run.last_checkpoint
                     else "no checkpoint was written yet")
+            if run.step == 1:  # nothing was updated yet: the cause is the model or the data
+                raise NonFiniteError(f"{message}, {first_step_cause(run.model, self.config.model)}; "
+                                     f"stopping (training.nonfinite='stop'); {kept}")
             raise NonFiniteError(f"{message}; stopping (training.nonfinite='stop'); {kept}. "
                                  "Lower the learning rate or use training.nonfinite='skip'")
         run.optimizer.zero_grad(set_to_none=True)
