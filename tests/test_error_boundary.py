@@ -216,3 +216,25 @@ def test_a_nonfinite_first_step_blames_the_setting_not_the_learning_rate(tmp_pat
     assert "non-finite loss at step 1" in line and "before any update, so not the learning rate" in line, line
     assert named in line and f"model.{option[2:]}={float(value)!r}" in line, line
     assert "Lower the learning rate" not in line, line
+
+
+def test_damaged_records_in_a_run_directory_are_named(tmp_path, shared_data, capsys):
+    """A metrics.jsonl line that is JSON but not a record (before: `'<=' not supported between
+    instances of 'str' and 'int'`) and a damaged trainer state in training.json (before: `string
+    indices must be integers`); the history is not rewritten when the resume is refused."""
+    import json
+
+    run = tmp_path / "run"
+    assert main(_train_args(tmp_path, shared_data, run)) == 0
+    capsys.readouterr()
+    history = (run / "metrics.jsonl").read_text(encoding="utf-8")
+    (run / "metrics.jsonl").write_text(history + '{"step": "x"}\n', encoding="utf-8")
+    line = _one_line(capsys, _train_args(tmp_path, shared_data, run, "--resume", steps=4))
+    assert f"{run / 'metrics.jsonl'} line 2 is not a metrics record" in line and "delete that line" in line, line
+    (run / "metrics.jsonl").write_text(history, encoding="utf-8")
+    record_file = run / "checkpoints" / "step_000002" / "training.json"
+    record = json.loads(record_file.read_text(encoding="utf-8"))
+    record_file.write_text(json.dumps({**record, "trainer": {**record["trainer"], "window": "junk"}}), encoding="utf-8")
+    line = _one_line(capsys, _train_args(tmp_path, shared_data, run, "--resume", steps=4))
+    assert f"{record_file}: the trainer state is damaged" in line and "move step_000002 away" in line, line
+    assert (run / "metrics.jsonl").read_text(encoding="utf-8") == history

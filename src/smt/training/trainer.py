@@ -321,6 +321,8 @@ class Trainer:
         scaler = torch.amp.GradScaler(ctx.device.type, enabled=tc.dtype == "float16")
         if loaded is not None and loaded.optimizer_state.get("grad_scaler"):
             scaler.load_state_dict(loaded.optimizer_state["grad_scaler"])
+        restored = None if loaded is None else _parse_trainer_state(loaded.training_state.get("trainer"),
+                                                                    loaded.directory)  # before metrics are rewritten
         logger = MetricsLogger(self.run_dir, start_step if resume else None, self.run.trackers,
                                self.config.to_dict()) if ctx.is_main else None
         bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step",
@@ -331,8 +333,8 @@ class Trainer:
             bar=bar, result=TrainResult(self.run_dir, total_steps), total_steps=total_steps, step=start_step,
             last_checkpoint=loaded.directory if loaded is not None else None,
             params=[p for p in wrapped.parameters() if p.requires_grad], started=time.perf_counter(), scaler=scaler)
-        if loaded is not None:
-            _restore_trainer_state(run, loaded.training_state.get("trainer"))
+        if restored is not None:
+            _restore_trainer_state(run, restored)
         return run
 
     def _step(self, run: _RunState, ctx: DistContext) -> tuple[float, float, float] | None:
@@ -609,16 +611,28 @@ def _trainer_state(run: _RunState) -> dict:
             "last_eval": run.last_eval, "skipped_steps": list(run.result.skipped_steps)}
 
 
-def _restore_trainer_state(run: _RunState, saved: dict | None) -> None:
-    """Continue the logging window, token count, clock and last evaluation of a checkpoint (one
-    written before these were saved starts them afresh)."""
+def _parse_trainer_state(saved: Any, directory: Path) -> dict | None:
+    """The trainer state of a checkpoint's training.json, typed; None for one written before it was
+    saved (the run starts these afresh). A damaged one is refused, naming the file."""
     if not saved:
-        return
-    run.window = {key: type(value)(saved["window"][key]) for key, value in EMPTY_WINDOW.items()}
-    run.tokens_total = run.tokens_before = int(saved["tokens_seen"])
-    run.elapsed_before = float(saved["elapsed_s"])
-    run.last_eval = saved.get("last_eval")
-    run.result.skipped_steps = [int(step) for step in saved.get("skipped_steps", [])]
+        return None
+    try:
+        return {"window": {key: type(value)(saved["window"][key]) for key, value in EMPTY_WINDOW.items()},
+                "tokens_seen": int(saved["tokens_seen"]), "elapsed_s": float(saved["elapsed_s"]),
+                "last_eval": saved.get("last_eval"),
+                "skipped_steps": [int(step) for step in saved.get("skipped_steps", [])]}
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise CheckpointError(f"{directory / 'training.json'}: the trainer state is damaged ({type(error).__name__}: "
+                              f"{error}); move {directory.name} away and resume from an earlier step") from error
+
+
+def _restore_trainer_state(run: _RunState, saved: dict) -> None:
+    """Continue the logging window, token count, clock and last evaluation of a checkpoint."""
+    run.window = saved["window"]
+    run.tokens_total = run.tokens_before = saved["tokens_seen"]
+    run.elapsed_before = saved["elapsed_s"]
+    run.last_eval = saved["last_eval"]
+    run.result.skipped_steps = saved["skipped_steps"]
 
 
 def _apply_hyperparameters(optimizer: torch.optim.Optimizer, scheduler: Any, tc: Any, total_steps: int) -> None:
