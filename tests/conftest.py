@@ -36,3 +36,28 @@ def shared_data() -> Path:
 def _seed_and_threads():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def mount_tmpfs(tmp_path):
+    """mount_tmpfs(size="2m", read_only=False) -> a real small (or read-only) file system under
+    tmp_path; skips where mounting is not permitted (the tests need root: CI runs as root)."""
+    import subprocess
+
+    mounted = []
+
+    def mount(size: str = "2m", read_only: bool = False) -> Path:
+        target = tmp_path / f"fs{len(mounted)}"
+        target.mkdir()
+        options = f"size={size}" + (",ro" if read_only else "")
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or done.returncode}); "
+                        "this test needs root, as in CI")
+        mounted.append(target)
+        return target
+
+    yield mount
+    for target in mounted:
+        subprocess.run(["umount", "-l", str(target)], capture_output=True)

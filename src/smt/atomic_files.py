@@ -13,6 +13,8 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any
 
+from smt.errors import writing_under
+
 
 def shared_mode(directory: bool = False) -> int:
     """The mode a plain open() / mkdir() gives under the process umask (0644 / 0755 with the usual
@@ -32,7 +34,8 @@ def atomic_output(path: str | Path, binary: bool = False) -> Iterator[IO]:
     """An open temporary file that replaces `path` when the block ends without an error; on an
     error it is removed and `path` is untouched."""
     path = Path(path)
-    handle, temporary = tempfile.mkstemp(prefix=staging_prefix(path.name), dir=path.parent)
+    with writing_under(path):
+        handle, temporary = tempfile.mkstemp(prefix=staging_prefix(path.name), dir=path.parent)
     try:
         os.chmod(temporary, shared_mode())
         text = {} if binary else {"encoding": "utf-8", "newline": ""}  # newline "": the text as given
@@ -41,9 +44,11 @@ def atomic_output(path: str | Path, binary: bool = False) -> Iterator[IO]:
             out.flush()
             os.fsync(out.fileno())
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         with suppress(OSError):
             os.unlink(temporary)
+        if isinstance(error, OSError) and error.filename is None and error.errno is not None:
+            raise type(error)(error.errno, error.strerror, str(path)) from error
         raise
 
 

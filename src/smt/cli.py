@@ -50,14 +50,15 @@ def main(argv: list[str] | None = None) -> int:
     if extras:
         print(f"smt {args.command}: error: {_unknown_options(parser, args.command, extras)}", file=sys.stderr)
         return 2
+    from smt.config import DEVICE_FIX, is_device_name
+
+    if getattr(args, "device", None) is not None and not is_device_name(args.device):
+        print(f"smt {args.command}: error: --device {args.device}: unknown device; {DEVICE_FIX}", file=sys.stderr)
+        return 2
     from smt.training.stop_signals import StopGraceExpired, TrainingInterrupted
-    from smt.training.trainer import NonFiniteError
 
     try:
         return int(args.run(args) or 0)
-    except (ValueError, FileNotFoundError, TypeError, NonFiniteError) as error:
-        print(f"smt {args.command}: error: {error}", file=sys.stderr)
-        return 2
     except TrainingInterrupted as stop:
         print(f"smt {args.command}: {stop}", file=sys.stderr)
         return 143 if stop.signal_name == "SIGTERM" else 130
@@ -67,7 +68,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"smt {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as error:  # the one boundary: every other error ends in one line
+        return _report(args.command, error)
 
+
+def _report(command: str, error: Exception) -> int:
+    """Exit 2 with the error's line when it is written for the user, else 1 with where the traceback is."""
+    from smt.errors import known_error_line, unexpected_error_line
+
+    line = known_error_line(error, "--output_dir" if command == "train" else "--out")
+    if line is not None:
+        print(f"smt {command}: error: {line}", file=sys.stderr)
+        return 2
+    print(f"smt {command}: error: {unexpected_error_line(error)}", file=sys.stderr)
+    return 1
 
 if __name__ == "__main__":
     sys.exit(main())

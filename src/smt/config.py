@@ -43,6 +43,13 @@ POSITION_TYPES = get_args(PositionType)
 ATTENTION_IMPLS = get_args(AttentionImpl)
 DEVICES = ("cpu", "cuda", "mps", "auto")
 DTYPES = get_args(Dtype)
+
+
+def is_device_name(name: object) -> bool:
+    return isinstance(name, str) and (name in DEVICES or re.fullmatch(r"cuda:\d+", name) is not None)
+
+
+DEVICE_FIX = "use cpu, cuda, cuda:N, mps or auto (a GPU is cuda)"
 MAX_CONFIG_BYTES = 1_000_000  # a config is a few kB; a bound keeps a runaway file from hanging the parser
 DEFAULT_WRITE_GATE_SPARSITY = 1e-4  # the hard write gates' penalty when write_gate_sparsity is None
 
@@ -461,10 +468,8 @@ class StrideHybridConfig(_Serialisable):
             fail("write_gate_sparsity", "write_gate with write_gate_sparsity 0 was the soft gate, removed (it "
                  "failed in docs/MEMORY.md's ablation)", "use write_gate_sparsity > 0 (None: the default 1e-4), "
                  "or write_gate: false")
-        if not isinstance(self.device, str) or not (
-            self.device in DEVICES or re.fullmatch(r"cuda:\d+", self.device)
-        ):
-            fail("device", "unknown device", f"use one of {list(DEVICES)} or cuda:N")
+        if not is_device_name(self.device):
+            fail("device", "unknown device", DEVICE_FIX)
         if self.memory_read != "slots" and self.ssm_type != "mamba":
             fail("memory_read", "reads the (d_inner x d_state) state of a Mamba memory",
                  "use ssm_type='mamba' or memory_read='slots'")
@@ -629,3 +634,5 @@ class TrainingConfig(_Serialisable):
             fail("batching", "unknown batching mode", "use random or stream")
         if self.nonfinite not in ("stop", "skip"):
             fail("nonfinite", "unknown policy", "use stop or skip")
+        if not is_device_name(self.device):
+            fail("device", "unknown training device", DEVICE_FIX)

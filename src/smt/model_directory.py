@@ -93,6 +93,10 @@ def read_json(file: Path) -> dict[str, Any]:
         data = json.loads(file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise ValueError(f"{file}: not valid JSON ({error})") from error
+    except UnicodeDecodeError as error:
+        byte = error.object[error.start:error.start + 1]
+        raise ValueError(f"{file}: not UTF-8 text (byte {error.start} is {byte!r}; "
+                         "was it saved as latin-1?); save it as UTF-8, e.g. iconv -f latin1 -t utf-8") from error
     if not isinstance(data, dict):
         raise ValueError(f"{file}: expected a JSON object, got {type(data).__name__}")
     return data

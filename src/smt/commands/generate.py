@@ -40,9 +40,20 @@ def load_trained(path: str | Path, prefer_best: bool = True, device: str = "cpu"
     return model, tokenizer, directory
 
 
+def check_prompt(prompt: str) -> None:
+    """A lone surrogate (argv bytes that were not UTF-8, kept by Python as U+DC80..U+DCFF) cannot be
+    tokenized; say so rather than the tokenizer's 'TextInputSequence must be str'."""
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError(f"--prompt: character {error.start} ({prompt[error.start]!r}) is a lone surrogate, not "
+                         "text (the argument held bytes that are not UTF-8); pass the prompt as UTF-8") from None
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    check_prompt(args.prompt)
     model, tokenizer, directory = load_trained(args.checkpoint, not args.latest, args.device)
     if args.num_samples < 1:
         raise ValueError(f"--num_samples {args.num_samples}: generate at least one sample")

@@ -68,10 +68,18 @@ def _batch_size(value: Any) -> int:
     """lm_eval's batch_size: an int, a digit string, or 'auto' / 'auto:N' (taken as the default)."""
     if value is None or (isinstance(value, str) and value.startswith("auto")):
         return DEFAULT_BATCH_SIZE
-    size = int(value)
-    if size < 1:
-        raise ValueError(f"batch_size={value!r} must be >= 1")
-    return size
+    return positive_int("batch_size", value)
+
+
+def positive_int(name: str, value: Any) -> int:
+    """A model argument that must be a whole number >= 1 (lm_eval passes `--model_args` values as text)."""
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = None
+    if number is None or isinstance(value, bool) or isinstance(value, float) and value != number or number < 1:
+        raise ValueError(f"{name}={value!r} in --model_args: must be a whole number >= 1, e.g. {name}=512")
+    return number
 
 
 @register_model("smt")
@@ -96,9 +104,7 @@ class SMTLM(TemplateLM):
                              "objects, not both")
         if rolling not in ROLLING_CONVENTIONS:
             raise ValueError(f"rolling={rolling!r}: choose one of {', '.join(ROLLING_CONVENTIONS)}")
-        segment_len = int(segment_len)
-        if segment_len < 1:
-            raise ValueError(f"segment_len={segment_len} must be >= 1")
+        segment_len = positive_int("segment_len", segment_len)
         if model is None:
             model, tokenizer, directory = load_model_and_tokenizer(pretrained, tokenizer, device or "cpu")
             self.pretrained = str(directory)

@@ -18,7 +18,6 @@ torch.load(weights_only=True).
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
@@ -32,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from smt.atomic_files import staging_leftovers
+from smt.errors import disk_full_message, is_disk_full
 from smt.model_directory import (
     TRAINING_FILE,
     CheckpointError,
@@ -115,8 +115,9 @@ def save_checkpoint(root: Path, model: nn.Module, payload: CheckpointPayload, to
         else:
             os.replace(staging, final)
     except BaseException as error:
+        full = is_disk_full(error, staging)  # before the staging folder's space is freed again
         shutil.rmtree(staging, ignore_errors=True)
-        if _disk_full(error):
+        if full:
             raise CheckpointError(_disk_full_message(root, final.name, model, payload)) from error
         raise
     if val_loss is not None:
@@ -125,22 +126,12 @@ def save_checkpoint(root: Path, model: nn.Module, payload: CheckpointPayload, to
     return final
 
 
-def _disk_full(error: BaseException) -> bool:
-    """ENOSPC, as an OSError or as torch's serializer reports it (a RuntimeError from inline_container)."""
-    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
-        return True
-    text = str(error)
-    return isinstance(error, RuntimeError) and ("No space left" in text or "file write failed" in text)
-
-
 def _disk_full_message(root: Path, name: str, model: nn.Module, payload: CheckpointPayload) -> str:
     weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     optimizer = sum(t.numel() * t.element_size() for t in _tensors(payload.optimizer_state))
     needed = weights + optimizer
-    free = shutil.disk_usage(root).free
     kept = list_checkpoints(root)
-    return (f"the disk is full: saving {name} into {root} needs about {needed / 2**20:.1f} MiB and "
-            f"{free / 2**20:.1f} MiB are free; free some space or move run.output_dir, then resume. "
+    return (f"{disk_full_message(root)}, then resume (saving {name} needs about {needed:,} bytes). "
             "Nothing was half-written: "
             + (f"the last good checkpoint, {kept[-1].name}, is intact" if kept else "no earlier checkpoint exists"))
 

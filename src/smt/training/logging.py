@@ -19,6 +19,13 @@ CSV_FIELDS = ("step", "split", "loss", "ppl", "word_ppl", "tokens_per_s", "lr", 
               "tokens_seen", "elapsed_s", "peak_rss_mib", "complete")
 
 
+def _step_of(record: Any) -> int | None:
+    if not isinstance(record, dict):
+        return None
+    step = record.get("step", 0)
+    return step if isinstance(step, int) and not isinstance(step, bool) else None
+
+
 class MetricsLogger:
     """Appends one record per log event; on resume, records after the resumed step are dropped
     so the files read as one uninterrupted run."""
@@ -29,13 +36,16 @@ class MetricsLogger:
         self.csv = run_dir / "metrics.csv"
         self.records: list[dict] = []
         if resume_step is not None and self.jsonl.is_file():
-            for line in self.jsonl.read_text(encoding="utf-8").splitlines():
+            for number, line in enumerate(self.jsonl.read_text(encoding="utf-8").splitlines(), 1):
                 if line.strip():
                     try:
                         record = json.loads(line)
                     except ValueError:  # a line cut off by a kill mid-append: nothing to keep
                         continue
-                    if record.get("step", 0) <= resume_step:
+                    if _step_of(record) is None:  # whole JSON but not a record: damage a kill cannot cause
+                        raise ValueError(f"{self.jsonl} line {number} is not a metrics record (an object with an "
+                                         f"integer step): {line[:80]!r}; repair or delete that line, then resume")
+                    if _step_of(record) <= resume_step:
                         self.records.append(record)
         self._rewrite()
         self.trackers = [t for t in (_open_tracker(name, run_dir, run_config or {}) for name in trackers) if t]

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from smt.config import ConfigError
+from smt.errors import writing_under
 from smt.training.batching import (
     Batch,
     RandomWindowBatcher,
@@ -50,8 +51,10 @@ from smt.training.distributed import (
     unwrap,
     wrap_model,
 )
+from smt.training.first_step import first_step_cause
 from smt.training.host_memory import keep_freed_memory
 from smt.training.logging import MetricsLogger, plot_loss_curve
+from smt.training.memory_estimate import check_training_memory
 from smt.training.model_factory import build_model
 from smt.training.optimizer import build_optimizer
 from smt.training.run_config import FullConfig
@@ -242,11 +245,15 @@ class Trainer:
         locked while the training runs."""
         ctx = self.context or setup_distributed(self.tc.device, self.run.dist_timeout_s)
         try:
-            if not ctx.is_main:
-                check_run_dir(self.run_dir, resume, overwrite)
-                return self._train(ctx, resume, stop_after)
-            with claim_run_dir(self.run_dir, resume, overwrite):
-                return self._train(ctx, resume, stop_after)
+            warning = check_training_memory(self.config.model, self.tc, ctx.device)  # before anything is written
+            if warning and ctx.is_main:
+                print(warning, file=sys.stderr)
+            with writing_under(self.run_dir):
+                if not ctx.is_main:
+                    check_run_dir(self.run_dir, resume, overwrite)
+                    return self._train(ctx, resume, stop_after)
+                with claim_run_dir(self.run_dir, resume, overwrite):
+                    return self._train(ctx, resume, stop_after)
         finally:
             if self.context is None:
                 teardown_distributed(ctx)
@@ -314,6 +321,8 @@ class Trainer:
         scaler = torch.amp.GradScaler(ctx.device.type, enabled=tc.dtype == "float16")
         if loaded is not None and loaded.optimizer_state.get("grad_scaler"):
             scaler.load_state_dict(loaded.optimizer_state["grad_scaler"])
+        restored = None if loaded is None else _parse_trainer_state(loaded.training_state.get("trainer"),
+                                                                    loaded.directory)  # before metrics are rewritten
         logger = MetricsLogger(self.run_dir, start_step if resume else None, self.run.trackers,
                                self.config.to_dict()) if ctx.is_main else None
         bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step",
@@ -324,8 +333,8 @@ class Trainer:
             bar=bar, result=TrainResult(self.run_dir, total_steps), total_steps=total_steps, step=start_step,
             last_checkpoint=loaded.directory if loaded is not None else None,
             params=[p for p in wrapped.parameters() if p.requires_grad], started=time.perf_counter(), scaler=scaler)
-        if loaded is not None:
-            _restore_trainer_state(run, loaded.training_state.get("trainer"))
+        if restored is not None:
+            _restore_trainer_state(run, restored)
         return run
 
     def _step(self, run: _RunState, ctx: DistContext) -> tuple[float, float, float] | None:
@@ -380,6 +389,9 @@ class Trainer:
             run.bar.close()
             kept = (f"the last good checkpoint is {run.last_checkpoint}" if run.last_checkpoint
                     else "no checkpoint was written yet")
+            if run.step == 1:  # nothing was updated yet: the cause is the model or the data
+                raise NonFiniteError(f"{message}, {first_step_cause(run.model, self.config.model)}; "
+                                     f"stopping (training.nonfinite='stop'); {kept}")
             raise NonFiniteError(f"{message}; stopping (training.nonfinite='stop'); {kept}. "
                                  "Lower the learning rate or use training.nonfinite='skip'")
         run.optimizer.zero_grad(set_to_none=True)
@@ -599,16 +611,28 @@ def _trainer_state(run: _RunState) -> dict:
             "last_eval": run.last_eval, "skipped_steps": list(run.result.skipped_steps)}
 
 
-def _restore_trainer_state(run: _RunState, saved: dict | None) -> None:
-    """Continue the logging window, token count, clock and last evaluation of a checkpoint (one
-    written before these were saved starts them afresh)."""
+def _parse_trainer_state(saved: Any, directory: Path) -> dict | None:
+    """The trainer state of a checkpoint's training.json, typed; None for one written before it was
+    saved (the run starts these afresh). A damaged one is refused, naming the file."""
     if not saved:
-        return
-    run.window = {key: type(value)(saved["window"][key]) for key, value in EMPTY_WINDOW.items()}
-    run.tokens_total = run.tokens_before = int(saved["tokens_seen"])
-    run.elapsed_before = float(saved["elapsed_s"])
-    run.last_eval = saved.get("last_eval")
-    run.result.skipped_steps = [int(step) for step in saved.get("skipped_steps", [])]
+        return None
+    try:
+        return {"window": {key: type(value)(saved["window"][key]) for key, value in EMPTY_WINDOW.items()},
+                "tokens_seen": int(saved["tokens_seen"]), "elapsed_s": float(saved["elapsed_s"]),
+                "last_eval": saved.get("last_eval"),
+                "skipped_steps": [int(step) for step in saved.get("skipped_steps", [])]}
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise CheckpointError(f"{directory / 'training.json'}: the trainer state is damaged ({type(error).__name__}: "
+                              f"{error}); move {directory.name} away and resume from an earlier step") from error
+
+
+def _restore_trainer_state(run: _RunState, saved: dict) -> None:
+    """Continue the logging window, token count, clock and last evaluation of a checkpoint."""
+    run.window = saved["window"]
+    run.tokens_total = run.tokens_before = saved["tokens_seen"]
+    run.elapsed_before = saved["elapsed_s"]
+    run.last_eval = saved["last_eval"]
+    run.result.skipped_steps = saved["skipped_steps"]
 
 
 def _apply_hyperparameters(optimizer: torch.optim.Optimizer, scheduler: Any, tc: Any, total_steps: int) -> None:
