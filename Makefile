@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 SMT_DATA_DIR ?= $(abspath ../shared/data)
 export SMT_DATA_DIR
 
-.PHONY: install demo test lint bench verify clean
+.PHONY: install demo test test-fast lint bench verify clean
 
 install: $(VENV)/.installed
 
@@ -24,6 +24,10 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q tests
+
+# the developer's loop: everything but the tests marked slow (subprocess chains, fuzzers, end-to-end runs)
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow" tests
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks scripts experiments

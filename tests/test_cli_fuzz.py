@@ -7,6 +7,7 @@ import contextlib
 import io
 from dataclasses import fields
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -44,6 +45,7 @@ def _assert_clean(code, err: str, argv) -> None:
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(overrides=st.lists(st.tuples(st.sampled_from(["", "model.", "training.", "run."]), NAMES, SCALARS),
                           max_size=4))
+@pytest.mark.slow
 def test_random_overrides(overrides):
     argv = ["train", "--print-config"]
     for section, name, value in overrides:
@@ -57,6 +59,7 @@ def test_random_overrides(overrides):
                     st.one_of(st.dictionaries(NAMES, VALUES, max_size=4), SCALARS), max_size=3),
     st.lists(SCALARS, max_size=3), SCALARS),
     raw=st.one_of(st.none(), st.binary(max_size=40)))
+@pytest.mark.slow
 def test_random_config_files(tmp_path_factory, config, raw):
     import yaml
 
@@ -73,5 +76,6 @@ def test_random_config_files(tmp_path_factory, config, raw):
 @given(argv=st.lists(st.sampled_from(["--checkpoint", "nowhere", "--passkey", "abc", "256,0", "--depths", "x",
                                       "--task", "{bad", "--positions", "-1", "--samples", "0", "--seed", "1.5"]),
                      max_size=6), command=st.sampled_from(["eval", "generate", "analyze", "diagnose", "info"]))
+@pytest.mark.slow
 def test_random_arguments_to_the_other_commands(argv, command):
     _assert_clean(*_run([command, *argv]), [command, *argv])

@@ -6,9 +6,12 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path, capsys):
     spec = importlib.util.spec_from_file_location("smt_demo", ROOT / "scripts" / "demo.py")
     demo = importlib.util.module_from_spec(spec)

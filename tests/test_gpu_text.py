@@ -8,9 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_gpu_text_chain_runs_at_toy_size(tmp_path, shared_data, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the configs' tokenizer path is relative: built here, not in the repo
     sys.path.insert(0, str(REPO / "experiments"))

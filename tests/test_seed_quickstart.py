@@ -44,6 +44,7 @@ def _mapped(code: str) -> str:
     return code
 
 
+@pytest.mark.slow
 def test_every_python_block_of_the_seed_runs(tmp_path, monkeypatch, capsys):
     if not SEED.is_file():
         pytest.fail(f"the seed quick start is missing: {SEED} (../shared must sit beside the repository)")
@@ -68,6 +69,7 @@ def test_every_python_block_of_the_seed_runs(tmp_path, monkeypatch, capsys):
     assert namespace["config"].n_ssm_outputs == 15  # `StrideHybridConfig(...)`: the defaults
 
 
+@pytest.mark.slow
 def test_the_seeds_shell_lines_run():
     lines = [line for block in _blocks("bash") for line in re.sub(r"\\\n\s*", "", block).splitlines()]
     snippets = [re.search(r'python -c "(.*)"', line).group(1) for line in lines if line.startswith("python -c")

@@ -94,6 +94,7 @@ def wrong_values(draw: st.DrawFn) -> tuple[str, str, Any]:
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                    HealthCheck.filter_too_much])
 @given(case=wrong_values(), as_json=st.booleans())
+@pytest.mark.slow
 def test_wrong_types_in_a_file_name_the_field(tmp_path_factory, case, as_json):
     section, name, value = case
     path = tmp_path_factory.mktemp("cfg") / ("c.json" if as_json else "c.yaml")
@@ -104,6 +105,7 @@ def test_wrong_types_in_a_file_name_the_field(tmp_path_factory, case, as_json):
 
 @settings(max_examples=150, deadline=None)
 @given(case=wrong_values())
+@pytest.mark.slow
 def test_wrong_types_on_the_command_line_name_the_field(case):
     section, name, value = case
     hint = typing.get_type_hints(SECTIONS[section])[name]

@@ -126,6 +126,7 @@ def test_long_stream_benchmark_reports_constant_state():
     assert all(row["all_finite"] for row in rows) and all(row["rss_mib"] > 0 for row in rows)
 
 
+@pytest.mark.slow
 def test_scaling_runs_each_cell_in_a_subprocess_and_plots(tmp_path, capsys):
     png, out = tmp_path / "scaling.png", tmp_path / "scaling.json"
     assert scaling.main(["--size", "toy", "--contexts", "64", "128", "--archs", "smt", "gpt", "--max-gpt-context",

@@ -223,6 +223,7 @@ def test_smt_evaluate_without_lm_eval_says_how_to_install(setup, monkeypatch, ca
     assert err.count("\n") == 1 and "Traceback" not in err and "pip install 'smt[lm-eval]'" in err
 
 
+@pytest.mark.slow
 def test_lm_eval_command_line_with_the_smt_model(setup, tmp_path):
     """lm_eval's own command line, run through the adapter module (which registers "smt")."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
@@ -239,6 +240,7 @@ def test_lm_eval_command_line_with_the_smt_model(setup, tmp_path):
     assert ppl["word_perplexity,none"] == pytest.approx(math.exp(-sum(rolling) / words), rel=1e-9)
 
 
+@pytest.mark.slow
 def test_plain_lm_eval_with_the_hf_model_and_remote_code(setup, tmp_path):
     """`lm_eval --model hf --model_args pretrained=DIR,trust_remote_code=True`: lm_eval's own
     command, unchanged, loads the model directory through transformers (auto_map, smt.hf) and

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from smt import StrideHybridConfig, TrainingConfig
@@ -22,6 +23,7 @@ def tiny(arch: str) -> StrideHybridConfig:
     return StrideHybridConfig.tiny(vocab_size=TASK.vocab_size, arch=arch)
 
 
+@pytest.mark.slow
 def test_smt_recalls_beyond_the_window_with_random_filler(tmp_path):
     torch.set_num_threads(min(2, torch.get_num_threads()))
     config = tiny("smt")

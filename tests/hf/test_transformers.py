@@ -89,6 +89,7 @@ def test_the_auto_map_resolves_to_the_smt_classes(tmp_path, monkeypatch):
         torch.testing.assert_close(model(ids).logits, native(ids)[0], atol=0, rtol=0)
 
 
+@pytest.mark.slow
 def test_a_fresh_process_loads_with_trust_remote_code_alone(tmp_path):
     """What a user without `import smt.hf` runs: transformers alone, the model directory, trust_remote_code."""
     native = tiny_native("mamba")

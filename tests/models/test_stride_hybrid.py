@@ -103,6 +103,7 @@ def test_eos_stops_rows_and_pads_them():
     assert stopped.shape[1] == 6 + int(first_eos) + 1 and stopped[0, -1] == eos
 
 
+@pytest.mark.slow
 def test_state_size_does_not_grow_while_generating_2000_tokens():
     model = tiny_model()
     prompt = random_ids(1, 4)

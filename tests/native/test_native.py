@@ -66,6 +66,7 @@ def test_native_scan_rejects_what_it_cannot_read():
         native.gated_scan_forward(u, u, u[0], u, u, u[..., 0], u[:1])
 
 
+@pytest.mark.slow
 def test_the_build_is_cached_and_python_m_smt_native_reports_it(fresh_library):
     if native.compiler() is None:
         pytest.skip("no C compiler on this machine")
@@ -102,6 +103,7 @@ def test_a_failed_build_warns_once_and_the_pytorch_scan_runs(fresh_library, monk
     assert not list(fresh_library.glob("*.so"))
 
 
+@pytest.mark.slow
 def test_smt_native_0_turns_the_native_path_off_without_a_warning(fresh_library, monkeypatch):
     monkeypatch.setenv("SMT_NATIVE", "0")
     with warnings.catch_warnings():

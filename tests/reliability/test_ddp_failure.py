@@ -37,6 +37,7 @@ def _launch(output_dir, mode: str, limit_s: float) -> tuple[int, str, float]:
     ("raise", "Connection closed by peer"),  # rank 1's process exits: rank 0 sees it at once
     ("hang", f"Timed out waiting {DIST_TIMEOUT_S * 1000}ms"),  # rank 1 alive but silent: dist_timeout_s
 ])
+@pytest.mark.slow
 def test_a_failing_rank_ends_the_launch_with_a_clear_error(tmp_path, mode, cause):
     limit_s = 40 + DIST_TIMEOUT_S
     returncode, output, wall_s = _launch(tmp_path / "run", mode, limit_s)

@@ -142,6 +142,7 @@ def _train_losses(run: Path) -> dict[int, float]:
 
 
 @pytest.mark.parametrize("batching", ["random", "stream"])  # stream: the carried model state too
+@pytest.mark.slow
 def test_sigkill_at_three_moments_then_resume_matches_an_uninterrupted_run(tmp_path, shared_data, batching):
     reference = tmp_path / "reference"
     _run_to_completion(_write_config(tmp_path, shared_data, reference, batching), resume=False)

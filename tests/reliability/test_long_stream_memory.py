@@ -8,6 +8,7 @@ import gc
 import mmap
 import os
 
+import pytest
 import torch
 
 from smt.config import StrideHybridConfig
@@ -64,6 +65,7 @@ def test_rss_probe_sees_a_20mb_allocation():
     block.close()
 
 
+@pytest.mark.slow
 def test_20k_token_stream_keeps_memory_and_state_flat():
     torch.manual_seed(0)
     model = StrideHybridModel(StrideHybridConfig.tiny()).eval()

@@ -4,6 +4,7 @@ import json
 import os
 import socket
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 
@@ -61,6 +62,7 @@ def _final_weights(run_dir):
     return load_file(str(run_dir / "checkpoints" / "step_000004" / "model.safetensors"))
 
 
+@pytest.mark.slow
 def test_two_processes_match_one(tmp_path):
     mp.spawn(_worker, args=(2, _free_port(), tmp_path), nprocs=2, join=True)
     for batching in ("random", "stream"):

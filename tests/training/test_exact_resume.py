@@ -111,6 +111,7 @@ stops_in_order = st.lists(stop, min_size=1, max_size=2, unique_by=lambda s: s[1]
        log_interval=st.integers(1, 4), checkpoint_interval=st.integers(1, 5), eval_interval=st.integers(1, 5),
        keep_last_checkpoints=st.integers(1, 3), accumulation=st.integers(1, 2),
        stops=stops_in_order)
+@pytest.mark.slow
 def test_a_resumed_run_is_the_uninterrupted_run_bit_for_bit(batching, log_interval, checkpoint_interval,
                                                            eval_interval, keep_last_checkpoints, accumulation, stops):
     intervals = {"log_interval": log_interval, "checkpoint_interval": checkpoint_interval,

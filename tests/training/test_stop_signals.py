@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import yaml
 
 from tests.conftest import REPO
@@ -38,6 +39,7 @@ def _train_until_signal(config, run_dir, sig, resume: bool, after_steps: int) ->
     return subprocess.CompletedProcess(command, process.returncode, out, err)
 
 
+@pytest.mark.slow
 def test_sigint_then_sigterm_stop_at_a_step_with_a_checkpoint_and_resume_continues(tmp_path):
     run_dir = tmp_path / "run"
     config = tmp_path / "config.yaml"

@@ -174,6 +174,7 @@ def test_tokenizer_larger_than_model_is_refused(tmp_path, shared_data):
 
 @pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
                     reason="torch.compile on CPU needs a C++ compiler (the flag is optional)")
+@pytest.mark.slow
 def test_compile_flag_trains_like_eager(tmp_path):
     view = synthetic_view()
     eager = Trainer(tiny_config(tmp_path / "eager", max_steps=3, eval_interval=3, checkpoint_interval=3),

@@ -97,6 +97,7 @@ def test_fused_chain_under_bf16_autocast_stays_close_to_loop():
     torch.testing.assert_close(results[1], results[0], rtol=0.05, atol=0.05)
 
 
+@pytest.mark.slow
 def test_fused_chain_gradcheck_in_double_precision():
     model = tiny_model(ssm_n_layers=1, d_model=16, n_heads=2, pooling_heads=2, ssm_d_state=2,
                        m_input_tokens=3, n_ssm_outputs=2, stride=2).double().train()
