@@ -72,6 +72,13 @@ def matched_runs(base: dict, output_root: str) -> dict[str, dict]:
     return runs
 
 
+def variant_runs(base: dict, variants: dict[str, dict], output_root: str) -> dict[str, dict]:
+    """The base run with its model section changed, one run per variant (name -> model changes)."""
+    return {name: {"model": {**base["model"], **model}, "training": dict(base["training"]),
+                   "run": {**base["run"], "output_dir": f"{output_root}/{name}"}}
+            for name, model in variants.items()}
+
+
 def write_configs(runs: dict[str, dict], prefix: str, script: str, doc: str) -> None:
     """configs/experiments/PREFIX_NAME.yaml for every run, with a header naming their source."""
     for name, config in runs.items():
@@ -92,10 +99,7 @@ def run_configs() -> dict[str, dict]:
                                    "training": {**base["training"], **PASSKEY_TRAINING},
                                    "run": {"task": PASSKEY_TASK, "output_dir": f"runs/gutenberg/passkey_{arch}",
                                            "progress": False}}
-    for name, model in ABLATIONS.items():
-        runs[name] = {"model": {**base["model"], **model}, "training": dict(base["training"]),
-                      "run": {**base["run"], "output_dir": f"runs/gutenberg/{name}"}}
-    return runs
+    return {**runs, **variant_runs(base, ABLATIONS, "runs/gutenberg")}
 
 
 def main() -> None:

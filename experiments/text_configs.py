@@ -10,7 +10,7 @@ the same tokens per step. tests/test_experiment_configs.py checks the files stil
 from __future__ import annotations
 
 import yaml
-from gutenberg_configs import CONFIGS, matched_runs, write_configs  # the script beside this one
+from gutenberg_configs import CONFIGS, matched_runs, variant_runs, write_configs  # the script beside this one
 
 BASE = CONFIGS / "text_smt.yaml"
 
@@ -23,11 +23,7 @@ VARIANTS = {
 
 def run_configs() -> dict[str, dict]:
     base = yaml.safe_load(BASE.read_text(encoding="utf-8"))
-    runs = matched_runs(base, "runs/text")
-    for name, model in VARIANTS.items():
-        runs[name] = {"model": {**base["model"], **model}, "training": dict(base["training"]),
-                      "run": {**base["run"], "output_dir": f"runs/text/{name}"}}
-    return runs
+    return {**matched_runs(base, "runs/text"), **variant_runs(base, VARIANTS, "runs/text")}
 
 
 def main() -> None:

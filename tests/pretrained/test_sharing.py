@@ -125,7 +125,7 @@ def test_bad_config_files_are_named(tmp_path, gpt2_dir):
     with pytest.raises(ConfigError, match=r"config\.json: unknown StrideHybridConfig field\(s\) \['n_experts'\]"):
         from_pretrained(tmp_path)
     config_file.write_text(json.dumps({**data, "stride": 0}))
-    with pytest.raises(ConfigError, match=r"config\.json: stride=0"):
+    with pytest.raises(ConfigError, match=r"config\.json: model\.stride=0"):
         from_pretrained(tmp_path)
     config_file.write_text(json.dumps({**data, "smt_format_version": 99}))
     with pytest.raises(ValueError, match="smt_format_version=99"):

@@ -10,6 +10,7 @@ memory has one, to the embeddings before they enter the transformer.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import torch
@@ -42,7 +43,7 @@ def _build_read(config: StrideHybridConfig) -> MemoryRead | None:
                       config.initializer_range)
 
 
-class Memory(nn.Module):
+class Memory(nn.Module, ABC):
     """The parts and state every memory strategy shares; subclasses give `_chain`."""
 
     def __init__(self, config: StrideHybridConfig) -> None:
@@ -96,8 +97,9 @@ class Memory(nn.Module):
                      **result.ssm_state}
         return WriteResult(result.slots, result.weights, new_state, result.gates, result.read_states)
 
+    @abstractmethod
     def _chain(self, chain: ChainInputs, layout: WriteLayout, keep_states: bool) -> ChainResult:
-        raise NotImplementedError
+        """The strategy's writes: pooling, gates and SSM steps over the call's write windows."""
 
     def read(self, x: Tensor, state: dict[str, Tensor], result: WriteResult, layout: WriteLayout) -> Tensor:
         """x with the per-token read of the SSM state added (x itself for a memory without a read): every

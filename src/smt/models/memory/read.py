@@ -21,18 +21,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-def grouped_read(q: Tensor, gate: Tensor | None, states: Tensor, phase: int, stride: int) -> Tensor:
-    """q (B, T, d_state) and gate (B, T, d_inner) or None: the queries of tokens at stream positions
-    p .. p+T-1 with phase = p % stride; states (B, 1 + W, d_inner, d_state): the scan state before
-    the call, then after each of its W writes. Returns gate * (h q) per token, (B, T, d_inner) float32.
+def grouped_read(q: Tensor, states: Tensor, phase: int, stride: int) -> Tensor:
+    """q (B, T, d_state): the queries of tokens at stream positions p .. p+T-1 with phase = p % stride;
+    states (B, 1 + W, d_inner, d_state): the scan state before the call, then after each of its W
+    writes. Returns h q per token, (B, T, d_inner) float32.
 
     Token i of the call has seen (phase + i) // stride of the call's writes, so padding `phase`
     slots in front groups the tokens by the state they read: one contraction per group."""
     B, T, _ = q.shape
     groups = (phase + T + stride - 1) // stride
     q = F.pad(q.float(), (0, 0, phase, groups * stride - phase - T)).view(B, groups, stride, -1)
-    read = torch.einsum("bgds,bgts->bgtd", states[:, :groups].float(), q).flatten(1, 2)[:, phase:phase + T]
-    return read if gate is None else read * gate
+    return torch.einsum("bgds,bgts->bgtd", states[:, :groups].float(), q).flatten(1, 2)[:, phase:phase + T]
 
 
 class MemoryRead(nn.Module):
@@ -44,24 +43,22 @@ class MemoryRead(nn.Module):
         for lin in (self.query, self.out):
             nn.init.normal_(lin.weight, std=init_std)
 
-    def queries(self, x: Tensor) -> tuple[Tensor, None]:
-        """x (B, T, d) -> queries (B, T, d_state) in float32 and no gate."""
-        return self.query(self.norm(x)).float(), None
+    def queries(self, x: Tensor) -> Tensor:
+        """x (B, T, d) -> queries (B, T, d_state) in float32."""
+        return self.query(self.norm(x)).float()
 
     def forward(self, x: Tensor, states: Tensor, phase: int, stride: int) -> Tensor:
         """x (B, T, d) token embeddings; states, phase, stride as in `grouped_read`. Returns the reads
         (B, T, d)."""
-        return self.out(grouped_read(*self.queries(x), states, phase, stride).to(x.dtype))
+        return self.out(grouped_read(self.queries(x), states, phase, stride).to(x.dtype))
 
 
 def memory_read_reference(reader: MemoryRead, x: Tensor, states: Tensor, phase: int, stride: int) -> Tensor:
     """`reader.forward` one token at a time: token i reads states[:, (phase + i) // stride]."""
     reads = []
     for i in range(x.shape[1]):
-        q, gate = reader.queries(x[:, i:i + 1])
+        q = reader.queries(x[:, i:i + 1])
         h = states[:, (phase + i) // stride].float()
         read = torch.einsum("bds,bs->bd", h, q[:, 0])
-        if gate is not None:
-            read = read * gate[:, 0]
         reads.append(reader.out(read.to(x.dtype)))
     return torch.stack(reads, 1)
