@@ -18,6 +18,8 @@ BASE = CONFIGS / "text_smt.yaml"
 VARIANTS = {
     # every token reads the memory's state with its own query (what MQAR needed), two tokens per write
     "smt_s2read": {"stride": 2, "memory_read": "slots+state"},
+    # every token enters the memory's SSM and reads its output; a slot every 8 tokens (memory: token_rate)
+    "smt_tokenrate": {"memory": "token_rate"},
 }
 
 

@@ -24,7 +24,7 @@ from smt.typed_fields import ConfigError, check_fields
 Architecture = Literal["smt", "gpt", "swa", "mamba"]
 SsmType = Literal["mamba", "simple"]
 SsmInit = Literal["mamba", "mimetic"]
-MemoryKind = Literal["gated_tokens", "slot_feedback"]
+MemoryKind = Literal["gated_tokens", "slot_feedback", "token_rate"]
 MemoryRead = Literal["slots", "slots+state"]
 PositionType = Literal["rope", "learned"]
 AttentionImpl = Literal["chunked", "dense"]
@@ -275,8 +275,9 @@ class StrideHybridConfig(_Serialisable):
     layer_norm_eps: float = 1e-5
     # the memory strategy (smt.models.memory): "gated_tokens" (the default since docs/MEMORY.md Q17),
     # pooling reads the window's tokens only and the SSM runs as one scan; "slot_feedback", the seed's
-    # design, pooling over the memory slots + tokens (a sequential chain). Older configs name it with
-    # `pool_over_memory` (false / true), still accepted.
+    # design, pooling over the memory slots + tokens (a sequential chain); "token_rate", every token
+    # enters the SSM (no pooling) and reads its output, every S tokens one becomes a slot (docs/TEXT.md).
+    # Older configs name the first two with `pool_over_memory` (false / true), still accepted.
     memory: MemoryKind = "gated_tokens"
     # attention pooling
     pooling_heads: int = 1
@@ -470,6 +471,15 @@ class StrideHybridConfig(_Serialisable):
                  "or write_gate: false")
         if not is_device_name(self.device):
             fail("device", "unknown device", DEVICE_FIX)
+        if self.memory == "token_rate":
+            if self.memory_read != "slots":
+                fail("memory_read", "memory='token_rate' reads every token by construction",
+                     "leave memory_read at 'slots' with token_rate")
+            if self.pool_position_bias:
+                fail("pool_position_bias", "memory='token_rate' does not pool", "set pool_position_bias: false")
+            if self.write_gate and self.ssm_type != "mamba":
+                fail("write_gate", "memory='token_rate' gates the tokens through a Mamba memory's gated scan",
+                     "use ssm_type='mamba', or write_gate: false")
         if self.memory_read != "slots" and self.ssm_type != "mamba":
             fail("memory_read", "reads the (d_inner x d_state) state of a Mamba memory",
                  "use ssm_type='mamba' or memory_read='slots'")

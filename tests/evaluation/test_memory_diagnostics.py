@@ -326,3 +326,17 @@ def test_write_gate_usage_splits_key_writes_from_the_rest(monkeypatch):
     assert md.diagnose(tiny(), task, n_samples=2)["write_gates"] is None
     with pytest.raises(ValueError, match="gated memory"):
         md.write_gate_usage(tiny(), ids, keys)
+
+
+def test_diagnose_a_token_rate_memory_measures_what_applies(tmp_path):
+    model = tiny(default=True, memory="token_rate")
+    task = TaskConfig(name="passkey", seq_len=32, key_length=1, n_values=8, n_filler=VOCAB - 10)
+    result = untouched(model, torch.zeros(1, 8, dtype=torch.long),
+                       lambda: md.diagnose(model, task, n_samples=4, seed=0))
+    assert set(result["skipped"]) == {"gradient", "key_pooling", "write_gates"}
+    assert "every token" in result["skipped"]["gradient"]
+    assert result["retention"]["unit"] == "token" and result["attention_mass"] is not None
+    json.dumps(result, allow_nan=False)
+    assert {p.name for p in md.plot_diagnostics(result, tmp_path)} == {"attention_mass.png",
+                                                                       "retention_histogram.png"}
+    md.summarize(result)

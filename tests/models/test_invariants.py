@@ -1,4 +1,5 @@
-"""The four invariants of docs/architecture.md ("The semantics and the invariants"), on small random float32 models."""
+"""The four invariants of docs/architecture.md ("The semantics and the invariants"), on small random float32 models
+of every memory strategy."""
 
 from __future__ import annotations
 
@@ -43,6 +44,13 @@ VARIANTS = {
     "default-read-state-position-bias-stride-1": {"memory_read": "slots+state", "pool_position_bias": True,
                                                   "stride": 1},
     **{f"seed-{name}": seed_design(**fields) for name, fields in SEED_VARIANTS.items()},
+    # memory: token_rate (every token enters the SSM and reads its output)
+    "token-rate": {"memory": "token_rate"},
+    "token-rate-ungated": {"memory": "token_rate", "write_gate": False},
+    "token-rate-dense-stride-3": {"memory": "token_rate", "attention_impl": "dense", "stride": 3,
+                                  "m_input_tokens": 7, "n_ssm_outputs": 5},
+    "token-rate-learned-positions": {"memory": "token_rate", "position": "learned", "max_position_embeddings": 128},
+    "token-rate-simple-ssm-ungated": {"memory": "token_rate", "ssm_type": "simple", "write_gate": False},
 }
 
 

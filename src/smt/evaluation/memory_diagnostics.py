@@ -443,7 +443,9 @@ def _ssm_layers(model) -> tuple[str, list[nn.Module]]:
 
 
 def _ssm_unit(model) -> str:
-    return "write" if getattr(model, "n_slots", 0) else "token"
+    """What one SSM step takes in: a pooled write, or a token (a Mamba LM, memory: token_rate)."""
+    pooled = getattr(model, "n_slots", 0) and model.config.memory != "token_rate"
+    return "write" if pooled else "token"
 
 
 def _expected_steps(model, T: int) -> int:
@@ -817,7 +819,11 @@ def diagnose(model, task_config, n_samples: int = 64, seed: int = 0) -> dict:
         "gradient": None, "key_pooling": None, "retention": None, "attention_mass": None, "write_gates": None,
         "skipped": {},
     }
-    if has_memory:
+    if has_memory and cfg.memory == "token_rate":
+        reason = "memory 'token_rate' writes every token into its SSM: there is no pooled write to measure"
+        result["attention_mass"] = memory_attention_mass(model, ids)
+        result["skipped"] = {"gradient": reason, "key_pooling": reason, "write_gates": reason}
+    elif has_memory:
         result["gradient"] = write_gradient_by_distance(model, ids, targets)
         result["key_pooling"] = key_pooling_weight(model, ids, keys)
         result["attention_mass"] = memory_attention_mass(model, ids)

@@ -37,6 +37,20 @@ HARD_GATE_INIT_BIAS = 1.0
 HARD_GATE_STRETCH = 0.1
 
 
+def hard_gate(logit: Tensor) -> Tensor:
+    """g = clamp(1.2 sigmoid(u) - 0.1, 0, 1) in float32 (the module docstring says why)."""
+    gate = torch.sigmoid(logit.float())
+    return (gate * (1 + 2 * HARD_GATE_STRETCH) - HARD_GATE_STRETCH).clamp(0.0, 1.0)
+
+
+def hard_gate_layer(d_model: int, init_std: float) -> nn.Linear:
+    """The gate's logit u from a vector: a linear map, started open (HARD_GATE_INIT_BIAS)."""
+    layer = nn.Linear(d_model, 1)
+    nn.init.normal_(layer.weight, std=init_std)
+    nn.init.constant_(layer.bias, HARD_GATE_INIT_BIAS)
+    return layer
+
+
 class AttentionPooling(nn.Module):
     def __init__(self, d_model: int, n_heads: int = 1, eps: float = 1e-5, init_std: float = 0.02,
                  window: int | None = None, gate: bool = False) -> None:
@@ -53,18 +67,13 @@ class AttentionPooling(nn.Module):
         for lin in (self.key, self.value, self.out):
             nn.init.normal_(lin.weight, std=init_std)
         self.position_bias = nn.Parameter(torch.zeros(window, n_heads)) if window else None
-        self.gate = None
-        if gate:
-            self.gate = nn.Linear(d_model, 1)
-            nn.init.normal_(self.gate.weight, std=init_std)
-            nn.init.constant_(self.gate.bias, HARD_GATE_INIT_BIAS)
+        self.gate = hard_gate_layer(d_model, init_std) if gate else None
 
     def write_gate(self, pooled: Tensor) -> Tensor | None:
         """The gate (B,) in float32 of a write that pooled `pooled` (B, d); None without one."""
         if self.gate is None:
             return None
-        gate = torch.sigmoid(self.gate(pooled).float()).squeeze(-1)
-        return (gate * (1 + 2 * HARD_GATE_STRETCH) - HARD_GATE_STRETCH).clamp(0.0, 1.0)
+        return hard_gate(self.gate(pooled)).squeeze(-1)
 
     def project(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Per-vector scores (..., heads) in float32 and values (..., d)."""

@@ -7,11 +7,11 @@ SSM runs in sequence mode (with gates: one gated scan per layer); see `chain.tok
 from __future__ import annotations
 
 from smt.models.components.windowed_attention import WriteLayout
-from smt.models.memory.base import Memory
 from smt.models.memory.chain import ChainInputs, ChainResult, tokens_only_chain
+from smt.models.memory.pooled import PooledMemory
 
 
-class GatedTokensMemory(Memory):
+class GatedTokensMemory(PooledMemory):
     """`memory: gated_tokens` (the default); the per-token read (`memory_read: slots+state`) is its option."""
 
     def _chain(self, chain: ChainInputs, layout: WriteLayout, keep_states: bool) -> ChainResult:

@@ -12,15 +12,15 @@ from __future__ import annotations
 from smt.config import StrideHybridConfig
 from smt.models.components.windowed_attention import WriteLayout
 from smt.models.memory import fused_chain
-from smt.models.memory.base import Memory
 from smt.models.memory.chain import ChainInputs, ChainResult, loop_chain
+from smt.models.memory.pooled import PooledMemory
 
 # below this many writes per call (generation: one write every S tokens) the fused chain's per-call
 # weight preparation costs more than it saves
 FUSED_MIN_WRITES = 4
 
 
-class SlotFeedbackMemory(Memory):
+class SlotFeedbackMemory(PooledMemory):
     """`memory: slot_feedback` (`pool_over_memory: true` in older configs)."""
 
     # the hand-differentiated chain where it applies; False runs the autograd loop (its reference)
