@@ -273,7 +273,7 @@ class StrideHybridConfig(_Serialisable):
     attention_impl: AttentionImpl = "chunked"  # "chunked" (linear cost) or "dense" (test oracle)
     attention_block_size: int | None = None  # query block of the chunked path; default max(M, 64)
     layer_norm_eps: float = 1e-5
-    # the memory strategy (smt.models.memory): "gated_tokens" (the default since docs/MEMORY.md Q17),
+    # the memory strategy (smt.models.memory): "gated_tokens" (the default; docs/MEMORY.md, "Why this default"),
     # pooling reads the window's tokens only and the SSM runs as one scan; "slot_feedback", the seed's
     # design, pooling over the memory slots + tokens (a sequential chain); "token_rate", every token
     # enters the SSM (no pooling) and reads its output, every S tokens one becomes a slot (docs/TEXT.md).
@@ -283,12 +283,12 @@ class StrideHybridConfig(_Serialisable):
     pooling_heads: int = 1
     pool_position_bias: bool = False  # a learned pooling score per window position (the newest tokens)
     # a learned gate per write (sigmoid of the pooled vector): the memory keeps g of the state the
-    # write produces and 1 - g of the state before, so a write of filler can be skipped (MEMORY.md Q12)
+    # write produces and 1 - g of the state before, so a write of filler can be skipped (docs/MEMORY.md)
     write_gate: bool = True
     # the gate is hard (a stretched sigmoid clipped to [0, 1], so a write can be skipped exactly) and
     # this weight (> 0 with write_gate) times the mean gate is added to the training loss: the memory
     # pays for every write it keeps, and a state that skips every filler write is the same at any length
-    # None: 1e-4 with write_gate (tuned on code's training modules, MEMORY.md Q15/Q17), else 0
+    # None: 1e-4 with write_gate (tuned on code's training modules; docs/MEMORY.md, "Why this default"), else 0
     write_gate_sparsity: float | None = None
     # "slots": the transformer reads the memory through its N slots only (the seed's design);
     # "slots+state": each token also reads the memory's last SSM state with its own query (issue 13)

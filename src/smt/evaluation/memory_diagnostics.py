@@ -18,7 +18,7 @@ each answering one question about the path key token -> pooling -> SSM -> slot -
   checked against the layers' actual outputs).
 - `write_gate_usage` (gated memories only): which writes does the memory keep? The write gates of
   the writes whose window holds the key against all other writes: mean, and the share exactly
-  closed (g = 0) and fully open (docs/MEMORY.md Q14).
+  closed (g = 0) and fully open (docs/MEMORY.md, "What is proven": hard write gates).
 
 `diagnose` builds synthetic passkey prompts and returns them all as one JSON-serialisable dict;
 `plot_diagnostics` draws them; `summarize` formats the few numbers that matter. Every function

@@ -2,7 +2,7 @@
 
 In the seed's design the transformer sees the memory only through its N slots, and a slot is the
 SSM's output at a write: the state is read with the write's own input, so what a slot holds cannot
-depend on what a later token looks for. Multi-query recall needs exactly that (docs/MEMORY.md Q6);
+depend on what a later token looks for. Multi-query recall needs exactly that (docs/MEMORY.md, MQAR);
 Mamba solves it because every token reads the state with its own C. Here every token t reads the
 last Mamba layer's scan state after the latest write visible to it (made by a token before t):
 
