@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The code comparison of docs/MEMORY.md part 5 (issue 13), command by command.
+# The code comparison of docs/notebook/Q08-real-code.md (issue 13), command by command.
 #   bash experiments/code.sh NAME [SEED]   train configs/experiments/code_NAME.yaml (1 thread), then
 #                                          stream the held-out modules whole: loss by position
 #   python experiments/code_report.py      the table (mean and seed range per position bucket)

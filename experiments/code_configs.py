@@ -1,4 +1,4 @@
-"""Write the run configs of the code comparison (docs/MEMORY.md part 5) into configs/experiments/.
+"""Write the run configs of the code comparison (docs/notebook/Q08-real-code.md) into configs/experiments/.
 
     python experiments/code_configs.py
 
@@ -21,7 +21,7 @@ def run_configs() -> dict[str, dict]:
 
 
 def main() -> None:
-    write_configs(run_configs(), "code", "code_configs.py", "docs/MEMORY.md part 5")
+    write_configs(run_configs(), "code", "code_configs.py", "docs/notebook/Q08-real-code.md")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The table of the code comparison (docs/MEMORY.md part 5): held-out loss by position bucket.
+"""The table of the code comparison (docs/notebook/Q08-real-code.md): held-out loss by position bucket.
 
 Reads runs/code/NAME-sSEED/eval/loss_by_position.npy (written by experiments/code.sh) and prints,
 per model, the mean loss over the positions of each bucket, averaged over seeds, with the seed

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Tuning for the code comparison on the *training* modules only (docs/MEMORY.md Q15): a tenth of
+# Tuning for the code comparison on the *training* modules only
+# (docs/notebook/Q15-curricula-gated-code-parallel-scan.md): a tenth of
 # train.jsonl's modules (chosen by a hash of the path) is held out as a tuning split, the rest
 # trains, and valid.jsonl, on which the final rows are reported, is never read.
 #   bash experiments/code_tune.sh NAME SEED LABEL [--section.field VALUE ...]

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Which writes does a gated memory keep? (docs/MEMORY.md Q14)
+"""Which writes does a gated memory keep? (docs/notebook/Q14-hard-write-gates.md)
 
 With `write_gate` every write has a gate g in [0, 1]: the memory keeps g of the state the write
 produces and 1 - g of the state before it, and a hard gate (`write_gate_sparsity > 0`) can be
@@ -14,7 +14,7 @@ It also tests the claim directly (--prefixes): the same 64-token prompts (key 16
 with P tokens of random filler put in front. If every prefix write is closed and nothing else
 carries the prefix forward, the logits at the question are bit-identical for every P. With
 pooling over memory they are not: each write pools the slots of the writes before it, a second
-recurrence beside the SSM state that no gate closes (docs/MEMORY.md Q14).
+recurrence beside the SSM state that no gate closes (docs/notebook/Q14-hard-write-gates.md).
 
     python experiments/gate_sparsity.py runs/q14/hg05-s1 --lengths 64 256 896 --prefixes 32 192 832
 

@@ -28,7 +28,7 @@ ABLATIONS = {
     "smt_n4": {"n_ssm_outputs": 4},
     "smt_n16": {"n_ssm_outputs": 16},
     "smt_tokpool": {"pool_over_memory": False},
-    # docs/MEMORY.md Q14-Q15: tokens-only pooling with hard write gates, lambda as tuned on code
+    # docs/notebook/Q14-Q15: tokens-only pooling with hard write gates, lambda as tuned on code
     "smt_gated": {"pool_over_memory": False, "write_gate": True, "write_gate_sparsity": 1e-4},
 }
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Why does a Mamba-only model's induction head fail on long sequences? (docs/MEMORY.md Q16)
+"""Why does a Mamba-only model's induction head fail on long sequences?
+(docs/notebook/Q16-mqar-seed-2-induction-at-16x.md)
 
 Two failure modes look the same in one accuracy number at 4096 tokens:
 - *distance*: the answer's trace fades before the question, so recall falls with the distance

@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="mqar: pairs queried, each once (default: all)")
     parser.add_argument("--answers", default="hidden", choices=["hidden", "given"],
                         help="mqar: 'given' puts each answer after its query and lets values repeat (Zoology's form, "
-                             "with shortcuts; every MQAR row before docs/MEMORY.md Q10), 'hidden' does neither")
+                             "with shortcuts; every MQAR row before docs/notebook/Q10), 'hidden' does neither")
     parser.add_argument("--pairs-at", default="start", choices=["start", "random"],
                         help="mqar: the pairs open every sequence, or sit at a random depth (then the "
                              "pairs-at-start form is scored too, as 'far')")
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.init_from:
         from smt.pretrained import from_pretrained
 
-        # a stage may add write gates to a trained ungated memory (MEMORY.md Q15); nothing else may differ
+        # a stage may add write gates to a trained ungated memory (docs/notebook/Q15); nothing else may differ
         missing, unexpected = model.load_state_dict(from_pretrained(args.init_from).state_dict(), strict=False)
         if unexpected or any(not name.startswith("pooling.gate.") for name in missing):
             raise SystemExit(f"--init-from {args.init_from} does not match this model: missing {missing}, "

@@ -2,8 +2,8 @@
 """MQAR accuracy of a saved model by the queried pair's place: which pair (1st..Pth in the
 sequence) and which half of the memory write that covers it (a write summarises S tokens, so at
 S = 4 two pairs share one write), and by the query's place in the query section beside the
-elimination floor (docs/MEMORY.md Q10: with every pair queried once, later answers can be guessed
-from the values not yet given). A diagnostic for docs/MEMORY.md Q9-Q10: if one SSM write cannot
+elimination floor (docs/notebook/Q10-mqar-shortcuts.md: with every pair queried once, later answers can be guessed
+from the values not yet given). A diagnostic for docs/notebook/Q09-Q10: if one SSM write cannot
 bind two pairs, the pair written first and the one written second of a write are recalled unequally.
 
     python experiments/memory_recall.py --task mqar --pairs 8 --steps 2000 --model memory_read=slots+state \

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Is the key-value binding in the memory state? Linear probes on an SMT's SSM state (docs/MEMORY.md Q10).
+"""Is the key-value binding in the memory state? Linear probes on an SMT's SSM state
+(docs/notebook/Q10-mqar-shortcuts.md).
 
 An SMT with `memory_read: slots+state` reads the last Mamba layer's scan state with each token's
 own query. If it fails on MQAR, either the writes never put the binding into that state, or they

@@ -10,7 +10,8 @@ at longer lengths (no further training). One JSON line per run is appended to --
 
 --init-decay-scale F starts from a fresh model (seeded by --seed) whose every A is multiplied by
 F (A = -exp(A_log)): with the mimetic init (A / 100) F = 10 gives A / 10, a memory that forgets
-within a training row unless dt learns to be small on the tokens it must skip (docs/MEMORY.md Q16).
+within a training row unless dt learns to be small on the tokens it must skip
+(docs/notebook/Q16-mqar-seed-2-induction-at-16x.md).
 """
 
 from __future__ import annotations

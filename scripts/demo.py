@@ -5,8 +5,8 @@ Default (synthetic passkey with random filler): trains a tiny SMT and the slidin
 baseline with the same window M and the same parameter budget (smt.training's Trainer, seeded
 batches) at 64 tokens (4.5R, R = layers x (M - 1) = 14: the farthest a window-only model sees),
 then the SMT for a few hundred steps more at 224 tokens (16R, a length curriculum). The SMT is the
-library's default memory (tokens-only pooling, hard write gates with a sparsity penalty; docs/MEMORY.md
-Q14-Q17); beside it the seed's design (pooling over memory slots + tokens, ungated writes), trained at
+library's default memory (tokens-only pooling, hard write gates with a sparsity penalty; docs/MEMORY.md,
+its default); beside it the seed's design (pooling over memory slots + tokens, ungated writes), trained at
 64 tokens only. Prints accuracy by key distance at 64, 224 and 896 tokens
 (64R) side by side, draws accuracy vs distance and the attention-pooling picture, and generates
 the answer for one prompt with the trained SMT. Beyond R only the memory can carry the key.

@@ -9,7 +9,7 @@ from smt import StrideHybridConfig, StrideHybridModel
 
 def seed_design(**overrides) -> dict:
     """Overrides for the seed's design (pooling over memory slots + tokens, ungated writes; the default
-    before docs/MEMORY.md Q17), with the fields a variant sets kept."""
+    before docs/notebook/Q17-one-penalty-passkey-and-books.md), with the fields a variant sets kept."""
     overrides = StrideHybridConfig.canonical_names(overrides)  # an old pool_over_memory: the memory it names
     return {"memory": "slot_feedback", "write_gate": False, **overrides}
 

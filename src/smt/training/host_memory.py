@@ -4,12 +4,12 @@ glibc's malloc serves every allocation above its mmap threshold (at most 32 MiB)
 mapping and unmaps it on free, and trims the top of its heap when much of it is free: a CPU training
 step then faults its activations in page by page again, every step (3.1M minor page faults per SMT
 step for the benchmark shape at batch 8 and 4K tokens). Where a fault is dear, as on the development
-machine's virtual machine, that is a large share of the step: benchmarks/RESULTS.md (2026-12-04)
-measured 19.1 s -> 9.64 s per step, and 8.7K faults per step once memory is kept. `keep_freed_memory` turns both
-off through mallopt, so freed memory stays mapped in the heap and the next step's tensors reuse it;
-the process keeps its peak resident size instead of handing memory back. A no-op (returns False)
-where the C library is not glibc. The trainer calls it on CPU runs (`run.keep_freed_memory`), and
-the training benchmarks for every architecture they compare.
+machine's virtual machine, that is a large share of the step: benchmarks/HISTORY.md (2026-12-04, first
+session) measured 19.1 s -> 9.64 s per step, and 8.7K faults per step once memory is kept.
+`keep_freed_memory` turns both off through mallopt, so freed memory stays mapped in the heap and the
+next step's tensors reuse it; the process keeps its peak resident size instead of handing memory
+back. A no-op (returns False) where the C library is not glibc. The trainer calls it on CPU runs
+(`run.keep_freed_memory`), and the training benchmarks for every architecture they compare.
 """
 
 from __future__ import annotations

@@ -106,9 +106,10 @@ def test_tokens_only_states_in_parallel_equal_the_step_loop(monkeypatch):
 
 @pytest.mark.parametrize("pool_over_memory", [False, True])
 def test_with_every_gate_closed_only_pooling_over_memory_carries_a_prefix(pool_over_memory):
-    """docs/MEMORY.md Q14: closed writes leave the SSM state as it was, so a tokens-only memory makes the
-    last tokens' logits independent of everything before the window; pooling over memory does not,
-    because each write pools the slots of the writes before it (a recurrence no gate closes)."""
+    """docs/notebook/Q14-hard-write-gates.md: closed writes leave the SSM state as it was, so a
+    tokens-only memory makes the last tokens' logits independent of everything before the window;
+    pooling over memory does not, because each write pools the slots of the writes before it (a
+    recurrence no gate closes)."""
     model = tiny_model(write_gate=True, write_gate_sparsity=0.05, pool_over_memory=pool_over_memory)
     with torch.no_grad():
         model.pooling.gate.bias.fill_(-100.0)  # every gate exactly 0
