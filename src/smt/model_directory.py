@@ -5,10 +5,11 @@
     model.safetensors    the weights, tied tensors once (pytorch_model.bin with safe_serialization=False)
     tokenizer.json       the tokenizer, when one was given
     tokenizer_config.json  with a tokenizer: its class for transformers' AutoTokenizer, eos and pad tokens
-    generation_config.json eos / pad token ids for transformers' generate (empty without a tokenizer)
+    generation_config.json the model's generation defaults (eos / bos / pad ids) for transformers' generate
     configuration_smt.py, modeling_smt.py  one import each from smt.hf (trust_remote_code=True)
     README.md            the model card: configuration, parameter counts, evaluation numbers when given
-    checksums.json       the sha256 of every file above, written last
+    checksums.json       the sha256 of every file above, written last (saved without a tokenizer, it lets
+                         one be added afterwards, unchecked: tokenizer.save_pretrained(dir))
 
 `save_pretrained`, every training checkpoint (a step directory adds optimizer.pt, the stream state
 and training.json, which then holds the checksums) and the baselines all write it through
@@ -51,7 +52,8 @@ TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 GENERATION_CONFIG_FILE = "generation_config.json"
 MODEL_CARD_FILE = "README.md"
 # what an integrity record must list when present (must_be_recorded)
-RECORDED_FILES = (CONFIG_FILE, TOKENIZER_FILE, TOKENIZER_CONFIG_FILE, "vocab.json", "merges.txt")
+TOKENIZER_FILES = (TOKENIZER_FILE, TOKENIZER_CONFIG_FILE, "vocab.json", "merges.txt")
+RECORDED_FILES = (CONFIG_FILE, *TOKENIZER_FILES)
 RECORDED_SUFFIXES = (".safetensors", ".bin", ".pt", ".index.json")
 # transformers' trust_remote_code entry points: two files beside the weights, each one import from smt.hf
 AUTO_MAP = {"AutoConfig": "configuration_smt.SMTConfig", "AutoModelForCausalLM": "modeling_smt.SMTForCausalLM"}
@@ -232,12 +234,17 @@ def load_tokenizer(directory: Path) -> Any | None:
 
 # ------------------------------------------------------------------ save
 def save_model_dir(model: nn.Module, directory: str | Path, tokenizer: Any = None,
-                   safe_serialization: bool = True, evaluation: Mapping[str, Any] | None = None) -> None:
+                   safe_serialization: bool = True, evaluation: Mapping[str, Any] | None = None,
+                   generation: Mapping[str, Any] | None = None) -> None:
     """Write config.json (with transformers' auto_map), the weights (model.safetensors, or
     pytorch_model.bin when safe_serialization=False), the tokenizer when given (with
     tokenizer_config.json), generation_config.json, the two remote-code files, the model card
     README.md (with the `evaluation` numbers when given, e.g. {"val_loss": 3.2}), and
-    checksums.json last."""
+    checksums.json last.
+
+    generation_config.json holds `generation` (the model's generation defaults, e.g. a transformers
+    model's eos / bos / pad token ids; None values dropped), with the tokenizer's end-of-document
+    token as eos and pad when a tokenizer is given and its vocabulary has one."""
     model = getattr(model, "smt_model", model)  # smt.hf.SMTForCausalLM: its native model, the same parameters
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
@@ -265,12 +272,15 @@ def save_model_dir(model: nn.Module, directory: str | Path, tokenizer: Any = Non
         eos = end_of_document_token(tokenizer, directory, model.config.vocab_size)
         if not hasattr(tokenizer, "save_pretrained"):  # a transformers tokenizer wrote its own
             write_tokenizer_config(directory, eos)
-    generation = {} if eos is None else {"eos_token_id": eos[1], "pad_token_id": eos[1]}
-    (directory / GENERATION_CONFIG_FILE).write_text(json.dumps(generation, indent=2) + "\n", encoding="utf-8")
+    settings = {key: value for key, value in (generation or {}).items() if value is not None}
+    if eos is not None:
+        settings.update(eos_token_id=eos[1], pad_token_id=eos[1])
+    (directory / GENERATION_CONFIG_FILE).write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n",
+                                                    encoding="utf-8")
     for name, code in REMOTE_CODE.items():
         (directory / name).write_text(code, encoding="utf-8")
     write_model_card(model, directory, evaluation, has_tokenizer=tokenizer is not None)
-    write_checksums(directory)
+    write_checksums(directory, without_tokenizer=tokenizer is None)
 
 
 def end_of_document_token(tokenizer: Any, directory: Path, vocab_size: int) -> tuple[str, int] | None:
@@ -360,12 +370,18 @@ def write_model_card(model: nn.Module, directory: Path, evaluation: Mapping[str,
     card.save(str(directory / MODEL_CARD_FILE))
 
 
-def write_checksums(directory: Path) -> None:
+def write_checksums(directory: Path, without_tokenizer: bool = False) -> None:
     """checksums.json: the sha256 of every file in a model directory; written last, so a save
-    that is cut off leaves a directory that fails verification instead of loading half-written."""
+    that is cut off leaves a directory that fails verification instead of loading half-written.
+    `without_tokenizer`: the model was saved without a tokenizer, so tokenizer files written into the
+    directory afterwards (transformers' habit: model.save_pretrained(out); tokenizer.save_pretrained(out))
+    are not refused for being unrecorded (they are not checked either; everything else still is)."""
     files = sorted(p.name for p in directory.iterdir()
                    if p.is_file() and p.name != CHECKSUM_FILE and not p.name.startswith("."))
-    write_json_atomic(directory / CHECKSUM_FILE, {"sha256": {name: sha256_file(directory / name) for name in files}})
+    record: dict[str, Any] = {"sha256": {name: sha256_file(directory / name) for name in files}}
+    if without_tokenizer:
+        record["without_tokenizer"] = True
+    write_json_atomic(directory / CHECKSUM_FILE, record)
 
 
 # ---------------------------------------------------------------- verify
@@ -381,11 +397,13 @@ def verify_model_files(directory: str | Path) -> None:
     if not file.is_file():
         return
     try:
-        items = list(json.loads(file.read_text(encoding="utf-8"))["sha256"].items())
+        record = json.loads(file.read_text(encoding="utf-8"))
+        items = list(record["sha256"].items())
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise CheckpointError(f"{file} is unreadable ({error}); re-save the model, or delete {file.name} to "
                               "load it unchecked") from error
-    check_record_scope(directory, dict(items), file)
+    added_later = TOKENIZER_FILES if record.get("without_tokenizer") is True else ()
+    check_record_scope(directory, dict(items), file, may_be_unrecorded=added_later)
     check_files(directory, dict(items), missing=f"{file.name} lists it; copy the whole directory",
                 changed=f"was changed or corrupted after it was saved (its sha256 does not match {file.name}); "
                         f"re-save the model, or if you edited it on purpose, delete {file.name} to load it "
@@ -418,9 +436,11 @@ def must_be_recorded(directory: Path) -> list[str]:
                   if p.is_file() and (p.name in RECORDED_FILES or p.name.endswith(RECORDED_SUFFIXES)))
 
 
-def check_record_scope(directory: Path, checksums: Any, record: Path) -> None:
+def check_record_scope(directory: Path, checksums: Any, record: Path,
+                       may_be_unrecorded: tuple[str, ...] = ()) -> None:
     """A record names only files inside its directory, as sha256 strings, and covers every file of
-    must_be_recorded: an empty or partial record would otherwise vouch for files it never checked."""
+    must_be_recorded (but `may_be_unrecorded`): an empty or partial record would otherwise vouch for
+    files it never checked."""
     if not isinstance(checksums, dict) or not all(isinstance(v, str) for v in checksums.values()):
         raise CheckpointError(f"{record} is damaged (its checksums are not a mapping of file name to sha256); "
                               "re-save the model")
@@ -429,7 +449,8 @@ def check_record_scope(directory: Path, checksums: Any, record: Path) -> None:
         if not name or "\\" in name or PurePosixPath(name).is_absolute() or ".." in parts:
             raise CheckpointError(f"{record} names {name!r}, which is not a file of {directory}; the record is "
                                   "damaged or forged: re-save the model or take a fresh copy")
-    uncovered = [name for name in must_be_recorded(directory) if name not in checksums]
+    uncovered = [name for name in must_be_recorded(directory)
+                 if name not in checksums and name not in may_be_unrecorded]
     if uncovered:
         raise CheckpointError(f"{record} does not cover {uncovered} of {directory}, so it cannot vouch for them; "
                               "re-save the model, or delete the record to load the directory unchecked")
