@@ -64,3 +64,34 @@ def test_forward_takes_past_key_values_as_the_cache(tmp_path):
     with pytest.raises(TypeError, match=r"past_key_values must be an SMTCache .* not a key/value cache"):
         model(ids, past_key_values=((torch.zeros(1),),))
     assert model(ids[:, :3], past_key_values=None).cache.get_seq_length() == 3
+
+
+def test_lm_eval_hflm_streams_whole_documents_of_rope_models(tmp_path):
+    """lm_eval --model hf reads the context limit from config.n_positions (then max_position_embeddings):
+    a RoPE model (or a Mamba) has none, so HFLM keeps a document whole; a learned-position model keeps
+    its table's size."""
+    lm_eval_models = pytest.importorskip("lm_eval.models.huggingface")
+    from lm_eval.models.utils import resolve_max_length
+
+    from smt.hf.configuration import STREAM_POSITIONS
+
+    native = tiny_native()
+    directory = save(native, tmp_path / "rope", tiny_tokenizer())
+    model = AutoModelForCausalLM.from_pretrained(directory)
+    assert model.config.max_position_embeddings == 1024 and model.config.n_positions == STREAM_POSITIONS
+    lm = lm_eval_models.HFLM(pretrained=model, tokenizer=AutoTokenizer.from_pretrained(directory), batch_size=1)
+    assert lm.max_length == STREAM_POSITIONS
+    words = " ".join(f"w{(7 * i) % 60}" for i in range(1500))  # 1500 tokens: more than 1024
+    ids = [EOS_ID] + AutoTokenizer.from_pretrained(directory)(words)["input_ids"]
+    with torch.no_grad():
+        logits = native(torch.tensor([ids[:-1]]))[0].log_softmax(-1)[0]
+    expected = float(logits.gather(1, torch.tensor(ids[1:])[:, None]).sum())
+    request = type("Request", (), {"args": (words,)})()
+    [score] = lm.loglikelihood_rolling([request], disable_tqdm=True)
+    assert score == pytest.approx(expected, rel=1e-4)  # one window: every token reads the whole document
+    learned = save(tiny_native(position="learned", max_position_embeddings=96), tmp_path / "learned")
+    config = AutoModelForCausalLM.from_pretrained(learned).config
+    assert config.n_positions == 96 and resolve_max_length(config) == 96
+    mamba = save(tiny_native("mamba"), tmp_path / "mamba")
+    assert resolve_max_length(AutoModelForCausalLM.from_pretrained(mamba).config) == STREAM_POSITIONS
+    assert "n_positions" not in json.loads((directory / "config.json").read_text())  # derived, not saved
