@@ -180,6 +180,12 @@ def generation_settings(config: Any) -> dict[str, Any]:
             if not key.startswith("_") and key not in _NOT_GENERATION_DEFAULTS and value is not None}
 
 
+# save_pretrained's options for push_to_hub=True (smt.model_directory.push_to_hub's), and transformers'
+# saving options that cannot apply to an SMT model directory
+PUSH_OPTIONS = ("repo_id", "token", "private", "commit_message", "create_pr", "revision")
+REFUSED_SAVE_OPTIONS = ("variant", "save_function", "distributed_checkpoint")
+
+
 class SMTPreTrainedModel(PreTrainedModel):
     """Common settings of the SMT transformers classes."""
 
@@ -317,19 +323,33 @@ class SMTForCausalLM(SMTPreTrainedModel, GenerationMixin):
 
     def save_pretrained(self, save_directory: str | Path, tokenizer: Any = None, safe_serialization: bool = True,
                         evaluation: dict[str, Any] | None = None, is_main_process: bool = True,
-                        push_to_hub: bool = False, **kwargs: Any) -> None:
+                        push_to_hub: bool = False, max_shard_size: int | str | None = None,
+                        state_dict: dict[str, Tensor] | None = None, **kwargs: Any) -> None:
         """The SMT model directory (smt.model_directory.save_model_dir) of the model's current
-        parameters: config.json with auto_map, the weights under the native names, the tokenizer
-        when given, the Hub files and checksums.json; it loads through AutoModelForCausalLM and
-        through the native from_pretrained alike. transformers' other saving options (state_dict,
-        max_shard_size, ...) do not apply; push_to_hub=True uploads the directory (repo_id=, token=)."""
+        parameters (or of `state_dict`, as transformers' Trainer passes it): config.json with
+        auto_map, the weights under the native names (sharded with an index when larger than
+        `max_shard_size`, bytes or "5GB"), the tokenizer when given, generation_config.json (the
+        model's generation_config), the Hub files and checksums.json; it loads through
+        AutoModelForCausalLM and through the native from_pretrained alike. push_to_hub=True uploads
+        the directory (repo_id=, token=, private=, commit_message=, create_pr=, revision=).
+        transformers options that do not apply are refused, never ignored: variant, save_function,
+        distributed_checkpoint (save_peft_format / save_original_format have nothing to convert)."""
         from smt.model_directory import push_to_hub as upload
         from smt.model_directory import save_model_dir
 
+        hub = {name: kwargs.pop(name) for name in PUSH_OPTIONS if name in kwargs}
+        for name in ("save_peft_format", "save_original_format"):  # no adapters, no converted layout: nothing to do
+            kwargs.pop(name, None)
+        refused = sorted(name for name in REFUSED_SAVE_OPTIONS if kwargs.pop(name, None) not in (None, False))
+        if refused:
+            raise ValueError(f"SMTForCausalLM.save_pretrained does not support {refused}: an SMT model directory "
+                             "holds one set of weights, saved by smt.model_directory.save_model_dir")
+        if kwargs:
+            raise TypeError(f"SMTForCausalLM.save_pretrained got unexpected arguments {sorted(kwargs)}")
         if not is_main_process:
             return
         save_model_dir(self._smt, save_directory, tokenizer, safe_serialization, evaluation=evaluation,
-                       generation=generation_settings(self.generation_config))
+                       generation=generation_settings(self.generation_config), max_shard_size=max_shard_size,
+                       state_dict=state_dict)
         if push_to_hub:
-            upload(kwargs.get("repo_id") or Path(save_directory).name, save_directory, token=kwargs.get("token"),
-                   private=kwargs.get("private"))
+            upload(hub.pop("repo_id", None) or Path(save_directory).name, save_directory, **hub)

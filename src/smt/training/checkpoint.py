@@ -94,7 +94,7 @@ def save_checkpoint(root: Path, model: nn.Module, payload: CheckpointPayload, to
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=root))
     os.chmod(staging, shared_mode(directory=True))
     try:
-        save_model_dir(model, staging, tokenizer)
+        save_model_dir(model, staging, tokenizer, **model_card_facts(payload.training_state, payload.step, val_loss))
         torch.save(payload.optimizer_state, staging / "optimizer.pt")
         if payload.stream_state is not None:
             tensors = {k: v.detach().cpu().contiguous() for k, v in payload.stream_state.items()}
@@ -124,6 +124,36 @@ def save_checkpoint(root: Path, model: nn.Module, payload: CheckpointPayload, to
         _update_best(root, final, val_loss)
     prune_checkpoints(root, keep_last)
     return final
+
+
+# the training settings a model card shows (TrainingConfig fields), in this order
+CARD_TRAINING_FIELDS = ("batch_size", "gradient_accumulation_steps", "seq_len", "batching", "lr", "min_lr_ratio",
+                        "warmup_steps", "weight_decay", "beta1", "beta2", "grad_clip", "max_steps", "epochs",
+                        "dtype", "seed")
+
+
+def model_card_facts(training_state: dict, step: int | None, val_loss: float | None) -> dict[str, Any]:
+    """save_model_dir's model-card arguments for a checkpoint: evaluation (the validation loss and
+    perplexity at this step, when evaluated), training (the step, tokens seen, processes and the
+    settings of CARD_TRAINING_FIELDS) and datasets (run.train_data, as smt.data.sources.card_name
+    names them), from what training.json holds; whatever it lacks is left out."""
+    import math
+
+    from smt.data.sources import card_name
+
+    config = training_state.get("config") if isinstance(training_state.get("config"), dict) else {}
+    settings = config.get("training") if isinstance(config.get("training"), dict) else {}
+    run = config.get("run") if isinstance(config.get("run"), dict) else {}
+    trainer = training_state.get("trainer") if isinstance(training_state.get("trainer"), dict) else {}
+    training = {"steps": step, "tokens seen": trainer.get("tokens_seen"), "processes": training_state.get("world_size"),
+                **{name: settings.get(name) for name in CARD_TRAINING_FIELDS}}
+    training = {name: value for name, value in training.items() if value is not None}
+    data = run.get("train_data")
+    datasets = [card_name(source) for source in ([data] if isinstance(data, str) else data or [])]
+    evaluation = None
+    if isinstance(val_loss, (int, float)) and math.isfinite(val_loss):
+        evaluation = {"val_loss": round(float(val_loss), 4), "val_ppl": round(math.exp(min(float(val_loss), 700)), 3)}
+    return {"evaluation": evaluation, "training": training or None, "datasets": datasets or None}
 
 
 def _disk_full_message(root: Path, name: str, model: nn.Module, payload: CheckpointPayload) -> str:
