@@ -8,7 +8,7 @@ import importlib
 import sys
 
 # each module defines add_parser(subparsers) and run(args) -> int
-COMMANDS = ("train", "generate", "eval", "evaluate", "analyze", "diagnose", "report", "bench", "info")
+COMMANDS = ("train", "generate", "eval", "evaluate", "analyze", "diagnose", "report", "bench", "info", "export")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -546,10 +546,29 @@ def check_files(directory: Path, checksums: dict[str, str], missing: str, change
 
 
 # ------------------------------------------------------------------ load
+STEP_NAME = re.compile(r"^step_\d{6,}$")  # a training step directory (smt.training.checkpoint)
+
+
+def run_directory_hint(directory: str | Path) -> str | None:
+    """What to do with a training run directory (or its checkpoints/) where a model directory is
+    expected; None when `directory` is neither."""
+    directory = Path(directory)
+    root = directory / "checkpoints" if (directory / "checkpoints").is_dir() else directory
+    steps = sorted(p.name for p in root.iterdir() if p.is_dir() and STEP_NAME.match(p.name)) if root.is_dir() else []
+    if not steps:
+        return None
+    return (f"{directory} is a training run directory, not a model directory: `smt eval` and `smt generate` read it "
+            f"as it is (its best checkpoint, else its latest); to load it with transformers or share it, write a "
+            f"plain model directory with `smt export {directory} OUT` (or load one step, e.g. {root / steps[-1]})")
+
+
 def read_config(directory: Path, **overrides: Any) -> StrideHybridConfig:
     """The StrideHybridConfig of a model or step directory (validated), with overrides applied."""
     file = Path(directory) / CONFIG_FILE
     if not file.is_file():
+        hint = run_directory_hint(directory)
+        if hint is not None:
+            raise FileNotFoundError(hint)
         raise FileNotFoundError(f"{directory}: no {CONFIG_FILE}; is this a directory written by save_pretrained "
                                 "or a training checkpoint?")
     data = read_json(file)
@@ -619,8 +638,8 @@ def push_to_hub(repo_id: str, model_or_directory: nn.Module | str | Path, tokeni
         raise FileNotFoundError(f"{directory}: no such model directory")
     if (directory / TRAINING_FILE).is_file():
         raise ValueError(f"{directory} is a training step directory (optimizer state, training.json); export the "
-                         "model first: smt.models.load_model(step_dir).save_pretrained(out_dir, tokenizer=...), "
-                         "then push out_dir")
+                         f"model first: `smt export {directory} OUT` (or smt.training.checkpoint.export_model), "
+                         "then push OUT")
     read_config(directory)  # an SMT model directory, else a ValueError naming what it is
     verify_model_files(directory)
     huggingface_hub.create_repo(repo_id, token=token, private=private, exist_ok=True, repo_type="model")

@@ -34,7 +34,7 @@ from transformers.generation import utils as generation_utils
 from transformers.utils import ModelOutput
 
 from smt.hf.configuration import SMTConfig
-from smt.model_directory import verify_model_files
+from smt.model_directory import run_directory_hint, verify_model_files
 from smt.models.baselines import build_model
 from smt.models.components.stream_state import StreamState
 
@@ -238,9 +238,15 @@ class SMTForCausalLM(SMTPreTrainedModel, GenerationMixin):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: Any, *args: Any, **kwargs: Any) -> Any:
         """transformers' from_pretrained, after a local directory is checked against its integrity
-        record (checksums.json or a step's training.json), as every native loader does."""
+        record (checksums.json or a step's training.json), as every native loader does. A training
+        run directory is refused naming `smt export` (AutoModelForCausalLM stops earlier, in
+        AutoConfig, on the run directory's missing config.json)."""
         if pretrained_model_name_or_path is not None and Path(pretrained_model_name_or_path).is_dir():
-            verify_model_files(Path(pretrained_model_name_or_path) / (kwargs.get("subfolder") or ""))
+            directory = Path(pretrained_model_name_or_path) / (kwargs.get("subfolder") or "")
+            hint = None if (directory / "config.json").is_file() else run_directory_hint(directory)
+            if hint is not None:
+                raise FileNotFoundError(hint)
+            verify_model_files(directory)
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     @property

@@ -242,6 +242,35 @@ def load_checkpoint(directory: Path, model: nn.Module | None = None) -> LoadedCh
     return LoadedCheckpoint(directory, record, optimizer_state, stream_state)
 
 
+def export_model(path: str | Path, out: str | Path, prefer_best: bool = True) -> tuple[Path, dict]:
+    """Write the model of a run (its best checkpoint when `prefer_best` and known, else its latest),
+    a checkpoints/ directory or a step directory as a plain model directory `out`: the weights,
+    config, tokenizer and model card (with the step's training settings, datasets and validation
+    loss), without the optimizer state, stream state and training.json; AutoModelForCausalLM and
+    push_to_hub take it. `out` must be new, empty, or a model directory exported before (replaced).
+    Returns (the step directory exported, its training.json record, {} for a model directory)."""
+    from smt.model_directory import CONFIG_FILE, load_tokenizer
+    from smt.models import load_model
+    from smt.pretrained.sharing import is_model_dir
+
+    step = resolve_checkpoint(path, prefer_best)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} is a file; export into a new directory")
+    if out.is_dir() and any(out.iterdir()) and not (is_model_dir(out) and not (out / TRAINING_FILE).exists()):
+        what = "a training step directory" if (out / TRAINING_FILE).exists() else (
+            "a run directory" if (out / "checkpoints").exists() else "files that are not an SMT model directory")
+        raise FileExistsError(f"{out} holds {what}; export into a new or empty directory "
+                              f"(or over a model directory exported before, whose {CONFIG_FILE} is replaced)")
+    if out.resolve() == step.resolve():
+        raise ValueError(f"{out} is the checkpoint being exported; choose another directory")
+    record = verify_training_record(step) if (step / TRAINING_FILE).is_file() else {}
+    model = load_model(step)  # verified (again) as every load is
+    facts = model_card_facts(record, record.get("step"), record.get("val_loss")) if record else {}
+    save_model_dir(model, out, load_tokenizer(step), **facts)
+    return step, record
+
+
 def resolve_checkpoint(path: str | Path, prefer_best: bool = True) -> Path:
     """A step directory from: a step directory, a checkpoints/ directory or a run directory
     (its best checkpoint when `prefer_best` and known, else its latest)."""
