@@ -124,3 +124,89 @@ def test_info_describes_a_run_a_step_and_a_model_directory(tmp_path, capsys):
     assert facts["parameters"]["total"] == model.count_parameters()["total"] and "steps" not in facts
     assert "--preset, not both" in _error(capsys, ["info", str(tmp_path / "m"), "--preset", "tiny"])
     assert "holds no model" in _error(capsys, ["info", str(tmp_path)])
+
+
+def test_version(capsys):
+    import smt
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out.strip() == f"smt {smt.__version__}"
+
+
+def test_every_option_takes_both_spellings(capsys):
+    """`train` refused --max-steps while `eval` took --segment-len and --segment_len: now every long option
+    of every command takes - and _ alike, and `--max-steps` sets what `--max_steps` sets."""
+    import argparse
+
+    from smt.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for name, command in commands.items():
+        for action in command._actions:
+            for option in (o for o in action.option_strings if o.startswith("--")):
+                for other in (option.replace("_", "-"), "--" + option[2:].replace("-", "_")):
+                    assert command._option_string_actions[other] is action, (name, option, other)
+    outputs = []
+    for argv in (["--max_steps", "7", "--model.write_gate_sparsity", "0.5", "--print-config"],
+                 ["--max-steps", "7", "--model.write-gate-sparsity", "0.5", "--print_config"],
+                 ["--training.max-steps", "7", "--write-gate-sparsity", "0.5", "--print-config"]):
+        assert main(["train", *argv]) == 0
+        outputs.append(capsys.readouterr().out)
+    assert outputs[0] == outputs[1] == outputs[2] and "max_steps: 7" in outputs[0]
+    with pytest.raises(SystemExit):
+        main(["train", "--max-steps", "7", "--max_steps", "8", "--print-config"])
+    assert "training.max_steps is given twice" in capsys.readouterr().err
+
+
+def _train_help(capsys) -> dict[str, str]:
+    """--help's text of each `smt train` field option, one line each."""
+    import re
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    entries = re.split(r"\n  (?=--)", text.split("model settings", 1)[1].split("\nexamples:", 1)[0])
+    found = {}
+    for entry in entries[1:]:
+        first, _, rest = entry.partition("\n")
+        option, *inline = re.split(r"\s{2,}", first.strip(), maxsplit=1)
+        found[option.split()[0]] = " ".join(" ".join([*inline, rest]).split())
+    return found
+
+
+def test_train_help_explains_every_field_in_whole_sentences(capsys):
+    from dataclasses import fields
+
+    from smt import StrideHybridConfig, TrainingConfig
+    from smt.training.run_config import RunConfig
+
+    described = _train_help(capsys)
+    for section, cls in (("model", StrideHybridConfig), ("training", TrainingConfig), ("run", RunConfig)):
+        for field in fields(cls):
+            text = described[f"--{section}.{field.name}"]
+            kind_and_default, colon, meaning = text.partition(": ")
+            assert colon and meaning, f"--{section}.{field.name} says only {text!r}"
+            words = meaning.rstrip(").").split()
+            assert not meaning.startswith("...") and words[-1] not in ("and", "or", "when", "the", "of"), text
+            assert not meaning.rstrip().endswith((";", ",")), text
+    memory = {name: described[f"--model.{name}"] for name in
+              ("memory", "write_gate", "write_gate_sparsity", "memory_read", "stride", "n_ssm_outputs",
+               "m_input_tokens", "pooling_heads", "pool_position_bias", "ssm_type", "ssm_n_layers")}
+    assert "one of: gated_tokens, slot_feedback, token_rate" in memory["memory"]
+    assert "token_rate feeds every token to the SSM" in memory["memory"]
+    assert "one of: slots, slots+state" in memory["memory_read"] and "its own query" in memory["memory_read"]
+    assert "every S tokens the window is pooled" in memory["stride"]
+    assert "1e-4 with write_gate" in memory["write_gate_sparsity"]
+    assert "longer streams slide the key/value cache" in described["--model.context_length"]
+    assert "is missing" in described["--run.tokenizer_vocab_size"]
+
+
+def test_generate_help_shows_the_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for default in ("(default: 100)", "(default: 0.8)", "(default: 0.95)", "(default: 1)", "(default: cpu)"):
+        assert default in text
+    assert "greedy" in text and "(default: None)" not in text

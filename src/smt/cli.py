@@ -8,7 +8,7 @@ import importlib
 import sys
 
 # each module defines add_parser(subparsers) and run(args) -> int
-COMMANDS = ("train", "generate", "eval", "evaluate", "analyze", "diagnose", "report", "bench", "info")
+COMMANDS = ("train", "generate", "eval", "evaluate", "analyze", "diagnose", "report", "bench", "info", "export")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -20,11 +20,29 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="smt", description="Stride Memory Transformer: train, evaluate, generate.")
+    from smt import __version__
+
+    parser = _Parser(prog="smt", description="Stride Memory Transformer: train, evaluate, generate. Every option "
+                                             "takes - or _ between words alike (--max-steps = --max_steps).")
+    parser.add_argument("--version", action="version", version=f"smt {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name in COMMANDS:
         importlib.import_module(f"smt.commands.{name}").add_parser(sub)
+    for command in sub.choices.values():
+        accept_both_spellings(command)
     return parser
+
+
+def accept_both_spellings(parser: argparse.ArgumentParser) -> None:
+    """Every --long-option also as --long_option and the other way round (one rule for every command:
+    `smt train --max-steps` as `smt eval --segment_len`); the other spelling is not listed in --help."""
+    for action in list(parser._actions):
+        for option in list(action.option_strings):
+            if not option.startswith("--"):
+                continue
+            body = option[2:]
+            for other in ("--" + body.replace("_", "-"), "--" + body.replace("-", "_")):
+                parser._option_string_actions.setdefault(other, action)
 
 
 def _unknown_options(parser: argparse.ArgumentParser, command: str, extras: list[str]) -> str:

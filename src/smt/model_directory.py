@@ -1,14 +1,18 @@
 """The model directory: the one on-disk format of every SMT model and baseline.
 
-    config.json          StrideHybridConfig.to_dict() + model_type, smt_format_version, architectures,
-                         auto_map (transformers: AutoConfig / AutoModelForCausalLM -> the two files below)
-    model.safetensors    the weights, tied tensors once (pytorch_model.bin with safe_serialization=False)
+    config.json          StrideHybridConfig.to_dict() + model_type, smt_format_version, architectures
+                         (SMTForCausalLM), auto_map (transformers: AutoConfig / AutoModelForCausalLM -> the two
+                         files below)
+    model.safetensors    the weights, tied tensors once (pytorch_model.bin with safe_serialization=False;
+                         shards + model.safetensors.index.json with max_shard_size)
     tokenizer.json       the tokenizer, when one was given
     tokenizer_config.json  with a tokenizer: its class for transformers' AutoTokenizer, eos and pad tokens
-    generation_config.json eos / pad token ids for transformers' generate (empty without a tokenizer)
+    generation_config.json the model's generation defaults (eos / bos / pad ids) for transformers' generate
     configuration_smt.py, modeling_smt.py  one import each from smt.hf (trust_remote_code=True)
-    README.md            the model card: configuration, parameter counts, evaluation numbers when given
-    checksums.json       the sha256 of every file above, written last
+    README.md            the model card: license, configuration, parameter counts, training settings,
+                         datasets and evaluation numbers when given
+    checksums.json       the sha256 of every file above, written last (saved without a tokenizer, it lets
+                         one be added afterwards, unchecked: tokenizer.save_pretrained(dir))
 
 `save_pretrained`, every training checkpoint (a step directory adds optimizer.pt, the stream state
 and training.json, which then holds the checksums) and the baselines all write it through
@@ -27,7 +31,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -51,10 +55,17 @@ TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 GENERATION_CONFIG_FILE = "generation_config.json"
 MODEL_CARD_FILE = "README.md"
 # what an integrity record must list when present (must_be_recorded)
-RECORDED_FILES = (CONFIG_FILE, TOKENIZER_FILE, TOKENIZER_CONFIG_FILE, "vocab.json", "merges.txt")
+TOKENIZER_FILES = (TOKENIZER_FILE, TOKENIZER_CONFIG_FILE, "vocab.json", "merges.txt")
+RECORDED_FILES = (CONFIG_FILE, *TOKENIZER_FILES)
 RECORDED_SUFFIXES = (".safetensors", ".bin", ".pt", ".index.json")
 # transformers' trust_remote_code entry points: two files beside the weights, each one import from smt.hf
 AUTO_MAP = {"AutoConfig": "configuration_smt.SMTConfig", "AutoModelForCausalLM": "modeling_smt.SMTForCausalLM"}
+# config.json's `architectures`: the transformers class AutoModelForCausalLM resolves (every arch)
+ARCHITECTURE = AUTO_MAP["AutoModelForCausalLM"].rsplit(".", 1)[1]
+LICENSE = "mit"  # the model card's license: smt's own (pyproject.toml)
+# weight files save_model_dir writes (one file, or shards and their index): a save replaces them all
+WEIGHT_NAMES = re.compile(r"^(model|pytorch_model)(-\d{5}-of-\d{5})?\.(safetensors|bin)$|"
+                          r"^(model\.safetensors|pytorch_model\.bin)\.index\.json$")
 
 
 def _remote_code(auto_class: str, module: str, name: str) -> str:
@@ -232,12 +243,25 @@ def load_tokenizer(directory: Path) -> Any | None:
 
 # ------------------------------------------------------------------ save
 def save_model_dir(model: nn.Module, directory: str | Path, tokenizer: Any = None,
-                   safe_serialization: bool = True, evaluation: Mapping[str, Any] | None = None) -> None:
+                   safe_serialization: bool = True, evaluation: Mapping[str, Any] | None = None,
+                   generation: Mapping[str, Any] | None = None, training: Mapping[str, Any] | None = None,
+                   datasets: Sequence[str] | None = None, max_shard_size: int | str | None = None,
+                   state_dict: Mapping[str, Tensor] | None = None) -> None:
     """Write config.json (with transformers' auto_map), the weights (model.safetensors, or
     pytorch_model.bin when safe_serialization=False), the tokenizer when given (with
     tokenizer_config.json), generation_config.json, the two remote-code files, the model card
-    README.md (with the `evaluation` numbers when given, e.g. {"val_loss": 3.2}), and
-    checksums.json last."""
+    README.md, and checksums.json last.
+
+    The model card names the license (MIT) and, when given, the `evaluation` numbers (e.g.
+    {"val_loss": 3.2}), the `training` settings (e.g. {"steps": 600, "lr": 6e-4}) and the `datasets`
+    it was trained on (hub ids go into the card's metadata). `max_shard_size` (bytes, or "5GB" /
+    "500MB" as transformers takes it) splits weights larger than it into shards with an index
+    (model-00001-of-00002.safetensors, model.safetensors.index.json); None writes one file.
+    `state_dict` saves those tensors (the model's names and shapes) instead of the model's own.
+
+    generation_config.json holds `generation` (the model's generation defaults, e.g. a transformers
+    model's eos / bos / pad token ids; None values dropped), with the tokenizer's end-of-document
+    token as eos and pad when a tokenizer is given and its vocabulary has one."""
     model = getattr(model, "smt_model", model)  # smt.hf.SMTForCausalLM: its native model, the same parameters
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
@@ -245,32 +269,83 @@ def save_model_dir(model: nn.Module, directory: str | Path, tokenizer: Any = Non
     if evaluation is not None and not isinstance(evaluation, Mapping):
         raise TypeError(f"evaluation must be a mapping of metric names to values, got {type(evaluation).__name__}")
     directory.mkdir(parents=True, exist_ok=True)
+    weights = tensors_to_save(model) if state_dict is None else given_tensors(model, state_dict)
     config = {**model.config.to_dict(), "model_type": MODEL_TYPE, "smt_format_version": FORMAT_VERSION,
-              "architectures": [type(model).__name__], "auto_map": AUTO_MAP}
+              "architectures": [ARCHITECTURE], "auto_map": AUTO_MAP}
     (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    weights = tensors_to_save(model)
-    stale = "pytorch_model.bin" if safe_serialization else "model.safetensors"
-    (directory / stale).unlink(missing_ok=True)  # never leave two disagreeing weight files
-    if safe_serialization:
-        from safetensors.torch import save_file
-
-        save_file(weights, str(directory / "model.safetensors"),
-                  metadata={"format": "pt", "smt_format_version": str(FORMAT_VERSION)})
-        os.chmod(directory / "model.safetensors", shared_mode())  # safetensors writes 0600
-    else:
-        torch.save(weights, directory / "pytorch_model.bin")
+    for stale in directory.iterdir():  # never leave two disagreeing sets of weight files
+        if WEIGHT_NAMES.match(stale.name) and stale.is_file():
+            stale.unlink()
+    write_weights(weights, directory, safe_serialization, max_shard_size)
     eos = None
     if tokenizer is not None:
         save_tokenizer(tokenizer, directory)
         eos = end_of_document_token(tokenizer, directory, model.config.vocab_size)
         if not hasattr(tokenizer, "save_pretrained"):  # a transformers tokenizer wrote its own
             write_tokenizer_config(directory, eos)
-    generation = {} if eos is None else {"eos_token_id": eos[1], "pad_token_id": eos[1]}
-    (directory / GENERATION_CONFIG_FILE).write_text(json.dumps(generation, indent=2) + "\n", encoding="utf-8")
+    settings = {key: value for key, value in (generation or {}).items() if value is not None}
+    if eos is not None:
+        settings.update(eos_token_id=eos[1], pad_token_id=eos[1])
+    (directory / GENERATION_CONFIG_FILE).write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n",
+                                                    encoding="utf-8")
     for name, code in REMOTE_CODE.items():
         (directory / name).write_text(code, encoding="utf-8")
-    write_model_card(model, directory, evaluation, has_tokenizer=tokenizer is not None)
-    write_checksums(directory)
+    write_model_card(model, directory, evaluation, has_tokenizer=tokenizer is not None, training=training,
+                     datasets=datasets)
+    write_checksums(directory, without_tokenizer=tokenizer is None)
+
+
+def given_tensors(model: nn.Module, state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """The tensors of `state_dict` that tensors_to_save(model) would save (a tied tensor once), on CPU;
+    a ValueError when its names or shapes are not the model's."""
+    expected = {name: tuple(t.shape) for name, t in tensors_to_save(model).items()}
+    missing = sorted(set(expected) - set(state_dict))
+    unknown = sorted(set(state_dict) - set(model.state_dict()))
+    wrong = [f"{name}: {tuple(state_dict[name].shape)} vs the model's {shape}"
+             for name, shape in expected.items() if name in state_dict and tuple(state_dict[name].shape) != shape]
+    problems = [f"{what} {names[:6]}" for what, names in
+                (("missing tensors", missing), ("tensors the model does not have", unknown),
+                 ("shape mismatches", wrong)) if names]
+    if problems:
+        raise ValueError(f"state_dict does not fit the model: {'; '.join(problems)}; pass the model's own "
+                         "state_dict (or none: the model's parameters are saved)")
+    return {name: state_dict[name].detach().cpu().contiguous() for name in expected}
+
+
+def write_weights(weights: dict[str, Tensor], directory: Path, safe_serialization: bool = True,
+                  max_shard_size: int | str | None = None) -> None:
+    """model.safetensors (pytorch_model.bin when not safe_serialization), or with `max_shard_size`
+    and more weights than it, shards of at most that size (a tensor larger than it gets a shard
+    of its own) and their index, in transformers' layout."""
+    pattern = "model{suffix}.safetensors" if safe_serialization else "pytorch_model{suffix}.bin"
+    if max_shard_size is None:
+        shards, index = {pattern.format(suffix=""): weights}, None
+    else:
+        from huggingface_hub import split_torch_state_dict_into_shards
+
+        if isinstance(max_shard_size, bool) or not isinstance(max_shard_size, (int, str)):
+            raise TypeError(f"max_shard_size must be a number of bytes or a size such as '5GB', got {max_shard_size!r}")
+        try:
+            split = split_torch_state_dict_into_shards(weights, filename_pattern=pattern,
+                                                       max_shard_size=max_shard_size)
+        except ValueError as error:
+            raise ValueError(f"max_shard_size={max_shard_size!r}: {error}; use a number of bytes or a size such as "
+                             "'5GB' or '500MB'") from error
+        shards = {file: {name: weights[name] for name in names} for file, names in split.filename_to_tensors.items()}
+        index = {"metadata": {**split.metadata, "smt_format_version": FORMAT_VERSION},
+                 "weight_map": split.tensor_to_filename} if split.is_sharded else None
+    for file, tensors in shards.items():
+        if safe_serialization:
+            from safetensors.torch import save_file
+
+            save_file(tensors, str(directory / file),
+                      metadata={"format": "pt", "smt_format_version": str(FORMAT_VERSION)})
+            os.chmod(directory / file, shared_mode())  # safetensors writes 0600
+        else:
+            torch.save(tensors, directory / file)
+    if index is not None:
+        name = "model.safetensors.index.json" if safe_serialization else "pytorch_model.bin.index.json"
+        (directory / name).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def end_of_document_token(tokenizer: Any, directory: Path, vocab_size: int) -> tuple[str, int] | None:
@@ -308,16 +383,22 @@ def parameter_counts(model: nn.Module) -> dict[str, Any]:
 
 
 def write_model_card(model: nn.Module, directory: Path, evaluation: Mapping[str, Any] | None = None,
-                     has_tokenizer: bool = False) -> None:
-    """README.md, the Hub's model card (huggingface_hub.ModelCard): how to load the model, its
-    configuration, its parameter counts and, when given, its evaluation numbers."""
+                     has_tokenizer: bool = False, training: Mapping[str, Any] | None = None,
+                     datasets: Sequence[str] | None = None) -> None:
+    """README.md, the Hub's model card (huggingface_hub.ModelCard): its license, how to load the
+    model, its configuration, its parameter counts and, when given, its training (settings and
+    datasets) and evaluation numbers. Datasets that are hub ids ("owner/name") go into the card's
+    metadata too."""
     from huggingface_hub import ModelCard, ModelCardData
 
     cfg = model.config
     counts = parameter_counts(model)
     kind = {"smt": "Stride Memory Transformer", "swa": "sliding-window transformer (SMT baseline)",
             "gpt": "full-attention transformer (SMT baseline)", "mamba": "Mamba language model (SMT baseline)"}
-    data = ModelCardData(library_name="transformers", pipeline_tag="text-generation",
+    datasets = list(datasets or [])
+    hub_datasets = [name for name in datasets if REPO_ID.match(name) and "/" in name and not name.startswith(".")]
+    data = ModelCardData(library_name="transformers", pipeline_tag="text-generation", license=LICENSE,
+                         datasets=hub_datasets or None,
                          tags=["smt", "stride-memory-transformer", f"arch-{cfg.arch}", "custom_code"])
     rows = [f"| {name} | {value!r} |" for name, value in cfg.to_dict().items()]
     if cfg.arch == "mamba":
@@ -353,19 +434,33 @@ def write_model_card(model: nn.Module, directory: Path, evaluation: Mapping[str,
              "lengths one at a time.", "",
              "## Parameters", "", "| part | parameters |", "|---|---:|", *sizes, "",
              "## Configuration", "", "| field | value |", "|---|---|", *rows, ""]
+    if training or datasets:
+        text += ["## Training", ""]
+        if datasets:
+            text += ["Data: " + ", ".join(f"`{name}`" for name in datasets), ""]
+        if training:
+            text += ["| setting | value |", "|---|---|", *[f"| {name} | {value} |" for name, value in training.items()],
+                     ""]
     if evaluation:
         text += ["## Evaluation", "", "| metric | value |", "|---|---:|",
                  *[f"| {name} | {value} |" for name, value in evaluation.items()], ""]
+    text += ["## License", "", f"{LICENSE.upper()}, as the smt package.", ""]
     card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(text))
     card.save(str(directory / MODEL_CARD_FILE))
 
 
-def write_checksums(directory: Path) -> None:
+def write_checksums(directory: Path, without_tokenizer: bool = False) -> None:
     """checksums.json: the sha256 of every file in a model directory; written last, so a save
-    that is cut off leaves a directory that fails verification instead of loading half-written."""
+    that is cut off leaves a directory that fails verification instead of loading half-written.
+    `without_tokenizer`: the model was saved without a tokenizer, so tokenizer files written into the
+    directory afterwards (transformers' habit: model.save_pretrained(out); tokenizer.save_pretrained(out))
+    are not refused for being unrecorded (they are not checked either; everything else still is)."""
     files = sorted(p.name for p in directory.iterdir()
                    if p.is_file() and p.name != CHECKSUM_FILE and not p.name.startswith("."))
-    write_json_atomic(directory / CHECKSUM_FILE, {"sha256": {name: sha256_file(directory / name) for name in files}})
+    record: dict[str, Any] = {"sha256": {name: sha256_file(directory / name) for name in files}}
+    if without_tokenizer:
+        record["without_tokenizer"] = True
+    write_json_atomic(directory / CHECKSUM_FILE, record)
 
 
 # ---------------------------------------------------------------- verify
@@ -381,11 +476,13 @@ def verify_model_files(directory: str | Path) -> None:
     if not file.is_file():
         return
     try:
-        items = list(json.loads(file.read_text(encoding="utf-8"))["sha256"].items())
+        record = json.loads(file.read_text(encoding="utf-8"))
+        items = list(record["sha256"].items())
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise CheckpointError(f"{file} is unreadable ({error}); re-save the model, or delete {file.name} to "
                               "load it unchecked") from error
-    check_record_scope(directory, dict(items), file)
+    added_later = TOKENIZER_FILES if record.get("without_tokenizer") is True else ()
+    check_record_scope(directory, dict(items), file, may_be_unrecorded=added_later)
     check_files(directory, dict(items), missing=f"{file.name} lists it; copy the whole directory",
                 changed=f"was changed or corrupted after it was saved (its sha256 does not match {file.name}); "
                         f"re-save the model, or if you edited it on purpose, delete {file.name} to load it "
@@ -418,9 +515,11 @@ def must_be_recorded(directory: Path) -> list[str]:
                   if p.is_file() and (p.name in RECORDED_FILES or p.name.endswith(RECORDED_SUFFIXES)))
 
 
-def check_record_scope(directory: Path, checksums: Any, record: Path) -> None:
+def check_record_scope(directory: Path, checksums: Any, record: Path,
+                       may_be_unrecorded: tuple[str, ...] = ()) -> None:
     """A record names only files inside its directory, as sha256 strings, and covers every file of
-    must_be_recorded: an empty or partial record would otherwise vouch for files it never checked."""
+    must_be_recorded (but `may_be_unrecorded`): an empty or partial record would otherwise vouch for
+    files it never checked."""
     if not isinstance(checksums, dict) or not all(isinstance(v, str) for v in checksums.values()):
         raise CheckpointError(f"{record} is damaged (its checksums are not a mapping of file name to sha256); "
                               "re-save the model")
@@ -429,7 +528,8 @@ def check_record_scope(directory: Path, checksums: Any, record: Path) -> None:
         if not name or "\\" in name or PurePosixPath(name).is_absolute() or ".." in parts:
             raise CheckpointError(f"{record} names {name!r}, which is not a file of {directory}; the record is "
                                   "damaged or forged: re-save the model or take a fresh copy")
-    uncovered = [name for name in must_be_recorded(directory) if name not in checksums]
+    uncovered = [name for name in must_be_recorded(directory)
+                 if name not in checksums and name not in may_be_unrecorded]
     if uncovered:
         raise CheckpointError(f"{record} does not cover {uncovered} of {directory}, so it cannot vouch for them; "
                               "re-save the model, or delete the record to load the directory unchecked")
@@ -446,10 +546,29 @@ def check_files(directory: Path, checksums: dict[str, str], missing: str, change
 
 
 # ------------------------------------------------------------------ load
+STEP_NAME = re.compile(r"^step_\d{6,}$")  # a training step directory (smt.training.checkpoint)
+
+
+def run_directory_hint(directory: str | Path) -> str | None:
+    """What to do with a training run directory (or its checkpoints/) where a model directory is
+    expected; None when `directory` is neither."""
+    directory = Path(directory)
+    root = directory / "checkpoints" if (directory / "checkpoints").is_dir() else directory
+    steps = sorted(p.name for p in root.iterdir() if p.is_dir() and STEP_NAME.match(p.name)) if root.is_dir() else []
+    if not steps:
+        return None
+    return (f"{directory} is a training run directory, not a model directory: `smt eval` and `smt generate` read it "
+            f"as it is (its best checkpoint, else its latest); to load it with transformers or share it, write a "
+            f"plain model directory with `smt export {directory} OUT` (or load one step, e.g. {root / steps[-1]})")
+
+
 def read_config(directory: Path, **overrides: Any) -> StrideHybridConfig:
     """The StrideHybridConfig of a model or step directory (validated), with overrides applied."""
     file = Path(directory) / CONFIG_FILE
     if not file.is_file():
+        hint = run_directory_hint(directory)
+        if hint is not None:
+            raise FileNotFoundError(hint)
         raise FileNotFoundError(f"{directory}: no {CONFIG_FILE}; is this a directory written by save_pretrained "
                                 "or a training checkpoint?")
     data = read_json(file)
@@ -519,8 +638,8 @@ def push_to_hub(repo_id: str, model_or_directory: nn.Module | str | Path, tokeni
         raise FileNotFoundError(f"{directory}: no such model directory")
     if (directory / TRAINING_FILE).is_file():
         raise ValueError(f"{directory} is a training step directory (optimizer state, training.json); export the "
-                         "model first: smt.models.load_model(step_dir).save_pretrained(out_dir, tokenizer=...), "
-                         "then push out_dir")
+                         f"model first: `smt export {directory} OUT` (or smt.training.checkpoint.export_model), "
+                         "then push OUT")
     read_config(directory)  # an SMT model directory, else a ValueError naming what it is
     verify_model_files(directory)
     huggingface_hub.create_repo(repo_id, token=token, private=private, exist_ok=True, repo_type="model")

@@ -33,7 +33,7 @@ def test_the_directory_holds_the_hub_files_and_still_loads_natively(tmp_path):
     config = json.loads((directory / "config.json").read_text())
     assert config["auto_map"] == {"AutoConfig": "configuration_smt.SMTConfig",
                                   "AutoModelForCausalLM": "modeling_smt.SMTForCausalLM"}
-    assert config["model_type"] == "smt_stride_hybrid" and config["architectures"] == ["StrideHybridModel"]
+    assert config["model_type"] == "smt_stride_hybrid" and config["architectures"] == ["SMTForCausalLM"]
     assert read_config(directory) == native.config  # auto_map is no config field
     for name, module, cls in (("configuration_smt.py", "smt.hf.configuration", "SMTConfig"),
                               ("modeling_smt.py", "smt.hf.modeling", "SMTForCausalLM")):

@@ -61,3 +61,46 @@ def test_a_missing_tracker_is_named(tmp_path, monkeypatch, capsys):
 def test_unknown_trackers_are_refused():
     with pytest.raises(ConfigError, match="run.logger"):
         RunConfig(logger=["csv", "comet"])
+
+
+def test_wandb_takes_project_and_name_from_the_config_and_a_resume_continues_its_run(tmp_path, monkeypatch):
+    """Issue 40 part 4: the project was fixed to "smt" and a resume started a second wandb run."""
+    from smt.training.run_config import load_run_config
+    from smt.training.trainer import Trainer
+    from tests.training.helpers import synthetic_view
+
+    inits = []
+
+    class Run:
+        def __init__(self, run_id):
+            self.id = run_id
+
+        def log(self, scalars, step):
+            pass
+
+        def finish(self):
+            pass
+
+    def init(**kwargs):
+        inits.append(kwargs)
+        return Run(kwargs.get("id") or f"run{len(inits)}")
+
+    monkeypatch.setitem(sys.modules, "wandb", types.SimpleNamespace(init=init))
+
+    def config(max_steps, **run):
+        return load_run_config(None, {
+            "model": {"preset": "tiny", "vocab_size": 64},
+            "training": {"batch_size": 2, "seq_len": 16, "max_steps": max_steps, "warmup_steps": 1,
+                         "eval_interval": 3, "eval_batches": 1, "checkpoint_interval": 3, "log_interval": 3},
+            "run": {"output_dir": str(tmp_path / "run"), "progress": False, "logger": ["csv", "wandb"], **run}})
+
+    view = synthetic_view()
+    Trainer(config(3, wandb_project="memory-ablation", run_name="s1"), view, view).train()
+    assert (inits[0]["project"], inits[0]["name"]) == ("memory-ablation", "s1") and "id" not in inits[0]
+    assert (tmp_path / "run" / "wandb_run.json").is_file()
+    Trainer(config(6, wandb_project="memory-ablation", run_name="s1"), view, view).train(resume=True)
+    assert inits[1]["id"] == "run1" and inits[1]["resume"] == "allow" and inits[1]["project"] == "memory-ablation"
+    Trainer(config(3), view, view).train(overwrite=True)  # a new run: a new wandb run, the defaults
+    assert "id" not in inits[2] and (inits[2]["project"], inits[2]["name"]) == ("smt", "run")
+    with pytest.raises(ConfigError, match="run.wandb_project"):
+        RunConfig(wandb_project="")

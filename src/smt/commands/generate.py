@@ -6,21 +6,38 @@ import argparse
 from pathlib import Path
 
 
+class DefaultsShown(argparse.ArgumentDefaultsHelpFormatter):
+    """--help with each option's default, where it has one (not for required options and switches)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.required or action.default in (None, False):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def add_parser(sub) -> None:
     parser = sub.add_parser("generate", help="sample text from a trained checkpoint",
                             description="DIR is a run directory (its best checkpoint, else the latest), "
                                         "a checkpoints/ directory, a step directory, or a model directory "
-                                        "(config.json + model.safetensors + tokenizer.json).")
-    parser.add_argument("--checkpoint", required=True, metavar="DIR")
-    parser.add_argument("--prompt", required=True)
-    parser.add_argument("--max_new_tokens", "--max-new-tokens", type=int, default=100)
-    parser.add_argument("--temperature", type=float, default=0.8)
-    parser.add_argument("--top_k", "--top-k", type=int, default=None)
-    parser.add_argument("--top_p", "--top-p", type=float, default=0.95)
-    parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--num_samples", "--num-samples", type=int, default=1)
-    parser.add_argument("--latest", action="store_true", help="use the latest checkpoint, not the best")
-    parser.add_argument("--device", default="cpu")
+                                        "(config.json + model.safetensors + tokenizer.json).",
+                            formatter_class=DefaultsShown)
+    parser.add_argument("--checkpoint", required=True, metavar="DIR",
+                        help="run, checkpoints/, step or model directory (with tokenizer.json)")
+    parser.add_argument("--prompt", required=True, help="the text to continue")
+    parser.add_argument("--max_new_tokens", "--max-new-tokens", type=int, default=100,
+                        help="tokens to generate after the prompt (fewer when the end-of-text token comes)")
+    parser.add_argument("--temperature", type=float, default=0.8,
+                        help="sampling temperature; 0 is greedy decoding")
+    parser.add_argument("--top_k", "--top-k", type=int, default=None,
+                        help="sample among the k likeliest tokens only (None: all)")
+    parser.add_argument("--top_p", "--top-p", type=float, default=0.95,
+                        help="sample among the likeliest tokens whose probabilities sum to p (nucleus sampling)")
+    parser.add_argument("--seed", type=int, default=None, help="random seed of the sampling (None: unseeded)")
+    parser.add_argument("--num_samples", "--num-samples", type=int, default=1,
+                        help="continuations of the prompt, generated as one batch")
+    parser.add_argument("--latest", action="store_true",
+                        help="use the latest checkpoint of a run, not the best")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto")
     parser.set_defaults(run=run)
 
 

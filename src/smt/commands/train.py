@@ -33,7 +33,8 @@ def add_parser(sub) -> None:
         "train", help="train a model from a run config (YAML) with optional overrides",
         description="Train SMT (or a baseline) from a run config with sections model/training/run. "
                     "Any field can be overridden: --section.field VALUE, or --field VALUE when the "
-                    "name belongs to one section. Values are parsed as YAML.",
+                    "name belongs to one section. Values are parsed as YAML. Options take - or _ between "
+                    "words alike (--max-steps = --max_steps).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  smt train --config configs/cpu_gutenberg_smt.yaml --max_steps 200\n"
                "  smt train --config configs/cpu_gutenberg_smt.yaml --resume\n"
@@ -75,10 +76,12 @@ class _SetOnce(argparse.Action):
 
 def _field_help() -> dict[tuple[str, str], str]:
     """(section, field) -> "type, default D: what it is", from each config dataclass's own
-    annotations, defaults and the comment on the field's line (so --help cannot drift from them)."""
+    annotations and defaults (so --help cannot drift from them), and what the field means:
+    smt.commands.field_help, else the comment on the field's line."""
     import inspect
     import re
 
+    from smt.commands.field_help import FIELD_HELP
     from smt.training.run_config import RunConfig
 
     described = {("model", "preset"): "str: start from a named preset (wikitext103, pg19, small, tiny), "
@@ -94,7 +97,8 @@ def _field_help() -> dict[tuple[str, str], str]:
             kind = describe(types[f.name])
             default = f.default if f.default is not dataclasses.MISSING else "(computed)"
             text = f"{kind}, default {default!r}"
-            described[(section, f.name)] = text + (f": {comments[f.name]}" if f.name in comments else "")
+            meaning = FIELD_HELP.get((section, f.name), comments.get(f.name))
+            described[(section, f.name)] = text + (f": {meaning}" if meaning else "")
     return {key: value.replace("%", "%%") for key, value in described.items()}
 
 

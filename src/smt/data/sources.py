@@ -294,6 +294,18 @@ Source = LocalSource | HFSource
 SourceLike = str | Path | Sequence[str | Path] | LocalSource | HFSource
 
 
+def card_name(source: str | Path) -> str:
+    """How a model card names a data source: the hub repo of a dataset name ("wikitext-103" ->
+    "Salesforce/wikitext", "hf:owner/name:config" -> "owner/name"), else the last part of a local
+    path (a card names the data, not the directories of the machine it was read from)."""
+    text = str(source)
+    if text in HF_DATASETS:
+        return HF_DATASETS[text][0]
+    if text.startswith("hf:"):
+        return text[len("hf:"):].partition(":")[0]
+    return Path(text).name or text
+
+
 def _hf_source(name: str, split: str | None, text_field: str) -> HFSource:
     hf_split = _HF_SPLIT.get(split or "train", split or "train")
     if name in HF_DATASETS:

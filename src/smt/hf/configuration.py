@@ -7,6 +7,12 @@ config.json that `save_model_dir` writes is read by `AutoConfig` as it is: the e
 that file (smt_format_version, auto_map, ...) are kept as plain attributes, as transformers
 does for any unknown key.
 
+`n_positions` is the context limit tools read from a transformers config (lm-evaluation-harness's
+HFLM reads n_positions, then max_position_embeddings, and cuts longer documents into windows of
+it): `max_position_embeddings` for learned positions, STREAM_POSITIONS for RoPE models and Mamba,
+which have no limit (max_position_embeddings, a StrideHybridConfig field, is meaningful only for
+learned positions). It is derived, never saved.
+
 `dtype` is the one field that transformers' base config has too: transformers keeps it as a
 torch.dtype (float32 -> torch.float32) and writes it back as the name; `to_smt_config()` gives
 StrideHybridConfig its name again.
@@ -24,6 +30,9 @@ from transformers import PreTrainedConfig
 from smt.config import StrideHybridConfig
 from smt.model_directory import MODEL_TYPE
 
+# n_positions of models without a position limit (RoPE, Mamba): larger than any document, and still
+# an int32 for whatever puts it into a tensor
+STREAM_POSITIONS = 2**31 - 1
 # every StrideHybridConfig field with its default (all plain scalars or None)
 SMT_FIELDS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(StrideHybridConfig)}
 
@@ -72,6 +81,14 @@ class SMTConfig(_SMTFields):
         kwargs.pop("model_type", None)  # a class attribute; config.json repeats it
         super().__post_init__(**kwargs)
         self.to_smt_config()  # validate now, with StrideHybridConfig's messages
+
+    @property
+    def n_positions(self) -> int:
+        """The longest sequence the model reads (module docstring): max_position_embeddings with learned
+        positions, else STREAM_POSITIONS (unbounded)."""
+        if self.position == "learned" and self.arch != "mamba":
+            return int(self.max_position_embeddings)
+        return STREAM_POSITIONS
 
     def to_smt_config(self, **overrides: Any) -> StrideHybridConfig:
         """The StrideHybridConfig of this config (validated), with `overrides` applied."""

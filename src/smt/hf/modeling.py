@@ -34,7 +34,7 @@ from transformers.generation import utils as generation_utils
 from transformers.utils import ModelOutput
 
 from smt.hf.configuration import SMTConfig
-from smt.model_directory import verify_model_files
+from smt.model_directory import run_directory_hint, verify_model_files
 from smt.models.baselines import build_model
 from smt.models.components.stream_state import StreamState
 
@@ -130,6 +130,29 @@ class SMTCausalLMOutput(ModelOutput):
     logits: Tensor | None = None
     cache: SMTCache | None = None
 
+    @property
+    def past_key_values(self) -> SMTCache | None:
+        """transformers' earlier name of `cache`."""
+        return self.cache
+
+
+# transformers' earlier names of `cache` (generate still maps them; forward takes them too)
+CACHE_ALIASES = ("past_key_values", "cache_params")
+
+
+def _cache_argument(cache: Any, kwargs: dict[str, Any]) -> tuple[Any, str]:
+    """(the cache, the name it was passed under): `cache`, or one of CACHE_ALIASES popped from kwargs
+    (None under an alias counts as not given); two of them given is an error."""
+    given = [(name, kwargs.pop(name)) for name in CACHE_ALIASES if name in kwargs]
+    given = [(name, value) for name, value in given if value is not None]
+    if cache is not None:
+        given.insert(0, ("cache", cache))
+    if len(given) > 1:
+        names = " and ".join(f"{name}=" for name, _ in given)
+        raise ValueError(f"both {names} are given; they name the same thing (the stream state to continue): "
+                         "pass one, `cache`")
+    return given[0][1] if given else None, given[0][0] if given else "cache"
+
 
 def check_attention_mask(attention_mask: Tensor | None) -> None:
     """None or all ones; anything else is refused (module docstring)."""
@@ -140,6 +163,27 @@ def check_attention_mask(attention_mask: Tensor | None) -> None:
         raise ValueError(f"attention_mask must be a 2D (batch, tokens) tensor of ones or None, got {shape}")
     if not bool((attention_mask != 0).all()):
         raise ValueError(PADDING_REFUSED)
+
+
+# GenerationConfig entries that are no generation defaults of the model: bookkeeping, and the output
+# switches transformers copies from the model config
+_NOT_GENERATION_DEFAULTS = ("transformers_version", "output_attentions", "output_hidden_states")
+
+
+def generation_settings(config: Any) -> dict[str, Any]:
+    """What generation_config.json keeps of a model's GenerationConfig: the values set on it (eos /
+    bos / pad token ids, and any default such as max_new_tokens or do_sample), as transformers
+    writes them, without its bookkeeping."""
+    if config is None:
+        return {}
+    return {key: value for key, value in config.to_diff_dict().items()
+            if not key.startswith("_") and key not in _NOT_GENERATION_DEFAULTS and value is not None}
+
+
+# save_pretrained's options for push_to_hub=True (smt.model_directory.push_to_hub's), and transformers'
+# saving options that cannot apply to an SMT model directory
+PUSH_OPTIONS = ("repo_id", "token", "private", "commit_message", "create_pr", "revision")
+REFUSED_SAVE_OPTIONS = ("variant", "save_function", "distributed_checkpoint")
 
 
 class SMTPreTrainedModel(PreTrainedModel):
@@ -194,9 +238,15 @@ class SMTForCausalLM(SMTPreTrainedModel, GenerationMixin):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: Any, *args: Any, **kwargs: Any) -> Any:
         """transformers' from_pretrained, after a local directory is checked against its integrity
-        record (checksums.json or a step's training.json), as every native loader does."""
+        record (checksums.json or a step's training.json), as every native loader does. A training
+        run directory is refused naming `smt export` (AutoModelForCausalLM stops earlier, in
+        AutoConfig, on the run directory's missing config.json)."""
         if pretrained_model_name_or_path is not None and Path(pretrained_model_name_or_path).is_dir():
-            verify_model_files(Path(pretrained_model_name_or_path) / (kwargs.get("subfolder") or ""))
+            directory = Path(pretrained_model_name_or_path) / (kwargs.get("subfolder") or "")
+            hint = None if (directory / "config.json").is_file() else run_directory_hint(directory)
+            if hint is not None:
+                raise FileNotFoundError(hint)
+            verify_model_files(directory)
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     @property
@@ -236,7 +286,8 @@ class SMTForCausalLM(SMTPreTrainedModel, GenerationMixin):
                 cache: SMTCache | None = None, labels: Tensor | None = None, use_cache: bool | None = None,
                 return_dict: bool | None = None, inputs_embeds: Tensor | None = None,
                 **kwargs: Any) -> SMTCausalLMOutput | tuple:
-        """logits (batch, tokens, vocab) of input_ids continuing `cache` (a fresh stream when None);
+        """logits (batch, tokens, vocab) of input_ids continuing `cache` (a fresh stream when None;
+        transformers' earlier name `past_key_values` is taken too);
         with use_cache (the default) the cache comes back holding the state after these tokens
         (updated in place when one was given). labels give the shifted next-token loss
         (-100 ignored; summed and divided by `num_items_in_batch` when transformers' Trainer passes
@@ -246,14 +297,15 @@ class SMTForCausalLM(SMTPreTrainedModel, GenerationMixin):
         if input_ids is None:
             raise ValueError("input_ids is required")
         num_items_in_batch = kwargs.pop("num_items_in_batch", None)
+        cache, cache_name = _cache_argument(cache, kwargs)
         unsupported = sorted(k for k, v in kwargs.items() if v is not None and v is not False)
         if unsupported:
             raise ValueError(f"SMTForCausalLM.forward does not support {unsupported}: SMT models take input_ids "
                              "(with a cache to continue a stream) and count positions themselves")
         check_attention_mask(attention_mask)
         if cache is not None and not isinstance(cache, SMTCache):
-            raise TypeError(f"cache must be an SMTCache (returned by a previous call), got {type(cache).__name__}; "
-                            "SMT models carry their own stream state, not a key/value cache")
+            raise TypeError(f"{cache_name} must be an SMTCache (the `cache` of a previous call's output), got "
+                            f"{type(cache).__name__}; SMT models carry their own stream state, not a key/value cache")
         logits, aux = self._smt(input_ids, state=None if cache is None else cache.state)
         loss = None
         if labels is not None:
@@ -277,18 +329,33 @@ class SMTForCausalLM(SMTPreTrainedModel, GenerationMixin):
 
     def save_pretrained(self, save_directory: str | Path, tokenizer: Any = None, safe_serialization: bool = True,
                         evaluation: dict[str, Any] | None = None, is_main_process: bool = True,
-                        push_to_hub: bool = False, **kwargs: Any) -> None:
+                        push_to_hub: bool = False, max_shard_size: int | str | None = None,
+                        state_dict: dict[str, Tensor] | None = None, **kwargs: Any) -> None:
         """The SMT model directory (smt.model_directory.save_model_dir) of the model's current
-        parameters: config.json with auto_map, the weights under the native names, the tokenizer
-        when given, the Hub files and checksums.json; it loads through AutoModelForCausalLM and
-        through the native from_pretrained alike. transformers' other saving options (state_dict,
-        max_shard_size, ...) do not apply; push_to_hub=True uploads the directory (repo_id=, token=)."""
+        parameters (or of `state_dict`, as transformers' Trainer passes it): config.json with
+        auto_map, the weights under the native names (sharded with an index when larger than
+        `max_shard_size`, bytes or "5GB"), the tokenizer when given, generation_config.json (the
+        model's generation_config), the Hub files and checksums.json; it loads through
+        AutoModelForCausalLM and through the native from_pretrained alike. push_to_hub=True uploads
+        the directory (repo_id=, token=, private=, commit_message=, create_pr=, revision=).
+        transformers options that do not apply are refused, never ignored: variant, save_function,
+        distributed_checkpoint (save_peft_format / save_original_format have nothing to convert)."""
         from smt.model_directory import push_to_hub as upload
         from smt.model_directory import save_model_dir
 
+        hub = {name: kwargs.pop(name) for name in PUSH_OPTIONS if name in kwargs}
+        for name in ("save_peft_format", "save_original_format"):  # no adapters, no converted layout: nothing to do
+            kwargs.pop(name, None)
+        refused = sorted(name for name in REFUSED_SAVE_OPTIONS if kwargs.pop(name, None) not in (None, False))
+        if refused:
+            raise ValueError(f"SMTForCausalLM.save_pretrained does not support {refused}: an SMT model directory "
+                             "holds one set of weights, saved by smt.model_directory.save_model_dir")
+        if kwargs:
+            raise TypeError(f"SMTForCausalLM.save_pretrained got unexpected arguments {sorted(kwargs)}")
         if not is_main_process:
             return
-        save_model_dir(self._smt, save_directory, tokenizer, safe_serialization, evaluation=evaluation)
+        save_model_dir(self._smt, save_directory, tokenizer, safe_serialization, evaluation=evaluation,
+                       generation=generation_settings(self.generation_config), max_shard_size=max_shard_size,
+                       state_dict=state_dict)
         if push_to_hub:
-            upload(kwargs.get("repo_id") or Path(save_directory).name, save_directory, token=kwargs.get("token"),
-                   private=kwargs.get("private"))
+            upload(hub.pop("repo_id", None) or Path(save_directory).name, save_directory, **hub)

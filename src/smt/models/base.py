@@ -149,11 +149,11 @@ class LanguageModel(StreamingGeneration, nn.Module):
 
     # ------------------------------------------------------------- sharing
     def save_pretrained(self, save_directory: str | Path, tokenizer: Any = None, safe_serialization: bool = True,
-                        evaluation: dict[str, Any] | None = None) -> None:
+                        evaluation: dict[str, Any] | None = None, max_shard_size: int | str | None = None) -> None:
         """Write the model directory (config.json, model.safetensors, the tokenizer when given, the
         transformers files, a model card with the `evaluation` numbers when given, checksums.json):
-        smt.model_directory."""
-        save_model_dir(self, save_directory, tokenizer, safe_serialization, evaluation)
+        smt.model_directory. `max_shard_size` (bytes, or "5GB") shards larger weights with an index."""
+        save_model_dir(self, save_directory, tokenizer, safe_serialization, evaluation, max_shard_size=max_shard_size)
 
     @classmethod
     def from_pretrained(cls, path_or_repo: str | Path, device: str | None = None, revision: str | None = None,

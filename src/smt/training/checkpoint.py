@@ -94,7 +94,7 @@ def save_checkpoint(root: Path, model: nn.Module, payload: CheckpointPayload, to
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=root))
     os.chmod(staging, shared_mode(directory=True))
     try:
-        save_model_dir(model, staging, tokenizer)
+        save_model_dir(model, staging, tokenizer, **model_card_facts(payload.training_state, payload.step, val_loss))
         torch.save(payload.optimizer_state, staging / "optimizer.pt")
         if payload.stream_state is not None:
             tensors = {k: v.detach().cpu().contiguous() for k, v in payload.stream_state.items()}
@@ -124,6 +124,36 @@ def save_checkpoint(root: Path, model: nn.Module, payload: CheckpointPayload, to
         _update_best(root, final, val_loss)
     prune_checkpoints(root, keep_last)
     return final
+
+
+# the training settings a model card shows (TrainingConfig fields), in this order
+CARD_TRAINING_FIELDS = ("batch_size", "gradient_accumulation_steps", "seq_len", "batching", "lr", "min_lr_ratio",
+                        "warmup_steps", "weight_decay", "beta1", "beta2", "grad_clip", "max_steps", "epochs",
+                        "dtype", "seed")
+
+
+def model_card_facts(training_state: dict, step: int | None, val_loss: float | None) -> dict[str, Any]:
+    """save_model_dir's model-card arguments for a checkpoint: evaluation (the validation loss and
+    perplexity at this step, when evaluated), training (the step, tokens seen, processes and the
+    settings of CARD_TRAINING_FIELDS) and datasets (run.train_data, as smt.data.sources.card_name
+    names them), from what training.json holds; whatever it lacks is left out."""
+    import math
+
+    from smt.data.sources import card_name
+
+    config = training_state.get("config") if isinstance(training_state.get("config"), dict) else {}
+    settings = config.get("training") if isinstance(config.get("training"), dict) else {}
+    run = config.get("run") if isinstance(config.get("run"), dict) else {}
+    trainer = training_state.get("trainer") if isinstance(training_state.get("trainer"), dict) else {}
+    training = {"steps": step, "tokens seen": trainer.get("tokens_seen"), "processes": training_state.get("world_size"),
+                **{name: settings.get(name) for name in CARD_TRAINING_FIELDS}}
+    training = {name: value for name, value in training.items() if value is not None}
+    data = run.get("train_data")
+    datasets = [card_name(source) for source in ([data] if isinstance(data, str) else data or [])]
+    evaluation = None
+    if isinstance(val_loss, (int, float)) and math.isfinite(val_loss):
+        evaluation = {"val_loss": round(float(val_loss), 4), "val_ppl": round(math.exp(min(float(val_loss), 700)), 3)}
+    return {"evaluation": evaluation, "training": training or None, "datasets": datasets or None}
 
 
 def _disk_full_message(root: Path, name: str, model: nn.Module, payload: CheckpointPayload) -> str:
@@ -210,6 +240,35 @@ def load_checkpoint(directory: Path, model: nn.Module | None = None) -> LoadedCh
     stream_file = directory / "stream_state.safetensors"
     stream_state = load_file(str(stream_file)) if stream_file.is_file() else None
     return LoadedCheckpoint(directory, record, optimizer_state, stream_state)
+
+
+def export_model(path: str | Path, out: str | Path, prefer_best: bool = True) -> tuple[Path, dict]:
+    """Write the model of a run (its best checkpoint when `prefer_best` and known, else its latest),
+    a checkpoints/ directory or a step directory as a plain model directory `out`: the weights,
+    config, tokenizer and model card (with the step's training settings, datasets and validation
+    loss), without the optimizer state, stream state and training.json; AutoModelForCausalLM and
+    push_to_hub take it. `out` must be new, empty, or a model directory exported before (replaced).
+    Returns (the step directory exported, its training.json record, {} for a model directory)."""
+    from smt.model_directory import CONFIG_FILE, load_tokenizer
+    from smt.models import load_model
+    from smt.pretrained.sharing import is_model_dir
+
+    step = resolve_checkpoint(path, prefer_best)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} is a file; export into a new directory")
+    if out.is_dir() and any(out.iterdir()) and not (is_model_dir(out) and not (out / TRAINING_FILE).exists()):
+        what = "a training step directory" if (out / TRAINING_FILE).exists() else (
+            "a run directory" if (out / "checkpoints").exists() else "files that are not an SMT model directory")
+        raise FileExistsError(f"{out} holds {what}; export into a new or empty directory "
+                              f"(or over a model directory exported before, whose {CONFIG_FILE} is replaced)")
+    if out.resolve() == step.resolve():
+        raise ValueError(f"{out} is the checkpoint being exported; choose another directory")
+    record = verify_training_record(step) if (step / TRAINING_FILE).is_file() else {}
+    model = load_model(step)  # verified (again) as every load is
+    facts = model_card_facts(record, record.get("step"), record.get("val_loss")) if record else {}
+    save_model_dir(model, out, load_tokenizer(step), **facts)
+    return step, record
 
 
 def resolve_checkpoint(path: str | Path, prefer_best: bool = True) -> Path:

@@ -1,6 +1,10 @@
 """Run logs: metrics.jsonl and metrics.csv always, a loss-curve PNG, and the trackers named in
 `run.logger` (tensorboard, wandb, mlflow) when their packages are installed: a requested tracker
-that is missing is named in a warning, never silently skipped."""
+that is missing is named in a warning, never silently skipped.
+
+wandb logs to `run.wandb_project` under `run.run_name` (default: the output directory's name; mlflow
+takes the same name). The wandb run's id is kept in RUN_DIR/wandb_run.json, so a resumed training
+continues the same wandb run instead of starting a second one."""
 
 from __future__ import annotations
 
@@ -11,8 +15,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from smt.atomic_files import atomic_output
+from smt.atomic_files import atomic_output, write_json_atomic
 
+WANDB_RUN_FILE = "wandb_run.json"  # the wandb run's id (and project), for a resume to continue it
 TRACKERS = ("csv", "tensorboard", "wandb", "mlflow")  # csv: metrics.jsonl + metrics.csv, always written
 
 CSV_FIELDS = ("step", "split", "loss", "ppl", "word_ppl", "tokens_per_s", "lr", "grad_norm",
@@ -48,7 +53,9 @@ class MetricsLogger:
                     if _step_of(record) <= resume_step:
                         self.records.append(record)
         self._rewrite()
-        self.trackers = [t for t in (_open_tracker(name, run_dir, run_config or {}) for name in trackers) if t]
+        resuming = resume_step is not None
+        self.trackers = [t for t in (_open_tracker(name, run_dir, run_config or {}, resuming) for name in trackers)
+                         if t]
 
     def _rewrite(self) -> None:
         """Both files replaced whole (a kill mid-rewrite leaves the old history, never a cut one)."""
@@ -93,15 +100,43 @@ class _TensorBoard:
         self.writer.close()
 
 
-class _WandB:
-    """Weights & Biases; runs offline with WANDB_MODE=offline (files under RUN_DIR/wandb)."""
+def _run_settings(run_config: dict) -> dict:
+    section = run_config.get("run")
+    return section if isinstance(section, dict) else {}
 
-    def __init__(self, run_dir: Path, run_config: dict) -> None:
+
+def _run_name(run_dir: Path, run_config: dict) -> str:
+    return _run_settings(run_config).get("run_name") or run_dir.name
+
+
+def _saved_wandb_run(run_dir: Path, project: str) -> str | None:
+    """The id of the wandb run an earlier training of this run directory logged to in `project`."""
+    try:
+        saved = json.loads((run_dir / WANDB_RUN_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(saved, dict) or saved.get("project") != project or not isinstance(saved.get("id"), str):
+        return None
+    return saved["id"]
+
+
+class _WandB:
+    """Weights & Biases (module docstring); runs offline with WANDB_MODE=offline (files under RUN_DIR/wandb)."""
+
+    def __init__(self, run_dir: Path, run_config: dict, resuming: bool = False) -> None:
         import wandb
 
         self.wandb = wandb
-        self.run = wandb.init(project="smt", name=run_dir.name, dir=str(run_dir), config=run_config,
-                              reinit=True)
+        project = _run_settings(run_config).get("wandb_project") or "smt"
+        options = {"project": project, "name": _run_name(run_dir, run_config), "dir": str(run_dir),
+                   "config": run_config, "reinit": True}
+        earlier = _saved_wandb_run(run_dir, project) if resuming else None
+        if earlier is not None:
+            options.update(id=earlier, resume="allow")
+        self.run = wandb.init(**options)
+        run_id = getattr(self.run, "id", None)
+        if isinstance(run_id, str) and run_id:
+            write_json_atomic(run_dir / WANDB_RUN_FILE, {"id": run_id, "project": project})
 
     def log(self, scalars: dict[str, float], step: int) -> None:
         self.run.log(scalars, step=step)
@@ -117,7 +152,7 @@ class _MLflow:
         import mlflow
 
         self.mlflow = mlflow
-        self.run = mlflow.start_run(run_name=run_dir.name)
+        self.run = mlflow.start_run(run_name=_run_name(run_dir, run_config))
         flat = {f"{section}.{key}": value for section, fields in run_config.items() if isinstance(fields, dict)
                 for key, value in fields.items()}
         mlflow.log_params({k: str(v)[:250] for k, v in flat.items()})
@@ -132,7 +167,7 @@ class _MLflow:
 _PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
 
 
-def _open_tracker(name: str, run_dir: Path, run_config: dict) -> Any:
+def _open_tracker(name: str, run_dir: Path, run_config: dict, resuming: bool = False) -> Any:
     """The tracker `name`, or None (csv is always on; a missing package is named in a warning)."""
     if name == "csv":
         return None
@@ -140,7 +175,7 @@ def _open_tracker(name: str, run_dir: Path, run_config: dict) -> Any:
         if name == "tensorboard":
             return _TensorBoard(run_dir / "tensorboard")
         if name == "wandb":
-            return _WandB(run_dir, run_config)
+            return _WandB(run_dir, run_config, resuming)
         return _MLflow(run_dir, run_config)
     except ImportError as error:
         print(f"warning: run.logger asks for {name}, but it cannot be imported ({error}); logging to "

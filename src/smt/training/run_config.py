@@ -68,6 +68,8 @@ class RunConfig:
     progress: bool = True
     logger: str | list[str] = "csv"  # trackers: csv (always) plus any of tensorboard, wandb, mlflow
     tensorboard: bool = False  # old switch: true adds "tensorboard" to logger
+    wandb_project: str = "smt"  # the wandb project the run is logged to
+    run_name: str | None = None  # the run's name in wandb and mlflow (None: the output directory's name)
 
     def __post_init__(self) -> None:
         check_fields(self, "run")
@@ -110,6 +112,10 @@ class RunConfig:
             fail("keep_freed_memory", "must be true or false", "e.g. true (the default)")
         if not isinstance(self.output_dir, str) or not self.output_dir:
             fail("output_dir", "must be a non-empty path", "e.g. runs/my_run")
+        if not isinstance(self.wandb_project, str) or not self.wandb_project.strip():
+            fail("wandb_project", "must name a wandb project", "e.g. smt")
+        if self.run_name is not None and (not isinstance(self.run_name, str) or not self.run_name.strip()):
+            fail("run_name", "must be a non-empty name or null (the output directory's name)", "e.g. smt-wt103-s1")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -26,8 +26,9 @@ from smt.atomic_files import staging_leftovers, write_json_atomic
 LOCK_FILE = ".lock"
 MARKER_FILE = ".smt-run"  # written at the first claim: the trainer's outputs here are its own
 TRAINER_OUTPUTS = ("checkpoints", "metrics.jsonl", "metrics.csv", "config.yaml", "loss_curve.png",
-                   "task_eval.json", "tensorboard", "wandb")
-REWRITTEN_FILES = ("metrics.jsonl", "metrics.csv", "config.yaml", "loss_curve.png", "task_eval.json", MARKER_FILE)
+                   "task_eval.json", "tensorboard", "wandb", "wandb_run.json")
+REWRITTEN_FILES = ("metrics.jsonl", "metrics.csv", "config.yaml", "loss_curve.png", "task_eval.json", MARKER_FILE,
+                   "wandb_run.json")
 
 
 class RunDirectoryError(ValueError):
