@@ -22,6 +22,10 @@ import numpy as np
 import yaml
 
 POSITION_BUCKETS = [(0, 32), (32, 192), (192, 512), (512, 1024)]
+WINDOW = 32  # M: a token past it has context only a memory (or full attention) can use
+BEYOND_WINDOW = f"positions {WINDOW}+ (beyond the window)"
+FAR_HITS = "(all beyond the second edge)"  # the row of the hits beyond SWA's reach (the second edge)
+BASELINES = ("gpt", "swa", "mamba")
 ORDER = ["gpt", "swa", "mamba", "smt"]
 
 
@@ -72,14 +76,42 @@ def bucket_values(record: dict) -> dict[str, float]:
            if len(split["edges"]) > 1 and low > split["edges"][1]]
     far_tokens = sum(e["tokens"] for e in far)
     if far_tokens:
-        values[f"hit {split['edges'][1] + 1}+ (all beyond the second edge)"] = (
+        values[f"hit {split['edges'][1] + 1}+ {FAR_HITS}"] = (
             sum(e["tokens"] * e["mean_loss"] for e in far if e["mean_loss"] is not None) / far_tokens)
     values["all tokens"] = split["all"]["mean_loss"]
     curve = np.asarray(record["loss_by_position"], dtype=np.float64)
     for lo, hi in POSITION_BUCKETS:
         if lo < len(curve):
             values[f"positions {lo}-{min(hi, len(curve)) - 1}"] = float(np.nanmean(curve[lo:hi]))
+    if len(curve) > WINDOW:
+        values[BEYOND_WINDOW] = float(np.nanmean(curve[WINDOW:]))
     return values
+
+
+def targets(stats: dict[str, dict[str, tuple[float, float, float]]]) -> list[str]:
+    """Issue 37's targets for every memory model: the share of the far-hit gap SWA -> full attention it
+    closes (>= 50%), its lead over SWA past the window against 3x the larger seed range of the two, and
+    the stretch (at or below both full attention and Mamba past the window)."""
+    far = next((name for name in stats.get("swa", {}) if name.endswith(FAR_HITS)), None)
+    if not ({"gpt", "swa"} <= set(stats) and far and BEYOND_WINDOW in stats["swa"]):
+        return []
+    swa, gpt = stats["swa"], stats["gpt"]
+    lines = ["", f"The targets (far hits: {far.split()[1]} tokens back; past the window: positions {WINDOW}+; ranges: "
+             "max - min over seeds, the larger of SWA's and the model's):", "",
+             "| model | closes of the far-hit gap (target >= 50%) | lead over SWA past the window | 3x range | "
+             "met | past the window: at or below full attention and Mamba (stretch) |",
+             "|---|---:|---:|---:|---|---|"]
+    for model, rows in stats.items():
+        if model in BASELINES:
+            continue
+        closes = (swa[far][0] - rows[far][0]) / (swa[far][0] - gpt[far][0])
+        lead = swa[BEYOND_WINDOW][0] - rows[BEYOND_WINDOW][0]
+        spread = 3 * max(swa[BEYOND_WINDOW][2] - swa[BEYOND_WINDOW][1], rows[BEYOND_WINDOW][2] - rows[BEYOND_WINDOW][1])
+        met = "yes" if closes >= 0.5 and lead > spread else "no"
+        others = [stats[m][BEYOND_WINDOW][0] for m in ("gpt", "mamba") if m in stats]
+        stretch = "yes" if all(rows[BEYOND_WINDOW][0] <= o for o in others) else "no"
+        lines.append(f"| {model} | {closes:.0%} | {lead:+.3f} | {spread:.3f} | {met} | {stretch} |")
+    return lines
 
 
 def summary(records: list[dict]) -> dict[str, dict[str, tuple[float, float, float]]]:
@@ -130,7 +162,7 @@ def table(records: list[dict]) -> str:
                       for m in models if m not in ("gpt", "swa")]
             lines.append(f"| {name} | {gap:+.3f} | {swa[2] - swa[1]:.3f} | {gpt[2] - gpt[1]:.3f} | "
                          + " | ".join(closes) + " |")
-    return "\n".join(lines)
+    return "\n".join(lines + targets(stats))
 
 
 def plots(records: list[dict], prefix: Path) -> list[Path]:

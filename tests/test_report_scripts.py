@@ -42,6 +42,29 @@ def test_text_table_gives_seed_ranges_and_the_share_of_the_gap_closed():
     assert "| hit 33+ | +1.000 | 0.200 | 0.200 | 50% |" in text
 
 
+def test_text_targets_need_half_the_far_gap_and_a_lead_past_the_window_of_three_ranges():
+    report = script("text_report")
+
+    def record(model: str, seed: int, far: float, late: float) -> dict:
+        r = text_record(model, seed, far)
+        r["recall_split"]["edges"] = [32, 186]
+        r["recall_split"]["buckets"] = {"hit 1-32": r["recall_split"]["buckets"]["hit 1-32"],
+                                        "hit 33-186": {"tokens": 5, "share": 0.125, "mean_loss": 3.5},
+                                        "hit 187+": {"tokens": 5, "share": 0.125, "mean_loss": far},
+                                        "no hit": r["recall_split"]["buckets"]["no hit"]}
+        r["loss_by_position"] = [5.0] * 32 + [late] * 8
+        return r
+
+    records = [record("gpt", 1, 3.0, 4.0), record("gpt", 2, 3.0, 4.0), record("swa", 1, 4.0, 4.5),
+               record("swa", 2, 4.0, 4.52), record("smt", 1, 3.4, 4.3), record("smt", 2, 3.4, 4.3),
+               record("smt_weak", 1, 3.8, 4.49), record("smt_weak", 2, 3.8, 4.49)]
+    text = report.table(records)
+    # smt: 60% of the far gap, 0.21 below SWA past the window against 3 x 0.02
+    assert "| smt | 60% | +0.210 | 0.060 | yes | no |" in text
+    assert "| smt_weak | 20% | +0.020 | 0.060 | no | no |" in text
+    assert "| gpt |" not in text.split("The targets")[1]
+
+
 def test_robust_summary_counts_seeds_that_learn_and_hold():
     report = script("robust_report")
 
