@@ -78,3 +78,52 @@ def test_a_step_that_outlasts_the_grace_period_after_sigterm_is_stopped():
                 time.sleep(0.01)
             assert stop.requested == "SIGTERM"
     assert signal.getsignal(signal.SIGTERM) == before  # the handler is restored
+
+
+# StopOnSignal alone (smt/training/stop_signals.py needs only the standard library): a process
+# that is sent SIGTERM while its main thread is stuck in a step, with the roll call of a
+# distributed run (smt.training.distributed.stop_roll_call) failing or answering
+STUCK_IN_A_STEP = """
+import os, signal, sys, threading, time
+sys.path.insert(0, {directory!r})
+from stop_signals import StopOnSignal
+calls = []
+def roll_call():
+    calls.append(threading.current_thread().name)
+    return {failure!r}
+with StopOnSignal(grace_s=300, roll_call=roll_call) as stop:
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep({step_s})  # the step in progress
+    print("step done", stop.requested, flush=True)
+    stop.confirm()  # at the step's end: already answered, so not run again
+print("roll calls", calls, flush=True)
+"""
+
+
+def _stuck_in_a_step(failure: str | None, step_s: float) -> tuple[subprocess.CompletedProcess, float]:
+    script = STUCK_IN_A_STEP.format(directory=str(REPO / "src" / "smt" / "training"), failure=failure, step_s=step_s)
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    return done, time.monotonic() - started
+
+
+def test_a_rank_whose_peer_failed_exits_at_once_on_sigterm():
+    """A launcher's SIGTERM after a peer failed (torchrun stops the other ranks): the stop at a step
+    can never come, so the rank exits at once, 143 and the reason, not after the 300 s grace (before:
+    the grace, or the launcher's SIGKILL 30 s later; tests/reliability/test_ddp_failure.py: hang)."""
+    done, wall_s = _stuck_in_a_step("rank 1 of 2: the stop's roll call failed: Connection closed by peer", 60)
+    assert done.returncode == 143, (done.stdout, done.stderr)
+    assert wall_s < 20
+    assert "step done" not in done.stdout
+    assert "SIGTERM: stopping at once, without a checkpoint (rank 1 of 2: the stop's roll call failed: " \
+           "Connection closed by peer)" in done.stderr, done.stderr
+
+
+def test_a_healthy_distributed_stop_keeps_its_grace_and_asks_the_roll_call_once():
+    """Every rank answers (a scheduler's SIGTERM of a healthy job): the step in progress finishes
+    under the grace period; the watcher thread ran the roll call while the main thread was in the
+    step, and the main thread's confirm() at the step's end does not run it again."""
+    done, _ = _stuck_in_a_step(None, 1.0)
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    assert "step done SIGTERM" in done.stdout
+    assert "roll calls ['smt-stop-watcher']" in done.stdout, done.stdout

@@ -2,14 +2,18 @@
 nccl on GPU) or FSDP; a plain `python` launch is a world of one.
 
 Every collective has a timeout (run.dist_timeout_s), so a worker that dies or hangs ends the
-launch with an error naming the rank instead of leaving the others waiting forever.
+launch with an error naming the rank instead of leaving the others waiting forever. A stop asked
+by a signal is checked with a roll call of every rank (`stop_roll_call`, run.stop_handshake_s),
+so a rank whose peer failed exits at once instead of waiting out the stop's grace period.
 """
 
 from __future__ import annotations
 
 import datetime
 import os
-from contextlib import nullcontext
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -116,3 +120,39 @@ def broadcast_object(value, context: DistContext):
     holder = [value]
     dist.broadcast_object_list(holder, src=0)
     return holder[0]
+
+
+@contextmanager
+def stop_roll_call(context: DistContext, timeout_s: float) -> Iterator[Callable[[], str | None] | None]:
+    """The roll call smt.training.stop_signals.StopOnSignal runs at a stop (None in a world of one):
+    a monitored barrier of every rank on a gloo group of its own (any backend's run has gloo for
+    CPU work), whose timeout is `timeout_s`, so it answers within that time even while the main
+    thread is blocked in a collective of the training's group. It returns None when every rank
+    took part, else why not: a peer process that is gone is seen at once (its connections
+    closed), a silent one after `timeout_s` (rank 0 names it). Created by every rank together."""
+    if not context.enabled:
+        yield None
+        return
+    timeout = datetime.timedelta(seconds=float(timeout_s))
+    group = dist.new_group(backend="gloo", timeout=timeout)
+
+    def roll_call() -> str | None:
+        try:
+            dist.monitored_barrier(group=group, timeout=timeout, wait_all_ranks=True)
+        except Exception as error:  # gloo's RuntimeError: a closed connection or a timeout
+            return (f"rank {context.rank} of {context.world_size}: the stop's roll call failed "
+                    f"(run.stop_handshake_s={float(timeout_s):g}): {_gloo_line(error)}")
+        return None
+
+    try:
+        yield roll_call
+    finally:
+        dist.destroy_process_group(group)
+
+
+def _gloo_line(error: BaseException) -> str:
+    """The first sentence of a gloo error, without its source location."""
+    line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    line = re.sub(r"^\[[^\]]*\.(?:cc|cpp|h):\d+\]\s*", "", line)
+    line = line.split(". This is typically")[0]
+    return line[:300]

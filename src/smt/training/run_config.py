@@ -64,6 +64,7 @@ class RunConfig:
     parallel: ParallelMode = "ddp"  # with several processes: "ddp" or "fsdp" (sharded, large models)
     dist_timeout_s: int = 600  # a collective waiting longer than this ends the run with an error
     stop_grace_s: float | None = 300.0  # after SIGTERM, the step in progress may take this long (None: no limit)
+    stop_handshake_s: float = 10.0  # distributed: every rank must join a stop this fast, else a peer failed
     keep_freed_memory: bool = True  # CPU runs: freed memory stays in the process (smt.training.host_memory)
     progress: bool = True
     logger: str | list[str] = "csv"  # trackers: csv (always) plus any of tensorboard, wandb, mlflow
@@ -85,6 +86,8 @@ class RunConfig:
         grace = self.stop_grace_s
         if grace is not None and (isinstance(grace, bool) or not isinstance(grace, (int, float)) or not grace > 0):
             fail("stop_grace_s", "must be a positive number of seconds or null", "e.g. 300")
+        if not self.stop_handshake_s > 0:
+            fail("stop_handshake_s", "must be a positive number of seconds", "e.g. 10")
         try:
             codecs.lookup(str(self.data_encoding))
         except LookupError:

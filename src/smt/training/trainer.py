@@ -47,6 +47,7 @@ from smt.training.distributed import (
     barrier,
     no_sync,
     setup_distributed,
+    stop_roll_call,
     teardown_distributed,
     unwrap,
     wrap_model,
@@ -261,7 +262,9 @@ class Trainer:
     def _train(self, ctx: DistContext, resume: bool | str | Path, stop_after: int | None) -> TrainResult:
         run = self._setup(ctx, resume)
         end_step = run.total_steps if stop_after is None else min(run.total_steps, stop_after)
-        with StopOnSignal(self.run.stop_grace_s) as stop:
+        # a stop asked by a signal goes on only while every rank takes part (stop_signals: the roll call)
+        with stop_roll_call(ctx, self.run.stop_handshake_s) as roll_call, \
+                StopOnSignal(self.run.stop_grace_s, roll_call) as stop:
             while run.step < end_step:
                 outcome = self._step(run, ctx)
                 if outcome is None:  # a non-finite step, skipped by training.nonfinite='skip'
@@ -438,9 +441,13 @@ class Trainer:
         requested = stop.requested
         if ctx.world_size > 1:  # every process stops at the same step when any of them got the signal
             flag = torch.tensor([1.0 if requested else 0.0], device=ctx.device)
-            requested = requested or ("SIGTERM" if all_reduce_sum(flag, ctx).item() > 0 else None)
+            # every rank takes part in this all-reduce at every step, signalled or not (it used to be
+            # skipped by a signalled rank, which then met its peers' all-reduce with other collectives)
+            anyone = all_reduce_sum(flag, ctx).item() > 0
+            requested = requested or ("SIGTERM" if anyone else None)
         if not requested:
             return
+        stop.confirm(requested)  # every rank takes part, else this process ends here, writing nothing
         if run.last_checkpoint is None or run.last_checkpoint.name != step_dir_name(run.step):
             self._save_step(run, ctx)
         run.bar.close()
