@@ -51,8 +51,11 @@ def _fits(hint: Any, value: Any) -> bool:
     if hint is int:
         whole = isinstance(value, int) or (isinstance(value, float) and math.isfinite(value) and value.is_integer())
         return whole and abs(value) < 2**63
-    if hint is float:
-        return isinstance(value, (int, float)) and abs(value) < 1e308 and math.isfinite(float(value))
+    if hint is float:  # any finite number; an int too large for a float does not fit
+        try:
+            return isinstance(value, (int, float)) and math.isfinite(float(value))
+        except OverflowError:
+            return False
     return isinstance(value, hint)  # str, dict
 
 
