@@ -223,6 +223,26 @@ def test_smt_evaluate_without_lm_eval_says_how_to_install(setup, monkeypatch, ca
     assert err.count("\n") == 1 and "Traceback" not in err and "pip install 'smt[lm-eval]'" in err
 
 
+def test_smt_evaluate_offline_says_at_once_that_lm_eval_tasks_need_the_hub(setup, monkeypatch, capsys):
+    import socket
+
+    from smt.commands import evaluate
+
+    def unreachable(address, timeout=None):
+        raise OSError(101, "Network is unreachable")
+
+    for name in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(socket, "create_connection", unreachable)
+    monkeypatch.setattr("lm_eval.simple_evaluate", lambda **kwargs: pytest.fail("must not start the evaluation"))
+    assert main(["evaluate", "--tasks", "wikitext", "--model", str(setup["model_dir"])]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "Network is unreachable" in err and "HF_DATASETS_OFFLINE=1" in err and "--include-path" in err
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")  # the cache is used: nothing to ask
+    assert evaluate.hub_unreachable() is None
+
+
 @pytest.mark.slow
 def test_lm_eval_command_line_with_the_smt_model(setup, tmp_path):
     """lm_eval's own command line, run through the adapter module (which registers "smt")."""

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import socket
 import sys
 from pathlib import Path
+from urllib.parse import urlparse
 
 LM_EVAL_MISSING = ("lm-evaluation-harness is not installed; install it with pip install 'smt[lm-eval]' "
                    "(or pip install lm_eval)")
@@ -47,15 +50,32 @@ def add_parser(sub) -> None:
     parser.set_defaults(run=run)
 
 
+def hub_unreachable(timeout: float = 3.0) -> str | None:
+    """Why the Hugging Face Hub (where lm_eval's own tasks load their data sets) cannot be reached, or
+    None. Asked once up front: offline, `datasets` retries every download five times and then fails
+    with a long traceback. With HF_DATASETS_OFFLINE / HF_HUB_OFFLINE set, the cache is used: no check."""
+    offline = ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")
+    if any(os.environ.get(name, "").lower() in ("1", "true", "yes") for name in offline):
+        return None
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout).close()
+    except OSError as error:
+        return f"{url.hostname} cannot be reached ({error.__class__.__name__}: {error})"
+    return None
+
+
 def _task_manager(TaskManager, include_path: list[str] | None, tasks: list[str]):
-    """lm_eval's task index. Indexing its built-in tasks takes seconds (thousands of YAML files), so
-    when every requested task is a plain task of the --include-path directories, only those are
-    indexed."""
+    """lm_eval's task index, and whether every task is a local one. Indexing its built-in tasks takes
+    seconds (thousands of YAML files), so when every requested task is a plain task of the
+    --include-path directories, only those are indexed."""
     if include_path:
         local = TaskManager(include_path=include_path, include_defaults=False)
         if all(t in local.all_subtasks for t in tasks):
-            return local
-    return TaskManager(include_path=include_path)
+            return local, True
+    return TaskManager(include_path=include_path), False
 
 
 def run(args: argparse.Namespace) -> int:
@@ -83,11 +103,18 @@ def run(args: argparse.Namespace) -> int:
         if limit <= 0:
             raise ValueError(f"--limit {args.limit:g} must be > 0")
         limit = int(limit) if limit >= 1 else limit
-    manager = _task_manager(TaskManager, args.include_path, tasks)
+    manager, local = _task_manager(TaskManager, args.include_path, tasks)
     unknown = [t for t in tasks if t not in manager.all_tasks and not Path(t).is_file()]
     if unknown:
         raise ValueError(f"unknown lm_eval task(s) {', '.join(unknown)}; see `lm_eval ls tasks`, or pass "
                          "--include-path DIR for a directory of task YAML files")
+    reason = None if local or all(Path(t).is_file() for t in tasks) else hub_unreachable()
+    if reason:
+        print(f"smt evaluate: error: lm_eval's task(s) {', '.join(tasks)} load their data sets from the Hugging "
+              f"Face Hub, and {reason}. Connect to the network; or, with the data sets already in the local "
+              "cache, set HF_DATASETS_OFFLINE=1; or evaluate a local task: --include-path DIR with task YAML "
+              "files over local data", file=sys.stderr)
+        return 2
     model_args = {"pretrained": args.model, "device": args.device, "batch_size": args.batch_size,
                   "segment_len": args.segment_len, "rolling": args.rolling}
     if args.tokenizer:
