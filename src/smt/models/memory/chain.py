@@ -93,9 +93,10 @@ def ssm_steps(ssm: nn.Module, pooled: Tensor, state: dict, gate: Tensor | None =
 def tokens_only_chain(c: ChainInputs, keep_states: bool = False,
                       regular: tuple[int, int] | None = None) -> ChainResult:
     """pool_over_memory=False: the windows hold tokens only, so every write is pooled at once and
-    the SSM runs in sequence mode (no loop); `regular` as in `ChainInputs.windows`. keep_states on a
-    Mamba memory keeps every state through `MambaStack.forward_keeping_states`, and write gates run
-    through `MambaStack.forward_gated`; another SSM's gated writes run step by step (the reference)."""
+    the SSM runs in sequence mode (no loop); `regular` as in `ChainInputs.windows`. keep_states keeps
+    every state through the stack's `forward_keeping_states` and write gates run through its
+    `forward_gated` where the stack has them (`supports_keeping_states`, `supports_parallel_gates`: a
+    Mamba memory); another SSM runs step by step (the reference)."""
     B, N, (W, M) = c.slot_scores.shape[0], c.slot_scores.shape[1], c.window.shape
     pooling = c.pooling
     win_scores, win_values, win_valid = c.windows(regular)
@@ -104,8 +105,7 @@ def tokens_only_chain(c: ChainInputs, keep_states: bool = False,
     gates = pooling.write_gate(pooled)
     all_gates = gates.view(B, W) if gates is not None else None
     read_states = None
-    parallel_states = getattr(c.ssm, "forward_keeping_states", None) is not None  # a Mamba memory
-    parallel_gates = getattr(c.ssm, "forward_gated", None) is not None
+    parallel_states, parallel_gates = c.ssm.supports_keeping_states, c.ssm.supports_parallel_gates
     if gates is not None and parallel_gates and W == 1 and not keep_states:
         # one write (decoding): a Mamba step per layer costs half of a one-step scan's setup
         out, ssm_state = ssm_steps(c.ssm, steps[:, 0], c.ssm_state, gates.view(B))
