@@ -30,8 +30,10 @@ class ChainResult:
 
     slots: Tensor  # (B, W, d) the new memory slot vectors, as they enter the transformer
     weights: Tensor  # (B, W, heads, N + M) pooling weights per write
-    slot_scores: Tensor  # (B, N, heads) pooling scores of the latest N slots, for the next call
-    slot_values: Tensor  # (B, N, d)
+    # (B, N, heads) pooling scores and (B, N, d) values of the latest N slots, for the next call; None
+    # where the windows hold tokens only (tokens_only_chain)
+    slot_scores: Tensor | None
+    slot_values: Tensor | None
     ssm_state: dict[str, Tensor]
     # with keep_states: (B, W, d_inner, d_state) the last Mamba layer's scan state after each write
     read_states: Tensor | None = None
@@ -40,7 +42,8 @@ class ChainResult:
 
 class ChainInputs(NamedTuple):
     """What every path of the chain takes; window (W, M) holds the index into
-    the token_* tensors of every window position of every write."""
+    the token_* tensors of every window position of every write. slot_scores / slot_values, the slot
+    half of the windows, are None for a memory that pools tokens only (`tokens_only_chain`)."""
 
     pooling: AttentionPooling
     ssm: nn.Module
@@ -50,8 +53,8 @@ class ChainInputs(NamedTuple):
     token_values: Tensor
     token_valid: Tensor
     window: Tensor
-    slot_scores: Tensor
-    slot_values: Tensor
+    slot_scores: Tensor | None
+    slot_values: Tensor | None
     slot_valid: Tensor
     ssm_state: dict[str, Tensor]
 
@@ -97,7 +100,7 @@ def tokens_only_chain(c: ChainInputs, keep_states: bool = False,
     every state through the stack's `forward_keeping_states` and write gates run through its
     `forward_gated` where the stack has them (`supports_keeping_states`, `supports_parallel_gates`: a
     Mamba memory); another SSM runs step by step (the reference)."""
-    B, N, (W, M) = c.slot_scores.shape[0], c.slot_scores.shape[1], c.window.shape
+    B, N, (W, M) = c.token_scores.shape[0], c.slot_valid.shape[1], c.window.shape
     pooling = c.pooling
     win_scores, win_values, win_valid = c.windows(regular)
     pooled, weights = pooling.pool(win_scores.flatten(0, 1), win_values.flatten(0, 1), win_valid.flatten(0, 1))
@@ -126,12 +129,9 @@ def tokens_only_chain(c: ChainInputs, keep_states: bool = False,
     else:
         out, ssm_state = c.ssm(steps, c.ssm_state)
     slots = c.to_slot(out, None)
-    new_scores, new_values = pooling.project(slots)
     weights = weights.view(B, W, pooling.n_heads, M)
     weights = torch.cat([weights.new_zeros(B, W, pooling.n_heads, N), weights], dim=-1)
-    slot_scores = torch.cat([c.slot_scores, new_scores], dim=1)[:, W:]
-    slot_values = torch.cat([c.slot_values, new_values.to(c.slot_values.dtype)], dim=1)[:, W:]
-    return ChainResult(slots, weights, slot_scores, slot_values, ssm_state, read_states, all_gates)
+    return ChainResult(slots, weights, None, None, ssm_state, read_states, all_gates)
 
 
 def loop_chain(c: ChainInputs, keep_states: bool = False) -> ChainResult:

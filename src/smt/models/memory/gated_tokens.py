@@ -12,7 +12,10 @@ from smt.models.memory.pooled import PooledMemory
 
 
 class GatedTokensMemory(PooledMemory):
-    """`memory: gated_tokens` (the default); the per-token read (`memory_read: slots+state`) is its option."""
+    """`memory: gated_tokens` (the default); the per-token read (`memory_read: slots+state`) is its option.
+    Its windows hold no slot, so its state keeps no slot half of the window."""
+
+    pools_slots = False
 
     def _chain(self, chain: ChainInputs, layout: WriteLayout, keep_states: bool) -> ChainResult:
         # write w's window starts at token key S - 1 - r + S w: regular windows, sliding views

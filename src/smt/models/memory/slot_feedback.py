@@ -23,6 +23,8 @@ FUSED_MIN_WRITES = 4
 class SlotFeedbackMemory(PooledMemory):
     """`memory: slot_feedback` (`pool_over_memory: true` in older configs)."""
 
+    pools_slots = True
+
     # the hand-differentiated chain where it applies; False runs the autograd loop (its reference)
     fused: bool = True
 
