@@ -17,6 +17,6 @@ class GatedTokensMemory(PooledMemory):
 
     pools_slots = False
 
-    def _chain(self, chain: ChainInputs, layout: WriteLayout, keep_states: bool) -> ChainResult:
+    def _chain(self, chain: ChainInputs, layout: WriteLayout, keep_states: bool, record: bool) -> ChainResult:
         # write w's window starts at token key S - 1 - r + S w: regular windows, sliding views
-        return tokens_only_chain(chain, keep_states, (layout.stride - 1 - layout.phase, layout.stride))
+        return tokens_only_chain(chain, keep_states, (layout.stride - 1 - layout.phase, layout.stride), record)

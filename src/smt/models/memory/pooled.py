@@ -75,17 +75,19 @@ class PooledMemory(Memory):
             window = layout.write_index[:, None] - (M - 1) + torch.arange(M, device=x.device)  # (W, M)
             chain = ChainInputs(self.pooling, self.ssm, self.memory_proj, slot_offsets, token_scores, token_values,
                                 layout.token_valid, window, slot_scores, slot_values, layout.slot_valid, ssm_state)
-            result = self._chain(chain, layout, keep_states)
+            result = self._chain(chain, layout, keep_states, self.record_writes)
         new_state = {"pool_token_scores": token_scores[:, token_scores.shape[1] - (M - 1):],
                      "pool_token_values": token_values[:, token_values.shape[1] - (M - 1):]}
         if self.pools_slots:
             new_state.update(pool_slot_scores=result.slot_scores, pool_slot_values=result.slot_values)
         new_state.update(result.ssm_state)
-        return WriteResult(result.slots, result.weights, new_state, result.gates, result.read_states)
+        return WriteResult(result.slots, result.weights, new_state, result.gates, result.read_states,
+                           record=result.record)
 
     @abstractmethod
-    def _chain(self, chain: ChainInputs, layout: WriteLayout, keep_states: bool) -> ChainResult:
-        """The strategy's writes: pooling, gates and SSM steps over the call's write windows."""
+    def _chain(self, chain: ChainInputs, layout: WriteLayout, keep_states: bool, record: bool) -> ChainResult:
+        """The strategy's writes: pooling, gates and SSM steps over the call's write windows (record: with
+        their `WriteRecord`)."""
 
     def read(self, x: Tensor, state: dict[str, Tensor], result: WriteResult, layout: WriteLayout) -> Tensor:
         """x with the per-token read of the SSM state added (x itself for a memory without a read): every
