@@ -92,6 +92,8 @@ class StrideHybridModel(LanguageModel):
 
     def _check_state(self, state: StreamState | None, batch: int) -> StreamState:
         state = super()._check_state(state, batch)
+        if not self.n_slots:  # no writes (arch swa): rows may stand anywhere, the stride does not apply
+            return state
         phase = state.position % self.config.stride
         if bool((phase != phase[0]).any()):
             raise ValueError("all streams in a batch must be at the same position modulo stride "
