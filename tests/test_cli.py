@@ -124,3 +124,21 @@ def test_info_describes_a_run_a_step_and_a_model_directory(tmp_path, capsys):
     assert facts["parameters"]["total"] == model.count_parameters()["total"] and "steps" not in facts
     assert "--preset, not both" in _error(capsys, ["info", str(tmp_path / "m"), "--preset", "tiny"])
     assert "holds no model" in _error(capsys, ["info", str(tmp_path)])
+
+
+@pytest.mark.parametrize("arch", ["gpt", "swa", "mamba"])
+def test_info_describes_a_baseline_without_the_memory(tmp_path, capsys, arch):
+    import json
+
+    from smt import StrideHybridConfig
+    from smt.models import build_model
+
+    model = build_model(StrideHybridConfig.tiny(vocab_size=8, arch=arch))
+    model.save_pretrained(tmp_path / "m")
+    assert main(["info", str(tmp_path / "m")]) == 0
+    text = capsys.readouterr().out
+    assert f"| {arch} (" in text and f"parameters: {model.count_parameters()['total']:,}" in text
+    assert "memory write" not in text and "attention pooling" not in text and "SSM memory" not in text
+    assert main(["info", str(tmp_path / "m"), "--json"]) == 0
+    config = json.loads(capsys.readouterr().out)["config"]
+    assert config["arch"] == arch and "stride" not in config and "write_gate" not in config
