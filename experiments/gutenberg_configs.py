@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from smt import StrideHybridConfig
+from smt.config import UNUSED_FIELDS
 from smt.models.baselines import matched_baseline
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "experiments"
@@ -45,8 +46,11 @@ PASSKEY_TRAINING = {"batch_size": 32, "seq_len": 128, "lr": 3.0e-3, "warmup_step
 
 
 def model_fields(config: StrideHybridConfig, keep: dict, default: StrideHybridConfig | None = None) -> dict:
-    """The base file's model fields, plus every field the matched config changed."""
-    out = {k: v for k, v in keep.items() if k != "preset"}
+    """The base file's model fields that apply to the config's arch (a baseline's config leaves out the
+    memory's: UNUSED_FIELDS), plus every field the matched config changed."""
+    unused = set(UNUSED_FIELDS[config.arch])
+    out = {k: v for k, v in keep.items()
+           if k != "preset" and not unused & set(StrideHybridConfig.canonical_names({k: v}))}
     default = default or StrideHybridConfig.from_dict(out)
     for name, value in config.to_dict().items():
         if value != getattr(default, name):

@@ -210,3 +210,21 @@ def test_generate_help_shows_the_defaults(capsys):
     for default in ("(default: 100)", "(default: 0.8)", "(default: 0.95)", "(default: 1)", "(default: cpu)"):
         assert default in text
     assert "greedy" in text and "(default: None)" not in text
+
+
+@pytest.mark.parametrize("arch", ["gpt", "swa", "mamba"])
+def test_info_describes_a_baseline_without_the_memory(tmp_path, capsys, arch):
+    import json
+
+    from smt import StrideHybridConfig
+    from smt.models import build_model
+
+    model = build_model(StrideHybridConfig.tiny(vocab_size=8, arch=arch))
+    model.save_pretrained(tmp_path / "m")
+    assert main(["info", str(tmp_path / "m")]) == 0
+    text = capsys.readouterr().out
+    assert f"| {arch} (" in text and f"parameters: {model.count_parameters()['total']:,}" in text
+    assert "memory write" not in text and "attention pooling" not in text and "SSM memory" not in text
+    assert main(["info", str(tmp_path / "m"), "--json"]) == 0
+    config = json.loads(capsys.readouterr().out)["config"]
+    assert config["arch"] == arch and "stride" not in config and "write_gate" not in config

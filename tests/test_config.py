@@ -172,3 +172,43 @@ def test_the_memory_strategy_is_one_field_and_the_old_flag_maps_to_it():
 def test_a_saved_config_holding_the_removed_fields_at_their_neutral_values_still_loads():
     saved = {**StrideHybridConfig.tiny().to_dict(), "write_vectors": 1, "write_gate_gradient": "clamp"}
     assert StrideHybridConfig.from_dict(saved) == StrideHybridConfig.tiny()
+
+
+def test_a_baseline_writes_only_the_fields_its_model_reads(tmp_path):
+    """gpt / swa / mamba leave out the memory's fields (and the transformers the SSM's) when written; a
+    config written before, that holds them, loads as the same config."""
+    from dataclasses import asdict
+
+    from smt.config import MEMORY_FIELDS, SSM_FIELDS, UNUSED_FIELDS
+    from smt.models.baselines import matched_baseline
+
+    smt = StrideHybridConfig.tiny(stride=3, pooling_heads=4, ssm_d_state=4)
+    assert set(smt.to_dict()) == set(asdict(smt))  # SMT writes every field
+    for arch, absent in [("gpt", MEMORY_FIELDS + SSM_FIELDS), ("swa", MEMORY_FIELDS + SSM_FIELDS),
+                         ("mamba", MEMORY_FIELDS)]:
+        baseline = matched_baseline(smt, arch)
+        written = baseline.to_dict()
+        assert set(absent) <= set(UNUSED_FIELDS[arch]) and not set(absent) & set(written), arch
+        assert {"m_input_tokens", "transformer_n_layers", "d_model", "vocab_size"} <= set(written)
+        if arch == "mamba":
+            assert {"ssm_n_layers", "ssm_d_state", "use_cuda_kernels"} <= set(written)
+        assert StrideHybridConfig.from_dict(written) == baseline
+        baseline.to_yaml(tmp_path / f"{arch}.yaml")
+        assert StrideHybridConfig.from_file(tmp_path / f"{arch}.yaml") == baseline
+        old = StrideHybridConfig.from_dict(asdict(baseline))  # as every config was written before
+        assert old == baseline and old.to_dict() == written
+    # equal when they write the same: a baseline's unused fields do not count, SMT's all do
+    assert StrideHybridConfig.tiny(arch="gpt", stride=3) == StrideHybridConfig.tiny(arch="gpt")
+    assert StrideHybridConfig.tiny(arch="gpt", context_length=9) != StrideHybridConfig.tiny(arch="gpt")
+    assert StrideHybridConfig.tiny(stride=3) != StrideHybridConfig.tiny()
+    assert StrideHybridConfig.tiny(arch="mamba", ssm_d_state=4) != StrideHybridConfig.tiny(arch="mamba")
+
+
+def test_the_summary_shows_the_rows_of_the_arch():
+    rows = {arch: [line.split("|")[0].strip() for line in StrideHybridConfig.tiny(arch=arch).summary(None).splitlines()]
+            for arch in ("smt", "swa", "gpt", "mamba")}
+    assert rows["smt"][:3] == ["architecture", "window", "memory write"] and "SSM memory" in rows["smt"]
+    for arch in ("swa", "gpt", "mamba"):
+        assert not {"memory write", "attention pooling", "memory read", "SSM memory"} & set(rows[arch]), arch
+    assert "window" in rows["swa"] and "attention" in rows["gpt"] and "SSM" in rows["mamba"]
+    assert "transformer" not in rows["mamba"]

@@ -50,6 +50,21 @@ def is_device_name(name: object) -> bool:
 
 
 DEVICE_FIX = "use cpu, cuda, cuda:N, mps or auto (a GPU is cuda)"
+# The fields a baseline's model never reads (arch -> names): the memory's (pooling, writes, gates,
+# read) and, for the transformer baselines, the SSM's. A baseline's config leaves them out when it is
+# written (`to_dict`: config.json, config.yaml, the model card), an older file that holds them loads as
+# before, and two configs are equal when they write the same fields. m_input_tokens and the
+# transformer's fields stay with every arch: the evaluation's window-relative splits read them.
+MEMORY_FIELDS = ("n_ssm_outputs", "stride", "memory", "pooling_heads", "pool_position_bias", "write_gate",
+                 "write_gate_sparsity", "memory_read")
+SSM_FIELDS = ("ssm_type", "ssm_n_layers", "ssm_d_state", "ssm_d_conv", "ssm_expand", "ssm_dt_rank", "ssm_dt_min",
+              "ssm_dt_max", "ssm_init", "rms_norm_eps", "use_cuda_kernels")
+UNUSED_FIELDS: dict[str, tuple[str, ...]] = {
+    "smt": (),
+    "swa": MEMORY_FIELDS + SSM_FIELDS + ("context_length",),
+    "gpt": MEMORY_FIELDS + SSM_FIELDS,
+    "mamba": MEMORY_FIELDS + ("context_length",),
+}
 MAX_CONFIG_BYTES = 1_000_000  # a config is a few kB; a bound keeps a runaway file from hanging the parser
 DEFAULT_WRITE_GATE_SPARSITY = 1e-4  # the hard write gates' penalty when write_gate_sparsity is None
 
@@ -352,6 +367,21 @@ class StrideHybridConfig(_Serialisable):
                                   f"{data['memory']!r} is given; keep only memory")
         return data
 
+    def to_dict(self) -> dict[str, Any]:
+        """Every field that applies to the config's arch: a baseline leaves out those its model never reads
+        (`UNUSED_FIELDS`)."""
+        data = super().to_dict()
+        for name in UNUSED_FIELDS.get(self.arch, ()):
+            data.pop(name, None)
+        return data
+
+    def __eq__(self, other: object) -> bool:
+        """The same fields written (`to_dict`): two baselines that differ only in fields their model never
+        reads are the same model."""
+        if not isinstance(other, StrideHybridConfig):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
     @property
     def pool_over_memory(self) -> bool:
         """Whether pooling reads the memory slots too (the old name of memory == 'slot_feedback')."""
@@ -440,8 +470,9 @@ class StrideHybridConfig(_Serialisable):
                      "ssm_d_conv", "ssm_expand", "max_position_embeddings"):
             if getattr(self, name) < 1:
                 fail(name, "must be >= 1", "use a positive size")
-        if self.ssm_n_layers < 1 and self.arch in ("smt", "mamba") and self.n_ssm_outputs > 0:
-            fail("ssm_n_layers", "the memory needs at least one SSM layer", "use ssm_n_layers >= 1")
+        if self.ssm_n_layers < 1 and (self.has_memory or self.arch == "mamba"):
+            fail("ssm_n_layers", "the memory needs at least one SSM layer" if self.has_memory else
+                 "arch 'mamba' is its SSM stack", "use ssm_n_layers >= 1")
         if self.ssm_n_layers < 0:
             fail("ssm_n_layers", "cannot be negative", "use ssm_n_layers >= 0")
         if self.d_model % self.n_heads:
@@ -544,26 +575,43 @@ class StrideHybridConfig(_Serialisable):
         return f" (hard, sparsity {self.write_gate_sparsity:g})"
 
     def summary(self, print_fn=print) -> str:
-        """A readable table of the configuration; printed and returned."""
-        rows = [
-            ("architecture", self.arch),
-            ("window", f"{self.n_ssm_outputs} memory slots + {self.m_input_tokens} tokens = "
-                       f"{self.window_size} vectors"),
-            ("memory write", f"every {self.stride} tokens (T tokens -> T // {self.stride} writes)"),
+        """A readable table of the configuration (the rows that apply to its arch); printed and returned."""
+        ssm = (f"{self.ssm_type}, {self.ssm_n_layers} layers, d_state={self.ssm_d_state}, d_conv={self.ssm_d_conv}, "
+               f"expand={self.ssm_expand}, dt_rank={self.dt_rank}, dt init {self.dt_init_range[0]:g}.."
+               f"{self.dt_init_range[1]:g}, {self.ssm_init} init")
+        transformer = [
             ("transformer", f"{self.transformer_n_layers} layers, d_model={self.d_model}, {self.n_heads} heads "
                             f"(d_head={self.d_head}), d_ff={self.ffn_dim}"),
             ("positions", self.position + (f" (table of {self.max_position_embeddings})"
                                            if self.position == "learned" else " (unbounded streams)")),
-            ("attention pooling", f"{self.pooling_heads} head(s), over "
-                                  f"{'memory + tokens' if self.pool_over_memory else 'tokens only'}"
-                                  f"{', position bias' if self.pool_position_bias else ''}"
-                                  f"{', gated writes' if self.write_gate else ''}"
-                                  f"{self._hard_gate_note}"),
-            ("memory read", {"slots": "slots", "slots+state": "slots + per-token read of the SSM state"}
-             [self.memory_read]),
-            ("SSM memory", f"{self.ssm_type}, {self.ssm_n_layers} layers, d_state={self.ssm_d_state}, "
-                           f"d_conv={self.ssm_d_conv}, expand={self.ssm_expand}, dt_rank={self.dt_rank}, "
-                           f"dt init {self.dt_init_range[0]:g}..{self.dt_init_range[1]:g}, {self.ssm_init} init"),
+        ]
+        if self.arch == "smt":
+            rows = [
+                ("architecture", self.arch),
+                ("window", f"{self.n_ssm_outputs} memory slots + {self.m_input_tokens} tokens = "
+                           f"{self.window_size} vectors"),
+                ("memory write", f"every {self.stride} tokens (T tokens -> T // {self.stride} writes)"),
+                *transformer,
+                ("attention pooling", f"{self.pooling_heads} head(s), over "
+                                      f"{'memory + tokens' if self.pool_over_memory else 'tokens only'}"
+                                      f"{', position bias' if self.pool_position_bias else ''}"
+                                      f"{', gated writes' if self.write_gate else ''}"
+                                      f"{self._hard_gate_note}"),
+                ("memory read", {"slots": "slots", "slots+state": "slots + per-token read of the SSM state"}
+                 [self.memory_read]),
+                ("SSM memory", ssm),
+            ]
+        elif self.arch == "swa":
+            rows = [("architecture", f"{self.arch} (sliding-window transformer, no memory)"),
+                    ("window", f"{self.m_input_tokens} tokens"), *transformer]
+        elif self.arch == "gpt":
+            context = "the whole stream" if self.context_length is None else f"the last {self.context_length} tokens"
+            rows = [("architecture", f"{self.arch} (full-attention transformer)"),
+                    ("attention", f"causal, over {context}"), *transformer]
+        else:
+            rows = [("architecture", f"{self.arch} (Mamba language model: the tokens through the SSM stack)"),
+                    ("SSM", ssm)]
+        rows += [
             ("vocabulary", f"{self.vocab_size} (lm_head {'tied to' if self.tie_embeddings else 'separate from'}"
                            " the embedding)"),
             ("device / dtype", f"{self.device} / {self.dtype}"),

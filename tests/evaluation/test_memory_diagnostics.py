@@ -32,17 +32,18 @@ def random_ids(batch: int = 3, length: int = 32, seed: int = 1) -> torch.Tensor:
     return torch.randint(0, VOCAB, (batch, length), generator=torch.Generator().manual_seed(seed))
 
 
-def _fused_flag(model):
+def _memory_flags(model):
     memory = getattr(model, "memory", None)
-    return "absent" if memory is None else vars(memory).get("fused", "absent")
+    return {name: "absent" if memory is None else vars(memory).get(name, "absent")
+            for name in ("fused", "record_writes")}
 
 
 def untouched(model, ids, run):
-    """Run a diagnostic and prove it left the model as it was: parameters, modes, the fused flag,
-    no hooks or wrappers left, the same logits."""
+    """Run a diagnostic and prove it left the model as it was: parameters, modes, the memory's flags
+    (fused, record_writes), no hooks or wrappers left, the same logits."""
     model.train()  # dropout is 0: the outputs do not change, but the mode must come back
     params = {name: p.detach().clone() for name, p in model.named_parameters()}
-    flag_before = _fused_flag(model)
+    flags_before = _memory_flags(model)
     with torch.no_grad():
         before, _ = model(ids)
     result = run()
@@ -50,19 +51,24 @@ def untouched(model, ids, run):
         after, _ = model(ids)
     assert torch.equal(before, after)
     assert all(torch.equal(p, params[name]) and p.grad is None for name, p in model.named_parameters())
-    assert _fused_flag(model) == flag_before
+    assert _memory_flags(model) == flags_before
     assert all(m.training for m in model.modules())
     for module in model.modules():
         assert not module._forward_hooks and not module._forward_pre_hooks
     if hasattr(model, "ssm"):
-        assert "step" not in vars(model.ssm)
+        assert not {"step", "forward", "forward_gated", "forward_keeping_states"} & set(vars(model.ssm))
     model.eval()
     return result
 
 
 # ------------------------------------------------------------------------------- gradients
-@pytest.mark.parametrize("overrides, mode", [({}, "loop"), ({"pool_over_memory": False}, "sequence"),
-                                             ({"ssm_type": "simple"}, "loop"), ({"default": True}, "sequence")])
+@pytest.mark.parametrize("overrides, mode", [
+    ({}, "loop"), ({"pool_over_memory": False}, "sequence"), ({"ssm_type": "simple"}, "loop"),
+    ({"default": True}, "sequence"), ({"memory_read": "slots+state"}, "loop"),
+    ({"pool_over_memory": False, "memory_read": "slots+state"}, "sequence"),  # forward_keeping_states
+    ({"default": True, "memory_read": "slots+state"}, "sequence"),
+    ({"default": True, "ssm_type": "simple"}, "loop"),  # gated writes into a SimpleSSM: step by step
+])
 def test_gradient_is_causal_and_reaches_earlier_writes(overrides, mode):
     model = tiny(**overrides)
     ids = random_ids()
@@ -88,14 +94,33 @@ def test_gradient_is_causal_and_reaches_earlier_writes(overrides, mode):
     json.dumps(result, allow_nan=False)
 
 
-def test_gradient_keeps_an_explicit_fused_flag():
+def test_gradient_keeps_explicit_memory_flags():
     model = tiny()
     model.memory.fused = True  # an instance attribute must be restored as such
+    model.memory.record_writes = False
     ids = random_ids(2, 24)
     targets = torch.full_like(ids, -100)
     targets[:, -1] = 3
     untouched(model, ids, lambda: md.write_gradient_by_distance(model, ids, targets))
-    assert vars(model.memory)["fused"] is True
+    assert vars(model.memory)["fused"] is True and vars(model.memory)["record_writes"] is False
+
+
+@pytest.mark.parametrize("overrides", [{"default": True}, {"default": True, "memory_read": "slots+state"},
+                                       {"pool_over_memory": False, "memory_read": "slots+state"}])
+def test_gradient_is_the_same_whichever_path_the_writes_run(overrides, monkeypatch):
+    """The gradients come from the model's record of its writes: the same stack without its parallel
+    sequence modes (stepped write by write, the reference) gives the same numbers."""
+    model = tiny(**overrides)
+    ids = random_ids()
+    targets = torch.full_like(ids, -100)
+    targets[:, -1] = 3
+    parallel = md.write_gradient_by_distance(model, ids, targets)
+    monkeypatch.setattr(model.ssm, "supports_parallel_gates", False)
+    monkeypatch.setattr(model.ssm, "supports_keeping_states", False)
+    stepped = md.write_gradient_by_distance(model, ids, targets)
+    assert (parallel["mode"], stepped["mode"]) == ("sequence", "loop")
+    for name in ("input_grad_norm", "output_grad_norm", "slot_grad_norm"):
+        torch.testing.assert_close(torch.tensor(stepped[name]), torch.tensor(parallel[name]), rtol=1e-4, atol=1e-9)
 
 
 # --------------------------------------------------------------------------- key pooling

@@ -82,6 +82,41 @@ def test_the_model_card_has_the_config_the_parameter_counts_and_the_evaluation(t
         save(native, tmp_path / "bad", evaluation=[3.25])
 
 
+@pytest.mark.parametrize("arch", ["gpt", "swa", "mamba"])
+def test_a_baselines_directory_leaves_out_the_fields_its_model_never_reads(tmp_path, arch):
+    """config.json and the model card of a baseline hold no memory field (nor, for gpt / swa, an SSM
+    field); the directory loads natively and through AutoConfig / AutoModelForCausalLM with the same
+    config and logits, and so does a directory written before, whose config.json holds them all."""
+    from dataclasses import asdict
+
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from smt.config import UNUSED_FIELDS
+
+    native = tiny_native(arch)
+    directory = save(native, tmp_path / "new")
+    written = json.loads((directory / "config.json").read_text())
+    unused = set(UNUSED_FIELDS[arch])
+    assert {"stride", "write_gate", "memory", "n_ssm_outputs"} <= unused and not unused & set(written)
+    assert ("ssm_n_layers" in written) == (arch == "mamba") and "m_input_tokens" in written
+    card = (directory / "README.md").read_text()
+    assert "| stride |" not in card and "| write_gate |" not in card and "| d_model | 64 |" in card
+    old = tmp_path / "old"  # as every directory was written before: every field, the unused ones too
+    shutil.copytree(directory, old)
+    (old / "config.json").write_text(json.dumps({**asdict(native.config), **{k: v for k, v in written.items()
+                                                                             if k not in asdict(native.config)}}))
+    (old / "checksums.json").unlink()
+    ids = prompt(2, 13)
+    for path in (directory, old):
+        assert read_config(path) == native.config
+        assert AutoConfig.from_pretrained(path).to_smt_config() == native.config
+        hf = AutoModelForCausalLM.from_pretrained(path)
+        assert hf.smt_model.config == native.config
+        with torch.no_grad():
+            torch.testing.assert_close(load_model(path)(ids)[0], native(ids)[0], atol=0, rtol=0)
+            torch.testing.assert_close(hf(ids).logits, native(ids)[0], atol=0, rtol=0)
+
+
 def test_special_tokens_follow_the_tokenizer(tmp_path):
     # no end-of-document token: no eos / pad anywhere
     save(tiny_native(), tmp_path / "a", tiny_tokenizer(with_eos=False))

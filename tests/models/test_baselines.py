@@ -57,6 +57,25 @@ def test_gpt_equals_swa_with_a_window_covering_the_sequence():
         torch.testing.assert_close(gpt(ids)[0], swa(ids)[0], atol=2e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("impl", ["chunked", "dense"])
+def test_swa_ignores_the_stride_and_takes_rows_at_any_position(impl):
+    """The sliding-window baseline makes no write: the stride (a field its config leaves out) changes
+    nothing, and rows of one batch may stand at positions of different phase."""
+    ids = random_ids(2, 31)
+    outputs = []
+    for stride in (4, 16):
+        swa = make("swa", stride=stride, attention_impl=impl)
+        with torch.no_grad():
+            rows = [swa(ids[b:b + 1, :10 + b])[1]["state"] for b in range(2)]  # positions 10 and 11
+            state = type(rows[0])(torch.cat([r.position for r in rows]),
+                                  {k: torch.cat([r.buffers[k] for r in rows]) for k in rows[0].buffers})
+            mixed, _ = swa(ids[:, 12:], state=state)
+            apart = [swa(ids[b:b + 1, 12:], state=rows[b])[0] for b in range(2)]
+        torch.testing.assert_close(mixed, torch.cat(apart), rtol=1e-5, atol=1e-6)
+        outputs.append(swa(ids)[0])
+    assert torch.equal(outputs[0], outputs[1])
+
+
 @pytest.mark.parametrize("cuts", [[], [5, 6, 17], list(range(1, 29))])
 def test_gpt_with_a_context_length_slides_like_the_same_window(cuts):
     """context_length=C: every token sees exactly its last C tokens, however the stream is cut,

@@ -22,9 +22,12 @@ each answering one question about the path key token -> pooling -> SSM -> slot -
 
 `diagnose` builds synthetic passkey prompts and returns them all as one JSON-serialisable dict;
 `plot_diagnostics` draws them; `summarize` formats the few numbers that matter. Every function
-runs the model in eval mode with the autograd write chain (memory.fused = False), adds
-hooks only for the call, and restores the model (modes, flag, hooks) afterwards; parameters and
-outputs are never changed. Distances assume each prompt starts a fresh stream.
+runs the model in eval mode with the autograd write chain (memory.fused = False). The gradient
+at the writes comes from the model's own record of them (`memory.record_writes`: aux["write_record"],
+a `smt.models.memory.WriteRecord`, whichever path the writes ran); the SSM deltas and the attention
+inputs from forward hooks on named submodules (each layer's x_proj and attn), added only for the
+call. The model is restored afterwards (modes, flags, hooks); parameters and outputs are never
+changed. Distances assume each prompt starts a fresh stream.
 """
 
 from __future__ import annotations
@@ -80,22 +83,27 @@ def _positions(values, batch: int, name: str, length: int) -> Tensor:
 
 
 @contextmanager
-def _diagnostic_mode(model: nn.Module) -> Iterator[None]:
-    """Eval mode and the autograd write chain for the duration; restored afterwards."""
+def _diagnostic_mode(model: nn.Module, record: bool = False) -> Iterator[None]:
+    """Eval mode and the autograd write chain (memory.fused = False) for the duration, and with
+    `record` the memory's record of its writes (memory.record_writes = True); restored afterwards (an
+    instance attribute as such, a class default by deleting the one set here)."""
     modes = [(m, m.training) for m in model.modules()]
     memory = getattr(model, "memory", None)
-    had_flag = memory is not None and "fused" in vars(memory)
-    old_flag = vars(memory).get("fused") if memory is not None else None
+    flags = {} if memory is None else {name: value for name, value in (("fused", False), ("record_writes", True))
+                                       if hasattr(memory, name) and (record or name != "record_writes")}
+    missing = object()
+    saved = {name: vars(memory).get(name, missing) for name in flags}
     try:
         model.eval()
-        if memory is not None and hasattr(memory, "fused"):
-            memory.fused = False
+        for name, value in flags.items():
+            setattr(memory, name, value)
         yield
     finally:
-        if had_flag:
-            memory.fused = old_flag
-        elif memory is not None and "fused" in vars(memory):
-            del memory.fused
+        for name, old in saved.items():
+            if old is missing:
+                vars(memory).pop(name, None)
+            else:
+                setattr(memory, name, old)
         for module, mode in modes:
             module.training = mode
 
@@ -141,107 +149,6 @@ def write_tokens(n_writes: int, stride: int) -> Tensor:
 
 
 # ---------------------------------------------------------------- 1. gradient at the writes
-@contextmanager
-def _probe_ssm_io(ssm: nn.Module, calls: list) -> Iterator[None]:
-    """Add a zero leaf to the SSM's input and output at every call (sequence mode: forward hooks;
-    loop: a temporary instance attribute wrapping `step`; gated sequence mode: one wrapping
-    `forward_gated`), so autograd can report dL/d(input) and dL/d(output) without cutting the graph.
-    Appends (mode, input_probe, output_probe) to `calls`."""
-    depth = [0]
-    original_step = ssm.step
-    had_step = "step" in vars(ssm)
-    original_gated = getattr(ssm, "forward_gated", None)
-    had_gated = "forward_gated" in vars(ssm)
-
-    def probe(x: Tensor) -> Tensor:
-        return torch.zeros_like(x, requires_grad=True)
-
-    def step(x, state, *args, **kwargs):
-        if depth[0]:
-            return original_step(x, state, *args, **kwargs)
-        dx = probe(x)
-        depth[0] += 1
-        try:
-            out, new_state = original_step(x + dx, state, *args, **kwargs)
-        finally:
-            depth[0] -= 1
-        dout = probe(out)
-        calls.append(("step", dx, dout))
-        return out + dout, new_state
-
-    def forward_gated(x, gates, *args, **kwargs):
-        dx = probe(x)
-        depth[0] += 1
-        try:
-            out, new_state, states = original_gated(x + dx, gates, *args, **kwargs)
-        finally:
-            depth[0] -= 1
-        dout = probe(out)
-        calls.append(["forward", dx, dout])
-        return out + dout, new_state, states
-
-    def pre_hook(module, args, kwargs):
-        depth[0] += 1
-        if depth[0] > 1:
-            return None
-        if args:
-            dx = probe(args[0])
-            calls.append(["forward", dx, None])
-            return (args[0] + dx, *args[1:]), kwargs
-        key = next(iter(kwargs))
-        dx = probe(kwargs[key])
-        calls.append(["forward", dx, None])
-        return args, {**kwargs, key: kwargs[key] + dx}
-
-    def post_hook(module, args, kwargs, output):
-        depth[0] -= 1
-        if depth[0]:
-            return None
-        out, new_state = output
-        dout = probe(out)
-        calls[-1][2] = dout
-        return out + dout, new_state
-
-    handles = [ssm.register_forward_pre_hook(pre_hook, with_kwargs=True),
-               ssm.register_forward_hook(post_hook, with_kwargs=True)]
-    ssm.step = step
-    if original_gated is not None:
-        ssm.forward_gated = forward_gated
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-        if had_step:
-            ssm.step = original_step
-        else:
-            del ssm.step
-        if original_gated is not None:
-            if had_gated:
-                ssm.forward_gated = original_gated
-            else:
-                del ssm.forward_gated
-
-
-def _check_calls(calls: list, n_writes: int) -> str:
-    """'loop' (one `step` per write) or 'sequence' (one forward over all writes), else RuntimeError."""
-    kinds = {c[0] for c in calls}
-    if kinds == {"step"} and len(calls) == n_writes:
-        return "loop"
-    if kinds == {"forward"} and len(calls) == 1 and calls[0][1].shape[1] == n_writes and calls[0][2] is not None:
-        return "sequence"
-    raise RuntimeError(f"the write chain called the SSM in an unexpected way ({len(calls)} call(s) of "
-                       f"{sorted(kinds)} for {n_writes} writes); the diagnostic expects one `step` per write "
-                       "or one sequence-mode call with all writes")
-
-
-def _per_write(grads: list[Tensor | None], mode: str) -> Tensor | None:
-    """Gradients of the probes of one forward as (B, W, d)."""
-    if any(g is None for g in grads):
-        return None
-    return torch.stack(grads, 1) if mode == "loop" else grads[0]
-
-
 def _by_distance(distance: np.ndarray, columns: dict[str, np.ndarray]) -> list[dict]:
     rows = []
     for d in np.unique(distance):
@@ -268,6 +175,10 @@ def write_gradient_by_distance(model, input_ids, targets) -> dict:
     t_k = (k + 1) * S - 1; its distance is q - t_k with q the row's last scored position; writes
     with distance <= 0 cannot influence the scored logits and get exactly zero.
 
+    The gradients are taken at the probes of the model's `WriteRecord` (zeros added where the SSM
+    takes each write in and gives its output out): the gradient at the SSM's input is not the one
+    through the write gate, which reads the same pooled vector.
+
     Returns a dict: mode ("loop": one SSM step per write, or "sequence"), stride, n_writes,
     write_token [W], scored_position [B], distance [B][W], input_grad_norm [B][W] (||dL/d pooled
     vector fed to the SSM||), output_grad_norm [B][W] (||dL/d SSM output||, all paths),
@@ -286,25 +197,26 @@ def write_gradient_by_distance(model, input_ids, targets) -> dict:
         raise ValueError("every row needs at least one scored position (targets != -100)")
     B, T = ids.shape
     S = model.config.stride
-    calls: list = []
-    with _diagnostic_mode(model), torch.enable_grad(), _probe_ssm_io(model.ssm, calls):
+    with _diagnostic_mode(model, record=True), torch.enable_grad():
         logits, aux = model(ids)
         W = int(aux["n_writes"])
         if W == 0:
             raise ValueError(f"{T} tokens make no memory write (stride {S}); use longer prompts")
-        mode = _check_calls(calls, W)
-        probes_in, probes_out = [c[1] for c in calls], [c[2] for c in calls]
+        record = aux.get("write_record")
+        if record is None or record.input_probe.shape[:2] != (B, W):
+            raise RuntimeError(f"the memory did not record its {W} writes (aux['write_record']: "
+                               f"{None if record is None else tuple(record.input_probe.shape)}); the diagnostic "
+                               "needs one SSM input and output per write")
+        mode = record.mode
         memory = aux.get("memory")
         logp = F.log_softmax(logits.float(), -1)
         token_nll = -logp.gather(-1, targets.clamp(min=0)[..., None]).squeeze(-1) * scored
         loss = token_nll.sum()
-        wanted = probes_in + probes_out
+        wanted = [record.input_probe, record.output_probe]
         if isinstance(memory, Tensor) and memory.requires_grad:
             wanted.append(memory)
         grads = list(torch.autograd.grad(loss, wanted, allow_unused=True))
-    n = len(calls)
-    per_write = [_per_write(grads[:n], mode), _per_write(grads[n:2 * n], mode), *grads[2 * n:]]
-    norm = [None if g is None else g.float().norm(dim=-1).detach().cpu() for g in per_write]
+    norm = [None if g is None else g.float().norm(dim=-1).detach().cpu() for g in grads]
     if norm[0] is None or norm[1] is None:
         raise RuntimeError("the loss does not depend on the SSM probes: the write chain bypassed them")
     last = (scored.long() * torch.arange(T, device=ids.device)).amax(1).cpu()

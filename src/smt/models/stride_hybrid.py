@@ -92,6 +92,8 @@ class StrideHybridModel(LanguageModel):
 
     def _check_state(self, state: StreamState | None, batch: int) -> StreamState:
         state = super()._check_state(state, batch)
+        if not self.n_slots:  # no writes (arch swa): rows may stand anywhere, the stride does not apply
+            return state
         phase = state.position % self.config.stride
         if bool((phase != phase[0]).any()):
             raise ValueError("all streams in a batch must be at the same position modulo stride "
@@ -104,7 +106,8 @@ class StrideHybridModel(LanguageModel):
         """logits (B, T, vocab) and aux: n_writes, attention_weights (B, W, N+M),
         attention_weights_per_head (B, W, heads, N+M), memory (B, W, d), state; with write_gate also
         write_gates (B, W), and in training with write_gate_sparsity > 0 auxiliary_loss (a scalar the
-        trainer adds to the mean token loss: the sparsity weight times the mean gate). With targets
+        trainer adds to the mean token loss: the sparsity weight times the mean gate); with
+        `memory.record_writes` also write_record (a `memory.WriteRecord`). With targets
         (B, T), no logits (None) and aux["nll_sum"], the fused head loss (`LanguageModel._head`)."""
         cfg = self.config
         ids = check_input_ids(input_ids, cfg.vocab_size).to(self.device)
@@ -143,6 +146,8 @@ class StrideHybridModel(LanguageModel):
             aux["attention_weights_per_head"] = result.weights
             aux["attention_weights"] = result.weights.mean(2)
             aux["memory"] = slots
+            if result.record is not None:  # the memory was asked to record its writes (the diagnostics)
+                aux["write_record"] = result.record
         else:
             slots = x.new_zeros(B, 0, cfg.d_model)
 

@@ -35,7 +35,8 @@ def estimate_training_memory(model_config, training_config) -> list[MemoryPart]:
         model = build_model(model_config)
         state = model.init_state(batch) if hasattr(model, "init_state") else None
     parameters = sum(p.numel() for p in model.parameters())
-    layers = model_config.transformer_n_layers + (model_config.ssm_n_layers or 0)
+    layers = ((model_config.transformer_n_layers if model_config.arch != "mamba" else 0)
+              + (model_config.ssm_n_layers if model_config.has_memory or model_config.arch == "mamba" else 0))
     state_bytes = 0 if state is None else sum(t.numel() * t.element_size() for t in state.buffers.values())
     parts = [
         MemoryPart(f"{parameters:,} parameters with their gradients and AdamW moments",

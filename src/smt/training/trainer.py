@@ -134,7 +134,7 @@ class Trainer:
         if tokenizer is not None and getattr(tokenizer, "vocab_size", 0) > config.model.vocab_size:
             raise ValueError(f"the tokenizer has {tokenizer.vocab_size} tokens but model.vocab_size is "
                              f"{config.model.vocab_size}; set model.vocab_size to {tokenizer.model_vocab_size}")
-        if self.tc.batching == "stream" and self.tc.seq_len % config.model.stride:
+        if self.tc.batching == "stream" and config.model.has_memory and self.tc.seq_len % config.model.stride:
             raise ValueError(f"training.seq_len={self.tc.seq_len} must be a multiple of model.stride="
                              f"{config.model.stride} in stream batching (segments keep rows aligned to writes)")
         self.tokenizer = tokenizer

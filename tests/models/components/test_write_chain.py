@@ -97,7 +97,7 @@ def test_tokens_only_states_in_parallel_equal_the_step_loop(monkeypatch):
         return torch.cat([logits, more], 1), {n: p.grad.clone() for n, p in model.named_parameters()}
 
     parallel, parallel_grads = run()
-    monkeypatch.setattr(type(model.ssm), "forward_keeping_states", None)  # no parallel path: the loop
+    monkeypatch.setattr(model.ssm, "supports_keeping_states", False)  # no parallel path: the loop
     loop, loop_grads = run()
     torch.testing.assert_close(parallel, loop, rtol=1e-5, atol=1e-6)
     for name, grad in loop_grads.items():
@@ -149,7 +149,7 @@ def test_gated_tokens_only_writes_in_parallel_equal_the_step_loop(read, monkeypa
 
     parallel, gates, state, parallel_grads = run()
     assert bool((gates == 0).any()) and bool((gates == 1).any()) and bool(((gates > 0) & (gates < 1)).any())
-    monkeypatch.setattr(type(model.ssm), "forward_gated", None)  # no parallel path: the loop
+    monkeypatch.setattr(model.ssm, "supports_parallel_gates", False)  # no parallel path: the loop
     loop, _, loop_state, loop_grads = run()
     torch.testing.assert_close(parallel, loop, rtol=1e-5, atol=1e-6)
     for name in loop_state:

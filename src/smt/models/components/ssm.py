@@ -4,6 +4,8 @@ Both expose the same interface, with the batch first in every state tensor:
   init_state(batch, device)            -> dict of fixed-size tensors
   forward(x (B, L, d), state or None)  -> y (B, L, d), new state    (sequence mode)
   step(x (B, d), state)                -> y (B, d), new state       (one timestep)
+and say which further sequence modes they have (`supports_parallel_gates`: forward_gated,
+`supports_keeping_states`: forward_keeping_states; the Mamba stack has both, SimpleSSM neither).
 
 The Mamba stack keeps the reference parameter names (`layers.{i}.mixer.in_proj`, `conv1d`,
 `x_proj`, `dt_proj`, `A_log`, `D`, `out_proj`, `layers.{i}.norm`, `norm_f`) so mamba-ssm and
@@ -201,6 +203,11 @@ class _ResidualStack(nn.Module):
     """
 
     state_names: tuple[str, ...] = ()
+    # the sequence modes beyond `forward` that a stack has, set where they are defined (MambaStack); a
+    # memory chooses its path by these: `forward_gated`, a write gate per step through one scan per
+    # layer, and `forward_keeping_states`, the last layer's scan state after every step
+    supports_parallel_gates: bool = False
+    supports_keeping_states: bool = False
 
     def _layer_state(self, state: dict[str, Tensor] | None, i: int):
         if state is None:
@@ -221,6 +228,15 @@ class _ResidualStack(nn.Module):
             residual = residual + out.float()
             new_states.append(s)
         return self.norm_f(residual.to(x.dtype)), self._pack_state(new_states)
+
+    def forward_gated(self, x: Tensor, gates: Tensor, state: dict[str, Tensor] | None = None,
+                      keep_states: bool = False):
+        raise NotImplementedError(f"{type(self).__name__} has no gated sequence mode (supports_parallel_gates is "
+                                  "False): step it write by write (memory.chain.ssm_steps)")
+
+    def forward_keeping_states(self, x: Tensor, state: dict[str, Tensor] | None = None):
+        raise NotImplementedError(f"{type(self).__name__} keeps no per-step states (supports_keeping_states is "
+                                  "False): step it write by write (memory.chain.ssm_steps)")
 
     def step(self, x: Tensor, state: dict[str, Tensor]):
         residual = x.float()
@@ -243,6 +259,8 @@ class MambaStack(_ResidualStack):
     """`n_layers` Mamba blocks (Mamba-130M: 24 layers, d=768, d_state=16, expand=2)."""
 
     state_names = ("ssm_conv", "ssm_scan")
+    supports_parallel_gates = True
+    supports_keeping_states = True
 
     def __init__(self, d_model: int, n_layers: int, d_state: int = 16, d_conv: int = 4, expand: int = 2,
                  dt_rank: int | None = None, eps: float = 1e-5, use_cuda_kernels: bool = True,

@@ -4,7 +4,7 @@ All buffers have a fixed size that does not depend on how many tokens were seen:
   token_kv    (B, layers, 2, heads, M-1, d_head)  keys/values of the last M-1 tokens, per layer
   slot_kv     (B, layers, 2, heads, N, d_head)    keys/values of the last N memory slots, per layer
   pool_token_scores / pool_token_values  (B, M-1, pool heads) / (B, M-1, d)  the pooling window
-  pool_slot_scores / pool_slot_values    (B, N, pool heads) / (B, N, d)
+  pool_slot_scores / pool_slot_values    (B, N, pool heads) / (B, N, d)  (memory: slot_feedback only)
   ssm_*       the SSM state (conv + scan state per layer), see components/ssm.py
 Buffers are left-padded: entry i of a buffer of length L holds the item L - i steps back,
 and entries older than the start of the stream are zero and masked by `position`.

@@ -1,6 +1,7 @@
 """The memory of the Stride Memory Transformer: one interface (`Memory`), three strategies.
 
-  base.py           Memory, the interface (init_state, write -> WriteResult, read), WriteResult
+  base.py           Memory, the interface (init_state, write -> WriteResult, read), WriteResult,
+                    WriteRecord (the SSM's inputs and outputs per write, when asked: record_writes)
   pooled.py         PooledMemory: a write every S tokens pools a window (the two pooled strategies)
   gated_tokens.py   GatedTokensMemory: tokens-only pooling, gated writes (the default)
   slot_feedback.py  SlotFeedbackMemory: pooling over slots + tokens (the seed's design)
@@ -13,7 +14,7 @@
 from __future__ import annotations
 
 from smt.config import StrideHybridConfig
-from smt.models.memory.base import Memory, WriteResult
+from smt.models.memory.base import Memory, WriteRecord, WriteResult
 from smt.models.memory.gated_tokens import GatedTokensMemory
 from smt.models.memory.pooled import PooledMemory
 from smt.models.memory.slot_feedback import SlotFeedbackMemory
@@ -29,4 +30,4 @@ def build_memory(config: StrideHybridConfig) -> Memory:
 
 
 __all__ = ["MEMORIES", "GatedTokensMemory", "Memory", "PooledMemory", "SlotFeedbackMemory", "TokenRateMemory",
-           "WriteResult", "build_memory"]
+           "WriteRecord", "WriteResult", "build_memory"]

@@ -6,6 +6,10 @@ the new slots (one per write, every S tokens), the new buffers and the per-write
 weights, gates, states) that `aux` and the diagnostics report. `read` returns the embeddings as
 they enter the transformer: the embeddings themselves, or with a per-token read of the memory added.
 
+A memory asked to (`record_writes`, off by default and in training) also returns a `WriteRecord`:
+what its SSM took in and gave out at every write, whatever path the writes ran, for the memory
+diagnostics (smt.evaluation.memory_diagnostics).
+
 Every strategy has an SSM (`ssm`) and the projection of its outputs into slot vectors
 (`memory_proj`); `pooled.PooledMemory` adds the attention pooling the two pooled strategies share.
 """
@@ -24,6 +28,23 @@ from smt.models.components.windowed_attention import WriteLayout
 
 
 @dataclass
+class WriteRecord:
+    """What the SSM took in and gave out at every write of a call (a memory with `record_writes`).
+
+    The probes are zeros that require grad, added where the SSM takes each write's vector in and
+    where its output comes out (no value changes): the gradient of a loss with respect to a probe is
+    the gradient at the SSM's input / output of every write, and only there (not through the gate,
+    which reads the pooled vector itself)."""
+
+    # "loop": the SSM stepped once per write; "sequence": one sequence-mode pass over all writes
+    mode: str
+    inputs: Tensor  # (B, W, d) what each write feeds the SSM (token_rate: every token, W = T)
+    outputs: Tensor  # (B, W, d) the SSM's output at each write, before memory_proj
+    input_probe: Tensor  # (B, W, d) zeros, in `inputs`
+    output_probe: Tensor  # (B, W, d) zeros, in `outputs`
+
+
+@dataclass
 class WriteResult:
     """The writes of one call."""
 
@@ -36,10 +57,15 @@ class WriteResult:
     # (B, W, d_inner, d_state) the last Mamba layer's scan state after each write, for a memory with a read
     write_states: Tensor | None = None
     reads: Tensor | None = None  # (B, T, d) what every token reads, for a memory that reads every token
+    record: WriteRecord | None = None  # with record_writes: the SSM's inputs and outputs per write
 
 
 class Memory(nn.Module, ABC):
     """The interface and the parts every strategy has: the SSM and the slot projection."""
+
+    # True: `write` also returns its WriteRecord (the diagnostics set it for a call; it costs a zero
+    # tensor added at the SSM's input and output, and with it the write chain the record can follow)
+    record_writes: bool = False
 
     def __init__(self, config: StrideHybridConfig) -> None:
         super().__init__()

@@ -12,8 +12,11 @@ from smt.models.memory.pooled import PooledMemory
 
 
 class GatedTokensMemory(PooledMemory):
-    """`memory: gated_tokens` (the default); the per-token read (`memory_read: slots+state`) is its option."""
+    """`memory: gated_tokens` (the default); the per-token read (`memory_read: slots+state`) is its option.
+    Its windows hold no slot, so its state keeps no slot half of the window."""
 
-    def _chain(self, chain: ChainInputs, layout: WriteLayout, keep_states: bool) -> ChainResult:
+    pools_slots = False
+
+    def _chain(self, chain: ChainInputs, layout: WriteLayout, keep_states: bool, record: bool) -> ChainResult:
         # write w's window starts at token key S - 1 - r + S w: regular windows, sliding views
-        return tokens_only_chain(chain, keep_states, (layout.stride - 1 - layout.phase, layout.stride))
+        return tokens_only_chain(chain, keep_states, (layout.stride - 1 - layout.phase, layout.stride), record)

@@ -4,7 +4,7 @@ A write's window holds the slots made by the writes before it, so the writes of 
 chain: `chain.loop_chain` through autograd, or for a Mamba memory of >= FUSED_MIN_WRITES writes
 per call the hand-differentiated `fused_chain.fused_write_chain` (same maths; the loop is its
 reference). The fused chain knows neither the pooling's position bias, nor gates, nor the per-token
-read's states: those run the loop.
+read's states, nor a `WriteRecord`: those run the loop.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ FUSED_MIN_WRITES = 4
 class SlotFeedbackMemory(PooledMemory):
     """`memory: slot_feedback` (`pool_over_memory: true` in older configs)."""
 
+    pools_slots = True
+
     # the hand-differentiated chain where it applies; False runs the autograd loop (its reference)
     fused: bool = True
 
@@ -31,7 +33,8 @@ class SlotFeedbackMemory(PooledMemory):
         self.fusable = (config.ssm_type == "mamba" and self.n_slots > 0 and not config.pool_position_bias
                         and not config.write_gate)
 
-    def _chain(self, chain: ChainInputs, layout: WriteLayout, keep_states: bool) -> ChainResult:
-        if self.fused and self.fusable and not keep_states and layout.n_writes >= FUSED_MIN_WRITES:
+    def _chain(self, chain: ChainInputs, layout: WriteLayout, keep_states: bool, record: bool) -> ChainResult:
+        if (self.fused and self.fusable and not keep_states and not record
+                and layout.n_writes >= FUSED_MIN_WRITES):
             return ChainResult(*fused_chain.fused_write_chain(**chain._asdict()))  # by name: its parameters
-        return loop_chain(chain, keep_states)
+        return loop_chain(chain, keep_states, record)

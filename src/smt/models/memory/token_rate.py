@@ -22,7 +22,8 @@ from torch import Tensor
 from smt.config import StrideHybridConfig
 from smt.models.components.attention_pooling import hard_gate, hard_gate_layer
 from smt.models.components.windowed_attention import WriteLayout
-from smt.models.memory.base import Memory, WriteResult
+from smt.models.memory.base import Memory, WriteRecord, WriteResult
+from smt.models.memory.chain import probe
 
 
 class TokenRateMemory(Memory):
@@ -42,10 +43,18 @@ class TokenRateMemory(Memory):
               slot_offsets: Tensor | None = None) -> WriteResult:
         B, T, _ = x.shape
         gates = hard_gate(self.token_gate(x)).squeeze(-1) if self.token_gate is not None else None
+        inputs, record = x, None
+        if self.record_writes:  # the SSM's input only: the gates read x itself
+            input_probe = probe(x)
+            inputs = x + input_probe
         if gates is None:
-            out, ssm_state = self.ssm(x, state)
+            out, ssm_state = self.ssm(inputs, state)
         else:
-            out, ssm_state, _ = self.ssm.forward_gated(x, gates, state)
+            out, ssm_state, _ = self.ssm.forward_gated(inputs, gates, state)
+        if self.record_writes:  # every token is a write into the SSM
+            output_probe = probe(out)
+            out = out + output_probe
+            record = WriteRecord("sequence", inputs, out, input_probe, output_probe)
         reads = self.memory_proj(out)
         W, N, M, H = layout.n_writes, self.n_slots, self.window_tokens, self.pooling_heads
         slots = reads[:, layout.write_index - (M - 1)]  # a write's slot: the read at its token
@@ -54,7 +63,7 @@ class TokenRateMemory(Memory):
         # what a write takes in is its own token: the newest position of the window, weight 1
         weights = x.new_zeros(B, W, H, N + M, dtype=torch.float32)
         weights[..., -1] = 1.0
-        return WriteResult(slots, weights, ssm_state, gates, reads=reads)
+        return WriteResult(slots, weights, ssm_state, gates, reads=reads, record=record)
 
     def read(self, x: Tensor, state: dict[str, Tensor], result: WriteResult, layout: WriteLayout) -> Tensor:
         """x plus every token's read (`result.reads`)."""
