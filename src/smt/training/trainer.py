@@ -306,9 +306,11 @@ class Trainer:
         stream_state = None
         if loaded is not None:
             self._restore_optimizer(wrapped, optimizer, scheduler, loaded.optimizer_state)
-            _apply_hyperparameters(optimizer, scheduler, tc, total_steps)
+            length_note = _apply_hyperparameters(optimizer, scheduler, tc, total_steps, chosen)
             if ctx.is_main and not finished:
                 _note_changed_settings(loaded.training_state, self.config, chosen, start_step)
+                if length_note:
+                    tqdm.write(length_note, file=sys.stderr)
             if loaded.stream_state is not None:
                 from smt.models.components.stream_state import StreamState
 
@@ -635,13 +637,25 @@ def _restore_trainer_state(run: _RunState, saved: dict) -> None:
     run.result.skipped_steps = saved["skipped_steps"]
 
 
-def _apply_hyperparameters(optimizer: torch.optim.Optimizer, scheduler: Any, tc: Any, total_steps: int) -> None:
+def _apply_hyperparameters(optimizer: torch.optim.Optimizer, scheduler: Any, tc: Any, total_steps: int,
+                           checkpoint: Path | None = None) -> str | None:
     """Make the restored optimizer and schedule follow the config (a resume with --lr, --max_steps,
     --beta1 ... changes them from the resumed step on); values already equal are left untouched, so
-    an unchanged resume stays bit for bit."""
+    an unchanged resume stays bit for bit. A new run length stretches the rest of the decay from the
+    resumed step (smt.training.schedule), so the lr goes on without a jump; returns a line saying so
+    (None when the length is unchanged)."""
     schedule = {"warmup_steps": tc.warmup_steps, "total_steps": total_steps, "min_lr_ratio": float(tc.min_lr_ratio)}
     lr = float(tc.lr)
-    if any(vars(f) != schedule for f in scheduler.lr_lambdas) or any(b != lr for b in scheduler.base_lrs):
+    step = scheduler.last_epoch
+    length_note = None
+    old_total = scheduler.lr_lambdas[0].total_steps
+    if old_total != total_steps:
+        before = float(scheduler.get_last_lr()[0])
+        for function in scheduler.lr_lambdas:
+            function.change_length(step, total_steps, tc.warmup_steps)
+        length_note = (old_total, before)
+    if any({k: vars(f).get(k) for k in schedule} != schedule for f in scheduler.lr_lambdas) \
+            or any(b != lr for b in scheduler.base_lrs) or length_note:
         for function in scheduler.lr_lambdas:
             vars(function).update(schedule)
         scheduler.base_lrs = [lr] * len(optimizer.param_groups)
@@ -655,6 +669,24 @@ def _apply_hyperparameters(optimizer: torch.optim.Optimizer, scheduler: Any, tc:
             group["betas"] = betas
         if index == 0 and group["weight_decay"] != float(tc.weight_decay):  # group 1: never decayed
             group["weight_decay"] = float(tc.weight_decay)
+    if length_note is None:
+        return None
+    old_total, before = length_note
+    now, floor = scheduler.get_last_lr()[0], lr * float(tc.min_lr_ratio)
+    function = scheduler.lr_lambdas[0]
+    if function.anchor_step is None:
+        how = f"the warm-up goes on and the cosine decay now ends at step {total_steps}"
+    elif function.anchor_progress >= 1.0:
+        how = (f"the run had already decayed to its floor, so steps {step + 1}-{total_steps} train at the floor lr "
+               f"{floor:.3g} (lr x min_lr_ratio); for a fresh warm-up and decay, start a new run from the "
+               f"checkpoint (--init_from {checkpoint or 'STEP_DIR'} --output_dir NEW_DIR)")
+    else:
+        how = (f"the rest of the cosine decay is stretched over steps {step + 1}-{total_steps}: the lr goes on from "
+               f"{now:.3g} without a jump and reaches its floor {floor:.3g} at step {total_steps}")
+    jump = f" (lr {before:.3g} -> {now:.3g}: other schedule settings changed too)" if not math.isclose(
+        before, now, rel_tol=1e-9) else ""
+    return (f"note: --resume at step {step}: the run's length changes from {old_total} to {total_steps} steps; "
+            f"{how}{jump}")
 
 
 def _note_changed_settings(record: dict, config: FullConfig, chosen: Path, step: int) -> None:
