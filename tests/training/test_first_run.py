@@ -1,0 +1,43 @@
+"""What a first run tells its user (issue 40, part 2): the model and step size at the start, an
+estimate of the run's time after a few steps, progress through the final full evaluation, a
+CPU-sized model when no config is given on a CPU, and the user's own text accepted as it comes."""
+
+from __future__ import annotations
+
+import re
+
+from smt.training.trainer import Trainer
+from tests.training.helpers import synthetic_view, tiny_config
+
+VIEW = synthetic_view()
+
+
+def test_the_start_names_the_model_device_dtype_and_tokens_per_step(tmp_path, capsys):
+    Trainer(tiny_config(tmp_path, max_steps=2, batch_size=4, seq_len=32, gradient_accumulation_steps=2),
+            VIEW).train()
+    err = capsys.readouterr().err
+    line = next(line for line in err.splitlines() if line.startswith("training:"))
+    parameters = int(re.search(r"training: ([\d,]+) parameters", line).group(1).replace(",", ""))
+    from smt.models import build_model
+
+    assert parameters == build_model(tiny_config(tmp_path).model).count_parameters()["total"]
+    assert "device cpu" in line and "float32" in line
+    assert "256 tokens per step (batch 4 x seq_len 32 x accumulation 2 x 1 process)" in line
+    assert "2 steps" in line
+
+
+def test_an_estimate_of_the_time_per_step_and_to_the_end_follows_the_first_steps(tmp_path, capsys):
+    Trainer(tiny_config(tmp_path, max_steps=9, checkpoint_interval=100), VIEW).train()
+    err = capsys.readouterr().err
+    line = next(line for line in err.splitlines() if line.startswith("timing:"))
+    assert re.search(r"timing: [\d.]+ s per step \(steps 2-4\); 5 steps to go, about \d", line), line
+    Trainer(tiny_config(tmp_path / "short", max_steps=3), VIEW).train()  # too short to estimate
+    assert "timing:" not in capsys.readouterr().err
+
+
+def test_the_final_full_evaluation_shows_its_progress(tmp_path, capsys):
+    config = tiny_config(tmp_path, max_steps=2, eval_interval=100)
+    config.run.progress = True
+    Trainer(config, VIEW, VIEW).train()
+    err = capsys.readouterr().err
+    assert re.search(r"final evaluation \(whole validation set\): +\d+%\|.*\| \d+/13 ", err)  # 13 batches
