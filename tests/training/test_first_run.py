@@ -41,3 +41,17 @@ def test_the_final_full_evaluation_shows_its_progress(tmp_path, capsys):
     Trainer(config, VIEW, VIEW).train()
     err = capsys.readouterr().err
     assert re.search(r"final evaluation \(whole validation set\): +\d+%\|.*\| \d+/13 ", err)  # 13 batches
+
+
+def test_no_config_on_a_cpu_trains_a_cpu_sized_preset_and_says_how_to_get_the_big_one(capsys):
+    from smt.cli import main
+
+    assert main(["train", "--print-config", "--train_data", "books", "--max_steps", "50"]) == 0
+    captured = capsys.readouterr()
+    assert "d_model: 64\n" in captured.out and "max_steps: 50\n" in captured.out
+    note = [line for line in captured.err.splitlines() if "CPU-sized" in line]
+    assert len(note) == 1 and "`tiny` preset" in note[0] and "--preset wikitext103" in note[0]
+    for argv in (["--preset", "wikitext103"], ["--d_model", "512"], ["--training.device", "cuda"]):
+        assert main(["train", "--print-config", *argv]) == 0  # asked for a model or a GPU: as asked
+        captured = capsys.readouterr()
+        assert "CPU-sized" not in captured.err and "d_model: 64\n" not in captured.out, argv
