@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 
 from smt.training.trainer import Trainer
+from tests.conftest import REPO
 from tests.training.helpers import synthetic_view, tiny_config
 
 VIEW = synthetic_view()
@@ -55,3 +56,51 @@ def test_no_config_on_a_cpu_trains_a_cpu_sized_preset_and_says_how_to_get_the_bi
         assert main(["train", "--print-config", *argv]) == 0  # asked for a model or a GPU: as asked
         captured = capsys.readouterr()
         assert "CPU-sized" not in captured.err and "d_model: 64\n" not in captured.out, argv
+
+
+def _own_text_args(tmp_path, data, *extra):
+    return ["train", "--preset", "tiny", "--train_data", str(data), "--tokenizer", str(tmp_path / "tok"),
+            "--tokenizer_vocab_size", "300", "--cache_dir", str(tmp_path / "cache"), "--output_dir",
+            str(tmp_path / "run"), "--batch_size", "2", "--seq_len", "32", "--max_steps", "2", "--warmup_steps", "1",
+            "--progress", "false", *extra]
+
+
+def _valid_rows(run_dir):
+    import json
+
+    return [r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if r["split"] == "valid"]
+
+
+def test_a_single_text_file_is_split_by_position_with_a_note(tmp_path, shared_data, capsys):
+    """Before: `cannot split 1 document by whole documents`."""
+    from smt.cli import main
+
+    text = (shared_data / "gutenberg/train/pg158-emma.txt").read_text(encoding="utf-8")[:20_000]
+    (tmp_path / "book.txt").write_text(text, encoding="utf-8")
+    assert main(_own_text_args(tmp_path, tmp_path / "book.txt", "--valid_fraction", "0.1")) == 0
+    err = capsys.readouterr().err
+    note = next(line for line in err.splitlines() if "is a single document" in line)
+    assert re.search(r"validating on its last [\d,]+ tokens \(10%, run.valid_fraction=0.1\) and training on the "
+                     r"[\d,]+ before them", note) and "--valid_data" in note
+    rows = _valid_rows(tmp_path / "run")
+    assert rows and rows[-1]["complete"] and "word_ppl" not in rows[-1]
+
+
+def test_a_directory_of_code_trains_skipping_what_is_not_text(tmp_path, shared_data, capsys):
+    """Before: `directory ... holds no data files`."""
+    from smt.cli import main
+
+    source = (REPO / "src" / "smt" / "training")
+    code = tmp_path / "code"
+    code.mkdir()
+    for path in sorted(source.glob("*.py"))[:6]:
+        (code / path.name).write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
+    (code / "blob.bin").write_bytes(b"\x00\x01\x02")
+    (code / "notes.rst").write_text("not code\n", encoding="utf-8")
+    assert main(_own_text_args(tmp_path, code, "--extensions", ".py,.bin", "--valid_fraction", "0.2")) == 0
+    captured = capsys.readouterr()
+    assert "skipping 1 of the 7 files" in captured.err and "blob.bin (binary: NUL byte at offset 0)" in captured.err
+    assert _valid_rows(tmp_path / "run")
+    import json
+
+    assert json.loads(captured.out[captured.out.index("{\n"):])["steps"] == 2

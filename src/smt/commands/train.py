@@ -172,7 +172,7 @@ def train_from_config(config, resume: bool = False, overwrite: bool = False):
         barrier(ctx)
         if not ctx.is_main:
             tokenizer = prepare_tokenizer(config.run)
-            train, valid = prepare_data(config.run, tokenizer, progress=False)
+            train, valid = prepare_data(config.run, tokenizer, progress=False, report=False)
         fit_vocab_to_tokenizer(config, tokenizer, report=ctx.is_main)
         result = Trainer(config, train, valid, tokenizer, context=ctx).train(resume=resume, overwrite=overwrite)
         return result if ctx.is_main else None
