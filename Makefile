@@ -9,17 +9,25 @@ export SMT_DATA_DIR
 
 install: $(VENV)/.installed
 
-# torch first, pinned to the CPU build that lies on this machine's disk; then the project, and its
-# native scans built with the system C compiler (without one, the PyTorch scans run: it says so)
-$(VENV)/.installed: pyproject.toml
+# the runtime, all the demo needs: torch first, pinned to the CPU build that lies on this machine's disk;
+# then the project without extras, and its native scans built with the system C compiler (without one,
+# the PyTorch scans run: it says so)
+$(VENV)/.runtime: pyproject.toml
+	@echo "make: creating $(VENV): pip, then torch 2.13.0 (CPU), then smt and its runtime dependencies"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e .
 	$(BIN)/python -m smt.native
 	touch $@
 
-demo: install
+# the tests, lint and benchmarks: the runtime plus the dev extra (pytest, hypothesis, ruff, lm_eval, triton...)
+$(VENV)/.installed: $(VENV)/.runtime pyproject.toml
+	@echo "make: adding the dev extra to $(VENV) (pytest, hypothesis, ruff, lm_eval, triton...; a few minutes)"
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+demo: $(VENV)/.runtime
 	$(BIN)/python scripts/demo.py $(DEMO_ARGS)
 
 test: install

@@ -14,7 +14,11 @@ the answer for one prompt with the trained SMT. Beyond R only the memory can car
 With --data PATH (a text file or directory): trains both models on that text (a byte-level BPE
 is trained on it first), prints their validation loss, and generates text from the SMT.
 
-    python scripts/demo.py [--steps 1200] [--out runs/demo] [--data FILE_OR_DIR]
+    python scripts/demo.py [--steps 1200] [--out runs/demo] [--data FILE_OR_DIR] [--no-progress]
+
+Every stage says what it does before it starts, and training shows a progress bar (with the time
+per step and an estimate to the end after the first steps). The demo needs only smt's runtime
+dependencies (`make demo` installs no dev extra).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import time
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from smt import StrideHybridConfig, TrainingConfig
 from smt.evaluation.passkey import KEY_MARK, QUERY_MARK, synthetic_passkey
@@ -54,7 +59,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--baselines", nargs="+", default=["swa"], choices=["swa", "gpt", "mamba"],
                         help="baselines trained beside SMT on the synthetic task (same parameter budget)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--no-progress", dest="progress", action="store_false",
+                        help="no progress bars (the stage lines are still printed)")
     return parser.parse_args(argv)
+
+
+def stage(text: str) -> None:
+    """One line saying what the demo does next (flushed: the stage may take minutes)."""
+    print(f"\n==> {text}", flush=True)
 
 
 def symbols(ids) -> str:
@@ -95,17 +107,24 @@ def synthetic_demo(args: argparse.Namespace, out: Path) -> int:
     if window_reach > reach:
         print(f"the parameter-matched SWA has more layers, so it reaches {window_reach} tokens back\n")
     models = {}
+    n_stages = len(configs) + bool(args.long_steps) + 2  # the trainings, the scoring, the pictures
+    done = 0
     for name, config in configs.items():
         started = time.perf_counter()
-        run = RunConfig(output_dir=str(out / ("smt_seed" if name == SEED else config.arch)), progress=False,
+        run = RunConfig(output_dir=str(out / ("smt_seed" if name == SEED else config.arch)), progress=args.progress,
                         tensorboard=False)
         steps = args.seed_design_steps if name == SEED else args.steps
+        done += 1
+        stage(f"stage {done}/{n_stages}: training {name} for {steps} steps at {args.seq_len} tokens")
         result = train_task(FullConfig(config, training(args.seq_len, steps, 1e-3, 100), run), task,
                             eval_samples=16, overwrite=True)  # a demo run starts clean every time
         model = result.model
         if name == "SMT" and args.long_steps:
+            done += 1
+            stage(f"stage {done}/{n_stages}: training SMT on for {args.long_steps} steps at {long_len} tokens "
+                  "(the length curriculum)")
             model.save_pretrained(out / "smt_short")
-            run = RunConfig(output_dir=str(out / "smt_long"), progress=False, tensorboard=False,
+            run = RunConfig(output_dir=str(out / "smt_long"), progress=args.progress, tensorboard=False,
                             init_from=str(out / "smt_short"))
             long_task = TaskConfig.from_dict({**task.to_dict(), "seq_len": long_len})
             model = train_task(FullConfig(config, training(long_len, args.long_steps, 3e-4, 20), run), long_task,
@@ -118,11 +137,21 @@ def synthetic_demo(args: argparse.Namespace, out: Path) -> int:
     names = list(models)
     results = {}
     lengths = list(dict.fromkeys([args.seq_len, long_len, args.far_seq_len]))
+    done += 1
+    stage(f"stage {done}/{n_stages}: scoring every model on 64 held-out prompts per key distance at "
+          f"{', '.join(map(str, lengths))} tokens")
+    scoring = tqdm(total=len(lengths) * len(names), desc="scoring", unit="model x length", disable=not args.progress,
+                   dynamic_ncols=True)
     for length in lengths:
-        distances = key_distances(length)
-        accuracy = {n: passkey_accuracy_by_distance(models[n], task, length, distances, n_samples=64, seed=args.seed)
-                    for n in names}
-        results[length] = accuracy
+        results[length] = {}
+        for n in names:
+            scoring.set_postfix_str(f"{n} at {length} tokens")
+            results[length][n] = passkey_accuracy_by_distance(models[n], task, length, key_distances(length),
+                                                              n_samples=64, seed=args.seed)
+            scoring.update(1)
+    scoring.close()
+    for length in lengths:
+        distances, accuracy = key_distances(length), results[length]
         print(f"\npasskey accuracy by key distance, {length}-token prompts ({length / reach:.1f}R; 64 held-out "
               f"prompts each; chance {task.chance:.3f}; R = {reach})")
         print(f"{'distance':>9} " + " ".join(f"{n:>32}" for n in names))
@@ -130,6 +159,8 @@ def synthetic_demo(args: argparse.Namespace, out: Path) -> int:
             mark = " (beyond every window)" if d > window_reach else " (beyond R)" if d > reach else ""
             print(f"{d:>9} " + " ".join(f"{accuracy[n][d]:>32.2f}" for n in names) + mark)
 
+    done += 1
+    stage(f"stage {done}/{n_stages}: one generation with the trained SMT, and the pictures")
     smt = models["SMT"]
     generator = torch.Generator().manual_seed(args.seed + 99)
     sample = synthetic_passkey(args.seq_len, 0.0, generator, 1, task.n_values, task.n_filler, filler="random")
@@ -199,18 +230,22 @@ def text_demo(args: argparse.Namespace, out: Path) -> int:
                               eval_interval=max(args.steps, 1), eval_batches=20, log_interval=50,
                               checkpoint_interval=10**9, seed=args.seed)
     losses = {}
-    for name, config in configs.items():
+    for index, (name, config) in enumerate(configs.items(), start=1):
         started = time.perf_counter()
         run = RunConfig(train_data=args.data, **splits, tokenizer=str(tokenizer_dir), tokenizer_vocab_size=2048,
                         max_train_tokens=2_000_000, max_valid_tokens=50_000,
                         output_dir=str(out / f"text_{config.arch}"),
-                        progress=False, tensorboard=False, full_final_eval=False)
+                        progress=args.progress, tensorboard=False, full_final_eval=False)
+        first = (f" (first a 2048-id BPE is trained on {args.data} into {tokenizer_dir} and the text tokenized, "
+                 "unless done before)" if index == 1 else "")
+        stage(f"stage {index}/{len(configs) + 1}: training {name} on {args.data} for {args.steps} steps{first}")
         result = train_from_config(FullConfig(config, training, run), overwrite=True)
         losses[name] = result.final_eval
         print(f"trained {name} on {args.data}: {args.steps} steps in {time.perf_counter() - started:.0f} s, "
               f"validation loss {result.final_eval['loss']:.3f} (ppl {result.final_eval['ppl']:.1f})")
     from smt.models import load_model
 
+    stage(f"stage {len(configs) + 1}/{len(configs) + 1}: a sample from the trained SMT")
     tokenizer = load_tokenizer(tokenizer_dir)
     model = load_model(out / "text_smt" / "checkpoints" / f"step_{args.steps:06d}")
     prompt = "The"

@@ -18,7 +18,8 @@ def _one_line(capsys, argv: list[str], code: int = 2) -> str:
     assert got == code, err
     last = err.splitlines()[-1]
     assert "Traceback" not in err and last.startswith(f"smt {argv[0]}: error: "), err
-    assert all(line.startswith("warning:") or line.startswith("note:") for line in err.splitlines()[:-1]), err
+    # before the error: warnings, notes, and the trainer's start line and time estimate
+    assert all(line.startswith(("warning:", "note:", "training:", "timing:")) for line in err.splitlines()[:-1]), err
     return last
 
 

@@ -111,7 +111,8 @@ CASES = st.one_of(
 def test_bad_invocations_end_in_one_line_naming_the_problem(fixtures, case):
     argv, named = _argv(*case, fixtures)
     code, err = _run(argv)
-    lines = [line for line in err.splitlines() if not line.startswith(("warning:", "note:", "model.vocab_size:"))]
+    lines = [line for line in err.splitlines()
+             if not line.startswith(("warning:", "note:", "model.vocab_size:", "training:", "timing:"))]
     assert code == 2 and "Traceback" not in err, (argv, code, err)
     assert len(lines) == 1 and lines[0].startswith(f"smt {argv[0]}: error: ") and named in lines[0], (argv, err)
 

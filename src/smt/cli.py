@@ -73,10 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "device", None) is not None and not is_device_name(args.device):
         print(f"smt {args.command}: error: --device {args.device}: unknown device; {DEVICE_FIX}", file=sys.stderr)
         return 2
+    from smt.errors import plain_warnings
     from smt.training.stop_signals import StopGraceExpired, TrainingInterrupted
 
     try:
-        return int(args.run(args) or 0)
+        with plain_warnings():
+            return int(args.run(args) or 0)
     except TrainingInterrupted as stop:
         print(f"smt {args.command}: {stop}", file=sys.stderr)
         return 143 if stop.signal_name == "SIGTERM" else 130

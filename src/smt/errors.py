@@ -77,6 +77,29 @@ def writing_under(path: str | Path) -> Iterator[None]:
         raise type(error)(error.errno, error.strerror, str(path)) from error
 
 
+@contextmanager
+def plain_warnings() -> Iterator[None]:
+    """smt's own warnings (UserWarning raised in the package, e.g. a data file skipped) print as one
+    `warning: ...` line on stderr, as the command line's other warnings do, not as Python's
+    `file:line: UserWarning: ...` plus a source line; any other warning keeps Python's format."""
+    import sys
+    import warnings
+
+    package = str(Path(__file__).resolve().parent)
+    with warnings.catch_warnings():
+        shown = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None) -> None:
+            if issubclass(category, UserWarning) and str(Path(filename).resolve()).startswith(package):
+                text = str(message)
+                print(text if text.startswith("warning") else f"warning: {text}", file=file or sys.stderr)
+            else:
+                shown(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        yield
+
+
 def disk_full_message(path: str | Path, option: str = "--output_dir") -> str:
     free = free_bytes(path)
     shown = "unknown" if free is None else f"{free:,}"

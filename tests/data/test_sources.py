@@ -169,3 +169,57 @@ def test_hub_names_resolve_and_fail_clearly_offline(monkeypatch):
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     with pytest.raises(FileNotFoundError, match="could not load Hugging Face dataset 'Salesforce/wikitext'"):
         list(source.documents())
+
+
+def _code_directory(root):
+    write(root / "pkg" / "a.py", "def a():\n    return 1\n")
+    write(root / "pkg" / "b.py", "import a\nprint(a.a())\n")
+    write(root / "notes.md", "# notes\n")
+    (root / "pkg" / "a.cpython-311.pyc").write_bytes(b"\xa7\r\r\n\x00\x00\x00\x00binary")
+    (root / "logo.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
+    (root / "old.py").write_bytes("caf\u00e9 = 1\n".encode("latin-1"))
+    write(root / ".git" / "config", "[core]\n")  # hidden: never read
+    return root
+
+
+def test_a_directory_without_data_files_reads_its_text_files_and_names_what_it_skips(tmp_path):
+    """Before, a directory of .py files `holds no data files`."""
+    root = _code_directory(tmp_path / "code")
+    with pytest.warns(UserWarning, match=r"skipping 3 of the 6 files in .*code that are binary or not utf-8 text: "
+                                         r"logo.png \(binary: NUL byte at offset 8\); old.py \(not utf-8 text: byte "
+                                         r"b'\\xe9' at offset 3\); pkg/a.cpython-311.pyc \(binary"):
+        source = resolve_source(root)
+    assert [path.name for path, _ in source.files] == ["notes.md", "a.py", "b.py"]
+    assert list(source.documents())[1] == "def a():\n    return 1\n"
+
+
+def test_extensions_choose_a_directory_s_files(tmp_path):
+    root = _code_directory(tmp_path / "code")
+    write(root / "readme.txt", "read me\n")
+    assert [p.name for p, _ in resolve_source(root).files] == ["readme.txt"]  # data files first, as before
+    with pytest.warns(UserWarning, match="old.py"):  # skipped: not utf-8
+        chosen = resolve_source(root, extensions=".py, MD")
+    assert [p.name for p, _ in chosen.files] == ["notes.md", "a.py", "b.py"]
+    assert [p.name for p, _ in resolve_source(root, extensions=["md", ".txt"]).files] == ["notes.md", "readme.txt"]
+    with pytest.raises(ValueError, match=r"holds no data files \(looked for files ending in \['.rs'\]; it holds "):
+        resolve_source(root, extensions=".rs")
+
+
+def test_a_directory_of_binary_files_is_refused_naming_them(tmp_path):
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "x.so").write_bytes(b"\x7fELF\x00\x01")
+    (tmp_path / "bin" / "y.dat").write_bytes(b"\xff\xfeh")
+    with pytest.raises(ValueError, match=r"holds no usable text files: all 2 are binary or not utf-8 text: "
+                                         r"x.so \(binary: NUL byte at offset 4\); y.dat \(not utf-8 text: byte "
+                                         r"b'\\xff' at offset 0\).*--extensions.*--data_encoding"):
+        resolve_source(tmp_path / "bin")
+    assert list(iter_documents(tmp_path / "bin", encoding="latin-1", extensions=".dat")) == ["ÿþh"]
+
+
+def test_extensions_are_normalised():
+    from smt.data.sources import normalize_extensions
+
+    assert normalize_extensions(".py,txt, .MD") == (".py", ".txt", ".md")
+    assert normalize_extensions(["py"]) == (".py",) and normalize_extensions(None) is None
+    with pytest.raises(ValueError, match="names no file ending"):
+        normalize_extensions(" , ")

@@ -88,3 +88,19 @@ def test_bad_sections_are_named(tmp_path):
     with pytest.raises(FileNotFoundError):
         load_run_config(tmp_path / "missing.yaml")
     assert torch.is_tensor(torch.zeros(1))
+
+
+def test_an_anchored_schedule_goes_on_from_the_anchor_and_ends_at_the_floor():
+    """A resume that changes the run's length anchors the decay at the resumed step (no jump)."""
+    from smt.training.schedule import WarmupCosine
+
+    function = WarmupCosine(10, 110, 0.1)
+    before = function(60)
+    function.change_length(60, 210)
+    assert function(60) == before and function.anchor_progress == pytest.approx(0.5)
+    values = [function(s) for s in range(60, 211)]
+    assert all(a >= b for a, b in zip(values, values[1:])) and values[-1] == pytest.approx(0.1)
+    assert function(135) == pytest.approx(lr_factor(85, 10, 110, 0.1))  # halfway on: the old schedule at 3/4
+    warming = WarmupCosine(10, 110, 0.1)
+    warming.change_length(5, 210)  # still warming up: the decay simply spans the new length
+    assert warming.anchor_step is None and warming(50) == lr_factor(50, 10, 210, 0.1)

@@ -153,8 +153,10 @@ def test_resume_applies_a_new_lr_and_length_and_says_so(tmp_path, capsys):
     assert "changed settings, which apply from step 7 on" in note
     assert "training.lr 0.003 -> 0.01" in note and "training.max_steps 6 -> 10" in note and "training.beta2" in note
     assert load_run_config(tmp_path / "config.yaml").to_dict() == changed.to_dict()
-    lr = _logged_lr(tmp_path)
-    assert [lr[step] for step in range(7, 11)] == [1e-2 * lr_factor(step - 1, 2, 10, 0.1) for step in range(7, 11)]
+    lr = _logged_lr(tmp_path)  # the run had decayed to its floor: it trains on there, at the new lr's floor
+    assert [lr[step] for step in range(7, 11)] == [1e-2 * lr_factor(step - 1, 2, 10, 0.1, 6, 1.0)
+                                                   for step in range(7, 11)]
+    assert [lr[step] for step in range(7, 11)] == [pytest.approx(1e-3)] * 4
     saved = torch.load(tmp_path / "checkpoints" / step_dir_name(10) / "optimizer.pt", weights_only=True)
     assert saved["scheduler"]["base_lrs"] == [1e-2, 1e-2]
     assert [tuple(g["betas"]) for g in saved["optimizer"]["param_groups"]] == [(0.9, 0.9)] * 2
@@ -175,3 +177,50 @@ def test_resume_past_the_end_is_refused_and_at_the_end_is_named(tmp_path, capsys
     err = capsys.readouterr().err
     assert "already at the run's end (training.max_steps=6); nothing to train" in err
     assert "changed settings" not in err and (tmp_path / "config.yaml").read_text() == config_before
+
+
+def test_extending_a_run_stretches_the_decay_without_a_jump_and_says_so(tmp_path, capsys):
+    """Before, `--resume --max_steps 16` on a run of 8 stopped at step 4 jumped the lr from the 8-step
+    schedule's value to the 16-step schedule's, without a word."""
+    from smt.training.schedule import lr_factor
+
+    Trainer(tiny_config(tmp_path / "short", max_steps=8, log_interval=1), VIEW).train()
+    straight = _logged_lr(tmp_path / "short")
+    run = tmp_path / "extended"
+    Trainer(tiny_config(run, max_steps=8, log_interval=1, checkpoint_interval=4), VIEW).train(stop_after=4)
+    capsys.readouterr()
+    Trainer(tiny_config(run, max_steps=16, log_interval=1, checkpoint_interval=4), VIEW).train(resume=True)
+    note = capsys.readouterr().err
+    assert "the run's length changes from 8 to 16 steps; the rest of the cosine decay is stretched over steps " \
+           "5-16" in note and "without a jump" in note
+    lr = _logged_lr(run)
+    assert [lr[step] for step in range(1, 6)] == [straight[step] for step in range(1, 6)]  # step 5: no jump
+    progress_at_4 = (4 - 2) / (8 - 2)
+    assert [lr[step] for step in range(5, 17)] == [3e-3 * lr_factor(step - 1, 2, 16, 0.1, 4, progress_at_4)
+                                                   for step in range(5, 17)]
+    assert all(a > b for a, b in zip([lr[s] for s in range(5, 16)], [lr[s] for s in range(6, 17)]))
+    assert 3e-4 < lr[16] < 3.3e-4  # next to the floor at the new end
+
+
+def test_a_resume_of_an_extended_run_is_the_uninterrupted_extended_run(tmp_path, capsys):
+    """The stretched schedule is saved with the checkpoint: the extension stopped at step 10 and
+    resumed (same max_steps) logs the same records as the extension run in one go."""
+    for name, stops in (("one_go", [16]), ("stopped", [10, 16])):
+        run = tmp_path / name
+        Trainer(tiny_config(run, max_steps=8, checkpoint_interval=2), VIEW, VIEW).train(stop_after=4)
+        for stop in stops:
+            Trainer(tiny_config(run, max_steps=16, checkpoint_interval=2), VIEW, VIEW).train(resume=True,
+                                                                                            stop_after=stop)
+    assert _records(tmp_path / "stopped") == _records(tmp_path / "one_go")
+    assert capsys.readouterr().err.count("the run's length changes from 8 to 16") == 2
+
+
+def test_extending_a_finished_run_says_it_trains_at_the_floor(tmp_path, capsys):
+    Trainer(tiny_config(tmp_path, max_steps=6, log_interval=1), VIEW).train()
+    capsys.readouterr()
+    Trainer(tiny_config(tmp_path, max_steps=9, log_interval=1), VIEW).train(resume=True)
+    note = capsys.readouterr().err
+    assert "already decayed to its floor, so steps 7-9 train at the floor lr 0.0003" in note
+    assert "--init_from " + str(tmp_path / "checkpoints" / step_dir_name(6)) in note
+    lr = _logged_lr(tmp_path)
+    assert [lr[step] for step in (7, 8, 9)] == [pytest.approx(3e-4)] * 3

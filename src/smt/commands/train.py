@@ -110,10 +110,36 @@ def overrides_from_args(args: argparse.Namespace) -> list[str]:
     return items
 
 
+# no --config and no model settings on a CPU: this preset instead of the default (GPU-sized) model
+CPU_PRESET = "tiny"
+
+
+def _cpu_sized(config, args: argparse.Namespace):
+    """The config to train when no --config is given: on a CPU, with no model setting on the command
+    line, the CPU_PRESET model instead of the default GPU-sized one (said in one line on stderr)."""
+    if args.config is not None or any(key.startswith("override:model.") for key in vars(args)):
+        return config
+    device = config.training.device
+    if device != "cpu":
+        import torch
+
+        if device != "auto" or torch.cuda.is_available():
+            return config
+    from smt.training.run_config import load_run_config
+
+    cpu = load_run_config(None, ["--model.preset", CPU_PRESET, *overrides_from_args(args)])
+    print(f"note: no --config and no model settings on a CPU: training the CPU-sized `{CPU_PRESET}` preset "
+          f"(d_model {cpu.model.d_model}, {cpu.model.transformer_n_layers} transformer + {cpu.model.ssm_n_layers} SSM "
+          "layers), not the default GPU-sized model (about 200M parameters); for that one pass --preset wikitext103 "
+          "or a --config (configs/wikitext103_smt.yaml; configs/cpu_gutenberg_smt.yaml is a larger CPU model)",
+          file=sys.stderr)
+    return cpu
+
+
 def run(args: argparse.Namespace) -> int:
     from smt.training.run_config import load_run_config
 
-    config = load_run_config(args.config, overrides_from_args(args))
+    config = _cpu_sized(load_run_config(args.config, overrides_from_args(args)), args)
     if args.print_config:
         sys.stdout.write(config.to_yaml())
         return 0
@@ -150,7 +176,7 @@ def train_from_config(config, resume: bool = False, overwrite: bool = False):
         barrier(ctx)
         if not ctx.is_main:
             tokenizer = prepare_tokenizer(config.run)
-            train, valid = prepare_data(config.run, tokenizer, progress=False)
+            train, valid = prepare_data(config.run, tokenizer, progress=False, report=False)
         fit_vocab_to_tokenizer(config, tokenizer, report=ctx.is_main)
         result = Trainer(config, train, valid, tokenizer, context=ctx).train(resume=resume, overwrite=overwrite)
         return result if ctx.is_main else None

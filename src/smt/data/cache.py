@@ -385,7 +385,8 @@ def split_documents(dataset: TokenDataset, valid_fraction: float) -> tuple[Token
     if n < 2:
         raise ValueError(
             f"cannot split {n} document by whole documents; use a source with several documents "
-            f"(a directory of files, WikiText articles, .jsonl records) or a separate validation source"
+            f"(a directory of files, WikiText articles, .jsonl records), a separate validation source, or "
+            f"smt.training.data_setup.split_by_position (what `smt train` does with one document)"
         )
     n_valid = min(n - 1, max(1, int(np.ceil(valid_fraction * n))))
     return dataset.select_documents(0, n - n_valid), dataset.select_documents(n - n_valid, n)

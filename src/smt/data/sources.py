@@ -8,6 +8,7 @@ word-level perplexity. Bad data fails early with the file, the byte offset and t
 
 from __future__ import annotations
 
+import codecs
 import json
 import re
 import warnings
@@ -38,6 +39,7 @@ _DIRECTORY_SUFFIXES = (".txt", ".jsonl", ".tokens", ".raw")
 _WIKITEXT_TITLE = re.compile(r"^\s*= (?!=).*(?<!=) =\s*$")
 _WHITESPACE = re.compile(r"\s")
 _COUNT_CHUNK_CHARS = 1 << 20
+_SNIFF_BYTES = 1 << 16  # a directory's files are judged text or not from their first 64 KiB
 _ENCODING_HINT = (
     "convert it to UTF-8 (e.g. `iconv -f latin1 -t utf-8 IN > OUT`) or pass its encoding "
     "(encoding='latin-1'; on the command line `smt train --data_encoding latin-1`, `smt eval` / "
@@ -335,22 +337,81 @@ def _split_candidates(directory: Path, split: str) -> list[Path]:
     return matches
 
 
-def _directory_files(directory: Path) -> list[Path]:
-    files = [
+def normalize_extensions(extensions: str | Sequence[str] | None) -> tuple[str, ...] | None:
+    """".py,.txt" / ["py", ".TXT"] -> (".py", ".txt"); None stays None (a directory's default files)."""
+    if extensions is None:
+        return None
+    items = extensions.split(",") if isinstance(extensions, str) else list(extensions)
+    if not all(isinstance(item, str) for item in items):
+        raise ValueError(f"extensions must be text like '.py,.txt', got {extensions!r}")
+    names = tuple(dict.fromkeys("." + item.strip().lstrip(".").lower() for item in items if item.strip(" .")))
+    if not names:
+        raise ValueError(f"extensions {extensions!r} names no file ending; write e.g. '.py,.txt'")
+    return names
+
+
+def _not_text(path: Path, encoding: str) -> str | None:
+    """Why the file is not text in `encoding`, judged from its first _SNIFF_BYTES (None: it reads)."""
+    with open(path, "rb") as handle:
+        data = handle.read(_SNIFF_BYTES)
+    nul = data.find(b"\x00")
+    if encoding.lower().replace("_", "-").startswith("utf-8") and nul != -1:
+        return f"binary: NUL byte at offset {nul}"
+    try:
+        codecs.getincrementaldecoder(encoding)("strict").decode(data, final=len(data) < _SNIFF_BYTES)
+    except UnicodeDecodeError as error:
+        return f"not {encoding} text: byte {data[error.start:error.start + 1]!r} at offset {error.start}"
+    return None
+
+
+def _directory_files(directory: Path, extensions: tuple[str, ...] | None = None,
+                     encoding: str = "utf-8") -> list[Path]:
+    """The data files of a directory (hidden ones left out): those ending in `extensions`; without
+    them its .txt/.jsonl/.tokens/.raw files, or, when it holds none, every file. Files that are not
+    text (binary, or not in `encoding`) are skipped with a warning naming them."""
+    candidates = [
         path
         for path in sorted(directory.rglob("*"))
-        if path.is_file()
-        and path.suffix in _DIRECTORY_SUFFIXES
-        and not any(part.startswith(".") for part in path.relative_to(directory).parts)
+        if path.is_file() and not any(part.startswith(".") for part in path.relative_to(directory).parts)
     ]
+    if extensions is not None:
+        files = [path for path in candidates if path.suffix.lower() in extensions]
+        looked_for = f"files ending in {list(extensions)}"
+    else:
+        files = [path for path in candidates if path.suffix in _DIRECTORY_SUFFIXES] or candidates
+        looked_for = f"{list(_DIRECTORY_SUFFIXES)} files, or any text files"
     if not files:
+        others = sorted({path.suffix or path.name for path in candidates})[:8]
         raise ValueError(
-            f"directory {directory} holds no data files (looked for {list(_DIRECTORY_SUFFIXES)})"
+            f"directory {directory} holds no data files (looked for {looked_for}"
+            + (f"; it holds {others}: choose them with --extensions, e.g. --extensions {','.join(others[:2])}"
+               if others and extensions is not None else "")
+            + ")"
         )
-    return files
+    skipped = {}
+    for path in files:
+        if path.stat().st_size:
+            why = _not_text(path, encoding)
+            if why is not None:
+                skipped[path] = why
+    if skipped:
+        named = "; ".join(f"{path.relative_to(directory)} ({why})" for path, why in list(skipped.items())[:10])
+        more = f"; and {len(skipped) - 10} more" if len(skipped) > 10 else ""
+        if len(skipped) == len(files):
+            raise ValueError(
+                f"directory {directory} holds no usable text files: all {len(files)} are binary or not "
+                f"{encoding} text: {named}{more}. Choose the text files with --extensions (e.g. --extensions "
+                f".py,.txt), or for text in another encoding " + _ENCODING_HINT
+            )
+        warnings.warn(
+            f"skipping {len(skipped)} of the {len(files)} files in {directory} that are binary or not {encoding} "
+            f"text: {named}{more}", stacklevel=3
+        )
+    return [path for path in files if path not in skipped]
 
 
-def _local_files(path: Path, split: str | None) -> list[Path]:
+def _local_files(path: Path, split: str | None, extensions: tuple[str, ...] | None = None,
+                 encoding: str = "utf-8") -> list[Path]:
     if not path.exists():
         raise FileNotFoundError(
             f"data path not found: {path} (it is not a dataset name either; known names: "
@@ -366,7 +427,7 @@ def _local_files(path: Path, split: str | None) -> list[Path]:
     chosen = _split_candidates(path, split) if split is not None else [path]
     files: list[Path] = []
     for item in chosen:
-        files.extend(_directory_files(item) if item.is_dir() else [item])
+        files.extend(_directory_files(item, extensions, encoding) if item.is_dir() else [item])
     return files
 
 
@@ -376,9 +437,13 @@ def resolve_source(
     text_field: str = "text",
     encoding: str = "utf-8",
     file_format: str = "auto",
+    extensions: str | Sequence[str] | None = None,
 ) -> Source:
     """Turn a path, a list of paths, or a dataset name ("wikitext-103", "wikitext-2", "pg19",
-    "hf:owner/name[:config]") into a source. Local paths win over names."""
+    "hf:owner/name[:config]") into a source. Local paths win over names. A directory reads the
+    files ending in `extensions` (e.g. ".py,.txt"); without them its .txt/.jsonl/.tokens/.raw
+    files, or every file when it has none of those; binary or undecodable files are skipped with
+    a warning."""
     if isinstance(source, (LocalSource, HFSource)):
         return source
     if file_format not in FORMATS:
@@ -393,11 +458,12 @@ def resolve_source(
         paths = [Path(item).expanduser() for item in source]
         if not paths:
             raise ValueError("no data paths given")
-    files = [file for path in paths for file in _local_files(path, split)]
+    extensions = normalize_extensions(extensions)
+    files = [file for path in paths for file in _local_files(path, split, extensions, encoding)]
     formats = [detect_format(f) if file_format == "auto" else file_format for f in files]
     return LocalSource(tuple(zip(files, formats)), text_field, encoding)
 
 
 def iter_documents(source: SourceLike, split: str | None = None, **options) -> Iterator[str]:
-    """The documents of `source` as strings (options: text_field, encoding, file_format)."""
+    """The documents of `source` as strings (options: text_field, encoding, file_format, extensions)."""
     yield from resolve_source(source, split, **options).documents()

@@ -214,6 +214,14 @@ class StreamingBatcher:
         self._order = self._epoch_order(self.epoch)
 
 
+def eval_batch_count(view: TokenView, batch_size: int, seq_len: int, mode: str, world_size: int = 1) -> int | None:
+    """How many batches eval_batches yields (random mode; None in stream mode, where documents decide)."""
+    if mode == "stream":
+        return None
+    n_windows = -(-(len(view) - 1) // seq_len)
+    return -(-n_windows // (batch_size * world_size))
+
+
 def eval_batches(view: TokenView, batch_size: int, seq_len: int, mode: str, rank: int = 0,
                  world_size: int = 1):
     """Deterministic batches that cover every prediction of `view` exactly once.

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from smt.config import StrideHybridConfig
 from smt.training.batching import TokenView, as_view
 from smt.training.run_config import RunConfig
@@ -11,7 +13,7 @@ from smt.training.run_config import RunConfig
 
 def source_options(run: RunConfig) -> dict:
     """How to read the run's data files (smt.data.sources options)."""
-    return {"encoding": run.data_encoding, "text_field": run.text_field}
+    return {"encoding": run.data_encoding, "text_field": run.text_field, "extensions": run.extensions}
 
 
 def prepare_tokenizer(run: RunConfig, progress: bool = False):
@@ -36,8 +38,27 @@ def prepare_tokenizer(run: RunConfig, progress: bool = False):
     return load_tokenizer(run.tokenizer)
 
 
-def prepare_data(run: RunConfig, tokenizer, progress: bool = True) -> tuple[TokenView, TokenView | None]:
-    """(train, valid or None) token views: cached token datasets, split and cut as configured."""
+def split_by_position(dataset, valid_fraction: float) -> tuple[TokenView, TokenView]:
+    """(train, valid) of a source with one document: its last ceil(valid_fraction * tokens) tokens
+    validate, the ones before train (word counts are then unknown: no word-level perplexity)."""
+    import math
+
+    n = len(dataset.tokens)
+    n_valid = min(n - 2, max(2, math.ceil(valid_fraction * n)))
+    if n < 4 or n_valid < 2:
+        raise ValueError(f"the training data holds {n} tokens, too few to split into training and validation; "
+                         "use more text or a separate validation source (--valid_data)")
+    cut = n - n_valid
+    view = as_view(dataset)
+    return (TokenView(view.tokens[:cut], np.array([0, cut], dtype=np.int64), view.eos_id, view.vocab_size),
+            TokenView(view.tokens[cut:], np.array([0, n_valid], dtype=np.int64), view.eos_id, view.vocab_size))
+
+
+def prepare_data(run: RunConfig, tokenizer, progress: bool = True,
+                 report: bool = True) -> tuple[TokenView, TokenView | None]:
+    """(train, valid or None) token views: cached token datasets, split and cut as configured; with
+    run.valid_fraction a source of one document (a single file) is split by position, said on stderr
+    when `report`."""
     from smt.data import build_token_dataset, split_documents
 
     if run.train_data is None:
@@ -49,6 +70,16 @@ def prepare_data(run: RunConfig, tokenizer, progress: bool = True) -> tuple[Toke
     if run.valid_data is not None:
         valid = build_token_dataset(run.valid_data, tokenizer, cache_dir=run.cache_dir,
                                     split=run.valid_split, progress=progress, **source_options(run))
+    elif run.valid_fraction is not None and train.n_documents < 2:
+        n = len(train)
+        train, valid = split_by_position(train, run.valid_fraction)
+        if report:
+            import sys
+
+            print(f"note: {run.train_data} is a single document: validating on its last {len(valid):,} tokens "
+                  f"({len(valid) / n:.0%}, run.valid_fraction={run.valid_fraction}) and training on the "
+                  f"{len(train):,} before them; no word-level perplexity for this split. For a separate "
+                  "validation set pass --valid_data", file=sys.stderr)
     elif run.valid_fraction is not None:
         train, valid = split_documents(train, run.valid_fraction)
     train_view = as_view(train, run.max_train_tokens, name=f"train data {run.train_data}")

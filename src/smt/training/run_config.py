@@ -55,6 +55,7 @@ class RunConfig:
     cache_dir: str | None = None  # token caches (default $SMT_CACHE_DIR or ~/.cache/smt/tokens)
     data_encoding: str = "utf-8"  # encoding of text files (e.g. latin-1); --data_encoding
     text_field: str = "text"  # the field holding the text in .jsonl files; --text_field
+    extensions: str | list[str] | None = None  # a directory's file endings to read, e.g. .py,.txt (null: defaults)
     max_train_tokens: int | None = None  # use only the first tokens (quick runs, tests)
     max_valid_tokens: int | None = None
     output_dir: str = "runs/smt"
@@ -92,6 +93,12 @@ class RunConfig:
             codecs.lookup(str(self.data_encoding))
         except LookupError:
             fail("data_encoding", "is not an encoding Python knows", "e.g. utf-8 or latin-1")
+        from smt.data.sources import normalize_extensions
+
+        try:
+            normalize_extensions(self.extensions)
+        except ValueError as error:
+            fail("extensions", str(error).split("; ")[0], "e.g. .py,.txt (or null for the default files)")
         if not isinstance(self.text_field, str) or not self.text_field:
             fail("text_field", "must name a field of the .jsonl records", "e.g. text")
         for name in ("tokenizer_vocab_size", "max_train_tokens", "max_valid_tokens"):

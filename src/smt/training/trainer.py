@@ -30,6 +30,7 @@ from smt.training.batching import (
     StreamingBatcher,
     TokenView,
     as_view,
+    eval_batch_count,
     eval_batches,
 )
 from smt.training.checkpoint import (
@@ -66,6 +67,7 @@ from smt.training.stop_signals import StopOnSignal, TrainingInterrupted
 # settings a resumed run must share with the checkpoint (the data position depends on them)
 AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}  # training.dtype -> autocast
 RESUME_MUST_MATCH = ("batch_size", "gradient_accumulation_steps", "seq_len", "batching", "seed")
+TIMED_STEPS = 3  # the time estimate: the mean of the steps after the first (which warms up)
 # the logging window: what the next train record averages over (saved in checkpoints: a resume
 # in the middle of a window must log the same record as the uninterrupted run)
 EMPTY_WINDOW = {"nll": 0.0, "count": 0, "tokens": 0, "time": 0.0}
@@ -112,6 +114,7 @@ class _RunState:
     window: dict = field(default_factory=lambda: dict(EMPTY_WINDOW))
     elapsed_before: float = 0.0  # training seconds of the run before this process resumed it
     tokens_before: int = 0  # tokens_total when this process resumed the run
+    step_seconds: list = field(default_factory=list)  # the first steps' durations, for the time estimate
 
 
 
@@ -187,6 +190,17 @@ class Trainer:
             raise CheckpointError(f"--resume {chosen.name}: the run has newer checkpoints {newer}; move them out of "
                                   f"{self.checkpoint_root} first (a later --resume would pick them up again)")
         return chosen
+
+    def _start_line(self, model: nn.Module, ctx: DistContext, total_steps: int) -> str:
+        """What is about to train: size, device, dtype, tokens per step and the run's length."""
+        tc = self.tc
+        parameters = sum(p.numel() for p in model.parameters())
+        tokens = tc.batch_size * tc.seq_len * tc.gradient_accumulation_steps * ctx.world_size
+        dtype = f"{tc.dtype} autocast" if tc.dtype in AUTOCAST_DTYPES else tc.dtype
+        processes = f"{ctx.world_size} process" + ("es" if ctx.world_size > 1 else "")
+        return (f"training: {parameters:,} parameters ({parameters / 1e6:.1f}M, {self.config.model.arch}), device "
+                f"{ctx.device}, {dtype}, {tokens:,} tokens per step (batch {tc.batch_size} x seq_len {tc.seq_len} x "
+                f"accumulation {tc.gradient_accumulation_steps} x {processes}), {total_steps} steps")
 
     def _check_resumable(self, record: dict, directory: Path, ctx: DistContext) -> None:
         saved_model = record.get("config", {}).get("model")
@@ -266,9 +280,11 @@ class Trainer:
         with stop_roll_call(ctx, self.run.stop_handshake_s) as roll_call, \
                 StopOnSignal(self.run.stop_grace_s, roll_call) as stop:
             while run.step < end_step:
+                step_started = time.perf_counter()
                 outcome = self._step(run, ctx)
                 if outcome is None:  # a non-finite step, skipped by training.nonfinite='skip'
                     continue
+                self._time_steps(run, ctx, time.perf_counter() - step_started)
                 loss, grad_norm, lr = outcome
                 self._log(run, loss, grad_norm, lr)
                 final = run.step == run.total_steps
@@ -288,6 +304,8 @@ class Trainer:
         random.seed(tc.seed)
         model = build_model(self.config.model, self.run.init_from).to(ctx.device)
         total_steps = self._total_steps(ctx.world_size)
+        if ctx.is_main:
+            print(self._start_line(model, ctx, total_steps), file=sys.stderr)
         warning = warmup_warning(tc.warmup_steps, total_steps)
         if warning and ctx.is_main:
             print(warning, file=sys.stderr)
@@ -309,9 +327,11 @@ class Trainer:
         stream_state = None
         if loaded is not None:
             self._restore_optimizer(wrapped, optimizer, scheduler, loaded.optimizer_state)
-            _apply_hyperparameters(optimizer, scheduler, tc, total_steps)
+            length_note = _apply_hyperparameters(optimizer, scheduler, tc, total_steps, chosen)
             if ctx.is_main and not finished:
                 _note_changed_settings(loaded.training_state, self.config, chosen, start_step)
+                if length_note:
+                    tqdm.write(length_note, file=sys.stderr)
             if loaded.stream_state is not None:
                 from smt.models.components.stream_state import StreamState
 
@@ -382,6 +402,18 @@ class Trainer:
         window["tokens"] += global_count
         window["time"] += time.perf_counter() - step_started
         return loss, grad_norm, lr
+
+    def _time_steps(self, run: _RunState, ctx: DistContext, seconds: float) -> None:
+        """After the first TIMED_STEPS steps that follow this process's first one (which pays for
+        warming up), print the time per step and an estimate of the time to the run's end."""
+        run.step_seconds.append(seconds)
+        if len(run.step_seconds) != TIMED_STEPS + 1 or not ctx.is_main or run.step >= run.total_steps:
+            return
+        per_step = sum(run.step_seconds[1:]) / TIMED_STEPS
+        left = run.total_steps - run.step
+        tqdm.write(f"timing: {per_step:.3g} s per step (steps {run.step - TIMED_STEPS + 1}-{run.step}); {left} steps "
+                   f"to go, about {_duration(per_step * left)} (evaluations and checkpoints come on top)",
+                   file=sys.stderr)
 
     def _nonfinite(self, run: _RunState, loss: float, grad_norm: float) -> None:
         """training.nonfinite: 'stop' raises NonFiniteError; 'skip' drops the step's update and
@@ -500,8 +532,13 @@ class Trainer:
         state = unwrap(model).init_state(self.tc.batch_size) if mode == "stream" else None
         totals = torch.zeros(2, dtype=torch.float64, device=ctx.device)
         complete = True
-        for index, batch in enumerate(eval_batches(self.valid_view, self.tc.batch_size, self.tc.seq_len, mode,
-                                                   ctx.rank, ctx.world_size)):
+        batches = eval_batches(self.valid_view, self.tc.batch_size, self.tc.seq_len, mode, ctx.rank, ctx.world_size)
+        if max_batches is None and self.run.progress and ctx.is_main:  # the whole set: it can take a while
+            batches = tqdm(batches, total=eval_batch_count(self.valid_view, self.tc.batch_size, self.tc.seq_len,
+                                                           mode, ctx.world_size),
+                           desc="final evaluation (whole validation set)", unit="batch", leave=False,
+                           dynamic_ncols=True)
+        for index, batch in enumerate(batches):
             if max_batches is not None and index >= max_batches:
                 complete = False
                 break
@@ -642,13 +679,25 @@ def _restore_trainer_state(run: _RunState, saved: dict) -> None:
     run.result.skipped_steps = saved["skipped_steps"]
 
 
-def _apply_hyperparameters(optimizer: torch.optim.Optimizer, scheduler: Any, tc: Any, total_steps: int) -> None:
+def _apply_hyperparameters(optimizer: torch.optim.Optimizer, scheduler: Any, tc: Any, total_steps: int,
+                           checkpoint: Path | None = None) -> str | None:
     """Make the restored optimizer and schedule follow the config (a resume with --lr, --max_steps,
     --beta1 ... changes them from the resumed step on); values already equal are left untouched, so
-    an unchanged resume stays bit for bit."""
+    an unchanged resume stays bit for bit. A new run length stretches the rest of the decay from the
+    resumed step (smt.training.schedule), so the lr goes on without a jump; returns a line saying so
+    (None when the length is unchanged)."""
     schedule = {"warmup_steps": tc.warmup_steps, "total_steps": total_steps, "min_lr_ratio": float(tc.min_lr_ratio)}
     lr = float(tc.lr)
-    if any(vars(f) != schedule for f in scheduler.lr_lambdas) or any(b != lr for b in scheduler.base_lrs):
+    step = scheduler.last_epoch
+    length_note = None
+    old_total = scheduler.lr_lambdas[0].total_steps
+    if old_total != total_steps:
+        before = float(scheduler.get_last_lr()[0])
+        for function in scheduler.lr_lambdas:
+            function.change_length(step, total_steps, tc.warmup_steps)
+        length_note = (old_total, before)
+    if any({k: vars(f).get(k) for k in schedule} != schedule for f in scheduler.lr_lambdas) \
+            or any(b != lr for b in scheduler.base_lrs) or length_note:
         for function in scheduler.lr_lambdas:
             vars(function).update(schedule)
         scheduler.base_lrs = [lr] * len(optimizer.param_groups)
@@ -662,6 +711,24 @@ def _apply_hyperparameters(optimizer: torch.optim.Optimizer, scheduler: Any, tc:
             group["betas"] = betas
         if index == 0 and group["weight_decay"] != float(tc.weight_decay):  # group 1: never decayed
             group["weight_decay"] = float(tc.weight_decay)
+    if length_note is None:
+        return None
+    old_total, before = length_note
+    now, floor = scheduler.get_last_lr()[0], lr * float(tc.min_lr_ratio)
+    function = scheduler.lr_lambdas[0]
+    if function.anchor_step is None:
+        how = f"the warm-up goes on and the cosine decay now ends at step {total_steps}"
+    elif function.anchor_progress >= 1.0:
+        how = (f"the run had already decayed to its floor, so steps {step + 1}-{total_steps} train at the floor lr "
+               f"{floor:.3g} (lr x min_lr_ratio); for a fresh warm-up and decay, start a new run from the "
+               f"checkpoint (--init_from {checkpoint or 'STEP_DIR'} --output_dir NEW_DIR)")
+    else:
+        how = (f"the rest of the cosine decay is stretched over steps {step + 1}-{total_steps}: the lr goes on from "
+               f"{now:.3g} without a jump and reaches its floor {floor:.3g} at step {total_steps}")
+    jump = f" (lr {before:.3g} -> {now:.3g}: other schedule settings changed too)" if not math.isclose(
+        before, now, rel_tol=1e-9) else ""
+    return (f"note: --resume at step {step}: the run's length changes from {old_total} to {total_steps} steps; "
+            f"{how}{jump}")
 
 
 def _note_changed_settings(record: dict, config: FullConfig, chosen: Path, step: int) -> None:
@@ -674,6 +741,14 @@ def _note_changed_settings(record: dict, config: FullConfig, chosen: Path, step:
     if changed:
         tqdm.write(f"note: resuming {chosen.name} with changed settings, which apply from step {step + 1} on "
                    f"(the learning-rate schedule follows the new values): {', '.join(changed)}", file=sys.stderr)
+
+
+def _duration(seconds: float) -> str:
+    """40 s, 12 min, 3 h 05 min."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
 
 
 def _peak_rss_mib() -> float:
