@@ -63,3 +63,51 @@ def test_the_source_cites_no_question_numbers():
              if re.search(r"Q1[0-9]|Q[1-9]\b", line)]
     assert not cited, "cite docs/MEMORY.md by section (or a docs/notebook/ file from docs), not by question: " + \
         ", ".join(cited)
+
+
+# "tests/x.py ... (N tests" on one line of a doc, and README's counts of the whole suite
+QUOTED_COUNT = re.compile(r"(tests/[\w/.-]*\w)`?[^\n]{0,40}?\b(\d+) tests\b")
+SUITE_COUNT = re.compile(r"runs the suite \((\d+) tests")
+SLOW_COUNT = re.compile(r"leaves out the (\d+) tests marked slow")
+
+
+def _collected(*args: str) -> list[str]:
+    """The node ids pytest collects under tests/ (with `args`, e.g. -m slow), in a pytest of its own."""
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                          "tests", *args], cwd=REPO, capture_output=True, text=True, timeout=600)
+    return [line for line in out.stdout.splitlines() if "::" in line]
+
+
+def _this_session(request) -> tuple[list[str], list[str]] | None:
+    """Every node id and the slow ones, from the running session when it collected the whole suite
+    (`make test`: `pytest tests`, no -k or -m), which spares a second collection of ~1000 tests."""
+    config = request.config
+    whole = [str((REPO / "tests").resolve())] == [str((config.invocation_params.dir / a).resolve())
+                                                  for a in config.args]
+    if not whole or config.option.keyword or config.option.markexpr:
+        return None
+    items = request.session.items
+    return ([item.nodeid for item in items], [item.nodeid for item in items if item.get_closest_marker("slow")])
+
+
+@pytest.mark.slow
+def test_the_test_counts_the_docs_quote_are_the_counts_collected(request):
+    """README's suite and slow counts and every "tests/PATH ... N tests" of the docs: a count that
+    went stale fails here with the number to write."""
+    every, slow = _this_session(request) or (_collected(), _collected("-m", "slow"))
+    assert every, "pytest collected nothing"
+    stale = []
+    for name in ["README.md", *sorted(str(p.relative_to(REPO)) for p in (REPO / "docs").glob("*.md"))]:
+        text = (REPO / name).read_text(encoding="utf-8")
+        for pattern, ids in ((SUITE_COUNT, every), (SLOW_COUNT, slow)):
+            for quoted in pattern.findall(text):
+                if int(quoted) != len(ids):
+                    stale.append(f"{name}: says {quoted}, collected {len(ids)} ({pattern.pattern})")
+        for path, quoted in QUOTED_COUNT.findall(text):
+            count = sum(1 for node in every if node == path or node.startswith(path.rstrip("/") + ("::" if
+                        path.endswith(".py") else "/")))
+            if int(quoted) != count:
+                stale.append(f"{name}: {path} says {quoted} tests, collected {count}")
+    assert not stale, "\n".join(stale)
