@@ -1,8 +1,8 @@
 """The distribution's name, which is not the import name: `pip install stride-memory`, `import smt`.
 
 The `smt` name on the package registry (PyPI) belongs to an unrelated project, the Surrogate
-Modeling Toolbox, which also imports as `smt`: `pip install smt` installs the toolbox, and the two
-cannot be installed side by side (each would shadow the other's `smt` package). So every message
+Modeling Toolbox, which also imports as `smt`: installing the `smt` distribution gets the toolbox, and the two
+cannot be installed side by side (each would overwrite the other's `smt` package). So every message
 that tells a user what to install names DISTRIBUTION (`install`), and the version is read from
 DISTRIBUTION's metadata (`version`), never from a distribution called `smt` (the toolbox's, when it is
 installed). The console script stays `smt` (the toolbox has none).
@@ -19,9 +19,9 @@ from pathlib import Path
 DISTRIBUTION = "stride-memory"  # pyproject.toml's [project] name: what pip installs
 IMPORT_NAME = "smt"  # the package it installs: `import smt`
 # the warning a model card and the remote-code ImportError carry
-NAME_CLASH = (f"The `{IMPORT_NAME}` distribution on PyPI (`pip install {IMPORT_NAME}`) is the unrelated Surrogate "
-              f"Modeling Toolbox, not this project; it also imports as `{IMPORT_NAME}`, so it cannot be installed "
-              f"alongside {DISTRIBUTION} (uninstall it first: `pip uninstall {IMPORT_NAME}`).")
+NAME_CLASH = (f"The `{IMPORT_NAME}` distribution on PyPI is the unrelated Surrogate Modeling Toolbox, not this "
+              f"project: it also imports as `{IMPORT_NAME}`, so it cannot be installed alongside {DISTRIBUTION} "
+              f"(remove it first: pip uninstall {IMPORT_NAME}).")
 FALLBACK_VERSION = "0+unknown"  # neither installed nor in a source tree with its pyproject.toml
 
 

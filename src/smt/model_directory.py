@@ -8,7 +8,8 @@
     tokenizer.json       the tokenizer, when one was given
     tokenizer_config.json  with a tokenizer: its class for transformers' AutoTokenizer, eos and pad tokens
     generation_config.json the model's generation defaults (eos / bos / pad ids) for transformers' generate
-    configuration_smt.py, modeling_smt.py  one import each from smt.hf (trust_remote_code=True)
+    configuration_smt.py, modeling_smt.py  one import each from smt.hf (trust_remote_code=True); without
+                         smt.hf, an ImportError that says `pip install stride-memory`
     README.md            the model card: license, configuration, parameter counts, training settings,
                          datasets and evaluation numbers when given
     checksums.json       the sha256 of every file above, written last (saved without a tokenizer, it lets
@@ -18,7 +19,8 @@
 and training.json, which then holds the checksums) and the baselines all write it through
 `save_model_dir`; every loader (from_pretrained, `smt generate` / `smt eval`, `run.init_from`,
 resume, the task trainer) reads it through `read_config`, `verify_model_files` and `load_weights`.
-This module depends on nothing of smt but the config (and the tokenizer's end-of-document token),
+This module depends on nothing of smt but the config (and the tokenizer's end-of-document token, and the
+distribution's name),
 so the models can use it (and the `pretrained`, `training` and `hf` packages build on it).
 `push_to_hub` uploads a model directory with huggingface_hub (online only). Loading never
 unpickles code: safetensors, or torch.load(weights_only=True).
@@ -40,6 +42,7 @@ from torch import Tensor, nn
 
 from smt.atomic_files import shared_mode, write_json_atomic
 from smt.config import ConfigError, StrideHybridConfig
+from smt.distribution import DISTRIBUTION, IMPORT_NAME, NAME_CLASH, install
 
 MODEL_TYPE = "smt_stride_hybrid"
 FORMAT_VERSION = 1
@@ -62,17 +65,37 @@ RECORDED_SUFFIXES = (".safetensors", ".bin", ".pt", ".index.json")
 AUTO_MAP = {"AutoConfig": "configuration_smt.SMTConfig", "AutoModelForCausalLM": "modeling_smt.SMTForCausalLM"}
 # config.json's `architectures`: the transformers class AutoModelForCausalLM resolves (every arch)
 ARCHITECTURE = AUTO_MAP["AutoModelForCausalLM"].rsplit(".", 1)[1]
-LICENSE = "mit"  # the model card's license: smt's own (pyproject.toml)
+LICENSE = "mit"  # the model card's license: stride-memory's own (pyproject.toml)
 # weight files save_model_dir writes (one file, or shards and their index): a save replaces them all
 WEIGHT_NAMES = re.compile(r"^(model|pytorch_model)(-\d{5}-of-\d{5})?\.(safetensors|bin)$|"
                           r"^(model\.safetensors|pytorch_model\.bin)\.index\.json$")
 
 
 def _remote_code(auto_class: str, module: str, name: str) -> str:
+    """A remote-code shim: one import from smt.hf, inside a try (transformers' check_imports skips imports in a
+    try, so it does not answer a missing smt with its own advice to install the `smt` distribution: another project):
+    where smt.hf cannot be found, an ImportError that names the distribution to install."""
+    missing = (f"{name} is in the {DISTRIBUTION} distribution (the Stride Memory Transformer, imported as "
+               f"`{IMPORT_NAME}`), which this model needs: {install()}. {NAME_CLASH}")
     return (f'"""The {auto_class} entry point of an SMT model directory (transformers, trust_remote_code=True).\n\n'
-            f"{name} lives in the smt package (the Stride Memory Transformer): install it to load this model.\n"
-            f'With smt installed, `import smt.hf` registers it, and trust_remote_code is not needed.\n"""\n\n'
-            f'from {module} import {name}\n\n__all__ = ["{name}"]\n')
+            f"{name} lives in the {DISTRIBUTION} distribution (the Stride Memory Transformer), imported as "
+            f"`{IMPORT_NAME}`:\n`{install()}` to load this model (not the `{IMPORT_NAME}` distribution: that is the "
+            f"unrelated Surrogate\nModeling Toolbox, which also imports as `{IMPORT_NAME}` and cannot be installed "
+            f"alongside).\nWith {DISTRIBUTION} installed, `import smt.hf` registers it, and trust_remote_code is "
+            f'not needed.\n"""\n\n'
+            f"try:\n"
+            f"    from {module} import {name}\n"
+            f"except ModuleNotFoundError as error:  # no smt, or an smt without smt.hf (another project's)\n"
+            f"    if error.name not in {_parents(module)!r}:\n"
+            f"        raise\n"
+            f"    raise ImportError({missing!r}) from error\n\n"
+            f'__all__ = ["{name}"]\n')
+
+
+def _parents(module: str) -> tuple[str, ...]:
+    """"smt.hf.modeling" -> ("smt", "smt.hf", "smt.hf.modeling"): the names a ModuleNotFoundError for it can carry."""
+    parts = module.split(".")
+    return tuple(".".join(parts[:i]) for i in range(1, len(parts) + 1))
 
 
 REMOTE_CODE = {"configuration_smt.py": _remote_code("AutoConfig", "smt.hf.configuration", "SMTConfig"),
@@ -418,7 +441,7 @@ def write_model_card(model: nn.Module, directory: Path, evaluation: Mapping[str,
         f"An SMT model directory (`model_type: {MODEL_TYPE}`, format version {FORMAT_VERSION}, arch "
         f"`{cfg.arch}`) written by `smt.model_directory.save_model_dir`: {window}.", "",
         "## Use", "",
-        "With the smt package installed:", "",
+        f"With the `{DISTRIBUTION}` distribution installed (`{install()}`; it imports as `{IMPORT_NAME}`):", "",
         "```python",
         "from smt.models import load_model",
         "model = load_model(\"path/or/repo\")          # native: model(input_ids, state=...), step, generate",
@@ -430,6 +453,7 @@ def write_model_card(model: nn.Module, directory: Path, evaluation: Mapping[str,
         text += ["tokenizer = AutoTokenizer.from_pretrained(\"path/or/repo\")",
                  "generator = pipeline(\"text-generation\", model=model, tokenizer=tokenizer)"]
     text += ["```", "",
+             NAME_CLASH, "",
              "Batches with padding (an attention_mask with zeros) are refused: generate prompts of different "
              "lengths one at a time.", "",
              "## Parameters", "", "| part | parameters |", "|---|---:|", *sizes, "",
@@ -444,7 +468,7 @@ def write_model_card(model: nn.Module, directory: Path, evaluation: Mapping[str,
     if evaluation:
         text += ["## Evaluation", "", "| metric | value |", "|---|---:|",
                  *[f"| {name} | {value} |" for name, value in evaluation.items()], ""]
-    text += ["## License", "", f"{LICENSE.upper()}, as the smt package.", ""]
+    text += ["## License", "", f"{LICENSE.upper()}, as the {DISTRIBUTION} package.", ""]
     card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(text))
     card.save(str(directory / MODEL_CARD_FILE))
 
