@@ -32,7 +32,9 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -66,6 +68,11 @@ AUTO_MAP = {"AutoConfig": "configuration_smt.SMTConfig", "AutoModelForCausalLM":
 # config.json's `architectures`: the transformers class AutoModelForCausalLM resolves (every arch)
 ARCHITECTURE = AUTO_MAP["AutoModelForCausalLM"].rsplit(".", 1)[1]
 LICENSE = "mit"  # the model card's license: stride-memory's own (pyproject.toml)
+# the model card's install line above its code block, and the one cards had before the distribution was named
+# stride-memory (push_to_hub brings such a card up to date)
+CARD_INSTALL = f"With the `{DISTRIBUTION}` distribution installed (`{install()}`; it imports as `{IMPORT_NAME}`):"
+OLD_CARD_INSTALL = "With the smt package installed:"
+OLD_CARD_LICENSE = ", as the smt package."
 # weight files save_model_dir writes (one file, or shards and their index): a save replaces them all
 WEIGHT_NAMES = re.compile(r"^(model|pytorch_model)(-\d{5}-of-\d{5})?\.(safetensors|bin)$|"
                           r"^(model\.safetensors|pytorch_model\.bin)\.index\.json$")
@@ -441,7 +448,7 @@ def write_model_card(model: nn.Module, directory: Path, evaluation: Mapping[str,
         f"An SMT model directory (`model_type: {MODEL_TYPE}`, format version {FORMAT_VERSION}, arch "
         f"`{cfg.arch}`) written by `smt.model_directory.save_model_dir`: {window}.", "",
         "## Use", "",
-        f"With the `{DISTRIBUTION}` distribution installed (`{install()}`; it imports as `{IMPORT_NAME}`):", "",
+        CARD_INSTALL, "",
         "```python",
         "from smt.models import load_model",
         "model = load_model(\"path/or/repo\")          # native: model(input_ids, state=...), step, generate",
@@ -468,9 +475,59 @@ def write_model_card(model: nn.Module, directory: Path, evaluation: Mapping[str,
     if evaluation:
         text += ["## Evaluation", "", "| metric | value |", "|---|---:|",
                  *[f"| {name} | {value} |" for name, value in evaluation.items()], ""]
-    text += ["## License", "", f"{LICENSE.upper()}, as the {DISTRIBUTION} package.", ""]
+    text += ["## License", "", f"{LICENSE.upper()}{_card_license()}", ""]
     card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(text))
     card.save(str(directory / MODEL_CARD_FILE))
+
+
+def _card_license() -> str:
+    return f", as the {DISTRIBUTION} package."
+
+
+def outdated_install_advice(directory: str | Path) -> dict[str, str]:
+    """The files of a model directory saved before the distribution was named stride-memory whose install advice
+    is out of date, as they read now (name -> text): remote-code shims that are not REMOTE_CODE (the old ones
+    imported smt.hf outside a try, so transformers answered a missing smt with `pip install` of the `smt`
+    distribution: the unrelated Surrogate Modeling Toolbox), and a model card that says "the smt package" (its
+    install line gets CARD_INSTALL and NAME_CLASH after the code block under it). Empty for a directory saved
+    since; push_to_hub uploads these in place of the directory's own."""
+    directory = Path(directory)
+    updates = {}
+    for name, code in REMOTE_CODE.items():
+        file = directory / name
+        if file.is_file() and file.read_text(encoding="utf-8") != code:
+            updates[name] = code
+    card = directory / MODEL_CARD_FILE
+    text = card.read_text(encoding="utf-8") if card.is_file() else ""
+    if OLD_CARD_INSTALL in text or OLD_CARD_LICENSE in text:
+        block = re.compile(re.escape(OLD_CARD_INSTALL) + r"\n\n(```python\n.*?\n```\n)", re.DOTALL)
+        new, found = block.subn(lambda m: f"{CARD_INSTALL}\n\n{m.group(1)}\n{NAME_CLASH}\n", text, count=1)
+        if not found:  # the card was edited: the line alone
+            new = text.replace(OLD_CARD_INSTALL, f"{NAME_CLASH}\n\n{CARD_INSTALL}")
+        updates[MODEL_CARD_FILE] = new.replace(OLD_CARD_LICENSE, _card_license())
+    return updates
+
+
+def _stage_for_upload(directory: Path, updates: Mapping[str, str], stage: Path) -> None:
+    """`stage`: `directory` as it is (each file linked, or copied where links cannot be made), with the texts of
+    `updates` in place of those files and checksums.json recording them."""
+    written = {*updates, CHECKSUM_FILE}
+    for entry in directory.iterdir():
+        if entry.name.startswith(".") or entry.name in written:
+            continue
+        if entry.is_dir():
+            shutil.copytree(entry, stage / entry.name)
+            continue
+        try:
+            os.symlink(entry.resolve(), stage / entry.name)
+        except OSError:  # no symlinks here (Windows without the privilege)
+            shutil.copy2(entry, stage / entry.name)
+    for name, text in updates.items():
+        (stage / name).write_bytes(text.encode("utf-8"))
+    if (directory / CHECKSUM_FILE).is_file():
+        record = json.loads((directory / CHECKSUM_FILE).read_text(encoding="utf-8"))
+        record["sha256"].update({name: sha256_file(stage / name) for name in updates if name in record["sha256"]})
+        write_json_atomic(stage / CHECKSUM_FILE, record)
 
 
 def write_checksums(directory: Path, without_tokenizer: bool = False) -> None:
@@ -666,8 +723,19 @@ def push_to_hub(repo_id: str, model_or_directory: nn.Module | str | Path, tokeni
                          "then push OUT")
     read_config(directory)  # an SMT model directory, else a ValueError naming what it is
     verify_model_files(directory)
-    huggingface_hub.create_repo(repo_id, token=token, private=private, exist_ok=True, repo_type="model")
-    return huggingface_hub.upload_folder(
-        repo_id=repo_id, folder_path=str(directory), repo_type="model", token=token, revision=revision,
-        commit_message=commit_message or f"Upload SMT model ({directory.name})", create_pr=create_pr,
-        ignore_patterns=[".*"])
+    updates = outdated_install_advice(directory)
+    if updates:
+        warnings.warn(f"{directory} was saved before the distribution was named {DISTRIBUTION}: pushing it with "
+                      f"{', '.join(sorted(updates))} as written now (they told users to install the `smt` "
+                      "distribution, another project); the directory itself is left as it is", stacklevel=2)
+    with tempfile.TemporaryDirectory(prefix="smt-push-") as temporary:
+        folder = directory
+        if updates:
+            folder = Path(temporary)
+            _stage_for_upload(directory, updates, folder)
+            verify_model_files(folder)
+        huggingface_hub.create_repo(repo_id, token=token, private=private, exist_ok=True, repo_type="model")
+        return huggingface_hub.upload_folder(
+            repo_id=repo_id, folder_path=str(folder), repo_type="model", token=token, revision=revision,
+            commit_message=commit_message or f"Upload SMT model ({directory.name})", create_pr=create_pr,
+            ignore_patterns=[".*"])
