@@ -10,13 +10,16 @@ export SMT_DATA_DIR
 install: $(VENV)/.installed
 
 # the runtime, all the demo needs: torch first, pinned to the CPU build that lies on this machine's disk;
-# then the project without extras, and its native scans built with the system C compiler (without one,
-# the PyTorch scans run: it says so)
+# then the project (the stride-memory distribution, imported as smt) without extras, and its native scans
+# built with the system C compiler (without one, the PyTorch scans run: it says so). A distribution named
+# smt goes first: this project installed under its old name (its record would keep a second `smt` script),
+# or the unrelated Surrogate Modeling Toolbox, which imports as smt too and cannot live beside it.
 $(VENV)/.runtime: pyproject.toml
-	@echo "make: creating $(VENV): pip, then torch 2.13.0 (CPU), then smt and its runtime dependencies"
+	@echo "make: creating $(VENV): pip, then torch 2.13.0 (CPU), then stride-memory (import smt) and its runtime dependencies"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip uninstall -q -y smt 2>/dev/null || true
 	$(BIN)/pip install -q -e .
 	$(BIN)/python -m smt.native
 	touch $@

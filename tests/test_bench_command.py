@@ -37,4 +37,4 @@ def test_smt_bench_outside_a_checkout_is_a_clear_error(monkeypatch, tmp_path, ca
     find = bench.checkout_root
     monkeypatch.setattr(bench, "checkout_root", lambda: find((tmp_path,)))  # an install without a checkout
     assert main(["bench", "--quick"]) == 2
-    assert "not installed with smt" in capsys.readouterr().err
+    assert "not installed with stride-memory" in capsys.readouterr().err

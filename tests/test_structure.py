@@ -55,7 +55,9 @@ def test_the_layers_import_downwards_only():
     assert _smt_imports(package / "atomic_files.py") <= {"smt.errors"}
     errors_module = (package / "errors.py").read_text()
     assert not [line for line in errors_module.splitlines() if line.startswith(("from smt", "import smt"))]
-    assert _smt_imports(package / "model_directory.py") <= {"smt.config", "smt.data.tokenizer", "smt.atomic_files"}
+    assert _smt_imports(package / "model_directory.py") <= {"smt.config", "smt.data.tokenizer", "smt.atomic_files",
+                                                          "smt.distribution"}
+    assert not _smt_imports(package / "distribution.py")  # the distribution's name: imports nothing of smt
     for path in (package / "models").rglob("*.py"):
         higher = {m for m in _smt_imports(path) if m.startswith(("smt.pretrained", "smt.training", "smt.evaluation",
                                                                  "smt.commands"))}

@@ -8,7 +8,8 @@
     tokenizer.json       the tokenizer, when one was given
     tokenizer_config.json  with a tokenizer: its class for transformers' AutoTokenizer, eos and pad tokens
     generation_config.json the model's generation defaults (eos / bos / pad ids) for transformers' generate
-    configuration_smt.py, modeling_smt.py  one import each from smt.hf (trust_remote_code=True)
+    configuration_smt.py, modeling_smt.py  one import each from smt.hf (trust_remote_code=True); without
+                         smt.hf, an ImportError that says `pip install stride-memory`
     README.md            the model card: license, configuration, parameter counts, training settings,
                          datasets and evaluation numbers when given
     checksums.json       the sha256 of every file above, written last (saved without a tokenizer, it lets
@@ -18,7 +19,8 @@
 and training.json, which then holds the checksums) and the baselines all write it through
 `save_model_dir`; every loader (from_pretrained, `smt generate` / `smt eval`, `run.init_from`,
 resume, the task trainer) reads it through `read_config`, `verify_model_files` and `load_weights`.
-This module depends on nothing of smt but the config (and the tokenizer's end-of-document token),
+This module depends on nothing of smt but the config (and the tokenizer's end-of-document token, and the
+distribution's name),
 so the models can use it (and the `pretrained`, `training` and `hf` packages build on it).
 `push_to_hub` uploads a model directory with huggingface_hub (online only). Loading never
 unpickles code: safetensors, or torch.load(weights_only=True).
@@ -30,7 +32,9 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -40,6 +44,7 @@ from torch import Tensor, nn
 
 from smt.atomic_files import shared_mode, write_json_atomic
 from smt.config import ConfigError, StrideHybridConfig
+from smt.distribution import DISTRIBUTION, IMPORT_NAME, NAME_CLASH, install
 
 MODEL_TYPE = "smt_stride_hybrid"
 FORMAT_VERSION = 1
@@ -62,17 +67,42 @@ RECORDED_SUFFIXES = (".safetensors", ".bin", ".pt", ".index.json")
 AUTO_MAP = {"AutoConfig": "configuration_smt.SMTConfig", "AutoModelForCausalLM": "modeling_smt.SMTForCausalLM"}
 # config.json's `architectures`: the transformers class AutoModelForCausalLM resolves (every arch)
 ARCHITECTURE = AUTO_MAP["AutoModelForCausalLM"].rsplit(".", 1)[1]
-LICENSE = "mit"  # the model card's license: smt's own (pyproject.toml)
+LICENSE = "mit"  # the model card's license: stride-memory's own (pyproject.toml)
+# the model card's install line above its code block, and the one cards had before the distribution was named
+# stride-memory (push_to_hub brings such a card up to date)
+CARD_INSTALL = f"With the `{DISTRIBUTION}` distribution installed (`{install()}`; it imports as `{IMPORT_NAME}`):"
+OLD_CARD_INSTALL = "With the smt package installed:"
+OLD_CARD_LICENSE = ", as the smt package."
 # weight files save_model_dir writes (one file, or shards and their index): a save replaces them all
 WEIGHT_NAMES = re.compile(r"^(model|pytorch_model)(-\d{5}-of-\d{5})?\.(safetensors|bin)$|"
                           r"^(model\.safetensors|pytorch_model\.bin)\.index\.json$")
 
 
 def _remote_code(auto_class: str, module: str, name: str) -> str:
+    """A remote-code shim: one import from smt.hf, inside a try (transformers' check_imports skips imports in a
+    try, so it does not answer a missing smt with its own advice to install the `smt` distribution: another project):
+    where smt.hf cannot be found, an ImportError that names the distribution to install."""
+    missing = (f"{name} is in the {DISTRIBUTION} distribution (the Stride Memory Transformer, imported as "
+               f"`{IMPORT_NAME}`), which this model needs: {install()}. {NAME_CLASH}")
     return (f'"""The {auto_class} entry point of an SMT model directory (transformers, trust_remote_code=True).\n\n'
-            f"{name} lives in the smt package (the Stride Memory Transformer): install it to load this model.\n"
-            f'With smt installed, `import smt.hf` registers it, and trust_remote_code is not needed.\n"""\n\n'
-            f'from {module} import {name}\n\n__all__ = ["{name}"]\n')
+            f"{name} lives in the {DISTRIBUTION} distribution (the Stride Memory Transformer), imported as "
+            f"`{IMPORT_NAME}`:\n`{install()}` to load this model (not the `{IMPORT_NAME}` distribution: that is the "
+            f"unrelated Surrogate\nModeling Toolbox, which also imports as `{IMPORT_NAME}` and cannot be installed "
+            f"alongside).\nWith {DISTRIBUTION} installed, `import smt.hf` registers it, and trust_remote_code is "
+            f'not needed.\n"""\n\n'
+            f"try:\n"
+            f"    from {module} import {name}\n"
+            f"except ModuleNotFoundError as error:  # no smt, or an smt without smt.hf (another project's)\n"
+            f"    if error.name not in {_parents(module)!r}:\n"
+            f"        raise\n"
+            f"    raise ImportError({missing!r}) from error\n\n"
+            f'__all__ = ["{name}"]\n')
+
+
+def _parents(module: str) -> tuple[str, ...]:
+    """"smt.hf.modeling" -> ("smt", "smt.hf", "smt.hf.modeling"): the names a ModuleNotFoundError for it can carry."""
+    parts = module.split(".")
+    return tuple(".".join(parts[:i]) for i in range(1, len(parts) + 1))
 
 
 REMOTE_CODE = {"configuration_smt.py": _remote_code("AutoConfig", "smt.hf.configuration", "SMTConfig"),
@@ -418,7 +448,7 @@ def write_model_card(model: nn.Module, directory: Path, evaluation: Mapping[str,
         f"An SMT model directory (`model_type: {MODEL_TYPE}`, format version {FORMAT_VERSION}, arch "
         f"`{cfg.arch}`) written by `smt.model_directory.save_model_dir`: {window}.", "",
         "## Use", "",
-        "With the smt package installed:", "",
+        CARD_INSTALL, "",
         "```python",
         "from smt.models import load_model",
         "model = load_model(\"path/or/repo\")          # native: model(input_ids, state=...), step, generate",
@@ -430,6 +460,7 @@ def write_model_card(model: nn.Module, directory: Path, evaluation: Mapping[str,
         text += ["tokenizer = AutoTokenizer.from_pretrained(\"path/or/repo\")",
                  "generator = pipeline(\"text-generation\", model=model, tokenizer=tokenizer)"]
     text += ["```", "",
+             NAME_CLASH, "",
              "Batches with padding (an attention_mask with zeros) are refused: generate prompts of different "
              "lengths one at a time.", "",
              "## Parameters", "", "| part | parameters |", "|---|---:|", *sizes, "",
@@ -444,9 +475,59 @@ def write_model_card(model: nn.Module, directory: Path, evaluation: Mapping[str,
     if evaluation:
         text += ["## Evaluation", "", "| metric | value |", "|---|---:|",
                  *[f"| {name} | {value} |" for name, value in evaluation.items()], ""]
-    text += ["## License", "", f"{LICENSE.upper()}, as the smt package.", ""]
+    text += ["## License", "", f"{LICENSE.upper()}{_card_license()}", ""]
     card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(text))
     card.save(str(directory / MODEL_CARD_FILE))
+
+
+def _card_license() -> str:
+    return f", as the {DISTRIBUTION} package."
+
+
+def outdated_install_advice(directory: str | Path) -> dict[str, str]:
+    """The files of a model directory saved before the distribution was named stride-memory whose install advice
+    is out of date, as they read now (name -> text): remote-code shims that are not REMOTE_CODE (the old ones
+    imported smt.hf outside a try, so transformers answered a missing smt with `pip install` of the `smt`
+    distribution: the unrelated Surrogate Modeling Toolbox), and a model card that says "the smt package" (its
+    install line gets CARD_INSTALL and NAME_CLASH after the code block under it). Empty for a directory saved
+    since; push_to_hub uploads these in place of the directory's own."""
+    directory = Path(directory)
+    updates = {}
+    for name, code in REMOTE_CODE.items():
+        file = directory / name
+        if file.is_file() and file.read_text(encoding="utf-8") != code:
+            updates[name] = code
+    card = directory / MODEL_CARD_FILE
+    text = card.read_text(encoding="utf-8") if card.is_file() else ""
+    if OLD_CARD_INSTALL in text or OLD_CARD_LICENSE in text:
+        block = re.compile(re.escape(OLD_CARD_INSTALL) + r"\n\n(```python\n.*?\n```\n)", re.DOTALL)
+        new, found = block.subn(lambda m: f"{CARD_INSTALL}\n\n{m.group(1)}\n{NAME_CLASH}\n", text, count=1)
+        if not found:  # the card was edited: the line alone
+            new = text.replace(OLD_CARD_INSTALL, f"{NAME_CLASH}\n\n{CARD_INSTALL}")
+        updates[MODEL_CARD_FILE] = new.replace(OLD_CARD_LICENSE, _card_license())
+    return updates
+
+
+def _stage_for_upload(directory: Path, updates: Mapping[str, str], stage: Path) -> None:
+    """`stage`: `directory` as it is (each file linked, or copied where links cannot be made), with the texts of
+    `updates` in place of those files and checksums.json recording them."""
+    written = {*updates, CHECKSUM_FILE}
+    for entry in directory.iterdir():
+        if entry.name.startswith(".") or entry.name in written:
+            continue
+        if entry.is_dir():
+            shutil.copytree(entry, stage / entry.name)
+            continue
+        try:
+            os.symlink(entry.resolve(), stage / entry.name)
+        except OSError:  # no symlinks here (Windows without the privilege)
+            shutil.copy2(entry, stage / entry.name)
+    for name, text in updates.items():
+        (stage / name).write_bytes(text.encode("utf-8"))
+    if (directory / CHECKSUM_FILE).is_file():
+        record = json.loads((directory / CHECKSUM_FILE).read_text(encoding="utf-8"))
+        record["sha256"].update({name: sha256_file(stage / name) for name in updates if name in record["sha256"]})
+        write_json_atomic(stage / CHECKSUM_FILE, record)
 
 
 def write_checksums(directory: Path, without_tokenizer: bool = False) -> None:
@@ -642,8 +723,19 @@ def push_to_hub(repo_id: str, model_or_directory: nn.Module | str | Path, tokeni
                          "then push OUT")
     read_config(directory)  # an SMT model directory, else a ValueError naming what it is
     verify_model_files(directory)
-    huggingface_hub.create_repo(repo_id, token=token, private=private, exist_ok=True, repo_type="model")
-    return huggingface_hub.upload_folder(
-        repo_id=repo_id, folder_path=str(directory), repo_type="model", token=token, revision=revision,
-        commit_message=commit_message or f"Upload SMT model ({directory.name})", create_pr=create_pr,
-        ignore_patterns=[".*"])
+    updates = outdated_install_advice(directory)
+    if updates:
+        warnings.warn(f"{directory} was saved before the distribution was named {DISTRIBUTION}: pushing it with "
+                      f"{', '.join(sorted(updates))} as written now (they told users to install the `smt` "
+                      "distribution, another project); the directory itself is left as it is", stacklevel=2)
+    with tempfile.TemporaryDirectory(prefix="smt-push-") as temporary:
+        folder = directory
+        if updates:
+            folder = Path(temporary)
+            _stage_for_upload(directory, updates, folder)
+            verify_model_files(folder)
+        huggingface_hub.create_repo(repo_id, token=token, private=private, exist_ok=True, repo_type="model")
+        return huggingface_hub.upload_folder(
+            repo_id=repo_id, folder_path=str(folder), repo_type="model", token=token, revision=revision,
+            commit_message=commit_message or f"Upload SMT model ({directory.name})", create_pr=create_pr,
+            ignore_patterns=[".*"])

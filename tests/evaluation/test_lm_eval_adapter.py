@@ -220,7 +220,7 @@ def test_smt_evaluate_without_lm_eval_says_how_to_install(setup, monkeypatch, ca
     monkeypatch.setitem(sys.modules, "lm_eval", None)  # `import lm_eval` now fails
     assert main(["evaluate", "--tasks", "smt_test_mc", "--model", str(setup["model_dir"])]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "Traceback" not in err and "pip install 'smt[lm-eval]'" in err
+    assert err.count("\n") == 1 and "Traceback" not in err and "pip install 'stride-memory[lm-eval]'" in err
 
 
 def test_smt_evaluate_offline_says_at_once_that_lm_eval_tasks_need_the_hub(setup, monkeypatch, capsys):

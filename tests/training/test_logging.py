@@ -55,6 +55,7 @@ def test_a_missing_tracker_is_named(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "run.logger asks for mlflow" in err and "pip install mlflow" in err
     assert "run.logger asks for tensorboard" in err and "pip install tensorboard" in err
+    assert "pip install 'stride-memory[mlflow]'" in err and "pip install 'stride-memory[tensorboard]'" in err
     assert (tmp_path / "run" / "metrics.csv").is_file()
 
 

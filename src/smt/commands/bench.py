@@ -1,5 +1,5 @@
-"""`smt bench`: run the speed benchmarks (the `benchmarks` folder of an SMT checkout, not installed with smt)
-as `python -m benchmarks.run_all` in a subprocess from the checkout's root."""
+"""`smt bench`: run the speed benchmarks (the `benchmarks` folder of an SMT checkout, not installed with the
+stride-memory distribution) as `python -m benchmarks.run_all` in a subprocess from the checkout's root."""
 
 from __future__ import annotations
 
@@ -29,9 +29,9 @@ def checkout_root(candidates: tuple[Path, ...] | None = None) -> Path:
     for folder in candidates:
         if (folder / "benchmarks" / "run_all.py").is_file():
             return folder
-    raise FileNotFoundError("the benchmarks are not installed with smt: run `smt bench` from an SMT repository "
-                            "checkout (its root holds benchmarks/run_all.py), or `python -m benchmarks.run_all` "
-                            "there")
+    raise FileNotFoundError("the benchmarks are not installed with stride-memory: run `smt bench` from an SMT "
+                            "repository checkout (its root holds benchmarks/run_all.py), or `python -m "
+                            "benchmarks.run_all` there")
 
 
 def command(args: argparse.Namespace) -> list[str]:

@@ -5,7 +5,8 @@
     smt evaluate --tasks arc_easy --model runs/x --limit 50 --out arc.json   50 examples, results as JSON
 Runs lm_eval.simple_evaluate with the "smt" model (smt.evaluation.lm_eval_adapter): documents
 are streamed whole for perplexity tasks (no windows), and a shared context is read once for
-multiple-choice tasks. Needs `pip install 'smt[lm-eval]'`.
+multiple-choice tasks. Needs the lm-eval extra: `pip install 'stride-memory[lm-eval]'` (or `pip install -e
+'.[lm-eval]'` in a checkout).
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
-LM_EVAL_MISSING = ("lm-evaluation-harness is not installed; install it with pip install 'smt[lm-eval]' "
+from smt.distribution import install
+
+LM_EVAL_MISSING = (f"lm-evaluation-harness is not installed; install it with {install('lm-eval')} "
                    "(or pip install lm_eval)")
 
 
 def add_parser(sub) -> None:
-    parser = sub.add_parser("evaluate", help="run lm-evaluation-harness tasks (needs smt[lm-eval])",
+    parser = sub.add_parser("evaluate", help="run lm-evaluation-harness tasks (needs stride-memory[lm-eval])",
                             description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", required=True, help="comma-separated lm_eval task, group or tag names "
                         "(or task YAML files)")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from smt.atomic_files import atomic_output, write_json_atomic
+from smt.distribution import install
 
 WANDB_RUN_FILE = "wandb_run.json"  # the wandb run's id (and project), for a resume to continue it
 TRACKERS = ("csv", "tensorboard", "wandb", "mlflow")  # csv: metrics.jsonl + metrics.csv, always written
@@ -179,7 +180,8 @@ def _open_tracker(name: str, run_dir: Path, run_config: dict, resuming: bool = F
         return _MLflow(run_dir, run_config)
     except ImportError as error:
         print(f"warning: run.logger asks for {name}, but it cannot be imported ({error}); logging to "
-              f"metrics.jsonl / metrics.csv only. Install it with: pip install {_PACKAGES[name]}",
+              f"metrics.jsonl / metrics.csv only. Install it with: pip install {_PACKAGES[name]} (or "
+              f"{install(name)})",
               file=sys.stderr)
         return None
 
