@@ -19,20 +19,7 @@ name=$1 seed=$2 label=$3
 shift 3
 split=runs/code/tune
 mkdir -p "$split/logs"
-if [ ! -f "$split/tune.jsonl" ]; then
-  "$PY" - "$DATA/code/train.jsonl" "$split" <<'EOF'
-import hashlib, json, sys
-from pathlib import Path
-source, out = Path(sys.argv[1]), Path(sys.argv[2])
-with open(source, encoding="utf-8") as f, open(out / "train.jsonl.tmp", "w", encoding="utf-8") as train, \
-        open(out / "tune.jsonl.tmp", "w", encoding="utf-8") as tune:
-    for line in f:
-        held_out = int(hashlib.sha256(json.loads(line)["path"].encode()).hexdigest(), 16) % 10 == 0
-        (tune if held_out else train).write(line)
-(out / "train.jsonl.tmp").rename(out / "train.jsonl")
-(out / "tune.jsonl.tmp").rename(out / "tune.jsonl")
-EOF
-fi
+[ -f "$split/tune.jsonl" ] || "$PY" experiments/tuning_split.py "$DATA/code/train.jsonl" "$split"
 if [ ! -e runs/tokenizers/code_bpe4096 ]; then
   "$PY" -c "from smt.training.data_setup import prepare_tokenizer; from smt.training.run_config import RunConfig
 prepare_tokenizer(RunConfig(train_data='$DATA/code/train.jsonl', tokenizer='runs/tokenizers/code_bpe4096', tokenizer_vocab_size=4096))"

@@ -3,6 +3,7 @@
 
     python experiments/text_report.py collect --runs runs/text --out docs/results/text/cpu4m.jsonl
     python experiments/text_report.py table docs/results/text/cpu4m.jsonl [--plots docs/results/text/cpu4m]
+    python experiments/text_report.py sweep --runs runs/text/tune [--out docs/results/text/lr_sweep.jsonl]
 
 `collect` reads every evaluated run below --runs (NAME-sSEED/eval/eval.json from `smt eval --positions P
 --recall-split N`, the run's metrics.jsonl and config.yaml) and writes one JSON line per run: model, seed,
@@ -188,6 +189,32 @@ def plots(records: list[dict], prefix: Path) -> list[Path]:
                               title=f"loss by {first['n']}-gram hit distance (seed means)")]
 
 
+def sweep_records(runs: Path) -> list[dict]:
+    """One record per learning-rate run of experiments/text_lr_sweep.sh (NAME-lrLR): the last
+    validation loss (the whole tuning split), the steps and the learning rate."""
+    records = []
+    for metrics in sorted(runs.glob("*-lr*/metrics.jsonl")):
+        name, lr = re.fullmatch(r"(.+)-lr(.+)", metrics.parent.name).groups()
+        lines = [json.loads(line) for line in metrics.read_text(encoding="utf-8").splitlines() if line.strip()]
+        valid = [m for m in lines if m.get("split") == "valid"]
+        if valid:
+            records.append({"model": name, "lr": float(lr), "steps": valid[-1]["step"], "tune_loss": valid[-1]["loss"]})
+    return records
+
+
+def sweep_table(records: list[dict]) -> str:
+    """model x learning rate, the tuning-split loss, the best of each model in bold."""
+    lrs = sorted({r["lr"] for r in records})
+    lines = ["| model | " + " | ".join(f"lr {lr:g}" for lr in lrs) + " | best |", "|---|" + "---:|" * (len(lrs) + 1)]
+    for model, runs in _by_model(records).items():
+        by_lr = {r["lr"]: r["tune_loss"] for r in runs}
+        best = min(by_lr, key=by_lr.get)
+        cells = [("-" if lr not in by_lr else f"**{by_lr[lr]:.3f}**" if lr == best else f"{by_lr[lr]:.3f}")
+                 for lr in lrs]
+        lines.append(f"| {model} | " + " | ".join(cells) + f" | {best:g} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -197,7 +224,16 @@ def main(argv: list[str] | None = None) -> int:
     t = sub.add_parser("table")
     t.add_argument("results", nargs="+", help="JSON-lines files written by collect")
     t.add_argument("--plots", default=None, help="prefix of the two PNGs")
+    w = sub.add_parser("sweep")
+    w.add_argument("--runs", default="runs/text/tune")
+    w.add_argument("--out", default=None, help="also write the records as JSON lines")
     args = parser.parse_args(argv)
+    if args.command == "sweep":
+        records = sweep_records(Path(args.runs))
+        if args.out:
+            Path(args.out).write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+        print(sweep_table(records))
+        return 0
     if args.command == "collect":
         records = collect(Path(args.runs))
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -65,6 +65,17 @@ def test_text_targets_need_half_the_far_gap_and_a_lead_past_the_window_of_three_
     assert "| gpt |" not in text.split("The targets")[1]
 
 
+def test_lr_sweep_table_marks_each_models_best_rate(tmp_path):
+    report = script("text_report")
+    for name, lr, loss in [("swa", "0.001", 5.0), ("swa", "0.004", 4.5), ("gpt", "0.001", 4.2), ("gpt", "0.004", 4.4)]:
+        run = tmp_path / f"{name}-lr{lr}"
+        run.mkdir()
+        (run / "metrics.jsonl").write_text(
+            '{"step": 10, "split": "train", "loss": 9.0}\n' + f'{{"step": 300, "split": "valid", "loss": {loss}}}\n')
+    text = report.sweep_table(report.sweep_records(tmp_path))
+    assert "| gpt | **4.200** | 4.400 | 0.001 |" in text and "| swa | 5.000 | **4.500** | 0.004 |" in text
+
+
 def test_robust_summary_counts_seeds_that_learn_and_hold():
     report = script("robust_report")
 
