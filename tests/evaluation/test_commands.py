@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from smt import StrideHybridConfig
@@ -70,6 +71,42 @@ def test_eval_analyze_report(tmp_path, shared_data, monkeypatch, capsys):
     partial = json.loads((out / "partial" / "eval.json").read_text())
     assert partial["perplexity"]["n_documents"] == 1 and "task" not in partial
     assert "no_such_task" in capsys.readouterr().err
+
+
+def test_analyze_says_a_uniform_pooling_is_uniform(tmp_path, shared_data, capsys):
+    """The default pools tokens only: the maximum is log M (the slot half is never weighed), and a pooling
+    with a zero query (every visible position weighed alike) is called uniform in plain words."""
+    import math
+
+    from smt.data import load_tokenizer
+
+    tokenizer = load_tokenizer(shared_data / "tokenizers" / "gpt2")
+    config = StrideHybridConfig.tiny(vocab_size=tokenizer.model_vocab_size, d_model=16, n_heads=2, pooling_heads=1)
+    assert not config.pool_over_memory
+    model = build_model(config)
+    with torch.no_grad():
+        model.pooling.query.zero_()
+    save_model_dir(model, tmp_path / "model", tokenizer)
+    data = tmp_path / "t.txt"
+    data.write_text((shared_data / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8")[:3000],
+                    encoding="utf-8")
+    assert main(["analyze", "--checkpoint", str(tmp_path / "model"), "--text", str(data), "--out",
+                 str(tmp_path / "analysis")]) == 0
+    out = capsys.readouterr().out
+    stats = json.loads((tmp_path / "analysis" / "t.json").read_text())
+    M, N, S = config.m_input_tokens, config.n_ssm_outputs, config.stride
+    # write k sees min(M, (k + 1) S) tokens and no slot
+    expected = [math.log(min(M, (k + 1) * S)) for k in range(stats["n_writes"])]
+    assert stats["max_entropy"] == pytest.approx(sum(expected) / len(expected))
+    assert stats["entropy"] == pytest.approx(stats["max_entropy"])
+    assert stats["max_entropy"] < math.log(M) < math.log(N + M)
+    assert (stats["visible_slots"], stats["visible_tokens"], stats["uniform"]) == (0, M, True)
+    assert stats["along_document"][-1]["max_entropy"] == pytest.approx(math.log(M))
+    assert (f"of at most {stats['max_entropy']:.3f} nats (a uniform pooling over the {M} tokens a write can "
+            "weigh)") in out
+    assert "(this model pools tokens only)" in out
+    assert "the pooling is uniform: it has not learned to pick positions" in out
+    assert stats["pooling"].startswith("the pooling is uniform")
 
 
 def test_analyze_refuses_a_model_without_memory(tmp_path, shared_data, capsys):

@@ -26,6 +26,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from smt.commands.eval import default_out_dir, load_for_eval
     from smt.evaluation.analysis import analyze_document, write_analysis_plots
+    from smt.evaluation.pooling_analyzer import describe_pooling
 
     model, tokenizer, directory = load_for_eval(args.checkpoint, args.device)
     if tokenizer is None:
@@ -46,13 +47,26 @@ def run(args: argparse.Namespace) -> int:
     stats = analyze_document(model, tokens, args.segment_len, progress=True)
     out = Path(args.out) if args.out else default_out_dir(args.checkpoint, "analysis")
     pictures = write_analysis_plots(model, stats, out)
-    summary = {k: v for k, v in stats.items() if k not in ("weights", "memory_share_by_write", "entropy_by_write")}
+    summary = {k: v for k, v in stats.items()
+               if k not in ("weights", "memory_share_by_write", "entropy_by_write", "max_entropy_by_write")}
     summary["text"] = str(text_file)
+    summary["pooling"] = describe_pooling(stats)
     (out / f"{text_file.stem}.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    pools_memory = model.config.pool_over_memory
     print(f"{stats['n_tokens']} tokens, {stats['n_writes']} writes: {stats['ssm_total']:.1%} of the pooling "
-          f"weight on memory slots, entropy {stats['entropy']:.3f} of {stats['max_entropy']:.3f} nats")
+          f"weight on memory slots{'' if pools_memory else ' (this model pools tokens only)'}")
+    print(f"entropy {stats['entropy']:.3f} of at most {stats['max_entropy']:.3f} nats (a uniform pooling over the "
+          f"{visible_positions(stats, pools_memory)} a write can weigh)")
+    print(summary["pooling"])
     for part in stats["along_document"]:
         print(f"  tokens {part['first_token']:>8}-{part['last_token']:<8} memory share {part['memory_share']:.3f} "
-              f"entropy {part['entropy']:.3f}")
+              f"entropy {part['entropy']:.3f} of at most {part['max_entropy']:.3f}")
     print("wrote " + ", ".join(str(p) for p in [*pictures, out / f"{text_file.stem}.json"]))
     return 0
+
+
+def visible_positions(stats: dict, pools_memory: bool) -> str:
+    """The positions the entropy's maximum counts, in words ('64 tokens', '8 memory slots + 64 tokens')."""
+    if not pools_memory:
+        return f"{stats['visible_tokens']} tokens"
+    return f"{stats['visible_slots']} memory slots + {stats['visible_tokens']} tokens"

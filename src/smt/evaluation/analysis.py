@@ -2,7 +2,8 @@
 
 `analyze_document` streams a document through an SMT model (segments, state carried), collects
 the pooling weights of every write (heads averaged), and reports with AttentionPoolingAnalyzer:
-the share of weight on memory slots vs tokens, the entropy, the mean weight by window position,
+the share of weight on memory slots vs tokens, the entropy (of at most the log of the positions a
+write can weigh: tokens only for a pooling over tokens), the mean weight by window position,
 and how the memory share and entropy change along the document (in `n_bins` equal parts).
 `write_analysis_plots` draws the window heatmap (AttentionPoolingAnalyzer.visualize_attention)
 and the memory share / entropy along the document.
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 
 from smt.evaluation.figures import save_figure
-from smt.evaluation.pooling_analyzer import AttentionPoolingAnalyzer
+from smt.evaluation.pooling_analyzer import AttentionPoolingAnalyzer, pooling_entropy
 
 
 @torch.no_grad()
@@ -52,16 +53,18 @@ def analyze_document(model, tokens, segment_len: int = 512, n_bins: int = 10, pr
     n = model.config.n_ssm_outputs
     w = weights.double()
     memory_share = w[:, :n].sum(-1)
-    entropy = -(w * w.clamp_min(1e-30).log()).sum(-1)
+    entropy, max_entropy = pooling_entropy(w, n)
     bins = np.array_split(np.arange(len(w)), min(n_bins, len(w)))
     stride = model.config.stride
     stats["along_document"] = [
         {"first_token": int(b[0]) * stride, "last_token": int(b[-1] + 1) * stride - 1,
-         "memory_share": float(memory_share[b].mean()), "entropy": float(entropy[b].mean())}
+         "memory_share": float(memory_share[b].mean()), "entropy": float(entropy[b].mean()),
+         "max_entropy": float(max_entropy[b].mean())}
         for b in bins
     ]
     stats["memory_share_by_write"] = memory_share.tolist()
     stats["entropy_by_write"] = entropy.tolist()
+    stats["max_entropy_by_write"] = max_entropy.tolist()
     stats["weights"] = weights
     stats["n_tokens"] = int(len(tokens))
     return stats

@@ -5,11 +5,18 @@ forward call: per write, the share of the pooling weight on the N memory slots v
 the entropy, the weight by window position, and a heatmap. The methods work on an instance
 (`AttentionPoolingAnalyzer.from_config(config)`) and, as the seed quick start calls them, on the
 class with the window given as keywords.
+
+The entropy's maximum counts only the positions a write can weigh (`visible_positions`): the
+pooling's softmax gives a masked position exactly zero weight, and the window's layout puts the
+masked positions at the front of each half (the empty memory slots before the first writes, the
+tokens before the start of the stream), so a half is visible from its first nonzero weight to its
+end. A pooling over tokens only (memory: gated_tokens, the default) never weighs the slot half, so
+its maximum is log M, not log (N + M). `describe_pooling` says in words whether the pooling is
+uniform (`evenness`, exp(entropy) / visible positions, at least UNIFORM_EVENNESS).
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
@@ -46,6 +53,44 @@ class _ClassOrInstanceMethod:
 
 
 DEFAULT_N_SSM, DEFAULT_M_TOKENS = 15, 50  # StrideHybridConfig's defaults (the seed's WikiText-103 window)
+# a pooling whose exp(entropy) is at least this share of the positions it can weigh is called uniform:
+# 0.98 is a KL divergence from the uniform pooling of 0.02 nats (e.g. double weight on 4 of 64 positions)
+UNIFORM_EVENNESS = 0.98
+
+
+def visible_counts(rows: Tensor, n_slots: int) -> tuple[Tensor, Tensor]:
+    """Per row of weights (rows, N + M): how many memory slots and tokens the write could weigh, each
+    half counted from its first nonzero weight to its end (the module docstring says why)."""
+
+    def half(part: Tensor) -> Tensor:
+        width = part.shape[-1]
+        if width == 0:
+            return part.new_zeros(part.shape[0], dtype=torch.long)
+        nonzero = (part > 0).long()
+        first = torch.where(nonzero.any(-1), nonzero.argmax(-1), width)  # argmax: the first maximum
+        return width - first
+
+    return half(rows[:, :n_slots]), half(rows[:, n_slots:])
+
+
+def pooling_entropy(rows: Tensor, n_slots: int) -> tuple[Tensor, Tensor]:
+    """Per row of weights (rows, N + M): the entropy (nats) and its maximum, the log of the positions
+    the write could weigh (`visible_counts`)."""
+    rows = rows.to(torch.float64)
+    entropy = -(rows * rows.clamp_min(1e-30).log()).sum(-1)
+    slots, tokens = visible_counts(rows, n_slots)
+    return entropy, (slots + tokens).clamp_min(1).to(torch.float64).log()
+
+
+def describe_pooling(stats: dict) -> str:
+    """One sentence in plain words on how the pooling spreads its weight (from `analyze_attention`)."""
+    visible = stats["visible_positions"]
+    even = stats["evenness"] * visible
+    if stats["uniform"]:
+        return (f"the pooling is uniform: it has not learned to pick positions (it spreads its weight as "
+                f"evenly as over {even:.1f} of the {visible} positions it can weigh)")
+    return (f"the pooling picks positions: its weight is as concentrated as an even spread over {even:.1f} "
+            f"of the {visible} positions it can weigh")
 
 
 class AttentionPoolingAnalyzer:
@@ -76,20 +121,30 @@ class AttentionPoolingAnalyzer:
         """Share of pooling weight on memory vs tokens, entropy, weight by window position.
 
         Returns ssm_total / input_total (mean shares, sum to 1), entropy (mean, nats),
-        max_entropy (log of the window size), per_position (mean weight at each of the N + M
-        positions) and ssm_share_by_write (memory share at each write, averaged over batch
-        and heads) when the input has a writes axis.
+        max_entropy (mean of the log of the positions each write could weigh: the entropy of a
+        uniform pooling; the module docstring says which), visible_positions / visible_slots /
+        visible_tokens (the most a write could weigh), evenness (mean exp(entropy) / visible
+        positions: 1 for a uniform pooling), uniform (evenness >= UNIFORM_EVENNESS), per_position
+        (mean weight at each of the N + M positions) and ssm_share_by_write (memory share at each
+        write, averaged over batch and heads) when the input has a writes axis.
         """
         rows = self._as_writes(weights)
         if rows.numel() == 0:
             raise ValueError("no pooling weights to analyse (the sequence made no memory writes)")
         memory_share = rows[:, : self.n_slots].sum(-1)
-        entropy = -(rows * rows.clamp_min(1e-30).log()).sum(-1)
+        entropy, max_entropy = pooling_entropy(rows, self.n_slots)
+        slots, tokens = visible_counts(rows, self.n_slots)
+        evenness = float((entropy - max_entropy).exp().clamp(max=1.0).mean())
         result = {
             "ssm_total": float(memory_share.mean()),
             "input_total": float(rows[:, self.n_slots:].sum(-1).mean()),
             "entropy": float(entropy.mean()),
-            "max_entropy": math.log(rows.shape[-1]),
+            "max_entropy": float(max_entropy.mean()),
+            "visible_positions": int((slots + tokens).max()),
+            "visible_slots": int(slots.max()),
+            "visible_tokens": int(tokens.max()),
+            "evenness": evenness,
+            "uniform": evenness >= UNIFORM_EVENNESS,
             "per_position": rows.mean(0).tolist(),
             "n_writes": int(rows.shape[0]),
         }
@@ -125,8 +180,9 @@ class AttentionPoolingAnalyzer:
         ax_map.set_ylabel("write (oldest at the top)")
         ax_map.set_xlabel(f"window position (left of the white line: {self.n_slots} memory slots; right: "
                           f"{self.n_tokens} tokens, newest last)")
-        ax_map.set_title(title or f"attention pooling: {stats['ssm_total']:.1%} on memory, "
-                                  f"entropy {stats['entropy']:.2f} / {stats['max_entropy']:.2f} nats")
+        ax_map.set_title(title or f"attention pooling: {stats['ssm_total']:.1%} on memory, entropy "
+                                  f"{stats['entropy']:.2f} of at most {stats['max_entropy']:.2f} nats"
+                                  + (" (uniform)" if stats["uniform"] else ""))
         fig.colorbar(image, ax=ax_map, label="pooling weight")
         positions = list(range(w.shape[-1]))
         colors = ["tab:orange"] * self.n_slots + ["tab:blue"] * self.n_tokens

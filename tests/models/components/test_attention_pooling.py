@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from smt import AttentionPooling, AttentionPoolingAnalyzer
+from smt.evaluation.pooling_analyzer import describe_pooling
 
 
 def test_forward_equals_pool_of_projections_and_masks_hide_positions():
@@ -49,9 +50,41 @@ def test_analyzer_statistics_by_hand():
     assert stats["entropy"] == pytest.approx(entropy_first / 2)
     assert stats["per_position"] == pytest.approx([0.25, 0.0, 0.125, 0.625])
     assert stats["ssm_share_by_write"] == pytest.approx([0.5, 0.0])
-    assert stats["max_entropy"] == pytest.approx(math.log(4))
+    # the maximum counts the positions each write could weigh: the first all four, the second (no slot
+    # yet, one token so far: the masked positions lead each half) only its last token
+    assert stats["max_entropy"] == pytest.approx((math.log(4) + 0.0) / 2)
+    assert (stats["visible_positions"], stats["visible_slots"], stats["visible_tokens"]) == (4, 2, 2)
     with pytest.raises(ValueError, match="window positions"):
         analyzer.analyze_attention(torch.ones(2, 5))
+
+
+def test_the_entropy_maximum_counts_only_the_positions_the_pooling_can_weigh():
+    """A pooling over tokens only never weighs the slot half: uniform over M tokens is the maximum,
+    log M, not log (N + M); the sentence says the pooling is uniform, and says otherwise when it picks."""
+    analyzer = AttentionPoolingAnalyzer(n_ssm_outputs=8, m_input_tokens=64)
+    uniform = torch.cat([torch.zeros(5, 8), torch.full((5, 64), 1 / 64)], -1)
+    stats = analyzer.analyze_attention(uniform)
+    assert stats["entropy"] == pytest.approx(math.log(64)) and stats["max_entropy"] == pytest.approx(math.log(64))
+    assert (stats["visible_slots"], stats["visible_tokens"], stats["evenness"], stats["uniform"]) == (0, 64, 1.0, True)
+    assert describe_pooling(stats).startswith("the pooling is uniform: it has not learned to pick positions")
+    # near-uniform (double weight on one token): still uniform in words
+    near = uniform.clone()
+    near[:, -1] *= 2
+    near /= near.sum(-1, keepdim=True)
+    assert analyzer.analyze_attention(near)["uniform"]
+    # a pooling that puts most of its weight on 4 of the 64 tokens picks positions
+    picking = torch.cat([torch.zeros(5, 8), torch.softmax(torch.cat([torch.zeros(5, 60), torch.full((5, 4), 10.0)],
+                                                                     -1), -1)], -1)
+    picked = analyzer.analyze_attention(picking)
+    assert not picked["uniform"] and picked["max_entropy"] == pytest.approx(math.log(64))
+    assert describe_pooling(picked).startswith("the pooling picks positions: its weight is as concentrated as an "
+                                               "even spread over 4.")
+    # over memory + tokens, the early writes see fewer slots (empty ones lead the slot half)
+    both = torch.cat([torch.full((1, 8), 1 / 72), torch.full((1, 64), 1 / 72)], -1)
+    early = torch.cat([torch.zeros(1, 6), torch.full((1, 66), 1 / 66)], -1)
+    stats = analyzer.analyze_attention(torch.cat([both, early]))
+    assert stats["max_entropy"] == pytest.approx((math.log(72) + math.log(66)) / 2)
+    assert stats["uniform"] and (stats["visible_slots"], stats["visible_positions"]) == (8, 72)
 
 
 def test_visualize_writes_a_png(tmp_path):
