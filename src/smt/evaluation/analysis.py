@@ -72,28 +72,39 @@ def analyze_document(model, tokens, segment_len: int = 512, n_bins: int = 10, pr
 
 def write_analysis_plots(model, stats: dict, out_dir: str | Path) -> list[Path]:
     """pooling_window.png (heatmap of the first writes + mean by window position) and
-    pooling_along_document.png (memory share and entropy per write)."""
+    pooling_along_document.png (memory share and entropy per write, `pooling_along_document_figure`)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    analyzer = AttentionPoolingAnalyzer.from_config(model.config)
+    window_png = analyzer.visualize_attention(stats["weights"][:200], out / "pooling_window.png")
+    fig = pooling_along_document_figure(stats, model.config.stride, model.config.pool_over_memory)
+    return [window_png, save_figure(fig, out / "pooling_along_document.png")]
+
+
+def pooling_along_document_figure(stats: dict, stride: int, pools_memory: bool = True):
+    """Two panels over the token position of each write (a matplotlib Figure, not yet saved): the share
+    of the pooling weight on the memory slots (its own axis, 0 to 1 with a margin so a share of 0 is not
+    drawn under the axis) and the entropy with its maximum (uniform over the positions a write can weigh)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    analyzer = AttentionPoolingAnalyzer.from_config(model.config)
-    weights = stats["weights"]
-    window_png = analyzer.visualize_attention(weights[:200], out / "pooling_window.png")
-    stride = model.config.stride
     x = (np.arange(len(stats["memory_share_by_write"])) + 1) * stride
-    fig, ax = plt.subplots(figsize=(8, 4.2), layout="constrained")
-    ax.plot(x, stats["memory_share_by_write"], color="tab:orange", linewidth=0.8, label="share on memory slots")
-    ax.set_xlabel("token position of the write")
-    ax.set_ylabel("pooling weight on memory")
-    ax.set_ylim(0, 1)
-    twin = ax.twinx()
-    twin.plot(x, stats["entropy_by_write"], color="tab:blue", linewidth=0.8, alpha=0.7, label="entropy")
-    twin.axhline(stats["max_entropy"], color="tab:blue", linestyle=":", linewidth=0.8)
-    twin.set_ylabel("entropy (nats; dotted: uniform)")
-    ax.set_title("attention pooling along the document")
-    fig.legend(loc="outside lower center", ncols=2, fontsize=8)
-    return [window_png, save_figure(fig, out / "pooling_along_document.png")]
+    fig, (ax_share, ax_entropy) = plt.subplots(2, 1, figsize=(8, 5.6), sharex=True, layout="constrained")
+    share_label = "share on memory slots" + ("" if pools_memory else " (0: the pooling reads tokens only)")
+    ax_share.plot(x, stats["memory_share_by_write"], color="tab:orange", linewidth=1.2, label=share_label)
+    ax_share.set_ylim(-0.05, 1.05)
+    ax_share.set_ylabel("share of the pooling\nweight on memory")
+    ax_share.grid(alpha=0.3)
+    ax_share.legend(loc="upper right", fontsize=8)
+    ax_entropy.plot(x, stats["entropy_by_write"], color="tab:blue", linewidth=0.9, label="entropy of the pooling")
+    ax_entropy.plot(x, stats["max_entropy_by_write"], color="black", linestyle=":", linewidth=1.0,
+                    label="maximum: uniform over the positions a write can weigh")
+    ax_entropy.set_xlabel("token position of the write")
+    ax_entropy.set_ylabel("entropy (nats)")
+    ax_entropy.set_ylim(0, 1.1 * max(max(stats["max_entropy_by_write"]), max(stats["entropy_by_write"]), 0.1))
+    ax_entropy.grid(alpha=0.3)
+    ax_entropy.legend(loc="lower right", fontsize=8)
+    fig.suptitle("attention pooling along the document" + (" (uniform)" if stats.get("uniform") else ""))
+    return fig
