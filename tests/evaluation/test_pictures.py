@@ -45,3 +45,32 @@ def test_pooling_along_document_gives_share_and_entropy_their_own_axes():
     assert max(entropy.get_lines()[1].get_ydata()) < entropy.get_ylim()[1]
     assert share.get_legend() is not None
     assert fig.get_suptitle() == "attention pooling along the document (uniform)"
+
+
+def test_passkey_heatmap_writes_white_on_dark_cells_and_black_on_light_ones():
+    import numpy as np
+
+    from smt.evaluation.passkey import PasskeyGrid, passkey_heatmap_figure
+
+    exact = np.array([[0.0, 0.5], [1.0, 0.3]])  # dark red, pale yellow / dark green, orange
+    grid = PasskeyGrid([128, 256], [0.0, 1.0], exact, exact, n_samples=4)
+    fig = passkey_heatmap_figure({"smt": grid, "swa": grid})
+    for ax in plot_axes(fig):
+        colors = {text.get_text(): text.get_color() for text in ax.texts}
+        assert colors == {"0.00": "white", "0.50": "black", "1.00": "white", "0.30": "black"}
+        assert ax.get_xlabel() and ax.get_ylabel() and ax.get_title() in ("smt", "swa")
+    assert "passkey retrieval" in fig.get_suptitle()
+
+
+def test_text_color_follows_the_cell_luminance():
+    from matplotlib import colormaps
+    from matplotlib.colors import Normalize
+
+    from smt.evaluation.figures import text_color_on
+
+    norm = Normalize(0, 1)
+    assert text_color_on(colormaps["viridis"], norm, 0.0) == "white"  # dark purple
+    assert text_color_on(colormaps["viridis"], norm, 1.0) == "black"  # light yellow
+    assert text_color_on(colormaps["Greys"], norm, 1.0) == "white"  # black
+    assert text_color_on(colormaps["Greys"], norm, 0.0) == "black"  # white
+    assert text_color_on(colormaps["RdYlGn"], norm, float("nan")) == "black"

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from smt.evaluation.figures import save_figure
+from smt.evaluation.figures import save_figure, text_color_on
 
 KEY_MARK = 0
 QUERY_MARK = 1
@@ -245,7 +245,14 @@ def passkey_grid(model, make_sample: Callable[[int, float, torch.Generator], Pas
 
 
 def plot_passkey_heatmap(grids: dict[str, PasskeyGrid], save_path: str | Path, metric: str = "exact") -> Path:
-    """One heatmap per model (accuracy by context length x depth) side by side in one PNG."""
+    """One heatmap per model (accuracy by context length x depth) side by side in one PNG
+    (`passkey_heatmap_figure`)."""
+    return save_figure(passkey_heatmap_figure(grids, metric), save_path)
+
+
+def passkey_heatmap_figure(grids: dict[str, PasskeyGrid], metric: str = "exact"):
+    """The heatmaps of `plot_passkey_heatmap` as a matplotlib Figure (not yet saved); each cell's value
+    is written in white on a dark cell, black on a light one (`text_color_on`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -256,15 +263,17 @@ def plot_passkey_heatmap(grids: dict[str, PasskeyGrid], save_path: str | Path, m
     fig, axes = plt.subplots(1, len(grids), figsize=(4.2 * len(grids) + 1.2, 3.8), squeeze=False,
                              layout="constrained")
     for ax, (name, grid) in zip(axes[0], grids.items()):
-        image = ax.imshow(getattr(grid, metric), vmin=0, vmax=1, cmap="RdYlGn", aspect="auto", origin="lower")
+        values = getattr(grid, metric)
+        image = ax.imshow(values, vmin=0, vmax=1, cmap="RdYlGn", aspect="auto", origin="lower")
         ax.set_xticks(range(len(grid.depths)), [f"{d:.2f}" for d in grid.depths])
         ax.set_yticks(range(len(grid.context_lengths)), [str(n) for n in grid.context_lengths])
         ax.set_xlabel("key depth (0 = start)")
         ax.set_ylabel("context length (tokens)")
         ax.set_title(name, fontsize=10)
-        for (r, c), value in np.ndenumerate(getattr(grid, metric)):
-            ax.text(c, r, f"{value:.2f}", ha="center", va="center", fontsize=8)
+        for (r, c), value in np.ndenumerate(values):
+            ax.text(c, r, f"{value:.2f}", ha="center", va="center", fontsize=8,
+                    color=text_color_on(image.cmap, image.norm, float(value)))
     label = "exact-match accuracy" if metric == "exact" else "share of prompts: passkey beats every distractor"
     fig.colorbar(image, ax=axes[0].tolist(), shrink=0.9, label=label)
     fig.suptitle(f"passkey retrieval by context length and key depth ({metric})", fontsize=11)
-    return save_figure(fig, save_path)
+    return fig
