@@ -74,3 +74,29 @@ def test_text_color_follows_the_cell_luminance():
     assert text_color_on(colormaps["Greys"], norm, 1.0) == "white"  # black
     assert text_color_on(colormaps["Greys"], norm, 0.0) == "black"  # white
     assert text_color_on(colormaps["RdYlGn"], norm, float("nan")) == "black"
+
+
+def test_loss_curve_is_titled_with_the_run_name_and_labelled(tmp_path, monkeypatch):
+    from smt.training import logging as run_logging
+
+    records = [{"split": "train", "step": s, "loss": 5.0 - 0.1 * s} for s in range(1, 11)]
+    records.append({"split": "valid", "step": 10, "loss": 4.2})
+    made = []
+
+    def keep(*args, **kwargs):
+        made.append(figure_of(*args, **kwargs))
+        return made[-1]
+
+    figure_of = run_logging.loss_curve_figure
+    monkeypatch.setattr(run_logging, "loss_curve_figure", keep)
+    (tmp_path / "wiki_smt_lr3e-4").mkdir()
+    path = run_logging.plot_loss_curve(records, tmp_path / "wiki_smt_lr3e-4" / "loss_curve.png")
+    assert path.is_file()
+    (ax,) = plot_axes(made[0])
+    assert ax.get_title() == "training loss: wiki_smt_lr3e-4"  # the run directory's name
+    assert ax.get_xlabel() == "optimizer step" and ax.get_ylabel() == "loss (nats/token)"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["train", "validation"]
+    assert run_logging.plot_loss_curve([{"split": "train", "step": 1, "loss": 1.0}], tmp_path / "x.png",
+                                       run_name="named") == tmp_path / "x.png"
+    assert plot_axes(made[1])[0].get_title() == "training loss: named"
+    assert run_logging.plot_loss_curve([], tmp_path / "none.png") is None

@@ -186,8 +186,26 @@ def _open_tracker(name: str, run_dir: Path, run_config: dict, resuming: bool = F
         return None
 
 
-def plot_loss_curve(records: list[dict], path: Path) -> Path | None:
-    """Train and validation loss against step, saved as a PNG; None when there is nothing to plot."""
+def plot_loss_curve(records: list[dict], path: Path, run_name: str | None = None) -> Path | None:
+    """Train and validation loss against step, saved as a PNG (`loss_curve_figure`; the title names
+    `run_name`, by default the name of the directory the PNG goes to: the run directory); None when
+    there is nothing to plot."""
+    path = Path(path)
+    figure = loss_curve_figure(records, run_name if run_name is not None else path.resolve().parent.name)
+    if figure is None:
+        return None
+    import matplotlib.pyplot as plt
+
+    figure.tight_layout()
+    with atomic_output(path, binary=True) as out:
+        figure.savefig(out, dpi=120, format="png")
+    plt.close(figure)
+    return path
+
+
+def loss_curve_figure(records: list[dict], run_name: str):
+    """The loss curve of `plot_loss_curve` as a matplotlib Figure (not yet saved), titled with the run's
+    name; None when the records hold no loss."""
     train = [(r["step"], r["loss"]) for r in records if r.get("split") == "train"]
     valid = [(r["step"], r["loss"]) for r in records if r.get("split") == "valid"]
     if not train and not valid:
@@ -201,13 +219,10 @@ def plot_loss_curve(records: list[dict], path: Path) -> Path | None:
     if train:
         axis.plot(*zip(*train), label="train", linewidth=1)
     if valid:
-        axis.plot(*zip(*valid), "o-", label="valid", linewidth=1.5)
-    axis.set_xlabel("step")
+        axis.plot(*zip(*valid), "o-", label="validation", linewidth=1.5)
+    axis.set_xlabel("optimizer step")
     axis.set_ylabel("loss (nats/token)")
+    axis.set_title(f"training loss: {run_name}" if run_name else "training loss")
     axis.grid(alpha=0.3)
     axis.legend()
-    figure.tight_layout()
-    with atomic_output(path, binary=True) as out:
-        figure.savefig(out, dpi=120, format="png")
-    plt.close(figure)
-    return path
+    return figure
