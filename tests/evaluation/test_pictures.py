@@ -100,3 +100,31 @@ def test_loss_curve_is_titled_with_the_run_name_and_labelled(tmp_path, monkeypat
                                        run_name="named") == tmp_path / "x.png"
     assert plot_axes(made[1])[0].get_title() == "training loss: named"
     assert run_logging.plot_loss_curve([], tmp_path / "none.png") is None
+
+
+def test_pooling_window_says_what_the_maximum_counts():
+    import torch
+
+    from smt.evaluation.pooling_analyzer import AttentionPoolingAnalyzer
+
+    tokens_only = torch.cat([torch.zeros(6, 8), torch.full((6, 64), 1 / 64)], -1)
+    fig = AttentionPoolingAnalyzer(8, 64).attention_figure(tokens_only)
+    heatmap, bars = plot_axes(fig)
+    assert heatmap.get_title() == "attention pooling: 0.0% on memory, entropy 4.16 of at most 4.16 nats (uniform)"
+    assert "8 memory slots, never weighed" in heatmap.get_xlabel() and heatmap.get_ylabel()
+    assert bars.get_xlabel() and bars.get_ylabel() == "mean weight"
+    (colorbar,) = [ax for ax in fig.axes if ax not in (heatmap, bars)]
+    assert colorbar.get_ylabel() == "pooling weight"
+
+
+def test_key_pooling_picture_draws_uniform_over_the_visible_positions():
+    from smt.evaluation.memory_diagnostics import diagnostics_figures
+
+    key_pooling = {"uniform": 1 / 72, "per_sample": {"distance": [10, 20], "max": [0.2, 0.3], "mean": [0.1, 0.2],
+                                                     "other_token_mean": [0.01, 0.02]},
+                   "summary": {"uniform_visible": 1 / 64}}
+    figures = diagnostics_figures({"model": {"m_input_tokens": 64}, "key_pooling": key_pooling})
+    (ax,) = plot_axes(figures["key_pooling_weight.png"])
+    (line,) = [line for line in ax.get_lines() if line.get_label().startswith("uniform")]
+    assert line.get_ydata()[0] == pytest.approx(1 / 64) and "can weigh" in line.get_label()
+    assert ax.get_xlabel() and ax.get_ylabel() and ax.get_title()

@@ -42,6 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from smt.evaluation.figures import save_figure
+
 IGNORE_INDEX = -100
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 HALF_LIFE_BINS = np.linspace(-2.0, 6.0, 41)  # log10(half-life in steps) histogram edges
@@ -775,9 +777,11 @@ def summarize(result: dict) -> str:
     k = result.get("key_pooling")
     if k:
         s = k["summary"]
+        uniform = s["uniform_visible"]  # over the positions the covering writes could weigh
+        ratio = None if s["max"] is None or not uniform else s["max"] / uniform
         lines.append(f"pooling weight on the key: max {fmt(s['max'])}, mean {fmt(s['mean'])} over covering writes "
-                     f"vs uniform {fmt(k['uniform'])} and other tokens {fmt(s['other_token_mean'])} "
-                     f"({fmt(s['ratio_max_to_uniform'], '.2f')}x uniform)")
+                     f"vs uniform {fmt(uniform)} (over the positions a write can weigh) and other tokens "
+                     f"{fmt(s['other_token_mean'])} ({fmt(ratio, '.2f')}x uniform)")
     r = result.get("retention")
     if r and r["overall"]:
         o = r["overall"]
@@ -810,22 +814,24 @@ def summarize(result: dict) -> str:
 
 def plot_diagnostics(result: dict, out_dir: str | Path) -> list[Path]:
     """PNGs for the parts present in `result`: gradient_by_distance.png (log y),
-    key_pooling_weight.png, retention_histogram.png, attention_mass.png."""
+    key_pooling_weight.png, retention_histogram.png, attention_mass.png (`diagnostics_figures`)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return [save_figure(fig, out / name) for name, fig in diagnostics_figures(result).items()]
+
+
+def diagnostics_figures(result: dict) -> dict:
+    """The pictures of `plot_diagnostics` as matplotlib Figures (not yet saved), by file name."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
+    figures: dict = {}
     window = result["model"]["m_input_tokens"]
 
     def save(fig, name: str) -> None:
-        fig.tight_layout()
-        fig.savefig(out / name, dpi=110)
-        plt.close(fig)
-        written.append(out / name)
+        figures[name] = fig
 
     g = result.get("gradient")
     if g:
@@ -860,7 +866,11 @@ def plot_diagnostics(result: dict, out_dir: str | Path) -> list[Path]:
                                    ("other_token_mean", "tab:grey", "other tokens (mean)")):
             y = np.asarray([np.nan if v is None else v for v in s[name]])
             ax.scatter(dist, y, s=10, color=color, label=label, alpha=0.7)
-        ax.axhline(k["uniform"], color="black", linestyle="--", linewidth=0.8, label="uniform 1/(N+M)")
+        # uniform over the positions the covering writes could weigh (a pooling over tokens only never
+        # weighs a slot, so 1/(N + M) would understate it)
+        visible = k["summary"].get("uniform_visible")
+        ax.axhline(visible if visible is not None else k["uniform"], color="black", linestyle="--", linewidth=0.8,
+                   label="uniform over the positions a write can weigh" if visible is not None else "uniform 1/(N+M)")
         ax.set_xlabel("key distance from the question (tokens)")
         ax.set_ylabel("pooling weight on the key")
         ax.set_title("attention pooling on the key token")
@@ -897,4 +907,4 @@ def plot_diagnostics(result: dict, out_dir: str | Path) -> list[Path]:
         ax.set_title("how much the transformer reads the memory")
         ax.legend(fontsize=8)
         save(fig, "attention_mass.png")
-    return written
+    return figures

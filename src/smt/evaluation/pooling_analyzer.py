@@ -161,6 +161,11 @@ class AttentionPoolingAnalyzer:
     @_ClassOrInstanceMethod
     def visualize_attention(self, weights: Tensor, save_path: str | Path, title: str | None = None) -> Path:
         """Write a PNG: heatmap of weights (writes x window positions) and the mean per position."""
+        return save_figure(self.attention_figure(weights, title=title), save_path)
+
+    @_ClassOrInstanceMethod
+    def attention_figure(self, weights: Tensor, title: str | None = None):
+        """The picture of `visualize_attention` as a matplotlib Figure (not yet saved)."""
         import matplotlib
 
         matplotlib.use("Agg")
@@ -178,7 +183,8 @@ class AttentionPoolingAnalyzer:
         image = ax_map.imshow(w.numpy(), aspect="auto", cmap="viridis", interpolation="nearest")
         ax_map.axvline(self.n_slots - 0.5, color="white", linewidth=1.5)
         ax_map.set_ylabel("write (oldest at the top)")
-        ax_map.set_xlabel(f"window position (left of the white line: {self.n_slots} memory slots; right: "
+        never = ", never weighed" if self.n_slots and stats["visible_slots"] == 0 else ""
+        ax_map.set_xlabel(f"window position (left of the white line: {self.n_slots} memory slots{never}; right: "
                           f"{self.n_tokens} tokens, newest last)")
         ax_map.set_title(title or f"attention pooling: {stats['ssm_total']:.1%} on memory, entropy "
                                   f"{stats['entropy']:.2f} of at most {stats['max_entropy']:.2f} nats"
@@ -190,4 +196,4 @@ class AttentionPoolingAnalyzer:
         ax_bar.set_xlabel(f"window position (0..{self.n_slots - 1}: memory slots, "
                           f"{self.n_slots}..{self.n_slots + self.n_tokens - 1}: tokens)")
         ax_bar.set_ylabel("mean weight")
-        return save_figure(fig, save_path)
+        return fig
