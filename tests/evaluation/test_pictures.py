@@ -117,6 +117,17 @@ def test_pooling_window_says_what_the_maximum_counts():
     assert colorbar.get_ylabel() == "pooling weight"
 
 
+def test_recall_split_labels_both_axes():
+    from smt.evaluation.recall_split import RecallSplit, recall_split_figure
+
+    split = RecallSplit(2, [4, 16])
+    split.add([1, 2, 3, 1, 2, 3, 1, 2, 9, 9], [1.0] * 9)
+    fig = recall_split_figure({"smt": split.result()})
+    (ax,) = plot_axes(fig)
+    assert "hit distance" in ax.get_xlabel() and "2-gram" in ax.get_xlabel()
+    assert ax.get_ylabel() == "mean NLL (nats)" and ax.get_title() == "loss by n-gram hit distance (n = 2)"
+
+
 def test_key_pooling_picture_draws_uniform_over_the_visible_positions():
     from smt.evaluation.memory_diagnostics import diagnostics_figures
 

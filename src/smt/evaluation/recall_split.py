@@ -129,7 +129,13 @@ def recall_split(model, dataset, n: int = 2, edges: Sequence[int] | None = None,
 
 
 def plot_recall_split(results: dict[str, dict], save_path: str | Path, title: str | None = None) -> Path:
-    """Grouped bars: mean loss per bucket (hit distances, no hit, all) for each model's result."""
+    """Grouped bars: mean loss per bucket (hit distances, no hit, all) for each model's result
+    (`recall_split_figure`)."""
+    return save_figure(recall_split_figure(results, title), save_path)
+
+
+def recall_split_figure(results: dict[str, dict], title: str | None = None):
+    """The bars of `plot_recall_split` as a matplotlib Figure (not yet saved)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -138,6 +144,7 @@ def plot_recall_split(results: dict[str, dict], save_path: str | Path, title: st
     if not results:
         raise ValueError("no recall split to plot")
     names = [*next(iter(results.values()))["buckets"], "all"]
+    n = next(iter(results.values()))["n"]
     width = 0.8 / len(results)
     fig, ax = plt.subplots(figsize=(max(7, 1.3 * len(names)), 4.2))
     for i, (model, result) in enumerate(results.items()):
@@ -145,11 +152,13 @@ def plot_recall_split(results: dict[str, dict], save_path: str | Path, title: st
         xs = [j + (i - (len(results) - 1) / 2) * width for j in range(len(names))]
         ax.bar(xs, [np.nan if v is None else v for v in values], width, label=model)
     ax.set_xticks(range(len(names)), names, rotation=20)
+    ax.set_xlabel(f"hit distance (tokens back to the previous occurrence of the {n}-gram a predicted token "
+                  "completes)", fontsize=9)
     ax.set_ylabel("mean NLL (nats)")
-    ax.set_title(title or f"loss by n-gram hit distance (n = {next(iter(results.values()))['n']})")
+    ax.set_title(title or f"loss by n-gram hit distance (n = {n})")
     ax.grid(alpha=0.3, axis="y")
     ax.legend()
     low = min(v["mean_loss"] for r in results.values() for v in [*r["buckets"].values(), r["all"]]
               if v["mean_loss"] is not None)
     ax.set_ylim(bottom=max(0.0, low - 0.5))
-    return save_figure(fig, save_path)
+    return fig
