@@ -89,6 +89,15 @@ def bucket_values(record: dict) -> dict[str, float]:
     return values
 
 
+def paired(records: list[dict], row: str) -> dict[str, list[tuple[int, float]]]:
+    """model -> [(seed, SWA's loss - the model's loss)] on `row`, seed by seed: runs of one seed read
+    the training stream in the same order, so the pair removes the order's share of the seed range."""
+    values = {(r["model"], r["seed"]): bucket_values(r).get(row) for r in records}
+    return {model: [(seed, values[("swa", seed)] - values[(model, seed)]) for seed in sorted(
+                {r["seed"] for r in runs}) if values.get(("swa", seed)) is not None]
+            for model, runs in _by_model(records).items() if model not in ("gpt", "swa")}
+
+
 def targets(stats: dict[str, dict[str, tuple[float, float, float]]]) -> list[str]:
     """Issue 37's targets for every memory model: the share of the far-hit gap SWA -> full attention it
     closes (>= 50%), its lead over SWA past the window against 3x the larger seed range of the two, and
@@ -163,7 +172,17 @@ def table(records: list[dict]) -> str:
                       for m in models if m not in ("gpt", "swa")]
             lines.append(f"| {name} | {gap:+.3f} | {swa[2] - swa[1]:.3f} | {gpt[2] - gpt[1]:.3f} | "
                          + " | ".join(closes) + " |")
-    return "\n".join(lines + targets(stats))
+    lines += targets(stats)
+    if "swa" in stats:
+        far = next((name for name in stats["swa"] if name.endswith(FAR_HITS)), None)
+        lines += ["", "Seed by seed (the same training stream order): SWA's loss minus the model's, per seed:", "",
+                  "| model | " + (f"far hits ({far.split()[1]})" if far else "") + f" | {BEYOND_WINDOW} |",
+                  "|---|---|---|"]
+        rows = [paired(records, far) if far else {}, paired(records, BEYOND_WINDOW)]
+        for model in rows[1]:
+            cells = [", ".join(f"s{seed} {diff:+.3f}" for seed, diff in row.get(model, [])) for row in rows]
+            lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def plots(records: list[dict], prefix: Path) -> list[Path]:

@@ -63,6 +63,8 @@ def test_text_targets_need_half_the_far_gap_and_a_lead_past_the_window_of_three_
     assert "| smt | 60% | +0.210 | 0.060 | yes | no |" in text
     assert "| smt_weak | 20% | +0.020 | 0.060 | no | no |" in text
     assert "| gpt |" not in text.split("The targets")[1]
+    # seed by seed against SWA's run of the same seed
+    assert "| smt | s1 +0.600, s2 +0.600 | s1 +0.200, s2 +0.220 |" in text
 
 
 def test_lr_sweep_table_marks_each_models_best_rate(tmp_path):
