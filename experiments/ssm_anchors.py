@@ -27,8 +27,8 @@ import torch
 from smt import StrideHybridConfig, TrainingConfig, build_model
 from smt.config import parse_yaml
 from smt.evaluation.tasks import TaskConfig, evaluate_task
-from smt.evaluation.train_task import train_task
 from smt.training.run_config import FullConfig, RunConfig
+from smt.training.train_task import train_task
 
 
 @torch.no_grad()

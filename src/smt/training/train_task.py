@@ -1,10 +1,12 @@
-"""Train any model (smt | gpt | swa | mamba) on a synthetic task with smt.training's Trainer.
+"""Train any model (smt | gpt | swa | mamba) on a synthetic task (smt.evaluation.tasks) with the Trainer.
 
 The Trainer is the one used for text (optimizer, schedule, checkpoints, logs, DDP); only the
-batches differ: `TaskTrainer` swaps the corpus batcher for a `TaskBatcher`. After training the
-model is scored on held-out samples and the result is written to run_dir/task_eval.json.
+batches differ: `TaskTrainer` swaps the corpus batcher for a `TaskBatcher`, seeded batches of the
+task in the trainer's `Batch` format (targets -100 except on the answers; the same seed gives the
+same batches; iterating one yields (input_ids, targets)). After training the model is scored on
+held-out samples and the result is written to run_dir/task_eval.json.
 
-    from smt.evaluation.train_task import train_task
+    from smt.training.train_task import train_task
     result = train_task(full_config, TaskConfig(name="passkey", seq_len=32))
     result.evaluation["exact"], result.model
 """
@@ -16,12 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 from smt.atomic_files import write_text_atomic
-from smt.evaluation.tasks import TaskBatcher, TaskConfig, evaluate_task
+from smt.evaluation.tasks import TaskConfig, evaluate_task
 from smt.models import load_model
-from smt.training.batching import TokenView
+from smt.training.batching import IGNORE_INDEX, Batch, TokenView
 from smt.training.run_config import FullConfig
 from smt.training.trainer import Trainer, TrainResult
 
@@ -33,10 +36,63 @@ class TaskRunResult:
     model: nn.Module
 
 
+class TaskBatcher:
+    """Endless seeded batches of a synthetic task, in the trainer's Batch format."""
+
+    def __init__(self, task: TaskConfig, batch_size: int, seed: int = 0, rank: int = 0,
+                 world_size: int = 1) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size} must be >= 1")
+        self.task, self.batch_size, self.seed = task, batch_size, seed
+        self.rank, self.world_size = rank, world_size
+        self.index = 0  # batches drawn so far (the data position)
+
+    def next_batch(self) -> Batch:
+        task, index = self.task, self.index
+        generator = self._generator(index)
+        passed = self._passed(generator)
+        self.index += 1
+        filler = passed if task.passed_rows == "filler" else torch.zeros_like(passed)
+        ignore = torch.full((task.seq_len,), IGNORE_INDEX, dtype=torch.long)
+        rows = [(task.sample_filler(generator), ignore) if f else task.sample(generator) for f in filler.tolist()]
+        inputs = torch.stack([r[0] for r in rows])
+        targets = torch.stack([r[1] for r in rows])
+        if task.passed_rows == "task":
+            reset = ~passed
+        elif index == 0:
+            reset = torch.ones(self.batch_size, dtype=torch.bool)
+        else:  # a lane continues when its previous row was a filler row
+            reset = ~self._passed(self._generator(index - 1))
+        return Batch(inputs, targets, reset)
+
+    def _generator(self, index: int) -> torch.Generator:
+        return torch.Generator().manual_seed(int(np.random.SeedSequence(
+            [self.seed, index, self.rank]).generate_state(1)[0]))
+
+    def _passed(self, generator: torch.Generator) -> Tensor:
+        """(batch,) bool: the rows passed on to the lane's next row; drawn first from the batch's
+        generator, so any batch's draw can be repeated (resuming needs no extra state)."""
+        if self.task.state_passing <= 0:
+            return torch.zeros(self.batch_size, dtype=torch.bool)
+        return torch.rand(self.batch_size, generator=generator) < self.task.state_passing
+
+    def __iter__(self):
+        while True:
+            batch = self.next_batch()
+            yield batch.inputs, batch.targets
+
+    def state_dict(self) -> dict:
+        return {"mode": "task", "task": self.task.name, "index": self.index, "seed": self.seed}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("mode") != "task" or state.get("task") != self.task.name:
+            raise ValueError(f"data position is for {state.get('mode')!r}/{state.get('task')!r}, not task "
+                             f"{self.task.name!r}")
+        self.index, self.seed = int(state["index"]), int(state["seed"])
+
+
 def _task_view(task: TaskConfig) -> TokenView:
     """A one-row stand-in corpus: it carries the task's vocabulary through the trainer's checks."""
-    import torch
-
     inputs, _ = task.sample(torch.Generator().manual_seed(0))
     tokens = inputs.numpy().astype(np.int64)
     return TokenView(tokens, np.array([0, len(tokens)], dtype=np.int64), eos_id=int(tokens[-1]),
