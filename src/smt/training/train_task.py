@@ -14,8 +14,10 @@ held-out samples and the result is written to run_dir/task_eval.json.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,7 +28,7 @@ from smt.evaluation.tasks import TaskConfig, evaluate_task
 from smt.models import load_model
 from smt.training.batching import IGNORE_INDEX, Batch, TokenView
 from smt.training.run_config import FullConfig
-from smt.training.trainer import Trainer, TrainResult
+from smt.training.trainer import OptimizerFactory, Trainer, TrainResult
 
 
 @dataclass
@@ -102,7 +104,8 @@ def _task_view(task: TaskConfig) -> TokenView:
 class TaskTrainer(Trainer):
     """smt.training.Trainer reading seeded batches of a synthetic task instead of a corpus."""
 
-    def __init__(self, config: FullConfig, task: TaskConfig, context=None) -> None:
+    def __init__(self, config: FullConfig, task: TaskConfig, context=None, callbacks: Sequence[Any] = (),
+                 optimizer_factory: OptimizerFactory | None = None) -> None:
         if config.training.seq_len != task.seq_len:
             raise ValueError(f"training.seq_len={config.training.seq_len} differs from the task's seq_len="
                              f"{task.seq_len}; build the task with seq_len=training.seq_len")
@@ -114,7 +117,8 @@ class TaskTrainer(Trainer):
         if task.vocab_size > config.model.vocab_size:
             raise ValueError(f"the task uses {task.vocab_size} token ids but model.vocab_size is "
                              f"{config.model.vocab_size}; set model.vocab_size >= {task.vocab_size}")
-        super().__init__(config, _task_view(task), None, tokenizer=None, context=context)
+        super().__init__(config, _task_view(task), None, tokenizer=None, context=context, callbacks=callbacks,
+                         optimizer_factory=optimizer_factory)
         self.task = task
 
     def _make_batcher(self, ctx):
@@ -122,13 +126,15 @@ class TaskTrainer(Trainer):
 
 
 def train_task(config: FullConfig, task: TaskConfig | dict | str, resume: bool = False,
-               eval_samples: int = 64, overwrite: bool = False) -> TaskRunResult:
+               eval_samples: int = 64, overwrite: bool = False, callbacks: Sequence[Any] = (),
+               optimizer_factory: OptimizerFactory | None = None) -> TaskRunResult:
     """Train `config.model` on `task` (seq_len taken from training.seq_len), then evaluate it on
-    held-out samples; writes run_dir/task_eval.json."""
+    held-out samples; writes run_dir/task_eval.json. `callbacks` and `optimizer_factory` go to the
+    Trainer (smt.training.callbacks: per-step diagnostics, a start from a saved model; the optimizer)."""
     task = task if isinstance(task, TaskConfig) else TaskConfig.from_dict(task)
     if task.seq_len != config.training.seq_len:
         task = TaskConfig.from_dict({**task.to_dict(), "seq_len": config.training.seq_len})
-    trainer = TaskTrainer(config, task)
+    trainer = TaskTrainer(config, task, callbacks=callbacks, optimizer_factory=optimizer_factory)
     result = trainer.train(resume=resume, overwrite=overwrite)
     if result.last_checkpoint is None:
         raise RuntimeError(f"training wrote no checkpoint in {trainer.checkpoint_root}")
