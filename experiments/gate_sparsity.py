@@ -42,8 +42,9 @@ from torch import Tensor
 
 from smt.evaluation.memory_diagnostics import write_gate_usage
 from smt.evaluation.passkey import FIRST_VALUE, synthetic_passkey
-from smt.evaluation.tasks import EVAL_SEED_OFFSET, TaskBatcher, TaskConfig, passkey_accuracy_by_distance
+from smt.evaluation.tasks import EVAL_SEED_OFFSET, TaskConfig, passkey_accuracy_by_distance
 from smt.models import load_model
+from smt.training.train_task import TaskBatcher
 
 
 def gate_statistics(model, length: int, n: int, seed: int, n_values: int = 8, n_filler: int = 16) -> dict:

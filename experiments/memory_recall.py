@@ -2,9 +2,12 @@
 """Controlled recall experiments for the memory (issue "Make the memory remember").
 
 Trains one tiny model on passkey retrieval with *random* filler (one key symbol, asked at the
-end) with smt.training's optimizer and schedule, then scores it on held-out prompts by key
-distance, at the training length and at longer lengths (no further training). One JSON line
-per run is appended to --out, so a sweep over variants and seeds becomes one table.
+end), or on MQAR, through smt.training's Trainer (`smt.training.train_task`: its optimizer,
+schedule, state passing and checkpoints; per-100-step diagnostics as a callback), then scores it
+on held-out prompts by key distance, at the training length and at longer lengths (no further
+training). One JSON line per run is appended to --out, so a sweep over variants and seeds becomes
+one table. The Trainer's run directory (metrics, the last checkpoint, task_eval.json) is --run-dir,
+by default a temporary one removed at the end.
 
     python experiments/memory_recall.py --arch smt --seq-len 64 --steps 1500 --seed 1 \
         --model pool_over_memory=false --out docs/results/memory/extrapolation.jsonl
@@ -17,79 +20,51 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-import time
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-
 from smt import StrideHybridConfig, TrainingConfig
 from smt.config import parse_yaml
-from smt.evaluation.tasks import (
-    TaskBatcher,
-    TaskConfig,
-    evaluate_task,
-    passkey_accuracy_by_distance,
-)
-from smt.models.baselines import build_model, matched_baseline
-from smt.training.optimizer import build_optimizer
-from smt.training.schedule import build_scheduler
+from smt.evaluation.tasks import TaskConfig, evaluate_task, passkey_accuracy_by_distance
+from smt.models.baselines import matched_baseline
+from smt.training.callbacks import LoadWeights, StepDiagnostics
+from smt.training.optimizer import adamw_every_parameter
+from smt.training.run_config import FullConfig, RunConfig
+from smt.training.train_task import TaskRunResult, train_task
+
+LOG_EVERY = 100  # the losses and diagnostics of the result line: one entry per this many steps
 
 
-def build(arch: str, overrides: dict, vocab_size: int) -> tuple[StrideHybridConfig, torch.nn.Module]:
+def configs(arch: str, overrides: dict, vocab_size: int) -> tuple[StrideHybridConfig, StrideHybridConfig]:
+    """(the SMT config, the config trained): the tiny preset with `overrides`, or its parameter-matched baseline."""
     smt_config = StrideHybridConfig.tiny(vocab_size=vocab_size, **overrides)
-    config = smt_config if arch == "smt" else matched_baseline(smt_config, arch)
-    return smt_config, build_model(config)
+    return smt_config, smt_config if arch == "smt" else matched_baseline(smt_config, arch)
 
 
-def train(model, task: TaskConfig, steps: int, lr: float, batch_size: int, seed: int, warmup: int,
-          weight_decay: float, log_every: int = 100,
-          optimizer_kind: str = "smt") -> tuple[list[tuple[int, float]], list[dict]]:
-    """With the task's state_passing > 0, rows continue the streams that the batcher marks (see
-    TaskConfig), from the previous step's final state, detached, as the trainer's stream mode does."""
+def train(config: StrideHybridConfig, task: TaskConfig, steps: int, lr: float, batch_size: int, seed: int,
+          warmup: int, weight_decay: float, run_dir: str, optimizer_kind: str = "smt", init_from: str | None = None,
+          eval_samples: int = 64) -> tuple[TaskRunResult, StepDiagnostics]:
+    """Train through the Trainer (train_task). optimizer_kind "smt": smt.training's optimizer and schedule
+    (betas 0.9/0.95, no decay on gains and biases, cosine to 0.1 x lr); "torch-adamw": what a loop of one's
+    own would write, torch's AdamW defaults on every parameter (betas 0.9/0.999, weight decay 0.01; the
+    --weight-decay given is not used) and cosine to zero. With the task's state_passing > 0, rows continue
+    the streams that the batcher marks (TaskConfig) from the previous step's final state, detached: the
+    Trainer's stream mode. init_from: a saved model to start from; a stage may add write gates to a trained
+    ungated memory (docs/notebook/Q15), nothing else may differ."""
     training = TrainingConfig(batch_size=batch_size, seq_len=task.seq_len, lr=lr, warmup_steps=warmup,
-                              weight_decay=weight_decay, max_steps=steps)
-    if optimizer_kind == "smt":  # smt.training's: betas (0.9, 0.95), no decay on gains and biases, floor 0.1
-        optimizer = build_optimizer(model, training)
-        scheduler = build_scheduler(optimizer, warmup, steps, 0.1)
-    else:  # what a loop of one's own would write: torch's AdamW defaults on every parameter, cosine to zero
-        optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
-        scheduler = build_scheduler(optimizer, warmup, steps, 0.0)
-    batcher = TaskBatcher(task, batch_size, seed)
-    losses, diagnostics, running, norms, gates = [], [], [], [], []
-    carried = None
-    for step in range(steps):
-        batch = batcher.next_batch()
-        state = None if carried is None else carried.reset_rows(batch.reset).detach()
-        logits, aux = model(batch.inputs, state=state)
-        if task.state_passing > 0:
-            carried = aux["state"]
-        loss = F.cross_entropy(logits.float().flatten(0, 1), batch.targets.flatten(), ignore_index=-100,
-                               reduction="sum") / max(batch.n_targets, 1)
-        objective = loss + aux["auxiliary_loss"] if "auxiliary_loss" in aux else loss  # as the Trainer does
-        optimizer.zero_grad(set_to_none=True)
-        objective.backward()
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        running.append(float(loss.detach()))
-        norms.append(float(norm))
-        if "write_gates" in aux:
-            gate = aux["write_gates"].detach()
-            gates.append((float(gate.mean()), float((gate == 0).float().mean())))
-        if (step + 1) % log_every == 0:
-            losses.append((step + 1, sum(running) / len(running)))
-            # diagnostics of seeds that do not learn: the pre-clip gradient norm (median of the window) and the
-            # write gates (mean, share closed exactly) of the last step
-            diagnostics.append({"step": step + 1, "grad_norm": sorted(norms)[len(norms) // 2],
-                                "gate_mean": gates[-1][0] if gates else None,
-                                "gates_closed": gates[-1][1] if gates else None})
-            running, norms = [], []
-            if (step + 1) % (5 * log_every) == 0:  # progress, for runs watched from their log
-                print(f"step {step + 1}: loss {losses[-1][1]:.3f}", file=sys.stderr, flush=True)
-    return losses, diagnostics
+                              weight_decay=weight_decay, max_steps=steps, min_lr_ratio=0.1, grad_clip=1.0,
+                              log_interval=LOG_EVERY, checkpoint_interval=steps, keep_last_checkpoints=1, seed=seed)
+    factory = None
+    if optimizer_kind == "torch-adamw":
+        training = training.replace(beta2=0.999, weight_decay=0.01, min_lr_ratio=0.0)
+        factory = adamw_every_parameter
+    diagnostics = StepDiagnostics(every=LOG_EVERY, progress_every=5 * LOG_EVERY)  # progress: for runs watched
+    callbacks = [diagnostics] + ([LoadWeights(init_from, may_be_new=("pooling.gate.",))] if init_from else [])
+    run = RunConfig(output_dir=run_dir, progress=False)
+    result = train_task(FullConfig(config, training, run), task, eval_samples=eval_samples, callbacks=callbacks,
+                        optimizer_factory=factory)
+    return result, diagnostics
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-samples", type=int, default=128)
     parser.add_argument("--out", default="runs/memory_recall.jsonl")
     parser.add_argument("--save", default=None, help="save the trained model to this directory")
+    parser.add_argument("--run-dir", default=None,
+                        help="the Trainer's run directory (metrics, last checkpoint, task_eval.json); "
+                             "default: a temporary one, removed at the end")
     args = parser.parse_args(argv)
 
     overrides = {k: parse_yaml(v) for k, v in (item.split("=", 1) for item in args.model)}
@@ -140,20 +118,12 @@ def main(argv: list[str] | None = None) -> int:
         task = TaskConfig(name="passkey", seq_len=args.seq_len, key_length=1, n_values=args.n_values,
                           n_filler=args.n_filler, filler="random", state_passing=args.state_passing,
                           passed_rows=args.passed_rows)
-    torch.manual_seed(args.seed)
-    smt_config, model = build(args.arch, overrides, task.vocab_size)
-    if args.init_from:
-        from smt.pretrained import from_pretrained
-
-        # a stage may add write gates to a trained ungated memory (docs/notebook/Q15); nothing else may differ
-        missing, unexpected = model.load_state_dict(from_pretrained(args.init_from).state_dict(), strict=False)
-        if unexpected or any(not name.startswith("pooling.gate.") for name in missing):
-            raise SystemExit(f"--init-from {args.init_from} does not match this model: missing {missing}, "
-                             f"unexpected {unexpected}; only the write gate (pooling.gate.*) may be new")
-    started = time.perf_counter()
-    losses, diagnostics = train(model, task, args.steps, args.lr, args.batch_size, args.seed, args.warmup,
-                                args.weight_decay, optimizer_kind=args.optimizer)
-    seconds = time.perf_counter() - started
+    smt_config, config = configs(args.arch, overrides, task.vocab_size)
+    with tempfile.TemporaryDirectory(prefix="memory_recall-") as scratch:
+        result, diagnostics = train(config, task, args.steps, args.lr, args.batch_size, args.seed, args.warmup,
+                                    args.weight_decay, args.run_dir or scratch, optimizer_kind=args.optimizer,
+                                    init_from=args.init_from, eval_samples=args.eval_samples)
+    model, seconds, losses = result.model, result.train.wall_s, diagnostics.losses
     lengths = [args.seq_len, *args.eval_lengths]
     extra = {}
     if args.task == "mqar":
@@ -178,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
               "optimizer": args.optimizer, "state_passing": args.state_passing,
               "passed_rows": args.passed_rows, "R": smt_config.window_reach,
               "parameters": model.count_parameters()["total"], "train_seconds": round(seconds, 1),
-              "losses": losses, "diagnostics": diagnostics, "accuracy": accuracy, "chance": task.chance, **extra}
+              "losses": losses, "diagnostics": diagnostics.records, "accuracy": accuracy, "chance": task.chance,
+              **extra}
     if args.save:
         model.save_pretrained(args.save)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

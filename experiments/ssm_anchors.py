@@ -24,20 +24,24 @@ from pathlib import Path
 
 import torch
 
-from smt import StrideHybridConfig, TrainingConfig, build_model
+from smt import StrideHybridConfig, TrainingConfig
 from smt.config import parse_yaml
 from smt.evaluation.tasks import TaskConfig, evaluate_task
-from smt.evaluation.train_task import train_task
+from smt.training.callbacks import TrainerCallback
 from smt.training.run_config import FullConfig, RunConfig
+from smt.training.train_task import train_task
 
 
-@torch.no_grad()
-def save_scaled_init(config: StrideHybridConfig, seed: int, factor: float, directory: str) -> None:
-    torch.manual_seed(seed)
-    model = build_model(config)
-    for layer in model.ssm.layers:
-        layer.mixer.A_log.add_(math.log(factor))
-    model.save_pretrained(directory)
+class ScaleDecay(TrainerCallback):
+    """Multiplies every A of the run's fresh model (seeded by training.seed) by `factor`."""
+
+    def __init__(self, factor: float) -> None:
+        self.factor = factor
+
+    @torch.no_grad()
+    def on_model(self, model) -> None:
+        for layer in model.ssm.layers:
+            layer.mixer.A_log.add_(math.log(self.factor))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,16 +77,15 @@ def main(argv: list[str] | None = None) -> int:
                               weight_decay=args.weight_decay, max_steps=args.steps, log_interval=100,
                               checkpoint_interval=10**9, eval_interval=10**9, seed=args.seed)
     label = args.label or f"{args.task}-s{args.seed}"
-    init_from = args.init_from
+    callbacks = []
     if args.init_decay_scale is not None:
-        if init_from is not None or args.init_decay_scale <= 0:
+        if args.init_from is not None or args.init_decay_scale <= 0:
             parser.error("--init-decay-scale needs a positive factor and no --init-from")
-        init_from = str(Path(args.run_dir) / label / "init")
-        save_scaled_init(model, args.seed, args.init_decay_scale, init_from)
+        callbacks.append(ScaleDecay(args.init_decay_scale))
     run = RunConfig(output_dir=str(Path(args.run_dir) / label), progress=False, tensorboard=False,
-                    init_from=init_from)
+                    init_from=args.init_from)
     started = time.perf_counter()
-    result = train_task(FullConfig(model, training, run), task, eval_samples=args.eval_samples)
+    result = train_task(FullConfig(model, training, run), task, eval_samples=args.eval_samples, callbacks=callbacks)
     seconds = time.perf_counter() - started
     accuracy = {args.seq_len: result.evaluation["accuracy"]}
     for length in args.eval_lengths:

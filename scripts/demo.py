@@ -36,9 +36,9 @@ from smt import StrideHybridConfig, TrainingConfig
 from smt.evaluation.passkey import KEY_MARK, QUERY_MARK, synthetic_passkey
 from smt.evaluation.pooling_analyzer import AttentionPoolingAnalyzer
 from smt.evaluation.tasks import TaskConfig, key_distances, passkey_accuracy_by_distance
-from smt.evaluation.train_task import train_task
 from smt.models.baselines import matched_baseline
 from smt.training.run_config import FullConfig, RunConfig
+from smt.training.train_task import train_task
 
 SEED = "SMT, seed's design"  # pooling over memory slots + tokens, ungated writes
 

@@ -3,13 +3,11 @@ generation, size checks, batches, and scoring that an oracle passes and a consta
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 from torch import nn
 
-from smt import StrideHybridConfig, TrainingConfig
+from smt import StrideHybridConfig
 from smt.evaluation.mqar import teacher_forced_accuracy
 from smt.evaluation.synthetic import (
     COPY_FIRST_DATA,
@@ -22,7 +20,7 @@ from smt.evaluation.synthetic import (
     synthetic_induction_heads,
     synthetic_selective_copy,
 )
-from smt.evaluation.tasks import TaskBatcher, TaskConfig, evaluate_task
+from smt.evaluation.tasks import TaskConfig, evaluate_task
 from smt.models.baselines import build_model
 
 IGNORE = -100
@@ -143,24 +141,6 @@ def test_task_config_for_the_new_tasks():
         copy.with_seq_len(10)
 
 
-@pytest.mark.parametrize("name,scored", [("selective_copy", 8), ("induction_heads", 1)])
-def test_task_batcher(name, scored):
-    task = TaskConfig(name=name, seq_len=40, n_values=6, n_memorize=8)
-    a, b = TaskBatcher(task, 4, seed=3), TaskBatcher(task, 4, seed=3)
-    first = a.next_batch()
-    assert torch.equal(first.inputs, b.next_batch().inputs)
-    assert first.inputs.shape == first.targets.shape == (4, 40)
-    assert int(first.inputs.min()) >= 0 and int(first.inputs.max()) < task.vocab_size
-    assert (first.targets != IGNORE).sum(1).tolist() == [scored] * 4
-    assert (first.targets[:, -scored:] != IGNORE).all()
-    state = a.state_dict()
-    after = a.next_batch()
-    b.load_state_dict(state)
-    assert torch.equal(b.next_batch().targets, after.targets)
-    inputs, targets = next(iter(TaskBatcher(task, 2, seed=0)))
-    assert inputs.shape == targets.shape == (2, 40)
-
-
 # ------------------------------------------------------------------------------- scoring
 class Stub(nn.Module):
     """A "model" whose logits put all mass on `predict(row)`: {position: token} per row."""
@@ -247,18 +227,3 @@ def test_evaluate_a_tiny_mamba_at_two_lengths(name):
         evaluate_task(model, task, n_samples=2, seq_len=2)
     again = evaluate_task(model, task, n_samples=4, depths=[0.5])
     assert again == evaluate_task(model, task, n_samples=4, depths=[0.5])  # fixed held-out samples
-
-
-def test_train_task_runs_the_trainer_on_induction_heads(tmp_path):
-    from smt.evaluation.train_task import train_task
-    from smt.training.run_config import FullConfig, RunConfig
-
-    task = TaskConfig(name="induction_heads", seq_len=16, n_values=4)
-    model = StrideHybridConfig.tiny(vocab_size=task.vocab_size, arch="mamba")
-    training = TrainingConfig(batch_size=4, seq_len=16, lr=1e-3, warmup_steps=1, max_steps=2, log_interval=1,
-                              checkpoint_interval=10**6, seed=0)
-    run = RunConfig(output_dir=str(tmp_path), progress=False, tensorboard=False)
-    result = train_task(FullConfig(model, training, run), task, eval_samples=4)
-    assert 0.0 <= result.evaluation["accuracy"] <= 1.0 and result.evaluation["task"] == "induction_heads"
-    saved = json.loads((tmp_path / "task_eval.json").read_text())
-    assert saved["task_config"]["name"] == "induction_heads" and saved["seq_len"] == 16

@@ -178,10 +178,10 @@ def test_training_step_directories_are_verified_on_every_load_path(tmp_path):
     checksums, as resuming and `smt generate` do."""
     from smt import TrainingConfig
     from smt.evaluation.tasks import TaskConfig
-    from smt.evaluation.train_task import train_task
     from smt.pretrained import init_model
     from smt.training.checkpoint import CheckpointError, list_checkpoints
     from smt.training.run_config import FullConfig, RunConfig
+    from smt.training.train_task import train_task
 
     task = TaskConfig(name="passkey", seq_len=16, key_length=1, n_values=4, n_filler=4)
     config = StrideHybridConfig.tiny(vocab_size=task.vocab_size)

@@ -11,8 +11,8 @@ import pytest
 from smt import StrideHybridConfig, TrainingConfig
 from smt.config import ConfigError
 from smt.evaluation.tasks import TaskConfig
-from smt.evaluation.train_task import train_task
 from smt.training.run_config import FullConfig, RunConfig
+from smt.training.train_task import train_task
 
 TASK = TaskConfig(name="passkey", seq_len=16, key_length=1, n_values=4, n_filler=4)
 

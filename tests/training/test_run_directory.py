@@ -10,10 +10,10 @@ import torch
 
 from smt import StrideHybridConfig, TrainingConfig
 from smt.evaluation.tasks import TaskConfig
-from smt.evaluation.train_task import train_task
 from smt.training.checkpoint import CheckpointError, list_checkpoints
 from smt.training.run_config import FullConfig, RunConfig
 from smt.training.run_directory import LOCK_FILE, RunDirectoryError, RunLock
+from smt.training.train_task import train_task
 from smt.training.trainer import Trainer
 
 TASK = TaskConfig(name="passkey", seq_len=16, key_length=1, n_values=4, n_filler=4)

@@ -158,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
 def train_from_config(config, resume: bool = False, overwrite: bool = False):
     """Tokenizer, data and trainer from a FullConfig; returns the TrainResult (rank 0) or None."""
     if config.run.task is not None:
-        from smt.evaluation.train_task import train_task_from_config
+        from smt.training.train_task import train_task_from_config
 
         outcome = train_task_from_config(config, resume=resume, overwrite=overwrite)
         print(json.dumps(outcome.evaluation, indent=2, default=str))

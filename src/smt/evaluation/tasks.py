@@ -1,10 +1,8 @@
-"""Synthetic long-range tasks as training batches (token ids): passkey retrieval, MQAR, and the
+"""Synthetic long-range tasks as token rows: passkey retrieval, MQAR, and the
 selective copying and induction heads tasks of Mamba (smt.evaluation.synthetic).
 
-`TaskConfig` describes a task; `TaskBatcher(task, batch_size, seed)` yields `Batch(inputs,
-targets, reset)` (targets -100 where there is no loss: only the answer tokens are scored) with
-the state_dict/load_state_dict of the trainer's batchers, so smt.training can train on it;
-iterating a batcher yields (input_ids, targets). The same seed gives the same batches.
+`TaskConfig` describes a task (`sample` draws one scored row: targets -100 except on the answer
+tokens; `sample_filler` an unscored row); smt.training.train_task batches and trains it.
 `evaluate_task` scores a model on fixed held-out samples (seeded apart from training), at the
 training length or, with `seq_len=`, at another one (length extrapolation).
 """
@@ -206,63 +204,6 @@ class TaskConfig:
         if self.name == "induction_heads":
             return synthetic_induction_heads(self.seq_len, generator, self.n_values)
         raise ValueError(f"task {self.name!r} has no teacher-forced sequence; use TaskConfig.sample")
-
-
-class TaskBatcher:
-    """Endless seeded batches of a synthetic task, in the trainer's Batch format."""
-
-    def __init__(self, task: TaskConfig, batch_size: int, seed: int = 0, rank: int = 0,
-                 world_size: int = 1) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size={batch_size} must be >= 1")
-        self.task, self.batch_size, self.seed = task, batch_size, seed
-        self.rank, self.world_size = rank, world_size
-        self.index = 0  # batches drawn so far (the data position)
-
-    def next_batch(self):
-        from smt.training.batching import Batch
-
-        task, index = self.task, self.index
-        generator = self._generator(index)
-        passed = self._passed(generator)
-        self.index += 1
-        filler = passed if task.passed_rows == "filler" else torch.zeros_like(passed)
-        ignore = torch.full((task.seq_len,), IGNORE_INDEX, dtype=torch.long)
-        rows = [(task.sample_filler(generator), ignore) if f else task.sample(generator) for f in filler.tolist()]
-        inputs = torch.stack([r[0] for r in rows])
-        targets = torch.stack([r[1] for r in rows])
-        if task.passed_rows == "task":
-            reset = ~passed
-        elif index == 0:
-            reset = torch.ones(self.batch_size, dtype=torch.bool)
-        else:  # a lane continues when its previous row was a filler row
-            reset = ~self._passed(self._generator(index - 1))
-        return Batch(inputs, targets, reset)
-
-    def _generator(self, index: int) -> torch.Generator:
-        return torch.Generator().manual_seed(int(np.random.SeedSequence(
-            [self.seed, index, self.rank]).generate_state(1)[0]))
-
-    def _passed(self, generator: torch.Generator) -> Tensor:
-        """(batch,) bool: the rows passed on to the lane's next row; drawn first from the batch's
-        generator, so any batch's draw can be repeated (resuming needs no extra state)."""
-        if self.task.state_passing <= 0:
-            return torch.zeros(self.batch_size, dtype=torch.bool)
-        return torch.rand(self.batch_size, generator=generator) < self.task.state_passing
-
-    def __iter__(self):
-        while True:
-            batch = self.next_batch()
-            yield batch.inputs, batch.targets
-
-    def state_dict(self) -> dict:
-        return {"mode": "task", "task": self.task.name, "index": self.index, "seed": self.seed}
-
-    def load_state_dict(self, state: dict) -> None:
-        if state.get("mode") != "task" or state.get("task") != self.task.name:
-            raise ValueError(f"data position is for {state.get('mode')!r}/{state.get('task')!r}, not task "
-                             f"{self.task.name!r}")
-        self.index, self.seed = int(state["index"]), int(state["seed"])
 
 
 @torch.no_grad()

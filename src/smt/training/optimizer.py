@@ -1,4 +1,8 @@
-"""AdamW with weight decay only on matrices: no decay on norms, biases and embeddings."""
+"""AdamW with weight decay only on matrices: no decay on norms, biases and embeddings.
+
+`adamw_every_parameter` is the other choice a Trainer can be given (its `optimizer_factory`):
+torch's AdamW on every parameter in one group, what a training loop of one's own would write.
+"""
 
 from __future__ import annotations
 
@@ -35,3 +39,11 @@ def build_optimizer(model: nn.Module, config: TrainingConfig) -> torch.optim.Ada
     kind = {"fused": True} if on_cuda else {"foreach": True}
     return torch.optim.AdamW(groups, lr=float(config.lr), betas=(float(config.beta1), float(config.beta2)),
                              **kind)
+
+
+def adamw_every_parameter(model: nn.Module, config: TrainingConfig) -> torch.optim.AdamW:
+    """torch.optim.AdamW over `model.parameters()` in one group: training.weight_decay on every
+    parameter (gains, biases and embeddings too), torch's own kernel choice. With beta2 0.999,
+    weight_decay 0.01 and min_lr_ratio 0 it is torch's defaults with a cosine schedule to zero."""
+    return torch.optim.AdamW(model.parameters(), lr=float(config.lr), betas=(float(config.beta1),
+                             float(config.beta2)), weight_decay=float(config.weight_decay))

@@ -3,6 +3,10 @@
 Loss is next-token cross-entropy summed over the real targets of all micro-batches and ranks of
 a step and divided by their count, so gradient accumulation and K processes give the gradient of
 one process on the same global batch (padding in stream mode included).
+
+What an experiment needs beyond that comes in as options, not as a loop of its own: callbacks
+(smt.training.callbacks: the fresh model, every step's loss, gradient norm and model outputs) and
+the optimizer (`optimizer_factory`, default smt.training.optimizer.build_optimizer).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import random
 import resource
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +27,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from smt.config import ConfigError
+from smt.config import ConfigError, TrainingConfig
 from smt.errors import writing_under
 from smt.training.batching import (
     Batch,
@@ -33,6 +38,7 @@ from smt.training.batching import (
     eval_batch_count,
     eval_batches,
 )
+from smt.training.callbacks import StepInfo, detached
 from smt.training.checkpoint import (
     CheckpointError,
     CheckpointPayload,
@@ -118,12 +124,23 @@ class _RunState:
 
 
 
+OptimizerFactory = Callable[[nn.Module, TrainingConfig], torch.optim.Optimizer]
+
+
 class Trainer:
-    """Train `config.model` on token views (TokenDataset-like objects); see smt.training."""
+    """Train `config.model` on token views (TokenDataset-like objects); see smt.training.
+
+    `callbacks`: objects with on_model / on_step (smt.training.callbacks), called on every process.
+    `optimizer_factory(model, training_config)`: the optimizer (default: build_optimizer, AdamW with
+    decay on matrices only); a resume must use the same kind, as its saved state must fit."""
 
     def __init__(self, config: FullConfig, train_data, valid_data=None, tokenizer: Any = None,
-                 context: DistContext | None = None) -> None:
+                 context: DistContext | None = None, callbacks: Sequence[Any] = (),
+                 optimizer_factory: OptimizerFactory | None = None) -> None:
         self.config = config
+        self.callbacks = list(callbacks)
+        self.optimizer_factory = optimizer_factory or build_optimizer
+        self._last_outputs: dict | None = None  # the model's aux of the latest training micro-batch (callbacks)
         self.tc, self.run = config.training, config.run
         self.train_view: TokenView = as_view(train_data, name="train data") if not isinstance(
             train_data, TokenView) else train_data
@@ -287,6 +304,7 @@ class Trainer:
                 self._time_steps(run, ctx, time.perf_counter() - step_started)
                 loss, grad_norm, lr = outcome
                 self._log(run, loss, grad_norm, lr)
+                self._call_back("on_step", StepInfo(run.step, loss, grad_norm, lr, self._last_outputs or {}))
                 final = run.step == run.total_steps
                 self._evaluate_if_due(run, ctx, final)
                 if run.step % self.tc.checkpoint_interval == 0 or final:
@@ -303,6 +321,8 @@ class Trainer:
         torch.manual_seed(tc.seed)
         random.seed(tc.seed)
         model = build_model(self.config.model, self.run.init_from).to(ctx.device)
+        if not resume:
+            self._call_back("on_model", model)
         total_steps = self._total_steps(ctx.world_size)
         if ctx.is_main:
             print(self._start_line(model, ctx, total_steps), file=sys.stderr)
@@ -322,7 +342,7 @@ class Trainer:
         if ctx.is_main and not finished:
             self.config.to_yaml(self.run_dir / "config.yaml")
         wrapped = wrap_model(model, ctx, self.run.parallel)
-        optimizer = build_optimizer(wrapped, tc)
+        optimizer = self.optimizer_factory(wrapped, tc)
         scheduler = build_scheduler(optimizer, tc.warmup_steps, total_steps, float(tc.min_lr_ratio))
         stream_state = None
         if loaded is not None:
@@ -500,6 +520,12 @@ class Trainer:
         return result
 
     # ------------------------------------------------------------- pieces
+    def _call_back(self, hook: str, argument: Any) -> None:
+        for callback in self.callbacks:
+            method = getattr(callback, hook, None)
+            if method is not None:
+                method(argument)
+
     def _forward(self, model: nn.Module, batch: Batch, state):
         """Summed next-token NLL of one micro-batch, the model's auxiliary loss (None without one; it
         is optimised, not reported as the loss), and the carried state (stream mode)."""
@@ -512,6 +538,8 @@ class Trainer:
                 state = aux["state"]
             else:
                 _, aux = model(batch.inputs, targets=batch.targets)
+        if self.callbacks and model.training:
+            self._last_outputs = detached(aux)
         return aux["nll_sum"], aux.get("auxiliary_loss"), state
 
     def _clip(self, params: list[Tensor], ctx: DistContext) -> float:

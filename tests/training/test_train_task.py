@@ -1,5 +1,6 @@
-"""A tiny SMT learns to recall a key hidden in *random* filler beyond the window's reach
-R = layers x (M - 1); the same-window SWA provably cannot see that far. Through smt.training's Trainer."""
+"""Task training (smt.training.train_task): a tiny SMT learns to recall a key hidden in *random* filler
+beyond the window's reach R = layers x (M - 1), which the same-window SWA provably cannot see, through
+smt.training's Trainer; the task batcher is seeded, scores only the answers and passes states on."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ import pytest
 import torch
 
 from smt import StrideHybridConfig, TrainingConfig
-from smt.evaluation.passkey import synthetic_passkey
+from smt.evaluation.passkey import QUERY_MARK, synthetic_passkey
 from smt.evaluation.tasks import TaskConfig, evaluate_task
-from smt.evaluation.train_task import train_task
 from smt.models.baselines import build_model
 from smt.training.run_config import FullConfig, RunConfig
+from smt.training.train_task import TaskBatcher, train_task
 
 TASK = TaskConfig(name="passkey", seq_len=32, key_length=1, n_values=8, n_filler=8, filler="random")
 FAR = [0.0, 0.25]  # the key sits 29 and 22 tokens before the question; R = 2 x (8 - 1) = 14
@@ -73,7 +74,6 @@ def test_state_passing_lanes_continue_after_filler_rows_only():
     next row continues it; a scored row always ends its lane's stream, so no earlier answer is
     ever in the memory of a scored row. passed_rows='task': every row is scored, resets at random."""
     from smt.evaluation.passkey import FIRST_VALUE
-    from smt.evaluation.tasks import TaskBatcher
 
     passing = TaskConfig(**{**TASK.to_dict(), "state_passing": 0.5})
     batcher = TaskBatcher(passing, 64, seed=2)
@@ -148,3 +148,53 @@ def test_the_write_gate_penalty_reaches_the_optimizer(tmp_path):
         with torch.no_grad():
             mean_gates[sparsity] = float(model(prompt.input_ids[None])[1]["write_gates"].mean())
     assert mean_gates[5.0] < 0.5 * mean_gates[1e-6], mean_gates
+
+
+def test_task_batches_are_seeded_and_score_only_answers():
+    task = TaskConfig(name="passkey", seq_len=30, key_length=2)
+    a, b = TaskBatcher(task, 4, seed=5), TaskBatcher(task, 4, seed=5)
+    first, second = a.next_batch(), b.next_batch()
+    assert torch.equal(first.inputs, second.inputs) and first.inputs.shape == (4, 30)
+    assert (first.targets != -100).sum(1).tolist() == [2] * 4
+    row = first.inputs[0]
+    query = int((row == QUERY_MARK).nonzero()[0])
+    assert first.targets[0, query] == row[query + 1]  # teacher forcing: the answer follows the question
+    state = a.state_dict()
+    after = a.next_batch()
+    b.load_state_dict(state)
+    assert torch.equal(b.next_batch().inputs, after.inputs)
+    mqar = TaskConfig(name="mqar", seq_len=40)
+    inputs, targets = next(iter(TaskBatcher(mqar, 2, seed=0)))
+    assert inputs.shape == targets.shape == (2, 40) and int(inputs.max()) < mqar.vocab_size
+    with pytest.raises(ValueError, match="unknown"):
+        TaskConfig(name="copy")
+
+
+@pytest.mark.parametrize("name,scored", [("selective_copy", 8), ("induction_heads", 1)])
+def test_task_batcher(name, scored):
+    task = TaskConfig(name=name, seq_len=40, n_values=6, n_memorize=8)
+    a, b = TaskBatcher(task, 4, seed=3), TaskBatcher(task, 4, seed=3)
+    first = a.next_batch()
+    assert torch.equal(first.inputs, b.next_batch().inputs)
+    assert first.inputs.shape == first.targets.shape == (4, 40)
+    assert int(first.inputs.min()) >= 0 and int(first.inputs.max()) < task.vocab_size
+    assert (first.targets != -100).sum(1).tolist() == [scored] * 4
+    assert (first.targets[:, -scored:] != -100).all()
+    state = a.state_dict()
+    after = a.next_batch()
+    b.load_state_dict(state)
+    assert torch.equal(b.next_batch().targets, after.targets)
+    inputs, targets = next(iter(TaskBatcher(task, 2, seed=0)))
+    assert inputs.shape == targets.shape == (2, 40)
+
+
+def test_train_task_runs_the_trainer_on_induction_heads(tmp_path):
+    task = TaskConfig(name="induction_heads", seq_len=16, n_values=4)
+    model = StrideHybridConfig.tiny(vocab_size=task.vocab_size, arch="mamba")
+    training = TrainingConfig(batch_size=4, seq_len=16, lr=1e-3, warmup_steps=1, max_steps=2, log_interval=1,
+                              checkpoint_interval=10**6, seed=0)
+    run = RunConfig(output_dir=str(tmp_path), progress=False, tensorboard=False)
+    result = train_task(FullConfig(model, training, run), task, eval_samples=4)
+    assert 0.0 <= result.evaluation["accuracy"] <= 1.0 and result.evaluation["task"] == "induction_heads"
+    saved = json.loads((tmp_path / "task_eval.json").read_text())
+    assert saved["task_config"]["name"] == "induction_heads" and saved["seq_len"] == 16
