@@ -16,6 +16,18 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
+def experiment_script(name: str):
+    """A module of experiments/ (not a package), imported by name with its folder on the path."""
+    import importlib
+    import sys
+
+    sys.path.insert(0, str(REPO / "experiments"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(REPO / "experiments"))
+
+
 def shared_data_dir() -> Path:
     """The shared data folder; fails loudly when SMT_DATA_DIR is set but the data is missing."""
     env = os.environ.get("SMT_DATA_DIR")

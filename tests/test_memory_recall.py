@@ -3,27 +3,17 @@ writes the result line that experiments/robust_report.py and memory_report.py re
 
 from __future__ import annotations
 
-import importlib
 import json
-import sys
 
 import pytest
 import torch
 
-from tests.conftest import REPO
-
-
-def script(name: str):
-    sys.path.insert(0, str(REPO / "experiments"))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(str(REPO / "experiments"))
+from tests.conftest import experiment_script
 
 
 def test_a_short_run_writes_the_result_line_the_reports_read(tmp_path, monkeypatch, capsys):
     torch.set_num_threads(1)
-    recall = script("memory_recall")
+    recall = experiment_script("memory_recall")
     monkeypatch.setattr(recall, "LOG_EVERY", 2)
     out, run_dir = tmp_path / "results.jsonl", tmp_path / "run"
     common = ["--seq-len", "16", "--batch-size", "4", "--warmup", "1", "--eval-samples", "4", "--out", str(out)]
@@ -42,10 +32,10 @@ def test_a_short_run_writes_the_result_line_the_reports_read(tmp_path, monkeypat
 
     assert load_model(tmp_path / "stage1").config.write_gate is False
     capsys.readouterr()
-    table = script("robust_report").summarize([first, second])
+    table = experiment_script("robust_report").summarize([first, second])
     smt_row, stage_row = table.splitlines()[-2:]  # per seed: losses at 100 / 500 / 1000 / last, gradient, gates
     assert smt_row.startswith("| smt | 1 | - / - / - / ") and smt_row.endswith(" | - |")
     assert stage_row.startswith("| stage2 | 1 | - / - / - / ") and not stage_row.endswith(" | - |")
-    assert "| stage2 | 1 |" in script("memory_report").tables([first, second])
+    assert "| stage2 | 1 |" in experiment_script("memory_report").tables([first, second])
     with pytest.raises(ValueError, match="does not (match|fit)"):  # a stage may add the gates, nothing else
         recall.main(["--steps", "2", "--init-from", str(tmp_path / "stage1"), "--arch", "gpt", *common])

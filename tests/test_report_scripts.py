@@ -2,21 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
-import sys
-from pathlib import Path
-
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def script(name: str):
-    sys.path.insert(0, str(REPO / "experiments"))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(str(REPO / "experiments"))
+from tests.conftest import experiment_script
 
 
 def text_record(model: str, seed: int, far: float, near: float = 3.0) -> dict:
@@ -30,7 +18,7 @@ def text_record(model: str, seed: int, far: float, near: float = 3.0) -> dict:
 
 
 def test_text_table_gives_seed_ranges_and_the_share_of_the_gap_closed():
-    report = script("text_report")
+    report = experiment_script("text_report")
     records = [text_record("gpt", 1, 3.0), text_record("gpt", 2, 3.2), text_record("swa", 1, 4.0),
                text_record("swa", 2, 4.2), text_record("smt", 1, 3.6), text_record("smt", 2, 3.6)]
     stats = report.summary(records)
@@ -43,7 +31,7 @@ def test_text_table_gives_seed_ranges_and_the_share_of_the_gap_closed():
 
 
 def test_text_targets_need_half_the_far_gap_and_a_lead_past_the_window_of_three_ranges():
-    report = script("text_report")
+    report = experiment_script("text_report")
 
     def record(model: str, seed: int, far: float, late: float) -> dict:
         r = text_record(model, seed, far)
@@ -68,7 +56,7 @@ def test_text_targets_need_half_the_far_gap_and_a_lead_past_the_window_of_three_
 
 
 def test_lr_sweep_table_marks_each_models_best_rate(tmp_path):
-    report = script("text_report")
+    report = experiment_script("text_report")
     for name, lr, loss in [("swa", "0.001", 5.0), ("swa", "0.004", 4.5), ("gpt", "0.001", 4.2), ("gpt", "0.004", 4.4)]:
         run = tmp_path / f"{name}-lr{lr}"
         run.mkdir()
@@ -79,7 +67,7 @@ def test_lr_sweep_table_marks_each_models_best_rate(tmp_path):
 
 
 def test_robust_summary_counts_seeds_that_learn_and_hold():
-    report = script("robust_report")
+    report = experiment_script("robust_report")
 
     def record(seed: int, at_train: float, at_long: float) -> dict:
         return {"label": "v", "seed": seed, "steps": 200, "train_seconds": 10.0, "losses": [[100, 1.0], [200, 0.5]],
