@@ -20,6 +20,9 @@ VARIANTS = {
     "smt_s2read": {"stride": 2, "memory_read": "slots+state"},
     # every token enters the memory's SSM and reads its output; a slot every 8 tokens (memory: token_rate)
     "smt_tokenrate": {"memory": "token_rate"},
+    # token_rate with more of the parameters in the recurrence: one attention layer traded for two
+    # Mamba layers (Mamba alone, 9 layers, leads everywhere; docs/TEXT.md)
+    "smt_tokenrate_m4": {"memory": "token_rate", "transformer_n_layers": 3, "ssm_n_layers": 4},
 }
 
 
