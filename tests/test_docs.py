@@ -111,3 +111,12 @@ def test_the_test_counts_the_docs_quote_are_the_counts_collected(request):
             if int(quoted) != count:
                 stale.append(f"{name}: {path} says {quoted} tests, collected {count}")
     assert not stale, "\n".join(stale)
+
+
+def test_the_demo_output_the_docs_show_is_the_recorded_one():
+    """README and docs/evaluation.md show the demo's output as docs/results/demo/output.txt records it
+    (rerun the demo and replace all three together)."""
+    recorded = (REPO / "docs" / "results" / "demo" / "output.txt").read_text(encoding="utf-8").strip("\n")
+    for name in ("README.md", "docs/evaluation.md"):
+        blocks = re.findall(r"```\n(task: passkey.*?)\n```", (REPO / name).read_text(encoding="utf-8"), re.S)
+        assert blocks == [recorded], f"{name}'s demo output differs from docs/results/demo/output.txt"
