@@ -100,6 +100,10 @@ def wrong_values(draw: st.DrawFn) -> tuple[str, str, Any]:
 @pytest.mark.slow
 def test_wrong_types_in_a_file_name_the_field(tmp_path_factory, case, as_json):
     section, name, value = case
+    hint = typing.get_type_hints(SECTIONS[section])[name]
+    # a YAML file is read as the command line is: a string written plain that reads as a number
+    # (0E0, 1E-1: no dot, a string to YAML 1.1) is that number
+    assume(as_json or not (isinstance(value, str) and _fits(hint, _as_number(value))))
     path = tmp_path_factory.mktemp("cfg") / ("c.json" if as_json else "c.yaml")
     data = {section: {name: value}}
     path.write_text(json.dumps(data) if as_json else yaml.safe_dump(data), encoding="utf-8")
