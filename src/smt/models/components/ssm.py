@@ -229,15 +229,6 @@ class _ResidualStack(nn.Module):
             new_states.append(s)
         return self.norm_f(residual.to(x.dtype)), self._pack_state(new_states)
 
-    def forward_gated(self, x: Tensor, gates: Tensor, state: dict[str, Tensor] | None = None,
-                      keep_states: bool = False):
-        raise NotImplementedError(f"{type(self).__name__} has no gated sequence mode (supports_parallel_gates is "
-                                  "False): step it write by write (memory.chain.ssm_steps)")
-
-    def forward_keeping_states(self, x: Tensor, state: dict[str, Tensor] | None = None):
-        raise NotImplementedError(f"{type(self).__name__} keeps no per-step states (supports_keeping_states is "
-                                  "False): step it write by write (memory.chain.ssm_steps)")
-
     def step(self, x: Tensor, state: dict[str, Tensor]):
         residual = x.float()
         new_states = []
