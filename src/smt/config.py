@@ -646,6 +646,9 @@ class TrainingConfig(_Serialisable):
     checkpoint_interval: int = 500
     keep_last_checkpoints: int = 3
     seed: int = 1337
+    # the order of the training data (documents, windows); None: `seed`. Set it to compare model
+    # seeds on one data order (Hugging Face's TrainingArguments.data_seed means the same)
+    data_seed: int | None = None
     dtype: Dtype = "float32"  # float32, bfloat16 (autocast) or float16 (autocast + loss scaling, GPUs without bf16)
     compile: bool = False
     batching: Batching = "random"  # "random" windows or "stream" (long documents, state carried)
@@ -667,6 +670,9 @@ class TrainingConfig(_Serialisable):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 fail(name, "must be a positive integer", "use a value >= 1")
+        if self.data_seed is not None and (isinstance(self.data_seed, bool) or not isinstance(self.data_seed, int)
+                                           or self.data_seed < 0):
+            fail("data_seed", "must be a non-negative integer or null", "use e.g. 1, or null to follow seed")
         if self.warmup_steps < 0:
             fail("warmup_steps", "cannot be negative", "use 0 for no warmup")
         if not float(self.lr) > 0:

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from smt.commands.train import train_from_config
+from smt.model_directory import CheckpointError
 from smt.training.checkpoint import list_checkpoints, verify_checkpoint
 from smt.training.distributed import DistContext
 from smt.training.run_config import load_run_config
@@ -81,6 +82,30 @@ def test_resume_gives_the_same_losses(tmp_path, batching):
     lines = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["step"] for x in lines] == [json.loads(x)["step"] for x in
                                                      (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("batching", ["random", "stream"])
+def test_data_seed_fixes_the_data_order_across_model_seeds(tmp_path, batching):
+    view = synthetic_view()
+
+    def first_inputs(**training):
+        batcher = Trainer(tiny_config(tmp_path, batching, **training), view, view)._make_batcher(DistContext())
+        return [batcher.next_batch().inputs for _ in range(3)]
+
+    def same(a, b):
+        return all(torch.equal(x, y) for x, y in zip(a, b))
+
+    assert not same(first_inputs(seed=1), first_inputs(seed=2))  # the seed alone moves both
+    assert same(first_inputs(seed=1, data_seed=5), first_inputs(seed=2, data_seed=5))
+    assert same(first_inputs(seed=5), first_inputs(seed=2, data_seed=5))  # data_seed means the seed's order
+    assert not same(first_inputs(seed=1, data_seed=5), first_inputs(seed=1, data_seed=6))
+
+
+def test_resume_refuses_a_different_data_seed(tmp_path):
+    view = synthetic_view()
+    Trainer(tiny_config(tmp_path, max_steps=6), view, view).train()
+    with pytest.raises(CheckpointError, match="data_seed: checkpoint None vs config 3"):
+        Trainer(tiny_config(tmp_path, data_seed=3), view, view).train(resume=True)
 
 
 def test_resume_refuses_a_different_model(tmp_path):

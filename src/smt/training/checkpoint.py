@@ -129,7 +129,7 @@ def save_checkpoint(root: Path, model: nn.Module, payload: CheckpointPayload, to
 # the training settings a model card shows (TrainingConfig fields), in this order
 CARD_TRAINING_FIELDS = ("batch_size", "gradient_accumulation_steps", "seq_len", "batching", "lr", "min_lr_ratio",
                         "warmup_steps", "weight_decay", "beta1", "beta2", "grad_clip", "max_steps", "epochs",
-                        "dtype", "seed")
+                        "dtype", "seed", "data_seed")
 
 
 def model_card_facts(training_state: dict, step: int | None, val_loss: float | None) -> dict[str, Any]:

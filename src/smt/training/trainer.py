@@ -72,7 +72,7 @@ from smt.training.stop_signals import StopOnSignal, TrainingInterrupted
 
 # settings a resumed run must share with the checkpoint (the data position depends on them)
 AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}  # training.dtype -> autocast
-RESUME_MUST_MATCH = ("batch_size", "gradient_accumulation_steps", "seq_len", "batching", "seed")
+RESUME_MUST_MATCH = ("batch_size", "gradient_accumulation_steps", "seq_len", "batching", "seed", "data_seed")
 TIMED_STEPS = 3  # the time estimate: the mean of the steps after the first (which warms up)
 # the logging window: what the next train record averages over (saved in checkpoints: a resume
 # in the middle of a window must log the same record as the uninterrupted run)
@@ -186,7 +186,8 @@ class Trainer:
 
     def _make_batcher(self, ctx: DistContext):
         kind = StreamingBatcher if self.tc.batching == "stream" else RandomWindowBatcher
-        return kind(self.train_view, self.tc.batch_size, self.tc.seq_len, seed=self.tc.seed,
+        data_seed = self.tc.seed if self.tc.data_seed is None else self.tc.data_seed
+        return kind(self.train_view, self.tc.batch_size, self.tc.seq_len, seed=data_seed,
                     rank=ctx.rank, world_size=ctx.world_size)
 
     def _resume_from(self, resume: bool | str | Path) -> Path:
