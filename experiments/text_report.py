@@ -5,11 +5,14 @@
     python experiments/text_report.py table docs/results/text/cpu4m.jsonl [--plots docs/results/text/cpu4m]
     python experiments/text_report.py sweep --runs runs/text/tune [--out docs/results/text/lr_sweep.jsonl]
 
-`collect` reads every evaluated run below --runs (NAME-sSEED/eval/eval.json from `smt eval --positions P
---recall-split N`, the run's metrics.jsonl and config.yaml) and writes one JSON line per run: model, seed,
-parameters, tokens seen, the recall split and the loss-by-position curve. `table` prints, per model, the
-seed mean and [min-max] of every recall bucket and position bucket, the gaps SWA -> full attention and
-the share of it SMT closes, and draws the four models' loss-by-position and recall-split charts.
+`collect` reads every evaluated run below --runs (NAME-sSEED[-dDATA_SEED]/eval/eval.json from `smt eval
+--positions P --recall-split N`, the run's metrics.jsonl and config.yaml) and writes one JSON line per run:
+model, seed, data seed, parameters, tokens seen, the recall split and the loss-by-position curve.
+`table --data-order seed` (the default) takes the runs whose data order follows their seed;
+`--data-order K`, the runs that all read data order K (model seeds compared on one order).
+`table` prints, per model, the seed mean and [min-max] of every recall bucket and position bucket,
+the gaps SWA -> full attention and the share of it SMT closes, and draws
+the four models' loss-by-position and recall-split charts.
 """
 
 from __future__ import annotations
@@ -30,11 +33,19 @@ BASELINES = ("gpt", "swa", "mamba")
 ORDER = ["gpt", "swa", "mamba", "smt"]
 
 
+def run_name(name: str) -> tuple[str, int, int] | None:
+    """NAME-sSEED or NAME-sSEED-dDATA_SEED -> (NAME, SEED, data seed); the data seed is SEED without -d."""
+    match = re.fullmatch(r"(.+)-s(\d+)(?:-d(\d+))?", name)
+    if not match:
+        return None
+    return match.group(1), int(match.group(2)), int(match.group(3) or match.group(2))
+
+
 def collect(runs: Path) -> list[dict]:
     records = []
     for eval_json in sorted(runs.glob("*-s*/eval/eval.json")):
         run = eval_json.parent.parent
-        match = re.fullmatch(r"(.+)-s(\d+)", run.name)
+        match = run_name(run.name)
         result = json.loads(eval_json.read_text(encoding="utf-8"))
         if not match or "recall_split" not in result:
             continue
@@ -48,7 +59,8 @@ def collect(runs: Path) -> list[dict]:
         model_config = load_run_config(run / "config.yaml").model
         parameters = sum(p.numel() for p in build_model(model_config.replace(device="cpu")).parameters())
         curve = np.load(eval_json.parent / "loss_by_position.npy")
-        records.append({"model": match.group(1), "seed": int(match.group(2)), "parameters": parameters,
+        model, seed, data_seed = match
+        records.append({"model": model, "seed": seed, "data_seed": data_seed, "parameters": parameters,
                         "tokens_seen": train[-1]["tokens_seen"] if train else None,
                         "steps": train[-1]["step"] if train else None,
                         "tokens_per_s": train[-1].get("tokens_per_s") if train else None,
@@ -59,6 +71,15 @@ def collect(runs: Path) -> list[dict]:
         raise SystemExit(f"no evaluated run under {runs} (NAME-sSEED/eval/eval.json with a recall split): "
                          "run experiments/text.sh eval NAME SEED first")
     return records
+
+
+def with_data_order(records: list[dict], order: str) -> list[dict]:
+    """The runs of one design: 'seed', every run's data order follows its seed (seed N reads order N);
+    an integer K, every run reads order K (the model seed alone varies). Records without a data seed
+    followed their seed."""
+    if order == "seed":
+        return [r for r in records if r.get("data_seed", r["seed"]) == r["seed"]]
+    return [r for r in records if r.get("data_seed", r["seed"]) == int(order)]
 
 
 def _by_model(records: list[dict]) -> dict[str, list[dict]]:
@@ -136,12 +157,15 @@ def summary(records: list[dict]) -> dict[str, dict[str, tuple[float, float, floa
     return out
 
 
-def table(records: list[dict]) -> str:
+def table(records: list[dict], order: str = "seed") -> str:
     grouped = _by_model(records)
     stats = summary(records)
     models = list(grouped)
     first = records[0]["recall_split"]
-    lines = [f"Recall split: {first['n']}-gram hits, {first.get('streams', '')}; mean [min-max] over seeds.", "",
+    design = ("each seed reads its own order of the training stream" if order == "seed"
+              else f"every seed reads the training stream in order {order} (training.data_seed)")
+    lines = [f"Recall split: {first['n']}-gram hits, {first.get('streams', '')}; mean [min-max] over seeds; {design}.",
+             "",
              "| model | seeds | parameters | tokens seen | lr | loss on whole held-out modules (streamed) |",
              "|---|---|---:|---:|---:|---|"]
     for model, runs in grouped.items():
@@ -175,7 +199,8 @@ def table(records: list[dict]) -> str:
     lines += targets(stats)
     if "swa" in stats:
         far = next((name for name in stats["swa"] if name.endswith(FAR_HITS)), None)
-        lines += ["", "Seed by seed (the same training stream order): SWA's loss minus the model's, per seed:", "",
+        lines += ["", "Seed by seed (runs of one seed read the same training stream order): SWA's loss minus the "
+                  "model's, per seed:", "",
                   "| model | " + (f"far hits ({far.split()[1]})" if far else "") + f" | {BEYOND_WINDOW} |",
                   "|---|---|---|"]
         rows = [paired(records, far) if far else {}, paired(records, BEYOND_WINDOW)]
@@ -243,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     t = sub.add_parser("table")
     t.add_argument("results", nargs="+", help="JSON-lines files written by collect")
     t.add_argument("--plots", default=None, help="prefix of the two PNGs")
+    t.add_argument("--data-order", default="seed",
+                   help="'seed': the runs whose data order follows their seed; K: the runs that all read order K")
     w = sub.add_parser("sweep")
     w.add_argument("--runs", default="runs/text/tune")
     w.add_argument("--out", default=None, help="also write the records as JSON lines")
@@ -259,9 +286,11 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.out).write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
         print(f"{len(records)} runs -> {args.out}")
         return 0
-    records = [json.loads(line) for path in args.results for line in Path(path).read_text().splitlines()
-               if line.strip()]
-    print(table(records))
+    records = with_data_order([json.loads(line) for path in args.results
+                               for line in Path(path).read_text().splitlines() if line.strip()], args.data_order)
+    if not records:
+        raise SystemExit(f"no run in {args.results} has data order {args.data_order!r}")
+    print(table(records, args.data_order))
     if args.plots:
         for path in plots(records, Path(args.plots)):
             print(path)

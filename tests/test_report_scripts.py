@@ -55,6 +55,20 @@ def test_text_targets_need_half_the_far_gap_and_a_lead_past_the_window_of_three_
     assert "| smt | s1 +0.600, s2 +0.600 | s1 +0.200, s2 +0.220 |" in text
 
 
+def test_text_table_takes_one_data_order_design(tmp_path):
+    report = experiment_script("text_report")
+    own = [text_record("swa", 1, 4.0), text_record("swa", 2, 4.4)]  # order 1 and order 2
+    fixed = dict(text_record("swa", 2, 4.1), data_seed=1)  # model seed 2 on order 1
+    records = own + [fixed]
+    assert report.with_data_order(records, "seed") == own
+    assert report.with_data_order(records, "1") == [own[0], fixed]
+    assert "4.050 [4.000-4.100]" in report.table(report.with_data_order(records, "1"), "1")
+    # collect reads the design from the run's directory name
+    assert report.run_name("smt_tokenrate_m4-s2-d1") == ("smt_tokenrate_m4", 2, 1)
+    assert report.run_name("swa-s2") == ("swa", 2, 2)
+    assert report.run_name("swa") is None
+
+
 def test_lr_sweep_table_marks_each_models_best_rate(tmp_path):
     report = experiment_script("text_report")
     for name, lr, loss in [("swa", "0.001", 5.0), ("swa", "0.004", 4.5), ("gpt", "0.001", 4.2), ("gpt", "0.004", 4.4)]:
