@@ -45,8 +45,12 @@ def test_text_targets_need_half_the_far_gap_and_a_lead_past_the_window_of_three_
 
     records = [record("gpt", 1, 3.0, 4.0), record("gpt", 2, 3.0, 4.0), record("swa", 1, 4.0, 4.5),
                record("swa", 2, 4.0, 4.52), record("smt", 1, 3.4, 4.3), record("smt", 2, 3.4, 4.3),
-               record("smt_weak", 1, 3.8, 4.49), record("smt_weak", 2, 3.8, 4.49)]
+               record("smt_weak", 1, 3.8, 4.49), record("smt_weak", 2, 3.8, 4.49),
+               record("swa-lr0.004", 1, 3.9, 4.4), record("swa-lr0.004", 2, 3.9, 4.4)]
     text = report.table(records)
+    # SWA at another learning rate is a baseline: its share of the gap is shown, it has no target row
+    assert "| swa-lr0.004 |" not in text.split("The targets")[1].split("Seed by seed")[0]
+    assert "| swa-lr0.004 | s1 +0.100, s2 +0.100 | s1 +0.100, s2 +0.120 |" in text
     # smt: 60% of the far gap, 0.21 below SWA past the window against 3 x 0.02
     assert "| smt | 60% | +0.210 | 0.060 | yes | no |" in text
     assert "| smt_weak | 20% | +0.020 | 0.060 | no | no |" in text
