@@ -29,6 +29,7 @@ VARIANTS = {
     "SMT default (memory: gated_tokens, hard write gates)": {},
     "the seed's design (memory: slot_feedback, ungated)": {"memory": "slot_feedback", "write_gate": False},
     "memory: token_rate (every token into the SSM and read)": {"memory": "token_rate"},
+    "token_rate, 3 attention + 4 Mamba layers": {"memory": "token_rate", "transformer_n_layers": 3, "ssm_n_layers": 4},
     "per-token read of the SSM state (memory_read: slots+state)": {"memory_read": "slots+state"},
     "per-token read, S = 2": {"memory_read": "slots+state", "stride": 2},
     "ungated writes (write_gate: false)": {"write_gate": False},

@@ -83,7 +83,9 @@ FIELD_HELP: dict[tuple[str, str], str] = {
     ("training", "log_interval"): "optimizer steps between the train records of metrics.jsonl",
     ("training", "checkpoint_interval"): "optimizer steps between checkpoints",
     ("training", "keep_last_checkpoints"): "checkpoints kept, the newest ones (the best one is always kept too)",
-    ("training", "seed"): "the seed of the initialisation, the data order and dropout",
+    ("training", "seed"): "the seed of the initialisation, dropout and, unless data_seed is set, the data order",
+    ("training", "data_seed"): "the seed of the data order alone (null: the seed's), so model seeds can share one "
+                               "order of the training data",
     ("training", "compile"): "run the model through torch.compile",
     ("training", "device"): "where training runs: cpu, cuda, cuda:N, mps or auto",
     # ---- run
