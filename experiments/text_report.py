@@ -11,8 +11,8 @@ model, seed, data seed, parameters, tokens seen, the recall split and the loss-b
 `table --data-order seed` (the default) takes the runs whose data order follows their seed;
 `--data-order K`, the runs that all read data order K (model seeds compared on one order).
 `table` prints, per model, the seed mean and [min-max] of every recall bucket and position bucket,
-the gaps SWA -> full attention and the share of it SMT closes, and draws
-the four models' loss-by-position and recall-split charts.
+the gaps SWA -> full attention and the share of it SMT closes, and draws the models' loss-by-position
+and recall-split charts.
 """
 
 from __future__ import annotations

@@ -59,7 +59,7 @@ def test_text_targets_need_half_the_far_gap_and_a_lead_past_the_window_of_three_
     assert "| smt | s1 +0.600, s2 +0.600 | s1 +0.200, s2 +0.220 |" in text
 
 
-def test_text_table_takes_one_data_order_design(tmp_path):
+def test_text_table_takes_one_data_order_design():
     report = experiment_script("text_report")
     own = [text_record("swa", 1, 4.0), text_record("swa", 2, 4.4)]  # order 1 and order 2
     fixed = dict(text_record("swa", 2, 4.1), data_seed=1)  # model seed 2 on order 1
