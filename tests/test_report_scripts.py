@@ -46,7 +46,8 @@ def test_text_targets_need_half_the_far_gap_and_a_lead_past_the_window_of_three_
     records = [record("gpt", 1, 3.0, 4.0), record("gpt", 2, 3.0, 4.0), record("swa", 1, 4.0, 4.5),
                record("swa", 2, 4.0, 4.52), record("smt", 1, 3.4, 4.3), record("smt", 2, 3.4, 4.3),
                record("smt_weak", 1, 3.8, 4.49), record("smt_weak", 2, 3.8, 4.49),
-               record("swa-lr0.004", 1, 3.9, 4.4), record("swa-lr0.004", 2, 3.9, 4.4)]
+               record("swa-lr0.004", 1, 3.9, 4.4), record("swa-lr0.004", 2, 3.9, 4.4),
+               record("smt_one", 1, 3.4, 4.3)]
     text = report.table(records)
     # SWA at another learning rate is a baseline: its share of the gap is shown, it has no target row
     assert "| swa-lr0.004 |" not in text.split("The targets")[1].split("Seed by seed")[0]
@@ -54,6 +55,7 @@ def test_text_targets_need_half_the_far_gap_and_a_lead_past_the_window_of_three_
     # smt: 60% of the far gap, 0.21 below SWA past the window against 3 x 0.02
     assert "| smt | 60% | +0.210 | 0.060 | yes | no |" in text
     assert "| smt_weak | 20% | +0.020 | 0.060 | no | no |" in text
+    assert "| smt_one | 60% | +0.210 | 0.060 | -, one seed | no |" in text  # one seed is not judged
     assert "| gpt |" not in text.split("The targets")[1]
     # seed by seed against SWA's run of the same seed
     assert "| smt | s1 +0.600, s2 +0.600 | s1 +0.200, s2 +0.220 |" in text
@@ -63,13 +65,14 @@ def test_text_table_takes_one_data_order_design():
     report = experiment_script("text_report")
     own = [text_record("swa", 1, 4.0), text_record("swa", 2, 4.4)]  # order 1 and order 2
     fixed = dict(text_record("swa", 2, 4.1), data_seed=1)  # model seed 2 on order 1
-    records = own + [fixed]
+    control = dict(text_record("swa-lr0.004", 1, 3.9), data_seed=1)  # made for the one-order design
+    records = own + [fixed, control]
     assert report.with_data_order(records, "seed") == own
-    assert report.with_data_order(records, "1") == [own[0], fixed]
+    assert report.with_data_order(records, "1") == [own[0], fixed, control]
     assert "4.050 [4.000-4.100]" in report.table(report.with_data_order(records, "1"), "1")
     # collect reads the design from the run's directory name
     assert report.run_name("smt_tokenrate_m4-s2-d1") == ("smt_tokenrate_m4", 2, 1)
-    assert report.run_name("swa-s2") == ("swa", 2, 2)
+    assert report.run_name("swa-s2") == ("swa", 2, None)
     assert report.run_name("swa") is None
 
 

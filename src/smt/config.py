@@ -670,8 +670,7 @@ class TrainingConfig(_Serialisable):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 fail(name, "must be a positive integer", "use a value >= 1")
-        if self.data_seed is not None and (isinstance(self.data_seed, bool) or not isinstance(self.data_seed, int)
-                                           or self.data_seed < 0):
+        if self.data_seed is not None and self.data_seed < 0:  # check_fields has made it an int
             fail("data_seed", "must be a non-negative integer or null", "use e.g. 1, or null to follow seed")
         if self.warmup_steps < 0:
             fail("warmup_steps", "cannot be negative", "use 0 for no warmup")

@@ -72,6 +72,7 @@ def test_overrides_and_round_trip(tmp_path):
     (["--no_such_field", "1"], "unknown setting"),
     (["--lr"], "has no value"),
     (["--lr", "-1"], "lr=-1"),
+    (["--training.data_seed", "-1"], "data_seed=-1: must be a non-negative integer or null"),
     (["--run.parallel", "horovod"], "run.parallel"),
     (["--run.keep_freed_memory", "sometimes"], "run.keep_freed_memory"),
 ])
